@@ -1,0 +1,5 @@
+import sys
+
+from spotwatch.cli import main
+
+sys.exit(main())

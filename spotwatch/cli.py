@@ -1,0 +1,55 @@
+"""The argparse front end: one ``spotwatch.commands.<name>`` module per subcommand.
+
+Each command module exposes ``add_parser(subparsers)`` that ends in
+``set_defaults(func=...)``; ``func`` takes the Namespace, unpacks it into typed
+arguments and calls the implementation, which it imports lazily so that
+``spotwatch status --help`` or ``spotwatch run`` pay only for what they use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import NoReturn, Sequence
+
+from spotwatch import __version__
+from spotwatch.errors import EXIT_USAGE, SpotwatchError
+
+COMMANDS = ("run", "hooks", "drill", "ship", "status", "install", "uninstall", "fleet")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="spotwatch",
+        description="Watch for the EC2 spot interruption notice and run your hooks in time.",
+    )
+    parser.add_argument("--version", action="version", version=f"spotwatch {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name in COMMANDS:
+        module = importlib.import_module(f"spotwatch.commands.{name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(func(args))
+    except SpotwatchError as exc:
+        print(f"spotwatch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Front ends, one module per subcommand: argument parsing only, no heavy imports."""

@@ -1,0 +1,17 @@
+"""Front end of `spotwatch uninstall` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from spotwatch.errors import SpotwatchError
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("uninstall", help="(not built yet)")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    raise SpotwatchError("'spotwatch uninstall' is not built yet")
