@@ -1,17 +1,58 @@
-"""Front end of `spotwatch run` (placeholder until its issue lands)."""
+"""Front end of ``spotwatch run``: the daemon. Every flag also reads SPOTWATCH_<FLAG>."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
-from spotwatch.errors import SpotwatchError
+from spotwatch import config
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("run", help="(not built yet)")
+    parser = subparsers.add_parser(
+        "run",
+        help="watch IMDS for the spot interruption notice and run the hooks",
+        description=(
+            "Poll the instance metadata service for the spot interruption notice and, "
+            "when it appears, run the hooks in order within the deadline. Every flag can "
+            "also be set in the environment as SPOTWATCH_<FLAG> (e.g. SPOTWATCH_INTERVAL); "
+            "a flag on the command line wins."
+        ),
+    )
+    add = parser.add_argument
+    add("--imds-url", metavar="URL", help=f"IMDS base URL (default {config.DEFAULT_IMDS_URL})")
+    add("--interval", metavar="S", help=f"seconds between polls (default {config.DEFAULT_INTERVAL:g})")
+    add("--hooks-dir", metavar="DIR", help=f"hook scripts (default {config.DEFAULT_HOOKS_DIR})")
+    add("--state-dir", metavar="DIR", help=f"journal location (default {config.DEFAULT_STATE_DIR})")
+    add(
+        "--hook-timeout",
+        metavar="S",
+        help=f"longest one hook may run (default {config.DEFAULT_HOOK_TIMEOUT:g})",
+    )
+    add(
+        "--deadline-margin",
+        metavar="S",
+        help="hooks must end this long before the interruption "
+        f"(default {config.DEFAULT_DEADLINE_MARGIN:g})",
+    )
+    add(
+        "--on-rebalance",
+        action="store_const",
+        const="1",
+        help="also run the hooks on a rebalance recommendation",
+    )
+    add("--log-format", metavar="json|console", help="default: console on a TTY, else JSON")
+    add("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    raise SpotwatchError("'spotwatch run' is not built yet")
+    flags = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in config.RUN_FLAGS}
+    settings = config.resolve(flags, os.environ)
+
+    from spotwatch import logs
+    from spotwatch.daemon import run_daemon
+
+    logs.configure(settings.log_format, settings.log_level)
+    return run_daemon(settings)

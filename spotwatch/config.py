@@ -1,0 +1,116 @@
+"""``spotwatch run`` settings: command line first, then ``SPOTWATCH_<FLAG>``, then defaults.
+
+Pure: takes the parsed flags and the environment, returns a frozen RunConfig or
+raises UsageError naming the flag or variable at fault and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from spotwatch.errors import UsageError
+
+DEFAULT_IMDS_URL = "http://169.254.169.254"
+DEFAULT_INTERVAL = 5.0
+DEFAULT_HOOKS_DIR = "/etc/spotwatch/hooks.d"
+DEFAULT_STATE_DIR = "/var/lib/spotwatch"
+DEFAULT_HOOK_TIMEOUT = 60.0
+DEFAULT_DEADLINE_MARGIN = 10.0
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    imds_url: str = DEFAULT_IMDS_URL
+    interval: float = DEFAULT_INTERVAL
+    hooks_dir: Path = Path(DEFAULT_HOOKS_DIR)
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    deadline_margin: float = DEFAULT_DEADLINE_MARGIN
+    on_rebalance: bool = False
+    log_format: str | None = None  # None: console on a TTY, JSON otherwise
+    log_level: str = "info"
+
+
+def env_name(flag: str) -> str:
+    """``--hook-timeout`` -> ``SPOTWATCH_HOOK_TIMEOUT``."""
+    return "SPOTWATCH_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def seconds(text: str, *, allow_zero: bool = False) -> float:
+    """A number of seconds; raises ValueError with a readable reason."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "0 or more" if allow_zero else "greater than 0"
+        raise ValueError(f"must be {bound} seconds, got {text!r}")
+    return value
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
+
+
+def url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        lowered = text.strip().lower()
+        if lowered not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {text!r}")
+        return lowered
+
+    return parse
+
+
+# flag name -> (parser, RunConfig field)
+_FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "--imds-url": (url, "imds_url"),
+    "--interval": (seconds, "interval"),
+    "--hooks-dir": (Path, "hooks_dir"),
+    "--state-dir": (Path, "state_dir"),
+    "--hook-timeout": (seconds, "hook_timeout"),
+    "--deadline-margin": (lambda t: seconds(t, allow_zero=True), "deadline_margin"),
+    "--on-rebalance": (boolean, "on_rebalance"),
+    "--log-format": (choice(LOG_FORMATS), "log_format"),
+    "--log-level": (choice(LOG_LEVELS), "log_level"),
+}
+
+RUN_FLAGS = tuple(_FIELDS)
+
+
+def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunConfig:
+    """Build the RunConfig from raw flag strings (None: not given) and the environment."""
+    values: dict[str, Any] = {}
+    for flag, (parse, field) in _FIELDS.items():
+        raw = flags.get(flag)
+        source = flag
+        if raw is None:
+            source = env_name(flag)
+            raw = environ.get(source)
+            if raw is None or (raw == "" and flag != "--on-rebalance"):
+                continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+    return RunConfig(**values)

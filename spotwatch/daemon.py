@@ -1,0 +1,119 @@
+"""Wiring for ``spotwatch run`` (and the drill): real clients, journal, signals, systemd.
+
+Imports only what the idle daemon needs: requests, structlog, tenacity. Never boto3.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spotwatch.config import RunConfig
+from spotwatch.errors import UsageError
+from spotwatch.logs import get_logger
+from spotwatch.stopper import Stopper
+from spotwatch.watcher import Listener, Watcher, WatchSettings
+
+
+def check_directories(config: RunConfig) -> None:
+    """Fail fast, with the fix, on a hooks or state directory we cannot use."""
+    hooks_dir = config.hooks_dir
+    if not hooks_dir.is_dir():
+        what = "is not a directory" if hooks_dir.exists() else "does not exist"
+        raise UsageError(
+            f"hooks directory {hooks_dir} {what}: create it (mkdir -p {hooks_dir}) "
+            "or point --hooks-dir / SPOTWATCH_HOOKS_DIR at yours"
+        )
+    state_dir = config.state_dir
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create state directory {state_dir}: {exc.strerror}; "
+            "use --state-dir / SPOTWATCH_STATE_DIR to pick a writable one"
+        ) from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"state directory {state_dir} is not writable by uid {os.geteuid()}; "
+            "fix its owner or use --state-dir"
+        )
+
+
+def build_watcher(
+    config: RunConfig,
+    *,
+    stop: Stopper,
+    drill: bool = False,
+    max_notices: int | None = None,
+    listener: Listener | None = None,
+) -> Watcher:
+    from spotwatch import hooks, runner
+    from spotwatch.imds import ImdsClient, ImdsError, read_identity
+    from spotwatch.journal import Journal
+    from spotwatch.monitors import RebalanceMonitor, SpotInterruptionMonitor
+    from spotwatch.sdnotify import Notifier
+
+    # One poll (retries included) must fit well inside the interval.
+    budget = max(0.5, min(4.0, config.interval * 0.8))
+    client = ImdsClient(config.imds_url, budget=budget, stop=stop)  # type: ignore[arg-type]
+    monitors: list[object] = [SpotInterruptionMonitor(client)]
+    if config.on_rebalance:
+        monitors.append(RebalanceMonitor(client))
+    settings = WatchSettings(
+        interval=config.interval,
+        hooks_dir=config.hooks_dir,
+        hook_timeout=config.hook_timeout,
+        deadline_margin=config.deadline_margin,
+        drill=drill,
+        max_notices=max_notices,
+    )
+    return Watcher(
+        settings,
+        monitors=monitors,  # type: ignore[arg-type]
+        read_identity=lambda: read_identity(client),
+        journal=Journal(config.state_dir),
+        stop=stop,
+        notifier=Notifier(),
+        plan=hooks.plan_hooks,
+        runner=runner.run_hooks,
+        hook_environment=hooks.hook_environment,
+        fault_types=(ImdsError,),
+        listener=listener,
+    )
+
+
+def run_daemon(config: RunConfig) -> int:
+    """``spotwatch run``: watch until SIGTERM or SIGINT."""
+    check_directories(config)
+    log = get_logger()
+    stop = Stopper()
+    stop.install()
+    try:
+        watcher = build_watcher(config, stop=stop)
+        log.info(
+            "spotwatch.started",
+            pid=os.getpid(),
+            imds_url=config.imds_url,
+            state_dir=str(config.state_dir),
+            hook_timeout=config.hook_timeout,
+            deadline_margin=config.deadline_margin,
+            on_rebalance=config.on_rebalance,
+        )
+        status = watcher.run()
+        if stop.signum is not None:
+            log.info("spotwatch.signal", signal=_signal_name(stop.signum))
+        return status
+    finally:
+        stop.close()
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
+__all__ = ["Path", "build_watcher", "check_directories", "run_daemon"]
