@@ -93,4 +93,3 @@ class Stopper:
                 pass
         except (BlockingIOError, OSError):
             pass
-

@@ -22,7 +22,11 @@ def add_parser(subparsers: Any) -> None:
     )
     add = parser.add_argument
     add("--imds-url", metavar="URL", help=f"IMDS base URL (default {config.DEFAULT_IMDS_URL})")
-    add("--interval", metavar="S", help=f"seconds between polls (default {config.DEFAULT_INTERVAL:g})")
+    add(
+        "--interval",
+        metavar="S",
+        help=f"seconds between polls (default {config.DEFAULT_INTERVAL:g})",
+    )
     add("--hooks-dir", metavar="DIR", help=f"hook scripts (default {config.DEFAULT_HOOKS_DIR})")
     add("--state-dir", metavar="DIR", help=f"journal location (default {config.DEFAULT_STATE_DIR})")
     add(
