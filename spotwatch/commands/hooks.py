@@ -1,17 +1,122 @@
-"""Front end of `spotwatch hooks` (placeholder until its issue lands)."""
+"""Front end of `spotwatch hooks`: what would run, in order, and why the rest would not.
+
+Exit status: 0 when nothing is refused, 1 when a hook is refused as unsafe or
+the directory itself is unsafe, 2 when the directory is missing.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from spotwatch.errors import SpotwatchError
+from spotwatch.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SpotwatchError
+
+if TYPE_CHECKING:
+    from spotwatch.hooks import HookPlan
+
+DEFAULT_HOOKS_DIR = "/etc/spotwatch/hooks.d"
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("hooks", help="(not built yet)")
+    parser = subparsers.add_parser(
+        "hooks",
+        help="show which hooks would run, in order, and why the others would not",
+        description=(
+            "List the hooks spotwatch would run, in order, and every other file in the "
+            "hooks directory with the reason it would not run and the fix. Exit status: "
+            "0 fine, 1 something is refused as unsafe, 2 the directory is missing."
+        ),
+    )
+    parser.add_argument(
+        "--hooks-dir",
+        metavar="DIR",
+        default=os.environ.get("SPOTWATCH_HOOKS_DIR") or DEFAULT_HOOKS_DIR,
+        help="the hooks directory (env SPOTWATCH_HOOKS_DIR; default %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    raise SpotwatchError("'spotwatch hooks' is not built yet")
+    return show_hooks(Path(args.hooks_dir), as_json=bool(args.json))
+
+
+def show_hooks(directory: Path, *, as_json: bool = False) -> int:
+    """Print the plan for ``directory``; return the exit status."""
+    from spotwatch.hooks import plan_hooks
+
+    plan = plan_hooks(directory)
+    if plan.missing:
+        raise SpotwatchError(f"{plan.problem}; {plan.fix}", exit_code=EXIT_USAGE)
+    if as_json:
+        json.dump(plan_to_json(plan), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_plan(plan))
+    return EXIT_FAILURE if plan.refused else EXIT_OK
+
+
+def _target(path: Path) -> str | None:
+    """Where a symlink points (resolved), or None for a plain file."""
+    return os.path.realpath(path) if os.path.islink(path) else None
+
+
+def plan_to_json(plan: HookPlan) -> dict[str, Any]:
+    return {
+        "directory": str(plan.directory),
+        "problem": plan.problem,
+        "fix": plan.fix or None,
+        "refused": plan.refused,
+        "hooks": [
+            {"order": i, "name": h.name, "path": str(h.path), "target": _target(h.path)}
+            for i, h in enumerate(plan.hooks, 1)
+        ],
+        "rejected": [
+            {
+                "name": r.name,
+                "path": str(r.path),
+                "severity": r.severity,
+                "reason": r.reason,
+                "fix": r.fix,
+            }
+            for r in plan.rejected
+        ],
+    }
+
+
+def render_plan(plan: HookPlan) -> str:
+    """The plan as aligned text for a person."""
+    lines = [f"Hooks directory: {plan.directory}"]
+    if plan.problem is not None:
+        lines.append(f"REFUSED: {plan.problem}; nothing in it runs. Fix: {plan.fix}")
+    lines.append("")
+    if plan.hooks:
+        lines.append("Would run, in this order:")
+        width = len(str(len(plan.hooks)))
+        for i, hook in enumerate(plan.hooks, 1):
+            target = _target(hook.path)
+            suffix = f" -> {target}" if target else ""
+            lines.append(f"  {i:>{width}}. {hook.name}{suffix}")
+    else:
+        lines.append("Would run: nothing.")
+    if plan.rejected:
+        lines.append("")
+        lines.append("Would not run:")
+        rows = [("NAME", "STATUS", "REASON", "FIX")]
+        rows += [(r.name, r.severity, r.reason, r.fix) for r in plan.rejected]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]
+            lines.append("  " + "  ".join(cells).rstrip())
+    counts = {s: sum(1 for r in plan.rejected if r.severity == s)
+              for s in ("refused", "skipped", "ignored")}
+    lines.append("")
+    lines.append(
+        f"{len(plan.hooks)} would run; {counts['refused']} refused, "
+        f"{counts['skipped']} skipped, {counts['ignored']} ignored."
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,285 @@
+"""Hooks run once per notice, even across restarts: the journal in the state directory.
+
+``STATE_DIR/journal.json`` (mode 0600) records, per notice id, which hooks
+finished (with their outcome), which hook was started and not finished, and
+whether the notice is complete. It keeps the last ``KEEP_NOTICES`` notices, so
+a notice IMDS still shows after its hooks are done never runs them again.
+
+Every change is written atomically: a temp file in the same directory,
+fsync, ``os.replace``, fsync of the directory. A crash at any point leaves
+either the old journal or the new one, never a torn one.
+
+Failure policy: an unusable state directory at start is a ``JournalError``
+(the daemon turns it into a one-line error). A corrupt journal is moved aside
+and replaced by a fresh one (hooks run again: better than not at all). A write
+that fails later is logged as ``journal.write_failed`` and the journal goes on
+in memory: losing the record must never stop the hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from spotwatch.errors import SpotwatchError
+from spotwatch.logs import get_logger
+
+if TYPE_CHECKING:
+    from spotwatch.hooks import Hook
+    from spotwatch.notice import Notice
+    from spotwatch.runner import HookResult
+
+JOURNAL_NAME = "journal.json"
+FORMAT_VERSION = 1
+KEEP_NOTICES = 100
+_TEMP_PREFIX = ".journal.json."
+_TEMP_SUFFIX = ".tmp"
+
+
+class JournalError(SpotwatchError):
+    """The state directory cannot hold the journal."""
+
+
+class Journal:
+    """Which hooks already ran for which notice; persisted on every change."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        log: Any = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / JOURNAL_NAME
+        self._log = log if log is not None else get_logger()
+        self._wall_clock = wall_clock
+        self._write_failed = False
+        self._prepare_dir()
+        self._notices: dict[str, dict[str, Any]] = self._load()
+
+    # --- questions -----------------------------------------------------------
+
+    def pending_hooks(self, notice: Notice, hooks: Sequence[Hook]) -> list[Hook]:
+        """The hooks still to run for ``notice``, in the given order.
+
+        All of them for a notice never seen; none for a completed one; for one
+        seen before, those that did not finish (a hook interrupted mid-run runs
+        again).
+        """
+        entry = self._notices.get(notice.id)
+        if entry is None:
+            return list(hooks)
+        if entry.get("complete"):
+            return []
+        finished = entry.get("finished", {})
+        return [hook for hook in hooks if hook.name not in finished]
+
+    def is_complete(self, notice_id: str) -> bool:
+        entry = self._notices.get(notice_id)
+        return bool(entry and entry.get("complete"))
+
+    def is_known(self, notice_id: str) -> bool:
+        return notice_id in self._notices
+
+    def finished_hooks(self, notice_id: str) -> dict[str, dict[str, Any]]:
+        """name -> {"outcome", "description", "ended_at"} for the hooks that finished."""
+        entry = self._notices.get(notice_id)
+        return dict(entry.get("finished", {})) if entry else {}
+
+    def running_hook(self, notice_id: str) -> str | None:
+        """The hook started and not finished for ``notice_id`` (interrupted by a restart)."""
+        entry = self._notices.get(notice_id)
+        running = entry.get("running") if entry else None
+        return running if isinstance(running, str) else None
+
+    # --- changes (each one written to disk) ----------------------------------
+
+    def begin(self, notice: Notice) -> None:
+        """Record ``notice``; a no-op for one already recorded (a restart keeps its progress)."""
+        if notice.id in self._notices:
+            return
+        self._notices[notice.id] = {
+            "kind": notice.kind,
+            "action": notice.action,
+            "raw_time": notice.raw_time,
+            "deadline": notice.deadline,
+            "source": notice.source,
+            "begun_at": self._wall_clock(),
+            "finished": {},
+            "running": None,
+            "complete": False,
+        }
+        while len(self._notices) > KEEP_NOTICES:
+            del self._notices[next(iter(self._notices))]
+        self._save()
+
+    def hook_started(self, notice_id: str, name: str) -> None:
+        self._entry(notice_id)["running"] = name
+        self._save()
+
+    def hook_finished(self, notice_id: str, result: HookResult) -> None:
+        entry = self._entry(notice_id)
+        entry["finished"][result.name] = {
+            "outcome": result.outcome,
+            "description": result.description,
+            "ended_at": result.ended_at,
+        }
+        if entry.get("running") == result.name:
+            entry["running"] = None
+        self._save()
+
+    def complete(self, notice_id: str) -> None:
+        entry = self._entry(notice_id)
+        entry["complete"] = True
+        entry["running"] = None
+        entry["completed_at"] = self._wall_clock()
+        self._save()
+
+    # --- storage -------------------------------------------------------------
+
+    def _entry(self, notice_id: str) -> dict[str, Any]:
+        entry = self._notices.get(notice_id)
+        if entry is None:
+            # Callers begin() first; tolerate a slip rather than lose the record.
+            self._log.warning("journal.unknown_notice", notice_id=notice_id)
+            entry = {"finished": {}, "running": None, "complete": False,
+                     "begun_at": self._wall_clock()}
+            self._notices[notice_id] = entry
+        return entry
+
+    def _prepare_dir(self) -> None:
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot create state directory {self.state_dir}: {exc.strerror or exc}"
+                " (create it, or pass --state-dir)"
+            ) from exc
+        if not self.state_dir.is_dir():
+            raise JournalError(f"state directory {self.state_dir} is not a directory")
+        if not os.access(self.state_dir, os.W_OK | os.X_OK):
+            raise JournalError(
+                f"state directory {self.state_dir} is not writable by uid {os.geteuid()}"
+                " (fix its owner, or pass --state-dir)"
+            )
+        self._remove_stale_temps()
+
+    def _remove_stale_temps(self) -> None:
+        try:
+            names = os.listdir(self.state_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
+                try:
+                    os.unlink(self.state_dir / name)
+                except OSError:
+                    pass
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            self._set_aside(f"unreadable: {exc.strerror or exc}")
+            return {}
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            return _validate(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._set_aside(f"corrupt: {exc}")
+            return {}
+
+    def _set_aside(self, problem: str) -> None:
+        aside = self.path.with_name(f"{JOURNAL_NAME}.corrupt-{int(self._wall_clock())}")
+        try:
+            os.replace(self.path, aside)
+            moved_to: str | None = str(aside)
+        except OSError:
+            moved_to = None
+        self._log.error(
+            "journal.corrupt",
+            path=str(self.path),
+            problem=problem,
+            moved_to=moved_to,
+            advice="starting a fresh journal: hooks of a notice in progress run again;"
+            " inspect the saved copy and delete it when done",
+        )
+
+    def _save(self) -> None:
+        data = {"version": FORMAT_VERSION, "notices": self._notices}
+        payload = json.dumps(data, indent=1, sort_keys=False).encode("utf-8") + b"\n"
+        try:
+            write_atomically(self.path, payload)
+        except OSError as exc:
+            # The hooks matter more than the record of them: go on in memory.
+            if not self._write_failed:
+                self._log.error(
+                    "journal.write_failed",
+                    path=str(self.path),
+                    error=exc.strerror or str(exc),
+                    advice="free space or fix permissions in the state directory;"
+                    " until then a restart may run this notice's hooks again",
+                )
+            self._write_failed = True
+            return
+        if self._write_failed:
+            self._log.info("journal.write_recovered", path=str(self.path))
+            self._write_failed = False
+
+
+def write_atomically(path: Path, payload: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``payload``: old content or new, never a mix, even on a crash."""
+    directory = path.parent
+    fd, temp = _mkstemp(directory)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _mkstemp(directory: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=directory)
+
+
+def _validate(data: Any) -> dict[str, dict[str, Any]]:
+    """The notices in a parsed journal; ValueError when it is not one we wrote."""
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        raise ValueError(f"not a version {FORMAT_VERSION} spotwatch journal")
+    notices = data.get("notices")
+    if not isinstance(notices, dict):
+        raise ValueError("no 'notices' object")
+    for notice_id, entry in notices.items():
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("finished"), dict)
+            or not isinstance(entry.get("complete"), bool)
+        ):
+            raise ValueError(f"malformed entry for notice {notice_id}")
+    return notices

@@ -1,0 +1,502 @@
+"""Run hooks one at a time, within their time, as real subprocesses.
+
+Each hook runs with argv ``[path]``, stdin ``/dev/null``, cwd ``/`` (so it never
+depends on or pins the daemon's working directory), its own session and
+process group, and only the file descriptors 0-2. Every line it prints on
+stdout or stderr is logged as ``hook.output`` as it arrives. Past its time the
+whole process group gets SIGTERM, then SIGKILL after ``kill_grace`` (never past
+the deadline). A failing, timed-out or unstartable hook never stops the next.
+
+The clock is passed in; one selector loop reads both pipes and (where Linux
+offers pidfds) waits for the exit, so no threads are involved.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import errno
+import math
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from spotwatch.hooks import Hook, check_hook
+from spotwatch.logs import get_logger
+
+OK = "ok"
+FAILED = "failed"
+TIMED_OUT = "timed-out"
+SKIPPED = "skipped"
+ERROR = "error"
+REFUSED = "refused"
+
+NO_TIME_LEFT = "skipped: no time left before the deadline"
+
+MAX_LINE_CHARS = 8192  # a longer line is logged in pieces of this size
+KEPT_LINES = 200  # per hook, for the drill's timeline
+OUTPUT_LINGER = 1.0  # seconds to keep reading after a hook exits, if a child holds its pipes
+REAP_WAIT = 5.0  # after SIGKILL; only a process stuck in the kernel outlives it
+HOOK_CWD = "/"
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    stream: str  # "stdout" or "stderr"
+    text: str
+    at: float  # wall-clock epoch seconds
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """How one hook went. ``description`` says it in words for people."""
+
+    name: str
+    path: str
+    started_at: float  # wall-clock epoch seconds
+    ended_at: float
+    outcome: str  # OK, FAILED, TIMED_OUT, SKIPPED, ERROR or REFUSED
+    exit_code: int | None
+    signal: int | None
+    description: str
+    output: tuple[OutputLine, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.ended_at - self.started_at)
+
+
+def describe_status(returncode: int) -> str:
+    """``exit 3`` or ``killed by SIGKILL``, from a Popen returncode."""
+    if returncode < 0:
+        return f"killed by {signal_name(-returncode)}"
+    return f"exit {returncode}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def run_hooks(
+    hooks: Sequence[Hook],
+    env: Mapping[str, str],
+    *,
+    deadline_mono: float | None,
+    hook_timeout: float,
+    deadline_margin: float = 10.0,
+    kill_grace: float = 5.0,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_start: Callable[[Hook], None] | None = None,
+    on_finish: Callable[[HookResult], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    log: Any = None,
+    allowed_uids: frozenset[int] | None = None,
+) -> list[HookResult]:
+    """Run ``hooks`` in order; return one result per hook whose turn came.
+
+    ``deadline_mono`` is the deadline on ``clock`` (None: no deadline, only
+    ``hook_timeout`` applies and SPOTWATCH_SECONDS_LEFT is not set). A hook
+    whose turn comes with no time left before ``deadline_mono -
+    deadline_margin`` is not started (result ``skipped``). ``should_stop`` is
+    asked before each hook; once it says True no further hook starts.
+    ``on_start`` runs just before a hook is spawned, ``on_finish`` after every
+    result (skipped ones too); an exception in either is logged, not raised.
+    """
+    log = log if log is not None else get_logger()
+    results: list[HookResult] = []
+    for index, hook in enumerate(hooks):
+        if should_stop():
+            log.warning(
+                "hooks.stopped",
+                reason="spotwatch is stopping",
+                not_started=[h.name for h in hooks[index:]],
+            )
+            break
+        result = _take_turn(
+            hook,
+            env,
+            deadline_mono=deadline_mono,
+            hook_timeout=hook_timeout,
+            deadline_margin=deadline_margin,
+            kill_grace=kill_grace,
+            on_start=on_start,
+            clock=clock,
+            wall_clock=wall_clock,
+            log=log,
+            allowed_uids=allowed_uids,
+        )
+        results.append(result)
+        _callback(on_finish, result, log, "on_finish")
+    return results
+
+
+def _take_turn(
+    hook: Hook,
+    env: Mapping[str, str],
+    *,
+    deadline_mono: float | None,
+    hook_timeout: float,
+    deadline_margin: float,
+    kill_grace: float,
+    on_start: Callable[[Hook], None] | None,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+    log: Any,
+    allowed_uids: frozenset[int] | None,
+) -> HookResult:
+    now = clock()
+    hook_env = dict(env)
+    timeout = float(hook_timeout)
+    kill_limit: float | None = None
+    seconds_left: int | None = None
+    if deadline_mono is not None:
+        budget = deadline_mono - deadline_margin - now
+        if budget <= 0:
+            log.warning(
+                "hook.skipped",
+                hook=hook.name,
+                reason="no time left before the deadline",
+                seconds_to_deadline=round(deadline_mono - now, 1),
+                deadline_margin=deadline_margin,
+            )
+            wall = wall_clock()
+            return HookResult(
+                hook.name, str(hook.path), wall, wall, SKIPPED, None, None, NO_TIME_LEFT
+            )
+        timeout = min(timeout, budget)
+        kill_limit = deadline_mono
+        seconds_left = max(0, math.floor(deadline_mono - now))
+        hook_env["SPOTWATCH_SECONDS_LEFT"] = str(seconds_left)
+    else:
+        hook_env.pop("SPOTWATCH_SECONDS_LEFT", None)
+
+    # The file may have changed since the plan was made: never run it if unsafe now.
+    problem = check_hook(hook.path, allowed_uids)
+    if problem is not None:
+        wall = wall_clock()
+        outcome = REFUSED if problem.severity == "refused" else SKIPPED
+        level = log.error if outcome == REFUSED else log.warning
+        level("hook.refused" if outcome == REFUSED else "hook.skipped",
+              hook=hook.name, path=str(hook.path), reason=problem.reason, fix=problem.fix)
+        return HookResult(
+            hook.name,
+            str(hook.path),
+            wall,
+            wall,
+            outcome,
+            None,
+            None,
+            f"{outcome}: {problem.reason} (fix: {problem.fix})",
+        )
+
+    _callback(on_start, hook, log, "on_start")
+    log.info(
+        "hook.started",
+        hook=hook.name,
+        path=str(hook.path),
+        seconds_left=seconds_left,
+        timeout=round(timeout, 1),
+    )
+    return _run_one(hook, hook_env, timeout, kill_grace, kill_limit, clock, wall_clock, log)
+
+
+def _run_one(
+    hook: Hook,
+    env: dict[str, str],
+    timeout: float,
+    kill_grace: float,
+    kill_limit: float | None,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+    log: Any,
+) -> HookResult:
+    started_wall = wall_clock()
+    started = clock()
+    try:
+        proc = subprocess.Popen(
+            [str(hook.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=HOOK_CWD,
+            close_fds=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        description = f"could not start: {_spawn_reason(exc)}"
+        log.error("hook.finished", hook=hook.name, outcome=ERROR, description=description,
+                  exit_code=None, signal=None, duration=0.0)
+        return HookResult(
+            hook.name, str(hook.path), started_wall, wall_clock(), ERROR, None, None, description
+        )
+
+    session = _Session(proc, hook.name, log, wall_clock)
+    try:
+        timed_out = not session.run_until(started + timeout, clock)
+        if timed_out:
+            log.warning("hook.timeout", hook=hook.name, timeout=round(timeout, 1),
+                        pid=proc.pid, action="SIGTERM to its process group")
+            session.kill_group(signal.SIGTERM)
+            grace_end = clock() + max(0.0, kill_grace)
+            if kill_limit is not None:
+                grace_end = min(grace_end, kill_limit)
+            session.settle(grace_end, clock)
+            if session.group_alive():
+                log.warning("hook.kill", hook=hook.name, pid=proc.pid,
+                            action="SIGKILL to its process group")
+                session.kill_group(signal.SIGKILL)
+            session.reap(REAP_WAIT)
+        else:
+            # It exited; a background child may still hold the pipes.
+            session.drain(min(clock() + OUTPUT_LINGER, started + timeout), clock)
+    finally:
+        session.close()
+
+    returncode = proc.returncode
+    ended_wall = wall_clock()
+    duration = round(clock() - started, 3)
+    status = "still running after SIGKILL" if returncode is None else describe_status(returncode)
+    if timed_out:
+        if returncode is not None and returncode >= 0:
+            status = f"{status} after SIGTERM"
+        outcome = TIMED_OUT
+        description = f"timed out after {timeout:.1f} s ({status})"
+    else:
+        outcome = OK if returncode == 0 else FAILED
+        description = status
+    exit_code = returncode if returncode is not None and returncode >= 0 else None
+    sig = -returncode if returncode is not None and returncode < 0 else None
+    level = log.info if outcome == OK else log.warning
+    level(
+        "hook.finished",
+        hook=hook.name,
+        outcome=outcome,
+        description=description,
+        exit_code=exit_code,
+        signal=signal_name(sig) if sig is not None else None,
+        duration=duration,
+    )
+    return HookResult(
+        hook.name,
+        str(hook.path),
+        started_wall,
+        ended_wall,
+        outcome,
+        exit_code,
+        sig,
+        description,
+        tuple(session.lines),
+    )
+
+
+def _spawn_reason(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOEXEC:
+        return f"{reason} (start the script with a '#!' line, e.g. #!/bin/sh)"
+    if exc.errno == errno.ENOENT:
+        return f"{reason} (the file, or the interpreter named on its '#!' line, is missing)"
+    if exc.errno == errno.EACCES:
+        return f"{reason} (check the execute bit and the mount's noexec option)"
+    return reason
+
+
+def _callback(func: Callable[[Any], None] | None, arg: Any, log: Any, which: str) -> None:
+    if func is None:
+        return
+    try:
+        func(arg)
+    except Exception:
+        log.exception("hooks.callback_failed", callback=which)
+
+
+class _LineSplitter:
+    """Bytes in, complete lines out; decodes UTF-8 with replacement, caps line length."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, data: bytes, final: bool = False) -> list[str]:
+        self._pending += self._decoder.decode(data, final)
+        parts = self._pending.split("\n")
+        self._pending = parts.pop()
+        lines: list[str] = []
+        for part in parts:
+            lines.extend(_pieces(part.rstrip("\r")))
+        while len(self._pending) >= MAX_LINE_CHARS:
+            lines.append(self._pending[:MAX_LINE_CHARS])
+            self._pending = self._pending[MAX_LINE_CHARS:]
+        if final and self._pending:
+            lines.extend(_pieces(self._pending.rstrip("\r")))
+            self._pending = ""
+        return lines
+
+
+def _pieces(line: str) -> list[str]:
+    if len(line) <= MAX_LINE_CHARS:
+        return [line]
+    return [line[i : i + MAX_LINE_CHARS] for i in range(0, len(line), MAX_LINE_CHARS)]
+
+
+class _Session:
+    """One running hook: its pipes, its exit, its process group."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], name: str, log: Any, wall_clock: Callable[[], float]
+    ) -> None:
+        self.proc = proc
+        self.name = name
+        self.log = log
+        self.wall_clock = wall_clock
+        self.pgid = proc.pid  # start_new_session: the hook leads its own group
+        self.lines: collections.deque[OutputLine] = collections.deque(maxlen=KEPT_LINES)
+        self.selector = selectors.DefaultSelector()
+        self.open_streams = 0
+        for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            assert pipe is not None
+            os.set_blocking(pipe.fileno(), False)
+            self.selector.register(pipe.fileno(), selectors.EVENT_READ, (stream, _LineSplitter()))
+            self.open_streams += 1
+        self.pidfd: int | None = None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                self.pidfd = pidfd_open(proc.pid)
+                self.selector.register(self.pidfd, selectors.EVENT_READ, None)
+            except OSError:
+                self.pidfd = None
+
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
+
+    def run_until(self, until: float, clock: Callable[[], float]) -> bool:
+        """Read output until the hook exits: True, or False if ``until`` came first."""
+        while not self.exited():
+            remaining = until - clock()
+            if remaining <= 0:
+                return False
+            if self.open_streams == 0 and self.pidfd is None:
+                try:
+                    self.proc.wait(timeout=remaining)
+                except subprocess.TimeoutExpired:
+                    return False
+                return True
+            # Without a pidfd the exit is only seen by polling.
+            self._select(remaining if self.pidfd is not None else min(remaining, 0.05))
+        return True
+
+    def settle(self, until: float, clock: Callable[[], float]) -> None:
+        """After SIGTERM: read on until the whole group is gone, at most until ``until``."""
+        if not self.run_until(until, clock):
+            return
+        while self.group_alive():
+            remaining = until - clock()
+            if remaining <= 0:
+                return
+            step = min(remaining, 0.05)
+            if self.open_streams:
+                self._select(step)
+            else:
+                time.sleep(step)
+
+    def drain(self, until: float, clock: Callable[[], float]) -> None:
+        """Collect what is left in the pipes, for at most until ``until``."""
+        self._unregister_pidfd()
+        while self.open_streams:
+            remaining = until - clock()
+            if remaining <= 0:
+                self.log.warning(
+                    "hook.output_abandoned",
+                    hook=self.name,
+                    reason="a process the hook started still holds its stdout/stderr",
+                    advice="redirect background commands' output, e.g. cmd >/dev/null 2>&1 &",
+                )
+                return
+            self._select(remaining)
+
+    def kill_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.pgid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # a setuid child; at least the hook itself
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def reap(self, wait: float) -> None:
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.log.error("hook.unkillable", hook=self.name, pid=self.proc.pid,
+                           advice="the process is stuck in the kernel; check dmesg")
+        deadline = time.monotonic() + 0.5  # whatever the dead group left in the pipes
+        self._unregister_pidfd()
+        while self.open_streams and time.monotonic() < deadline:
+            self._select(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        for key in list(self.selector.get_map().values()):
+            if key.data is not None:
+                self._finish_stream(key)
+        self._unregister_pidfd()
+        self.selector.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def _unregister_pidfd(self) -> None:
+        if self.pidfd is not None:
+            self.selector.unregister(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def _select(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                # pidfd readable: the hook exited. Stop watching it; poll() reaps.
+                self._unregister_pidfd()
+                continue
+            try:
+                data = os.read(key.fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                self._emit(key.data[0], key.data[1].feed(data))
+            else:
+                self._finish_stream(key)
+
+    def _finish_stream(self, key: selectors.SelectorKey) -> None:
+        stream, splitter = key.data
+        self._emit(stream, splitter.feed(b"", final=True))
+        self.selector.unregister(key.fd)
+        self.open_streams -= 1
+
+    def _emit(self, stream: str, lines: list[str]) -> None:
+        for text in lines:
+            self.lines.append(OutputLine(stream, text, self.wall_clock()))
+            self.log.info("hook.output", hook=self.name, stream=stream, line=text)
