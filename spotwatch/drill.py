@@ -1,0 +1,286 @@
+"""``spotwatch drill``: a local rehearsal of an interruption with the real daemon code.
+
+It starts the IMDS simulator on 127.0.0.1, runs the real watcher against it with
+the real hooks, schedules a notice, and records a timeline: when the notice
+appeared and was seen, each hook's start, end, outcome and output, and the time
+left at the end. No AWS account, no network beyond loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spotwatch.config import RunConfig
+from spotwatch.errors import SpotwatchError
+
+ACTIONS = ("terminate", "stop", "hibernate")
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    hooks_dir: Path
+    notice_in: float = 2.0
+    lead: float = 120.0
+    action: str = "terminate"
+    interval: float = 1.0
+    hook_timeout: float = 60.0
+    deadline_margin: float = 10.0
+
+
+@dataclass(frozen=True)
+class HookLine:
+    stream: str
+    text: str
+    at: float  # seconds since the drill began
+
+
+@dataclass(frozen=True)
+class HookEntry:
+    name: str
+    started: float  # seconds since the drill began
+    ended: float
+    outcome: str
+    exit_code: int | None
+    signal: int | None
+    description: str
+    output: tuple[HookLine, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class DrillReport:
+    action: str
+    lead: float
+    interval: float
+    hooks_dir: str
+    deadline_margin: float
+    imds_url: str
+    began_at: float  # wall epoch
+    notice_time: str
+    notice_appeared: float | None  # seconds since began_at
+    notice_seen: float | None
+    deadline: float  # seconds since began_at
+    hooks: tuple[HookEntry, ...]
+    ended: float
+    refused: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def seconds_left(self) -> float:
+        return self.deadline - self.ended
+
+    @property
+    def detection_seconds(self) -> float | None:
+        if self.notice_appeared is None or self.notice_seen is None:
+            return None
+        return self.notice_seen - self.notice_appeared
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """Why the drill failed, in words; empty when it passed."""
+        out = list(self.problems)
+        if self.notice_seen is None:
+            out.append("the notice was never seen")
+        out += [f"{h.name}: {h.description}" for h in self.hooks if not h.ok]
+        out += [f"{name}: refused (see 'spotwatch hooks')" for name in self.refused]
+        if self.notice_seen is not None and self.seconds_left < self.deadline_margin:
+            out.append(
+                f"hooks ended {self.seconds_left:.1f} s before the interruption, "
+                f"inside the {self.deadline_margin:g} s margin"
+            )
+        return tuple(out)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def report_as_dict(report: DrillReport) -> dict[str, Any]:
+    """The stable JSON shape of a report (``--json``)."""
+    data = asdict(report)
+    data["ok"] = report.ok
+    data["failures"] = list(report.failures)
+    data["seconds_left"] = round(report.seconds_left, 3)
+    data["detection_seconds"] = report.detection_seconds
+    for hook, entry in zip(data["hooks"], report.hooks):
+        hook["ok"] = entry.ok
+        hook["seconds"] = round(entry.ended - entry.started, 3)
+    return data
+
+
+def render_json(report: DrillReport) -> str:
+    return json.dumps(report_as_dict(report), indent=2)
+
+
+def _stamp(seconds: float) -> str:
+    return f"+{seconds:6.2f}s"
+
+
+def render_text(report: DrillReport) -> str:
+    """The timeline a person reads at a glance."""
+    lines = [
+        f"spotwatch drill: {report.action} notice, deadline {report.lead:g} s after it, "
+        f"hooks from {report.hooks_dir}",
+        f"{_stamp(0.0)}  watching       IMDS simulator {report.imds_url}, "
+        f"polling every {report.interval:g} s",
+    ]
+    for name in report.skipped:
+        lines.append(f"{'':8}  (not run)      {name}")
+    for name in report.refused:
+        lines.append(f"{'':8}  REFUSED        {name}: unsafe owner or mode, see 'spotwatch hooks'")
+    if report.notice_appeared is not None:
+        lines.append(
+            f"{_stamp(report.notice_appeared)}  notice out     "
+            f"{report.action} at {report.notice_time}"
+        )
+    if report.notice_seen is not None:
+        detect = report.detection_seconds
+        after = f", {detect:.2f} s after it appeared" if detect is not None else ""
+        lines.append(
+            f"{_stamp(report.notice_seen)}  notice seen    "
+            f"{report.deadline - report.notice_seen:.1f} s to the deadline{after}"
+        )
+    for hook in report.hooks:
+        lines.append(f"{_stamp(hook.started)}  > {hook.name}")
+        for out in hook.output:
+            tag = "err" if out.stream == "stderr" else "out"
+            lines.append(f"{'':10}  | {tag}: {out.text}")
+        mark = "ok  " if hook.ok else "FAIL"
+        lines.append(
+            f"{_stamp(hook.ended)}  {mark} {hook.name}: {hook.description} "
+            f"({hook.ended - hook.started:.2f} s)"
+        )
+    failed = sum(1 for h in report.hooks if not h.ok)
+    lines.append(
+        f"{_stamp(report.ended)}  done           {len(report.hooks)} hooks, {failed} failed; "
+        f"{report.seconds_left:.1f} s left before the interruption "
+        f"(margin {report.deadline_margin:g} s)"
+    )
+    if report.ok:
+        lines.append("PASS: every hook finished in time")
+    else:
+        lines.append("FAIL: " + "; ".join(report.failures))
+    return "\n".join(lines)
+
+
+class _Timeline:
+    """Collects the watcher's events, in seconds since the drill began."""
+
+    def __init__(self, began_mono: float) -> None:
+        self.began_mono = began_mono
+        self.seen: float | None = None
+        self.hooks: list[HookEntry] = []
+        self.began_wall = time.time()
+
+    def __call__(self, event: str, fields: Mapping[str, Any]) -> None:
+        if event == "notice.detected" and self.seen is None:
+            self.seen = time.monotonic() - self.began_mono
+        elif event == "hook.finished":
+            result = fields["result"]
+            self.hooks.append(
+                HookEntry(
+                    name=result.name,
+                    started=result.started_at - self.began_wall,
+                    ended=result.ended_at - self.began_wall,
+                    outcome=result.outcome,
+                    exit_code=result.exit_code,
+                    signal=result.signal,
+                    description=result.description,
+                    output=tuple(
+                        HookLine(o.stream, o.text, o.at - self.began_wall) for o in result.output
+                    ),
+                )
+            )
+
+
+def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) -> DrillReport:
+    """Rehearse one notice end to end and return what happened."""
+    from spotwatch.daemon import build_watcher
+    from spotwatch.hooks import plan_hooks
+    from spotwatch.imdssim import ImdsSimulator
+    from spotwatch.stopper import Stopper
+
+    if not options.hooks_dir.is_dir():
+        raise SpotwatchError(
+            f"hooks directory {options.hooks_dir} does not exist: "
+            "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
+            exit_code=2,
+        )
+    plan = plan_hooks(options.hooks_dir)
+    stop = Stopper()
+    stop.install()
+    try:
+        with (
+            ImdsSimulator(require_token=True) as sim,
+            tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
+        ):
+            config = RunConfig(
+                imds_url=sim.url,
+                interval=options.interval,
+                hooks_dir=options.hooks_dir,
+                state_dir=Path(state_dir),
+                hook_timeout=options.hook_timeout,
+                deadline_margin=options.deadline_margin,
+            )
+            began_mono = time.monotonic()
+            timeline = _Timeline(began_mono)
+            appear_at = timeline.began_wall + options.notice_in
+            notice_time = appear_at + options.lead
+            notice_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(notice_time))
+            sim.schedule_notice(action=options.action, appear_at=appear_at, notice_time=notice_text)
+            watcher = build_watcher(config, stop=stop, drill=True, max_notices=1, listener=timeline)
+            # If the notice is never seen (it should be, within one interval), give up.
+            give_up = options.notice_in + 3 * options.interval + 10.0
+            _stop_if_unseen(stop, timeline, give_up)
+            watcher.run()
+            ended = time.time() - timeline.began_wall
+    finally:
+        stop.close()
+    problems: list[str] = []
+    if plan.problem:
+        problems.append(plan.problem)
+    # The formatted notice time has whole seconds: the deadline hooks saw.
+    deadline = float(int(notice_time)) - timeline.began_wall
+    return DrillReport(
+        action=options.action,
+        lead=options.lead,
+        interval=options.interval,
+        hooks_dir=str(options.hooks_dir),
+        deadline_margin=options.deadline_margin,
+        imds_url=config.imds_url,
+        began_at=timeline.began_wall,
+        notice_time=notice_text,
+        notice_appeared=options.notice_in,
+        notice_seen=timeline.seen,
+        deadline=deadline,
+        hooks=tuple(timeline.hooks),
+        ended=ended,
+        refused=tuple(r.name for r in plan.rejected if r.severity == "refused"),
+        skipped=tuple(
+            f"{r.name}: {r.reason} ({r.fix})" for r in plan.rejected if r.severity == "skipped"
+        ),
+        problems=tuple(problems),
+    )
+
+
+def _stop_if_unseen(stop: Any, timeline: _Timeline, after: float) -> None:
+    import threading
+
+    def check() -> None:
+        if timeline.seen is None:
+            stop.set()
+
+    timer = threading.Timer(after, check)
+    timer.daemon = True
+    timer.start()
