@@ -101,7 +101,7 @@ def name_problem(name: str) -> str | None:
     for suffix in IGNORED_SUFFIXES:
         if name.endswith(suffix):
             return f"name ends in '{suffix}' (backup or package-manager file)"
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):  # fullmatch: "$" alone lets a final "\n" through
         return "name does not match ^[A-Za-z0-9][A-Za-z0-9_.-]*$"
     return None
 

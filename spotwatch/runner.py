@@ -346,6 +346,26 @@ class _LineSplitter:
         return lines
 
 
+def _live_in_group(pgid: int) -> bool | None:
+    """Whether /proc shows a non-zombie process in group ``pgid``; None without /proc."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # After the name: state, ppid, pgrp, ...
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
 def _pieces(line: str) -> list[str]:
     if len(line) <= MAX_LINE_CHARS:
         return [line]
@@ -438,13 +458,16 @@ class _Session:
                 self.proc.send_signal(sig)
 
     def group_alive(self) -> bool:
+        """Does any live (non-zombie) process remain in the hook's process group?"""
         try:
             os.killpg(self.pgid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
-        return True
+        # Zombies count for kill(); orphans wait for init to reap them, which may be late.
+        live = _live_in_group(self.pgid)
+        return True if live is None else live
 
     def reap(self, wait: float) -> None:
         try:

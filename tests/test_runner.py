@@ -1,0 +1,481 @@
+"""The hook runner with real subprocesses, real pipes and real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from spotwatch.hooks import Hook
+from spotwatch.runner import (
+    ERROR,
+    FAILED,
+    KEPT_LINES,
+    MAX_LINE_CHARS,
+    NO_TIME_LEFT,
+    OK,
+    REFUSED,
+    SKIPPED,
+    TIMED_OUT,
+    HookResult,
+    describe_status,
+    run_hooks,
+)
+
+BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+# Generous: the machine is shared and has two cores.
+SLACK = 8.0
+
+
+@pytest.fixture
+def hooks_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "hooks.d"
+    directory.mkdir()
+    directory.chmod(0o755)
+    return directory
+
+
+@pytest.fixture
+def stray_pids() -> Iterator[list[int]]:
+    """pids a test's hooks left behind on purpose; killed at the end whatever happens."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def sh(directory: Path, name: str, body: str, interpreter: str = "/bin/sh") -> Hook:
+    path = directory / name
+    path.write_text(f"#!{interpreter}\n{body}")
+    path.chmod(0o755)
+    return Hook(name, path)
+
+
+def py(directory: Path, name: str, body: str) -> Hook:
+    return sh(directory, name, body, interpreter=sys.executable)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie (our container's pid 1 may not reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return fields[0] in ("Z", "X")
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def read_pid(path: Path) -> int:
+    assert wait_for(lambda: path.exists() and path.read_text().strip() != "")
+    return int(path.read_text().strip())
+
+
+def run(hooks: list[Hook], **kwargs: Any) -> list[HookResult]:
+    kwargs.setdefault("deadline_mono", None)
+    kwargs.setdefault("hook_timeout", 30.0)
+    return run_hooks(hooks, kwargs.pop("env", BASE_ENV), **kwargs)
+
+
+# --- order, outcomes, environment ------------------------------------------------
+
+
+def test_hooks_run_in_the_given_order_and_failures_do_not_stop_the_next(
+    hooks_dir: Path, tmp_path: Path
+) -> None:
+    trail = tmp_path / "trail"
+    hooks = [
+        sh(hooks_dir, "10-a", f"echo a >> {trail}\nexit 0\n"),
+        sh(hooks_dir, "20-b", f"echo b >> {trail}\nexit 3\n"),
+        sh(hooks_dir, "30-c", f"echo c >> {trail}\nkill -USR1 $$\n"),
+        sh(hooks_dir, "40-d", f"echo d >> {trail}\n"),
+    ]
+    results = run(hooks)
+    assert trail.read_text().split() == ["a", "b", "c", "d"]
+    assert [(r.name, r.outcome, r.description) for r in results] == [
+        ("10-a", OK, "exit 0"),
+        ("20-b", FAILED, "exit 3"),
+        ("30-c", FAILED, "killed by SIGUSR1"),
+        ("40-d", OK, "exit 0"),
+    ]
+    assert results[1].exit_code == 3 and results[1].signal is None
+    assert results[2].exit_code is None and results[2].signal == signal.SIGUSR1
+    assert results[0].ok and not results[1].ok
+    assert all(r.started_at <= r.ended_at for r in results)
+    assert all(a.ended_at <= b.started_at for a, b in zip(results, results[1:]))
+
+
+def test_environment_argv_stdin_cwd_and_session(hooks_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seen"
+    inherited_r, inherited_w = os.pipe()
+    os.set_inheritable(inherited_w, True)
+    try:
+        hook = py(
+            hooks_dir,
+            "10-inspect",
+            "import json, os, sys\n"
+            f"json.dump({{'env': dict(os.environ), 'argv': sys.argv, 'cwd': os.getcwd(),"
+            " 'stdin': sys.stdin.read(), 'pid': os.getpid(), 'pgid': os.getpgid(0),"
+            " 'sid': os.getsid(0), 'fds': os.listdir('/proc/self/fd')},"
+            f" open({str(out)!r}, 'w'))\n",
+        )
+        env = {**BASE_ENV, "SPOTWATCH_EVENT": "spot-interruption", "MINE": "1"}
+        deadline = time.monotonic() + 100
+        results = run([hook], env=env, deadline_mono=deadline, deadline_margin=10)
+    finally:
+        os.close(inherited_r)
+        os.close(inherited_w)
+    assert results[0].outcome == OK, results[0]
+    seen = json.loads(out.read_text())
+    assert seen["argv"] == [str(hook.path)]
+    assert seen["cwd"] == "/"
+    assert seen["stdin"] == ""
+    assert seen["pgid"] == seen["pid"] == seen["sid"]  # its own session and group
+    assert str(inherited_w) not in seen["fds"]  # close_fds
+    assert seen["env"]["MINE"] == "1"
+    assert seen["env"]["SPOTWATCH_EVENT"] == "spot-interruption"
+    assert 98 <= int(seen["env"]["SPOTWATCH_SECONDS_LEFT"]) <= 100
+
+
+def test_seconds_left_is_set_per_hook_and_absent_without_deadline(
+    hooks_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "left"
+    hooks = [
+        sh(hooks_dir, "10-a", f'echo "${{SPOTWATCH_SECONDS_LEFT-unset}}" >> {log}; sleep 1.2\n'),
+        sh(hooks_dir, "20-b", f'echo "${{SPOTWATCH_SECONDS_LEFT-unset}}" >> {log}\n'),
+    ]
+    run(hooks, deadline_mono=time.monotonic() + 60.9, deadline_margin=1)
+    first, second = (int(x) for x in log.read_text().split())
+    assert 57 <= first <= 60 and second < first
+    log.unlink()
+    env = {**BASE_ENV, "SPOTWATCH_SECONDS_LEFT": "stale"}
+    run(hooks[1:], env=env, deadline_mono=None)
+    assert log.read_text().split() == ["unset"]
+
+
+# --- output ------------------------------------------------------------------------
+
+
+def test_every_output_line_is_logged_with_hook_and_stream(hooks_dir: Path) -> None:
+    hook = sh(
+        hooks_dir,
+        "10-talk",
+        "echo one\necho two >&2\nprintf 'three\\r\\n'\necho\nprintf 'no newline at end'\n",
+    )
+    with capture_logs() as logs:
+        results = run([hook])
+    output = [(e["hook"], e["stream"], e["line"]) for e in logs if e["event"] == "hook.output"]
+    assert sorted(output) == sorted(
+        [
+            ("10-talk", "stdout", "one"),
+            ("10-talk", "stderr", "two"),
+            ("10-talk", "stdout", "three"),
+            ("10-talk", "stdout", ""),
+            ("10-talk", "stdout", "no newline at end"),
+        ]
+    )
+    stdout = [line.text for line in results[0].output if line.stream == "stdout"]
+    assert stdout == ["one", "three", "", "no newline at end"]
+    events = [e["event"] for e in logs]
+    assert events[0] == "hook.started" and events[-1] == "hook.finished"
+    finished = logs[-1]
+    assert (finished["outcome"], finished["exit_code"], finished["hook"]) == (OK, 0, "10-talk")
+
+
+def test_long_lines_are_split_and_bad_bytes_replaced(hooks_dir: Path) -> None:
+    hook = py(
+        hooks_dir,
+        "10-long",
+        "import sys\n"
+        f"sys.stdout.write('x' * {MAX_LINE_CHARS * 2 + 10})\n"  # no newline at all
+        "sys.stdout.flush()\n"
+        "sys.stderr.buffer.write(b'caf\\xc3\\xa9 \\xff\\xfe end\\n')\n",
+    )
+    with capture_logs() as logs:
+        results = run([hook])
+    lines = [e for e in logs if e["event"] == "hook.output"]
+    stdout = [e["line"] for e in lines if e["stream"] == "stdout"]
+    assert [len(x) for x in stdout] == [MAX_LINE_CHARS, MAX_LINE_CHARS, 10]
+    stderr = [e["line"] for e in lines if e["stream"] == "stderr"]
+    assert stderr == ["caf\u00e9 \ufffd\ufffd end"]
+    assert results[0].ok
+
+
+def test_kept_output_is_bounded_but_everything_is_logged(hooks_dir: Path) -> None:
+    loop = "i=0\nwhile [ $i -lt 500 ]; do echo line$i; i=$((i+1)); done\n"
+    hook = sh(hooks_dir, "10-chatty", loop)
+    with capture_logs() as logs:
+        results = run([hook])
+    assert sum(1 for e in logs if e["event"] == "hook.output") == 500
+    kept = results[0].output
+    assert len(kept) == KEPT_LINES
+    assert kept[-1].text == "line499" and kept[0].text == f"line{500 - KEPT_LINES}"
+
+
+# --- time limits and killing -----------------------------------------------------------
+
+
+def test_hanging_hook_is_terminated_and_the_next_runs(hooks_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "next-ran"
+    hooks = [
+        sh(hooks_dir, "10-hang", "echo started\nexec sleep 300\n"),
+        sh(hooks_dir, "20-next", f"touch {marker}\n"),
+    ]
+    begun = time.monotonic()
+    with capture_logs() as logs:
+        results = run(hooks, hook_timeout=1.0, kill_grace=1.0)
+    elapsed = time.monotonic() - begun
+    assert results[0].outcome == TIMED_OUT
+    assert results[0].description == "timed out after 1.0 s (killed by SIGTERM)"
+    assert results[0].signal == signal.SIGTERM
+    assert [line.text for line in results[0].output] == ["started"]
+    assert results[1].outcome == OK and marker.exists()
+    assert elapsed < 1.0 + 1.0 + SLACK
+    assert "hook.timeout" in [e["event"] for e in logs]
+
+
+def test_hook_that_traps_sigterm_gets_sigkill_after_the_grace(
+    hooks_dir: Path, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    hook = sh(
+        hooks_dir,
+        "10-stubborn",
+        f"trap 'echo ignoring TERM' TERM\necho $$ > {pidfile}\n"
+        "while :; do sleep 0.1; done\n",
+    )
+    begun = time.monotonic()
+    with capture_logs() as logs:
+        results = run([hook], hook_timeout=1.0, kill_grace=1.0)
+    elapsed = time.monotonic() - begun
+    result = results[0]
+    assert result.outcome == TIMED_OUT
+    assert result.description == "timed out after 1.0 s (killed by SIGKILL)"
+    assert result.signal == signal.SIGKILL and result.exit_code is None
+    assert "ignoring TERM" in [line.text for line in result.output]
+    assert 2.0 <= elapsed < 2.0 + SLACK
+    assert gone(read_pid(pidfile))
+    assert [e["event"] for e in logs].count("hook.kill") == 1
+
+
+def test_hook_that_exits_cleanly_on_sigterm_says_so(hooks_dir: Path) -> None:
+    hook = sh(hooks_dir, "10-polite", "trap 'echo bye; exit 0' TERM\nwhile :; do sleep 0.1; done\n")
+    results = run([hook], hook_timeout=1.0, kill_grace=5.0)
+    assert results[0].outcome == TIMED_OUT
+    assert results[0].description == "timed out after 1.0 s (exit 0 after SIGTERM)"
+    assert results[0].duration < 1.0 + SLACK
+
+
+def test_background_grandchild_holding_the_pipes_is_killed_with_the_group(
+    hooks_dir: Path, tmp_path: Path, stray_pids: list[int]
+) -> None:
+    pidfile = tmp_path / "grandchild"
+    marker = tmp_path / "next-ran"
+    hooks = [
+        sh(
+            hooks_dir,
+            "10-spawner",
+            # The grandchild ignores TERM and keeps stdout/stderr open.
+            f"(trap '' TERM; echo $$ > /dev/null; exec sleep 300) &\necho $! > {pidfile}\n"
+            "trap '' TERM\nwhile :; do sleep 0.1; done\n",
+        ),
+        sh(hooks_dir, "20-next", f"touch {marker}\n"),
+    ]
+    begun = time.monotonic()
+    results = run(hooks, hook_timeout=1.0, kill_grace=1.0)
+    elapsed = time.monotonic() - begun
+    grandchild = read_pid(pidfile)
+    stray_pids.append(grandchild)
+    assert results[0].outcome == TIMED_OUT
+    assert "killed by SIGKILL" in results[0].description
+    assert results[1].outcome == OK and marker.exists()
+    assert elapsed < 2.0 + SLACK
+    assert wait_for(lambda: gone(grandchild), 5)
+
+
+def test_escaped_grandchild_holding_the_pipes_does_not_hang_the_runner(
+    hooks_dir: Path, tmp_path: Path, stray_pids: list[int]
+) -> None:
+    pidfile = tmp_path / "escaped"
+    hook = sh(
+        hooks_dir,
+        "10-escape",
+        # A new session: out of reach of the group kill, and it holds the pipes.
+        f"{sys.executable} -c 'import os, time; os.setsid(); time.sleep(300)' &\n"
+        f"echo $! > {pidfile}\nexec sleep 300\n",
+    )
+    begun = time.monotonic()
+    results = run([hook], hook_timeout=1.0, kill_grace=1.0)
+    stray_pids.append(read_pid(pidfile))
+    assert results[0].outcome == TIMED_OUT
+    assert time.monotonic() - begun < 2.0 + SLACK
+
+
+def test_hook_that_exits_leaving_a_background_child_on_its_pipes(
+    hooks_dir: Path, tmp_path: Path, stray_pids: list[int]
+) -> None:
+    pidfile = tmp_path / "bg"
+    hook = sh(hooks_dir, "10-leaves", f"sleep 300 &\necho $! > {pidfile}\necho done\nexit 0\n")
+    begun = time.monotonic()
+    with capture_logs() as logs:
+        results = run([hook], hook_timeout=60.0)
+    stray_pids.append(read_pid(pidfile))
+    assert results[0].outcome == OK and results[0].description == "exit 0"
+    assert [line.text for line in results[0].output] == ["done"]
+    assert time.monotonic() - begun < SLACK  # not the 60 s timeout
+    abandoned = [e for e in logs if e["event"] == "hook.output_abandoned"]
+    assert len(abandoned) == 1 and "redirect" in abandoned[0]["advice"]
+
+
+def test_deadline_bounds_the_timeout_and_the_grace(hooks_dir: Path) -> None:
+    hook = sh(hooks_dir, "10-stubborn", "trap '' TERM\nwhile :; do sleep 0.1; done\n")
+    begun = time.monotonic()
+    results = run(
+        [hook], deadline_mono=begun + 3.0, deadline_margin=1.5, hook_timeout=100, kill_grace=60
+    )
+    elapsed = time.monotonic() - begun
+    result = results[0]
+    assert result.outcome == TIMED_OUT
+    assert result.description.startswith("timed out after ")
+    assert float(result.description.split()[3]) <= 1.5
+    assert result.description.endswith("(killed by SIGKILL)")
+    # SIGKILL at the deadline at the latest, not 60 s of grace later.
+    assert 2.5 <= elapsed < 3.0 + SLACK
+
+
+def test_no_time_left_skips_without_starting(hooks_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hooks = [
+        sh(hooks_dir, "10-slow", "sleep 1.5\n"),
+        sh(hooks_dir, "20-late", f"touch {marker}\n"),
+    ]
+    started: list[str] = []
+    finished: list[HookResult] = []
+    with capture_logs() as logs:
+        results = run(
+            hooks,
+            deadline_mono=time.monotonic() + 10.0 + 1.0,
+            deadline_margin=10.0,
+            on_start=lambda h: started.append(h.name),
+            on_finish=finished.append,
+        )
+    assert results[0].outcome == TIMED_OUT  # bounded by the 1 s left before the margin
+    assert results[1].outcome == SKIPPED and results[1].description == NO_TIME_LEFT
+    assert results[1].exit_code is None and results[1].output == ()
+    assert not marker.exists()
+    assert started == ["10-slow"]
+    assert finished == results
+    assert any(e["event"] == "hook.skipped" and e["hook"] == "20-late" for e in logs)
+
+
+def test_no_time_left_with_a_fake_clock(hooks_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hook = sh(hooks_dir, "10-a", f"touch {marker}\n")
+    results = run(
+        [hook], deadline_mono=1000.0, deadline_margin=10.0, clock=lambda: 990.0,
+        wall_clock=lambda: 5.0,
+    )
+    assert [(r.outcome, r.started_at, r.ended_at) for r in results] == [(SKIPPED, 5.0, 5.0)]
+    assert not marker.exists()
+
+
+# --- stopping, callbacks, faults ---------------------------------------------------------
+
+
+def test_should_stop_lets_the_running_hook_finish_and_starts_no_more(
+    hooks_dir: Path, tmp_path: Path
+) -> None:
+    first_done = tmp_path / "first-done"
+    second = tmp_path / "second"
+    hooks = [
+        sh(hooks_dir, "10-first", f"sleep 0.5\ntouch {first_done}\n"),
+        sh(hooks_dir, "20-second", f"touch {second}\n"),
+    ]
+    stop = {"now": False}
+
+    def on_start(hook: Hook) -> None:
+        stop["now"] = True  # as if SIGTERM arrived while the first hook runs
+
+    with capture_logs() as logs:
+        results = run(hooks, should_stop=lambda: stop["now"], on_start=on_start)
+    assert [r.name for r in results] == ["10-first"]
+    assert results[0].outcome == OK and first_done.exists()
+    assert not second.exists()
+    stopped = [e for e in logs if e["event"] == "hooks.stopped"]
+    assert stopped and stopped[0]["not_started"] == ["20-second"]
+
+
+def test_unstartable_hook_is_an_error_not_a_crash(hooks_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    no_shebang = hooks_dir / "10-no-shebang"
+    no_shebang.write_bytes(b"\x7fELF garbage")
+    no_shebang.chmod(0o755)
+    hooks = [
+        Hook("10-no-shebang", no_shebang),
+        sh(hooks_dir, "20-bad-interp", "exit 0\n", interpreter="/nonexistent/sh"),
+        sh(hooks_dir, "30-ok", f"touch {marker}\n"),
+    ]
+    results = run(hooks)
+    assert results[0].outcome == ERROR and "could not start" in results[0].description
+    assert "#!" in results[0].description
+    assert results[1].outcome == ERROR and "interpreter" in results[1].description
+    assert results[2].outcome == OK and marker.exists()
+
+
+def test_hook_that_became_unsafe_since_planning_is_refused(hooks_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hook = sh(hooks_dir, "10-a", f"touch {marker}\n")
+    hook.path.chmod(0o777)
+    with capture_logs() as logs:
+        results = run([hook])
+    assert results[0].outcome == REFUSED and "world-writable" in results[0].description
+    assert not marker.exists()
+    assert any(e["event"] == "hook.refused" and e["log_level"] == "error" for e in logs)
+
+
+def test_hook_removed_since_planning_is_skipped(hooks_dir: Path) -> None:
+    hook = sh(hooks_dir, "10-a", "exit 0\n")
+    hook.path.unlink()
+    results = run([hook])
+    assert results[0].outcome in (SKIPPED, ERROR)
+    assert not results[0].ok
+
+
+def test_callback_errors_are_logged_not_raised(hooks_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hooks = [sh(hooks_dir, "10-a", "exit 0\n"), sh(hooks_dir, "20-b", f"touch {marker}\n")]
+
+    def boom(_: object) -> None:
+        raise RuntimeError("journal on fire")
+
+    with capture_logs() as logs:
+        results = run(hooks, on_start=boom, on_finish=boom)
+    assert [r.outcome for r in results] == [OK, OK] and marker.exists()
+    assert sum(1 for e in logs if e["event"] == "hooks.callback_failed") == 4
+
+
+def test_describe_status() -> None:
+    assert describe_status(0) == "exit 0"
+    assert describe_status(3) == "exit 3"
+    assert describe_status(-9) == "killed by SIGKILL"
+    assert describe_status(-15) == "killed by SIGTERM"
