@@ -1,0 +1,544 @@
+"""``spotwatch install`` and ``uninstall``: the unit, the settings file, the example hooks.
+
+Planning is pure: what should be on disk (``Item``) and what is there decide
+what to do with each file (``Step``). Applying the plan, reading the disk and
+running ``systemctl`` are the edges.
+
+Never overwrite what the operator changed: a manifest records the sha256 of
+every file install wrote; a file whose content no longer matches (or that
+install never wrote) is kept and reported. An unchanged file may be updated.
+Example hooks are installed as ``NAME.disabled`` (a name spotwatch skips), so
+``mv NAME.disabled NAME`` enables one; an enabled one is the operator's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from spotwatch.errors import SpotwatchError, UsageError
+
+UNIT_NAME = "spotwatch.service"
+UNIT_PATH = "/etc/systemd/system/spotwatch.service"
+STRICT_PATH = "/etc/systemd/system/spotwatch.service.d/strict.conf"
+CONFIG_DIR = "/etc/spotwatch"
+HOOKS_DIR = "/etc/spotwatch/hooks.d"
+ENV_PATH = "/etc/spotwatch/spotwatch.env"
+MANIFEST_PATH = "/var/lib/spotwatch/install-manifest.json"
+DISABLED = ".disabled"
+
+# Directories install creates when missing, with their modes; removed by
+# uninstall only when empty.
+DIRECTORIES: tuple[tuple[str, int], ...] = (
+    ("/etc/systemd/system", 0o755),
+    (CONFIG_DIR, 0o755),
+    (HOOKS_DIR, 0o755),
+    ("/var/lib/spotwatch", 0o700),
+)
+STRICT_DIR = "/etc/systemd/system/spotwatch.service.d"
+
+# Kinds of file: a unit file is removed by uninstall even when changed (the
+# service must go); config and examples are left when the operator changed them.
+UNIT = "unit"
+CONFIG = "config"
+EXAMPLE = "example"
+
+# Step actions.
+CREATE = "create"
+UPDATE = "update"
+SAME = "unchanged"
+KEEP = "keep"
+SKIP = "skip"
+REMOVE = "remove"
+ABSENT = "absent"
+
+_PAST = {CREATE: "created", UPDATE: "updated", SAME: "unchanged", KEEP: "kept",
+         SKIP: "skipped", REMOVE: "removed", ABSENT: "absent"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Item:
+    """A file install puts on the target system."""
+
+    path: str  # absolute path on the target system
+    content: bytes
+    mode: int
+    kind: str
+    enabled_name: str = ""  # for an example hook: the name it has once enabled
+
+
+@dataclass(frozen=True)
+class Step:
+    """What to do with one path, and why."""
+
+    path: str
+    action: str
+    reason: str = ""
+    item: Item | None = None
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    """What is at a path now: None when nothing; ``content`` None when not a regular file."""
+
+    content: bytes | None
+    what: str = "file"  # "file", "symlink", "directory", "other"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- the files ---------------------------------------------------------------
+
+
+def data_file(*parts: str) -> bytes:
+    """A packaged copy from spotwatch/data (kept equal to systemd/ and hooks.d/ by a test)."""
+    node = resources.files("spotwatch") / "data"
+    for part in parts:
+        node = node / part
+    return node.read_bytes()
+
+
+def example_hooks() -> dict[str, bytes]:
+    """The packaged example hooks, by name."""
+    folder = resources.files("spotwatch") / "data" / "hooks.d"
+    return {
+        entry.name: entry.read_bytes()
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.is_file() and not entry.name.startswith(".")
+    }
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9/._+@:,=-]+")
+
+
+def exec_word(path: str) -> str:
+    """``path`` written as the first word of an ExecStart= line."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        raise UsageError(f"cannot use {path!r} in a unit file: it contains control characters")
+    if not path.startswith("/"):
+        raise UsageError(f"ExecStart= needs an absolute path, got {path!r}")
+    # % starts a specifier and $ a variable in unit files: double them.
+    text = path.replace("%", "%%").replace("$", "$$")
+    if _PLAIN_WORD.fullmatch(path):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_unit(template: str, spotwatch_path: str) -> str:
+    """The unit with ExecStart= running ``spotwatch_path run``."""
+    lines = template.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("ExecStart=")]
+    if len(starts) != 1:
+        raise SpotwatchError("the packaged unit file must have exactly one ExecStart= line")
+    lines[starts[0]] = f"ExecStart={exec_word(spotwatch_path)} run\n"
+    return "".join(lines)
+
+
+def planned_items(
+    spotwatch_path: str,
+    *,
+    unit_template: str,
+    strict_conf: bytes,
+    env_template: bytes,
+    hooks: Mapping[str, bytes],
+) -> list[Item]:
+    """Every file install manages, strict drop-in included (the plan decides on it)."""
+    items = [
+        Item(UNIT_PATH, render_unit(unit_template, spotwatch_path).encode(), 0o644, UNIT),
+        Item(STRICT_PATH, strict_conf, 0o644, UNIT),
+        # 0600: it may hold a webhook URL, which is a secret.
+        Item(ENV_PATH, env_template, 0o600, CONFIG),
+    ]
+    for name, content in sorted(hooks.items()):
+        items.append(Item(f"{HOOKS_DIR}/{name}{DISABLED}", content, 0o755, EXAMPLE, name))
+    return items
+
+
+def packaged_items(spotwatch_path: str) -> list[Item]:
+    return planned_items(
+        spotwatch_path,
+        unit_template=data_file("spotwatch.service").decode(),
+        strict_conf=data_file("strict.conf"),
+        env_template=data_file("spotwatch.env"),
+        hooks=example_hooks(),
+    )
+
+
+# -- decisions (pure) ----------------------------------------------------------
+
+
+def plan_install(
+    items: Sequence[Item],
+    disk: Mapping[str, OnDisk | None],
+    manifest: Mapping[str, str],
+    *,
+    strict: bool,
+) -> list[Step]:
+    """What install does with each item, given what is on disk and what it wrote before."""
+    steps = []
+    for item in items:
+        here = disk.get(item.path)
+        if item.path == STRICT_PATH and not strict:
+            steps.append(_unwanted(item, here, manifest))
+            continue
+        if item.kind == EXAMPLE:
+            enabled = f"{HOOKS_DIR}/{item.enabled_name}"
+            if disk.get(enabled) is not None:
+                steps.append(Step(item.path, SKIP, f"{item.enabled_name} is enabled", item))
+                continue
+        steps.append(_wanted(item, here, manifest))
+    return steps
+
+
+def _wanted(item: Item, here: OnDisk | None, manifest: Mapping[str, str]) -> Step:
+    if here is None:
+        return Step(item.path, CREATE, "", item)
+    if here.content is None:
+        return Step(item.path, KEEP, f"a {here.what} is there; left alone", item)
+    current = sha256(here.content)
+    if current == sha256(item.content):
+        return Step(item.path, SAME, "", item)
+    if manifest.get(item.path) == current:
+        return Step(item.path, UPDATE, "", item)
+    why = "changed by you" if item.path in manifest else "not written by spotwatch install"
+    return Step(item.path, KEEP, f"{why}; the new version is not installed", item)
+
+
+def _unwanted(item: Item, here: OnDisk | None, manifest: Mapping[str, str]) -> Step:
+    """The strict drop-in without --strict: remove it only if install put it there unchanged."""
+    if here is None:
+        return Step(item.path, ABSENT, "", item)
+    if here.content is not None and manifest.get(item.path) == sha256(here.content):
+        return Step(item.path, REMOVE, "no --strict", item)
+    return Step(item.path, KEEP, "not installed by this run's options; left alone", item)
+
+
+def plan_uninstall(
+    items: Sequence[Item],
+    disk: Mapping[str, OnDisk | None],
+    manifest: Mapping[str, str],
+) -> list[Step]:
+    """What uninstall does with each path install may have written."""
+    steps = []
+    for item in items:
+        here = disk.get(item.path)
+        if here is None:
+            steps.append(Step(item.path, ABSENT, "", item))
+            continue
+        if here.content is None:
+            steps.append(Step(item.path, KEEP, f"a {here.what} is there; left alone", item))
+            continue
+        current = sha256(here.content)
+        recorded = manifest.get(item.path)
+        if item.kind == UNIT:
+            # The service goes, whatever was edited in its unit.
+            changed = recorded is not None and recorded != current
+            steps.append(
+                Step(item.path, REMOVE, "it had changes of yours" if changed else "", item)
+            )
+        elif current in (recorded, sha256(item.content)):
+            steps.append(Step(item.path, REMOVE, "", item))
+        elif recorded is not None:
+            steps.append(Step(item.path, KEEP, "changed by you", item))
+        else:
+            steps.append(Step(item.path, KEEP, "not written by spotwatch install", item))
+    return steps
+
+
+def new_manifest(steps: Sequence[Step], old: Mapping[str, str]) -> dict[str, str]:
+    """The manifest after applying ``steps``: what install wrote or found identical."""
+    out: dict[str, str] = {}
+    for step in steps:
+        if step.item is None:
+            continue
+        if step.action in (CREATE, UPDATE, SAME):
+            out[step.path] = sha256(step.item.content)
+        elif step.action == KEEP and step.path in old:
+            out[step.path] = old[step.path]  # still ours, but changed: uninstall knows
+    return out
+
+
+def describe(step: Step, root: Path) -> str:
+    where = str(target(root, step.path))
+    line = f"{_PAST[step.action]} {where}"
+    return f"{line}: {step.reason}" if step.reason else line
+
+
+# -- the disk ----------------------------------------------------------------------
+
+
+def target(root: Path, path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+def read_disk(root: Path, paths: Sequence[str]) -> dict[str, OnDisk | None]:
+    out: dict[str, OnDisk | None] = {}
+    for path in paths:
+        full = target(root, path)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            out[path] = None
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out[path] = OnDisk(full.read_bytes())
+        elif stat.S_ISLNK(st.st_mode):
+            out[path] = OnDisk(None, "symlink")
+        elif stat.S_ISDIR(st.st_mode):
+            out[path] = OnDisk(None, "directory")
+        else:
+            out[path] = OnDisk(None, "special file")
+    return out
+
+
+def read_manifest(root: Path) -> dict[str, str]:
+    path = target(root, MANIFEST_PATH)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SpotwatchError(
+            f"cannot read {path}: {exc}; move it aside to treat every file as yours"
+        ) from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        raise SpotwatchError(f"{path} is not an install manifest; move it aside and run again")
+    return {str(k): str(v) for k, v in files.items()}
+
+
+def write_atomic(path: Path, content: bytes, mode: int) -> None:
+    """Write ``content`` to ``path`` with ``mode``, replacing it in one rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_manifest(root: Path, files: Mapping[str, str]) -> None:
+    path = target(root, MANIFEST_PATH)
+    if not files:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    body = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n"
+    write_atomic(path, body.encode(), 0o644)
+
+
+def ensure_directories(
+    root: Path, dirs: Sequence[tuple[str, int]], out: Callable[[str], None]
+) -> None:
+    for path, mode in dirs:
+        full = target(root, path)
+        if full.is_dir():
+            continue
+        full.mkdir(parents=True, exist_ok=True)
+        full.chmod(mode)  # not subject to the umask
+        out(f"created {full}/")
+
+
+def warn_unsafe_hooks_dir(root: Path, out: Callable[[str], None]) -> None:
+    full = target(root, HOOKS_DIR)
+    try:
+        mode = full.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o022:
+        out(
+            f"warning: {full} is group- or world-writable, so spotwatch will refuse to run "
+            f"its hooks: chmod go-w {full}"
+        )
+
+
+def apply(root: Path, steps: Sequence[Step], out: Callable[[str], None]) -> None:
+    for step in steps:
+        full = target(root, step.path)
+        if step.action in (CREATE, UPDATE) and step.item is not None:
+            full.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(full, step.item.content, step.item.mode)
+        elif step.action == REMOVE:
+            full.unlink()
+        if step.action != ABSENT:
+            out(describe(step, root))
+
+
+# -- systemctl and the spotwatch script ---------------------------------------------
+
+
+Runner = Callable[[Sequence[str]], int]
+
+
+def run_command(argv: Sequence[str]) -> int:
+    """Run ``argv``, its output going to ours; returns the exit status."""
+    try:
+        return subprocess.run(list(argv), check=False).returncode
+    except FileNotFoundError:
+        return 127
+
+
+def find_spotwatch(
+    argv0: str = sys.argv[0],
+    executable: str = sys.executable,
+    which: Callable[[str], str | None] = shutil.which,
+) -> str:
+    """Absolute path of the installed ``spotwatch`` script, for ExecStart=."""
+    candidates = []
+    if Path(argv0).name == "spotwatch":
+        candidates.append(os.path.abspath(argv0))
+    # Beside the interpreter: a venv's or pipx's bin directory.
+    candidates.append(os.path.join(os.path.dirname(executable), "spotwatch"))
+    found = which("spotwatch")
+    if found:
+        candidates.append(os.path.abspath(found))
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise SpotwatchError(
+        "cannot find the installed 'spotwatch' script for the unit's ExecStart=: "
+        "install spotwatch with pip or pipx first and run 'spotwatch install' from it"
+    )
+
+
+def _need_root(root: Path | None, command: str, system_root: Path) -> Path:
+    if root is not None:
+        return root
+    if os.geteuid() != 0:
+        raise UsageError(
+            f"'spotwatch {command}' writes to /etc and runs systemctl: run it as root "
+            "(sudo), or pass --root DIR to work on a directory tree instead"
+        )
+    return system_root
+
+
+def _systemctl(run: Runner, *args: str) -> None:
+    argv = ["systemctl", *args]
+    status = run(argv)
+    if status != 0:
+        raise SpotwatchError(
+            f"'{' '.join(argv)}' failed (exit {status}); the files are in place: "
+            "see 'systemctl status spotwatch' and 'journalctl -u spotwatch'"
+        )
+
+
+# -- the commands ----------------------------------------------------------------------
+
+
+def install(
+    root: Path | None = None,
+    *,
+    enable: bool = True,
+    strict: bool = False,
+    spotwatch_path: str | None = None,
+    run: Runner = run_command,
+    out: Callable[[str], None] = print,
+    system_root: Path = Path("/"),
+) -> int:
+    """Install unit, settings and example hooks under ``root`` (None: the system).
+
+    ``system_root`` is where "the system" is: a seam for tests of the systemctl steps.
+    """
+    use_systemctl = root is None
+    root = _need_root(root, "install", system_root)
+    exe = spotwatch_path or find_spotwatch()
+    items = packaged_items(exe)
+    manifest = read_manifest(root)
+    disk = read_disk(root, [i.path for i in items] + _enabled_paths(items))
+    steps = plan_install(items, disk, manifest, strict=strict)
+
+    dirs = list(DIRECTORIES)
+    if strict:
+        dirs.append((STRICT_DIR, 0o755))
+    ensure_directories(root, dirs, out)
+    warn_unsafe_hooks_dir(root, out)
+    apply(root, steps, out)
+    if any(s.action == REMOVE for s in steps):
+        _remove_empty_dirs(root, [STRICT_DIR])
+    write_manifest(root, new_manifest(steps, manifest))
+
+    fresh = any(s.path == UNIT_PATH and s.action == CREATE for s in steps)
+    unit_changed = not fresh and any(
+        s.path in (UNIT_PATH, STRICT_PATH) and s.action in (CREATE, UPDATE, REMOVE) for s in steps
+    )
+    if use_systemctl and enable:
+        _systemctl(run, "daemon-reload")
+        _systemctl(run, "enable", "--now", UNIT_NAME)
+        out(f"enabled and started {UNIT_NAME}: see 'systemctl status spotwatch'")
+        if unit_changed:
+            out("the unit changed: 'systemctl restart spotwatch' to use it")
+    elif use_systemctl:
+        out("next: systemctl daemon-reload && systemctl enable --now spotwatch")
+    out(f"example hooks are disabled: enable one with 'mv NAME{DISABLED} NAME' in {HOOKS_DIR}")
+    return 0
+
+
+def uninstall(
+    root: Path | None = None,
+    *,
+    run: Runner = run_command,
+    out: Callable[[str], None] = print,
+    system_root: Path = Path("/"),
+) -> int:
+    """Remove what install put under ``root``; leave the operator's hooks and changes."""
+    use_systemctl = root is None
+    root = _need_root(root, "uninstall", system_root)
+    # The unit is removed whatever its ExecStart=, so any path does here.
+    items = packaged_items("/usr/local/bin/spotwatch")
+    manifest = read_manifest(root)
+    disk = read_disk(root, [i.path for i in items])
+    steps = plan_uninstall(items, disk, manifest)
+
+    if use_systemctl and disk.get(UNIT_PATH) is not None:
+        status = run(["systemctl", "disable", "--now", UNIT_NAME])
+        if status != 0:
+            out(f"warning: 'systemctl disable --now {UNIT_NAME}' failed (exit {status})")
+    apply(root, steps, out)
+    write_manifest(root, {s.path: manifest[s.path] for s in steps
+                          if s.action == KEEP and s.path in manifest})  # fmt: skip
+    _remove_empty_dirs(root, [STRICT_DIR, HOOKS_DIR, CONFIG_DIR, "/var/lib/spotwatch"])
+    if use_systemctl:
+        _systemctl(run, "daemon-reload")
+    left = [s for s in steps if s.action == KEEP]
+    if left:
+        out(f"left {len(left)} file(s) that are yours; remove them by hand if you want")
+    elif not any(s.action == REMOVE for s in steps):
+        out("nothing to remove: spotwatch is not installed here")
+    return 0
+
+
+def _enabled_paths(items: Sequence[Item]) -> list[str]:
+    return [f"{HOOKS_DIR}/{i.enabled_name}" for i in items if i.kind == EXAMPLE]
+
+
+def _remove_empty_dirs(root: Path, paths: Sequence[str]) -> None:
+    for path in paths:
+        try:
+            target(root, path).rmdir()
+        except OSError:
+            pass  # not empty, or not there: leave it
