@@ -194,7 +194,8 @@ class _Setup:
         try:
             url = str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
         except self.sqs.exceptions.QueueDoesNotExist:
-            url = str(self.sqs.create_queue(QueueName=name, Attributes=dict(attributes))["QueueUrl"])
+            created = self.sqs.create_queue(QueueName=name, Attributes=dict(attributes))
+            url = str(created["QueueUrl"])
             self._changed(f"created queue {name}", queue_url=url)
             return url
         self._ensure_attributes(url, attributes)

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
 from spotwatch.errors import SpotwatchError, UsageError
 from spotwatch.fleet_events import (
@@ -48,7 +48,12 @@ from spotwatch.fleet_events import (
     hook_environment,
     parse_message,
 )
+from spotwatch.hooks import REFUSED
 from spotwatch.logs import get_logger
+
+if TYPE_CHECKING:
+    from spotwatch.hooks import HookPlan
+    from spotwatch.runner import HookResult
 
 MAX_BATCH = 10  # SQS ReceiveMessage limit
 MAX_WAIT_SECONDS = 20  # SQS long-poll limit
@@ -181,7 +186,7 @@ class InstanceTags:
                                 str(t.get("Key", "")): str(t.get("Value", ""))
                                 for t in instance.get("Tags", [])
                             }
-        except Exception as exc:  # noqa: BLE001 - tags are decoration, never a failure
+        except Exception as exc:  # tags are decoration, never a failure
             level = self._log.debug if region in self._failing else self._log.warning
             self._failing.add(region)
             level(
@@ -236,8 +241,8 @@ class FleetWatcher:
         sqs: Any,
         tags: InstanceTags,
         stop: StopFlag,
-        plan: Callable[[Path], Any],
-        runner: Callable[..., Any],
+        plan: Callable[[Path], HookPlan],
+        runner: Callable[..., list[HookResult]],
         workdir: Path,
         out: TextIO | None = None,
         environ: Mapping[str, str] | None = None,
@@ -277,7 +282,7 @@ class FleetWatcher:
                 QueueUrl=self.settings.queue_url,
                 AttributeNames=["VisibilityTimeout", "RedrivePolicy", "QueueArn"],
             )["Attributes"]
-        except Exception as exc:  # noqa: BLE001 - any failure here is the operator's to fix
+        except Exception as exc:  # any failure here is the operator's to fix
             raise SpotwatchError(
                 f"cannot use queue {self.settings.queue_url}: {_error_text(exc)} "
                 "(check the URL, the region, and the IAM policy for 'fleet watch')"
@@ -338,7 +343,7 @@ class FleetWatcher:
         while not self._stop.is_set():
             try:
                 response = self._sqs.receive_message(**request)
-            except Exception as exc:  # noqa: BLE001 - log once, back off, keep watching
+            except Exception as exc:  # log once, back off, keep watching
                 text = _error_text(exc)
                 if text != self._receive_fault:
                     self._log.error("fleet.receive_failed", error=text, retry_in=delay,
@@ -434,7 +439,7 @@ class FleetWatcher:
         finally:
             _unlink(path)
         failed = [f"{r.name}: {r.description}" for r in results if not r.ok]
-        refused = [f"{r.name}: {r.reason}" for r in plan.rejected if r.severity == "refused"]
+        refused = [f"{r.name}: {r.reason}" for r in plan.rejected if r.severity == REFUSED]
         if plan.problem:
             refused.insert(0, plan.problem)
         duration = round(self._clock() - started, 3)
@@ -451,7 +456,7 @@ class FleetWatcher:
         log.info("fleet.handled", hooks=len(results), duration=duration)
         return DONE
 
-    def _log_plan(self, plan: Any) -> None:
+    def _log_plan(self, plan: HookPlan) -> None:
         warnings = (plan.problem, *plan.warnings)
         if warnings == self._last_plan_warnings:
             return  # said once; not again for every event
@@ -460,7 +465,7 @@ class FleetWatcher:
             self._log.error("hooks.refused", directory=str(plan.directory),
                             problem=plan.problem, fix=plan.fix)
         for item in plan.warnings:
-            level = self._log.error if item.severity == "refused" else self._log.warning
+            level = self._log.error if item.severity == REFUSED else self._log.warning
             level(f"hook.{item.severity}", hook=item.name, reason=item.reason, fix=item.fix)
 
     def _print(self, event: FleetEvent, tags: Mapping[str, str]) -> None:
@@ -491,7 +496,7 @@ class FleetWatcher:
                 ReceiptHandle=item.receipt,
                 VisibilityTimeout=wanted,
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("fleet.lost_message", error=_error_text(exc),
                         note="its visibility timeout ran out before its turn; "
                         "another watcher has it or will")
@@ -505,7 +510,7 @@ class FleetWatcher:
                 ReceiptHandle=item.receipt,
                 VisibilityTimeout=seconds,
             )
-        except Exception as exc:  # noqa: BLE001 - it comes back anyway when its timeout ends
+        except Exception as exc:  # it comes back anyway when its timeout ends
             log.warning("fleet.visibility_failed", error=_error_text(exc))
 
     def _release(self, items: Sequence[_Received]) -> None:
@@ -520,7 +525,7 @@ class FleetWatcher:
             self._sqs.change_message_visibility_batch(
                 QueueUrl=self.settings.queue_url, Entries=entries
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._log.warning("fleet.release_failed", error=_error_text(exc), count=len(items),
                               note="they come back when their visibility timeout ends")
             return
@@ -540,7 +545,7 @@ class FleetWatcher:
             response = self._sqs.delete_message_batch(
                 QueueUrl=self.settings.queue_url, Entries=entries
             )
-        except Exception as exc:  # noqa: BLE001 - the messages come back; the LRU skips them
+        except Exception as exc:  # the messages come back; the LRU skips them
             self._log.warning("fleet.delete_failed", error=_error_text(exc),
                               message_ids=[r.message_id for r in items])
             return
