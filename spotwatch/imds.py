@@ -15,14 +15,15 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import requests
 from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from spotwatch import __version__
@@ -97,6 +98,14 @@ ERROR_KINDS = (
 _RETRYABLE_KINDS = frozenset({"unreachable", "timeout", "dropped", "server-error", "throttled"})
 
 
+class StopFlag(Protocol):
+    """What ``stop`` must offer: a ``threading.Event`` or anything shaped like one."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 @dataclass(frozen=True)
 class ImdsResponse:
     """An answer from IMDS: 2xx with its body, or 404 (body may be empty)."""
@@ -155,7 +164,7 @@ class ImdsClient:
         token_ttl: int = MAX_TOKEN_TTL,
         max_body: int = 65536,
         clock: Callable[[], float] = time.monotonic,
-        stop: threading.Event | None = None,
+        stop: StopFlag | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"IMDS URL must start with http:// or https://, not {base_url!r}")
@@ -431,7 +440,7 @@ class ImdsClient:
         return stop
 
     def _backoff(self, call: _Call) -> Callable[[RetryCallState], float]:
-        base = wait_exponential_jitter(initial=0.1, max=1.0, jitter=0.1)
+        base = wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.1)
 
         def wait(state: RetryCallState) -> float:
             # Leave at least half of what remains for the next attempt itself.
