@@ -1,0 +1,708 @@
+"""`spotwatch ship`: get log files into S3 before the instance is gone.
+
+Files go smallest first through boto3's transfer manager (s3transfer): parallel,
+multipart above a threshold, a SHA-256 checksum on every request, the standard
+retry mode, gzip streamed block by block. An upload starts only when its likely
+duration (``ship_plan.Estimator``) fits in the time left; shortly before the
+deadline, or on SIGTERM/SIGINT, uploads in flight are cancelled and their
+multipart uploads aborted, so nothing is left half-open in the bucket. Local
+files are only ever opened for reading.
+
+boto3 is imported inside the functions that talk to S3: ``spotwatch run`` and
+``spotwatch --help`` never pay for it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import queue
+import signal
+import stat
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable
+
+from spotwatch import __version__
+from spotwatch.errors import EXIT_FAILURE, EXIT_USAGE, UsageError
+from spotwatch.logs import get_logger
+from spotwatch.ship_files import find_files
+from spotwatch.ship_plan import (
+    ABORTED,
+    DEADLINE,
+    FAILED,
+    INTERRUPTED,
+    NOT_SHIPPED,
+    SHIPPED,
+    SHRANK,
+    STOPPED,
+    UNREADABLE,
+    VANISHED,
+    Candidate,
+    Estimator,
+    Outcome,
+    Report,
+    Verdict,
+    exit_status,
+    fits,
+    judge_s3_error,
+    key_base,
+    notice_stamp,
+    object_key,
+    one_line,
+    smallest_first,
+)
+from spotwatch.ship_stream import CappedReader, FileShrankError, GzipReader, ShipCancelledError
+
+MiB = 1024 * 1024
+SSE_CHOICES = ("aws:kms", "AES256")
+
+
+@dataclass(frozen=True)
+class ShipOptions:
+    """What to ship where; the command line and the hook environment resolved."""
+
+    paths: tuple[str, ...]
+    bucket: str
+    prefix: str = ""
+    gzip: bool = True
+    deadline: float | None = None  # epoch seconds; None: no deadline
+    concurrency: int = 10
+    sse: str = ""
+    kms_key_id: str = ""
+    storage_class: str = ""
+    dry_run: bool = False
+    instance_id: str = "unknown"
+    notice_time: str = ""  # as IMDS gave it
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Knobs with sane defaults; tests and the benchmark shrink them."""
+
+    multipart_threshold: int = 8 * MiB
+    chunk_size: int = 8 * MiB
+    abort_margin: float = 3.0  # seconds before the deadline at which uploads in flight stop
+    gzip_level: int = 3  # zlib level 3: ~4.5x on logs at ~100 MB/s a core
+    estimator: Estimator = field(default_factory=Estimator)
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """Seams for time: ``monotonic`` measures, ``wall`` turns the epoch deadline into it."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+
+def ship(
+    options: ShipOptions, tuning: Tuning | None = None, clocks: Clocks | None = None
+) -> Report:
+    """Ship ``options.paths`` to S3 (or plan it, with ``dry_run``) and say what went."""
+    tuning = tuning or Tuning()
+    clocks = clocks or Clocks()
+    started = clocks.monotonic()
+    base = key_base(
+        options.prefix, options.instance_id, notice_stamp(options.notice_time, clocks.wall())
+    )
+    found = find_files(options.paths)
+    if found.missing and not found.candidates and not found.unreadable:
+        raise UsageError(_missing_message(found.missing))
+    abort_at = None
+    if options.deadline is not None:
+        abort_at = started + (options.deadline - clocks.wall()) - tuning.abort_margin
+
+    log = get_logger()
+    for path in found.ignored:
+        log.info(
+            "ship.ignored", path=path, reason="not a regular file, or a symlink inside a directory"
+        )
+    early = [
+        Outcome(
+            path=p,
+            key=object_key(base, p, False),
+            size=0,
+            status=NOT_SHIPPED,
+            reason=UNREADABLE,
+            detail="could not be listed or read",
+        )
+        for p in found.unreadable
+    ]
+    for outcome in early:
+        log.warning(
+            "ship.skipped", path=outcome.path, bytes=0, reason=outcome.reason, detail=outcome.detail
+        )
+    ordered = smallest_first(found.candidates)
+    if options.dry_run:
+        outcomes = early + _plan_dry_run(ordered, options, tuning, base, abort_at, started)
+        fatal: Verdict | None = None
+        abandoned = 0
+    else:
+        run = _Run(options, tuning, clocks, base, abort_at)
+        outcomes = early + run.execute(ordered)
+        fatal = run.fatal
+        abandoned = run.abandoned
+    error = fatal.message if fatal is not None else ""
+    if found.missing:
+        missing = _missing_message(found.missing) + " (the other paths were shipped)"
+        error = f"{error}; {missing}" if error else missing
+    report = Report(
+        bucket=options.bucket,
+        base=base,
+        outcomes=tuple(outcomes),
+        seconds=clocks.monotonic() - started,
+        error=error,
+        exit_code=exit_status(outcomes, fatal.exit_code if fatal else None, bool(found.missing)),
+        dry_run=options.dry_run,
+        ignored=found.ignored,
+        abandoned=abandoned,
+    )
+    log.info(
+        "ship.summary",
+        bucket=report.bucket,
+        base=report.base,
+        files=len(report.outcomes),
+        files_shipped=len(report.shipped),
+        bytes_shipped=sum(o.size for o in report.shipped),
+        bytes_sent=sum(o.bytes_sent for o in report.shipped),
+        not_shipped=report.reasons(),
+        seconds=round(report.seconds, 3),
+        exit_code=report.exit_code,
+        dry_run=report.dry_run,
+    )
+    return report
+
+
+def _missing_message(missing: Sequence[str]) -> str:
+    return "no such file or directory: " + ", ".join(missing)
+
+
+def _plan_dry_run(
+    ordered: Sequence[Candidate],
+    options: ShipOptions,
+    tuning: Tuning,
+    base: str,
+    abort_at: float | None,
+    now: float,
+) -> list[Outcome]:
+    """What a real run would likely do with the assumed throughput: nothing is sent."""
+    log = get_logger()
+    slots = [now] * options.concurrency
+    outcomes: list[Outcome] = []
+    for candidate in ordered:
+        key = object_key(base, candidate.path, options.gzip)
+        start = heapq.heappop(slots)
+        if fits(candidate.size, start, abort_at, tuning.estimator):
+            heapq.heappush(slots, start + tuning.estimator.seconds_for(candidate.size))
+            outcomes.append(Outcome(candidate.path, key, candidate.size, SHIPPED))
+            log.info("ship.planned", path=candidate.path, key=key, bytes=candidate.size)
+        else:
+            heapq.heappush(slots, start)
+            outcomes.append(
+                Outcome(
+                    candidate.path,
+                    key,
+                    candidate.size,
+                    NOT_SHIPPED,
+                    DEADLINE,
+                    "likely duration exceeds the time left",
+                )
+            )
+            log.info(
+                "ship.skipped", path=candidate.path, key=key, bytes=candidate.size, reason=DEADLINE
+            )
+    return outcomes
+
+
+# ---------------------------------------------------------------- the real run
+
+
+@dataclass
+class _Flight:
+    candidate: Candidate
+    key: str
+    handle: BinaryIO
+    body: CappedReader | GzipReader
+    size: int
+    started: float
+    future: Any = None
+
+
+class _OpenUploads:
+    """Multipart uploads created by this run, by key, for a last abort at the end.
+
+    s3transfer aborts a failed multipart upload itself; S3 documents that a
+    part still in flight during an abort may survive it, so every upload that
+    did not complete is aborted once more when the run ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[str, str] = {}
+
+    def created(self, parsed: Any = None, **_: Any) -> None:
+        if isinstance(parsed, dict) and "UploadId" in parsed and "Key" in parsed:
+            with self._lock:
+                self._ids[str(parsed["Key"])] = str(parsed["UploadId"])
+
+    def snapshot(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._ids)
+
+
+class _Run:
+    """One upload run: the loop that starts uploads, waits, and stops in time."""
+
+    def __init__(
+        self,
+        options: ShipOptions,
+        tuning: Tuning,
+        clocks: Clocks,
+        base: str,
+        abort_at: float | None,
+    ) -> None:
+        self.options = options
+        self.tuning = tuning
+        self.clocks = clocks
+        self.base = base
+        self.abort_at = abort_at
+        self.estimator = tuning.estimator
+        self.fatal: Verdict | None = None
+        self.stop_reason = ""
+        self.events: queue.SimpleQueue[tuple[str, int, float]] = queue.SimpleQueue()
+        self.stop = threading.Event()
+        self.flights: dict[int, _Flight] = {}
+        self.outcomes: list[Outcome] = []
+        self.open_uploads = _OpenUploads()
+        self.log = get_logger()
+        self.abandoned = 0  # uploads still running when the run gave up waiting
+        self._tokens = 0
+
+    # -- set-up -------------------------------------------------------------
+
+    def _client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            session = boto3.session.Session()
+            if session.get_credentials() is None:
+                raise UsageError(
+                    "no AWS credentials found: attach an instance role, or set "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+                )
+            region = session.region_name or _hook_region() or "us-east-1"
+            config = Config(
+                retries={"mode": "standard"},  # AWS_MAX_ATTEMPTS still applies
+                max_pool_connections=self.options.concurrency + 4,
+                connect_timeout=5,
+                read_timeout=30,
+                user_agent_extra=f"spotwatch/{__version__}",
+            )
+            client = session.client("s3", region_name=region, config=config)
+        except BotoCoreError as exc:
+            raise UsageError(f"cannot set up the S3 client: {one_line(str(exc))}") from exc
+        client.meta.events.register(
+            "after-call.s3.CreateMultipartUpload", self.open_uploads.created
+        )
+        return client
+
+    def _extra_args(self) -> dict[str, str]:
+        extra = {"ChecksumAlgorithm": "SHA256"}
+        if self.options.gzip:
+            extra["ContentType"] = "application/gzip"
+        if self.options.sse:
+            extra["ServerSideEncryption"] = self.options.sse
+        if self.options.kms_key_id:
+            extra["SSEKMSKeyId"] = self.options.kms_key_id
+        if self.options.storage_class:
+            extra["StorageClass"] = self.options.storage_class
+        return extra
+
+    # -- the loop -----------------------------------------------------------
+
+    def execute(self, ordered: Sequence[Candidate]) -> list[Outcome]:
+        if not ordered:
+            return []
+        from s3transfer.manager import TransferConfig, TransferManager
+
+        client = self._client()
+        manager = TransferManager(
+            client,
+            TransferConfig(
+                multipart_threshold=self.tuning.multipart_threshold,
+                multipart_chunksize=self.tuning.chunk_size,
+                max_request_concurrency=self.options.concurrency,
+                max_submission_concurrency=self.options.concurrency,
+            ),
+        )
+        restore = _install_signal_handlers(self.events)
+        pending = list(reversed(ordered))  # pop() takes the smallest
+        drained = True
+        try:
+            self._loop(manager, pending)
+            if self.flights:
+                self._cancel_flights()
+                drained = self._drain()
+        finally:
+            restore()
+            self.stop.set()
+            if drained:
+                manager.shutdown()
+            self._abort_leftovers(client)
+        reason = self._pending_reason()
+        for candidate in reversed(pending):
+            key = object_key(self.base, candidate.path, self.options.gzip)
+            self._record(
+                Outcome(
+                    candidate.path,
+                    key,
+                    candidate.size,
+                    NOT_SHIPPED,
+                    reason,
+                    self._pending_detail(reason),
+                )
+            )
+        return self.outcomes
+
+    def _loop(self, manager: Any, pending: list[Candidate]) -> None:
+        while True:
+            now = self.clocks.monotonic()
+            if not self.stop_reason and self.abort_at is not None and now >= self.abort_at:
+                self.stop_reason = ABORTED
+            if self.stop_reason:
+                return
+            while pending and len(self.flights) < self.options.concurrency:
+                candidate = pending[-1]
+                if not fits(candidate.size, now, self.abort_at, self.estimator):
+                    break
+                pending.pop()
+                self._start(manager, candidate)
+                if self.stop_reason:
+                    return
+            if not self.flights:
+                # Nothing running: either all done, or the smallest file left will
+                # not make it and no upload in flight can improve the estimate.
+                if pending:
+                    self.stop_reason = DEADLINE
+                return
+            timeout = 0.25  # short, so a signal is acted on promptly
+            if self.abort_at is not None:
+                timeout = max(0.0, min(timeout, self.abort_at - now))
+            self._wait(timeout)
+
+    def _wait(self, timeout: float) -> None:
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(event)
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, event: tuple[str, int, float]) -> None:
+        kind, value, when = event
+        if kind == "signal":
+            self.log.warning("ship.signal", signal=signal.Signals(value).name)
+            if not self.stop_reason:
+                self.stop_reason = INTERRUPTED
+            return
+        flight = self.flights.pop(value, None)
+        if flight is not None:
+            self._finish(flight, when)
+
+    def _start(self, manager: Any, candidate: Candidate) -> None:
+        key = object_key(self.base, candidate.path, self.options.gzip)
+        try:
+            handle: BinaryIO = open(candidate.path, "rb")  # noqa: SIM115 (closed in _finish)
+        except FileNotFoundError:
+            self._record(
+                Outcome(
+                    candidate.path,
+                    key,
+                    candidate.size,
+                    NOT_SHIPPED,
+                    VANISHED,
+                    "gone before its upload began",
+                )
+            )
+            return
+        except OSError as exc:
+            self._record(
+                Outcome(
+                    candidate.path,
+                    key,
+                    candidate.size,
+                    NOT_SHIPPED,
+                    UNREADABLE,
+                    one_line(exc.strerror or str(exc)),
+                )
+            )
+            return
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            handle.close()
+            self._record(
+                Outcome(
+                    candidate.path,
+                    key,
+                    candidate.size,
+                    NOT_SHIPPED,
+                    VANISHED,
+                    "no longer a regular file",
+                )
+            )
+            return
+        size = info.st_size  # read first: the upload stops here even if the file grows
+        body: CappedReader | GzipReader
+        if self.options.gzip:
+            body = GzipReader(handle, size, self.stop, self.tuning.gzip_level)
+        else:
+            body = CappedReader(handle, size, self.stop)
+        self._tokens += 1
+        token = self._tokens
+        flight = _Flight(candidate, key, handle, body, size, self.clocks.monotonic())
+        self.flights[token] = flight
+        flight.future = manager.upload(
+            body,
+            self.options.bucket,
+            key,
+            extra_args=self._extra_args(),
+            subscribers=[_make_subscriber(self.events, token, self.clocks.monotonic)],
+        )
+
+    def _finish(self, flight: _Flight, ended: float) -> None:
+        flight.handle.close()
+        candidate, key = flight.candidate, flight.key
+        try:
+            flight.future.result()
+        except BaseException as exc:
+            reason, detail = self._explain(exc, key)
+            event = "ship.aborted" if reason in (ABORTED, INTERRUPTED, STOPPED) else ""
+            self._record(
+                Outcome(candidate.path, key, flight.size, NOT_SHIPPED, reason, detail), event
+            )
+            return
+        seconds = max(ended - flight.started, 0.0)
+        self.estimator = self.estimator.observe(flight.size, seconds)
+        self._record(
+            Outcome(
+                candidate.path,
+                key,
+                flight.size,
+                SHIPPED,
+                bytes_sent=flight.body.bytes_out,
+                seconds=seconds,
+            )
+        )
+
+    def _explain(self, exc: BaseException, key: str) -> tuple[str, str]:
+        """The reason and detail of a failed upload; notes errors every upload would hit."""
+        from concurrent.futures import CancelledError
+
+        from botocore.exceptions import (
+            ClientError,
+            ConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        if isinstance(exc, (CancelledError, ShipCancelledError)) and self.stop_reason:
+            return self.stop_reason, self._pending_detail(self.stop_reason, in_flight=True)
+        if isinstance(exc, FileShrankError):
+            return SHRANK, one_line(str(exc))
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(
+                error.get("Code", "")
+                or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+            )
+            verdict = judge_s3_error(
+                code,
+                str(error.get("Message", "")),
+                str(getattr(exc, "operation_name", "")),
+                self.options.bucket,
+                key,
+                self.options.sse == "aws:kms",
+            )
+            if verdict.fatal:
+                self._fail_all(verdict)
+            return FAILED, verdict.message
+        if isinstance(exc, ConnectionError):
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the S3 endpoint"
+            self._fail_all(
+                Verdict(
+                    f"cannot reach S3 at {endpoint} (after retries): {one_line(str(exc))}",
+                    fatal=True,
+                    exit_code=EXIT_FAILURE,
+                )
+            )
+            return FAILED, one_line(str(exc))
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            self._fail_all(
+                Verdict(
+                    f"bad AWS credentials: {one_line(str(exc))}", fatal=True, exit_code=EXIT_USAGE
+                )
+            )
+            return FAILED, one_line(str(exc))
+        return FAILED, one_line(f"{type(exc).__name__}: {exc}")
+
+    def _fail_all(self, verdict: Verdict) -> None:
+        if self.fatal is None:
+            self.fatal = verdict
+            self.log.error("ship.fatal", error=verdict.message)
+        if not self.stop_reason:
+            self.stop_reason = STOPPED
+
+    # -- stopping -----------------------------------------------------------
+
+    def _cancel_flights(self) -> None:
+        self.stop.set()  # readers give up at their next block
+        for flight in self.flights.values():
+            if flight.future is not None:
+                flight.future.cancel()
+
+    def _drain(self) -> bool:
+        """Wait a little for cancelled uploads to wind down; True if they all did."""
+        grace = max(1.0, self.tuning.abort_margin * 0.6)
+        until = self.clocks.monotonic() + grace
+        while self.flights:
+            left = until - self.clocks.monotonic()
+            if left <= 0:
+                break
+            self._wait(min(left, 0.25))
+        for flight in self.flights.values():
+            # Still running (a request that will not end): report it, leave the thread.
+            self._record(
+                Outcome(
+                    flight.candidate.path,
+                    flight.key,
+                    flight.size,
+                    NOT_SHIPPED,
+                    self.stop_reason or ABORTED,
+                    "still in flight when spotwatch gave up waiting",
+                ),
+                "ship.aborted",
+            )
+        self.abandoned = len(self.flights)
+        self.flights.clear()
+        return self.abandoned == 0
+
+    def _abort_leftovers(self, client: Any) -> None:
+        """Abort every multipart upload of this run that did not complete."""
+        shipped = {o.key for o in self.outcomes if o.status == SHIPPED}
+        leftovers = {k: u for k, u in self.open_uploads.snapshot().items() if k not in shipped}
+        if self.abandoned:
+            # A CreateMultipartUpload still in flight has not told us its id yet:
+            # look for it (needs s3:ListBucketMultipartUploads; skipped without it).
+            ours = {o.key for o in self.outcomes if o.status != SHIPPED}
+            try:
+                listing = client.list_multipart_uploads(
+                    Bucket=self.options.bucket, Prefix=self.base
+                )
+            except Exception as exc:
+                self.log.debug("ship.list_uploads_failed", error=one_line(str(exc)))
+            else:
+                for upload in listing.get("Uploads", []):
+                    if upload.get("Key") in ours:
+                        leftovers.setdefault(str(upload["Key"]), str(upload["UploadId"]))
+        for key, upload_id in leftovers.items():
+            try:
+                client.abort_multipart_upload(
+                    Bucket=self.options.bucket, Key=key, UploadId=upload_id
+                )
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code == "NoSuchUpload":
+                    continue  # s3transfer already aborted it: the usual case
+                self.log.warning(
+                    "ship.abort_failed",
+                    key=key,
+                    upload_id=upload_id,
+                    error=one_line(str(exc)),
+                    hint="needs s3:AbortMultipartUpload; a lifecycle rule "
+                    "AbortIncompleteMultipartUpload cleans up the rest",
+                )
+            else:
+                self.log.info("ship.multipart_aborted", key=key, upload_id=upload_id)
+
+    def _pending_reason(self) -> str:
+        return self.stop_reason or DEADLINE
+
+    def _pending_detail(self, reason: str, in_flight: bool = False) -> str:
+        if reason == DEADLINE:
+            return "likely duration exceeds the time left"
+        if reason == ABORTED:
+            return "aborted shortly before the deadline" if in_flight else "deadline reached"
+        if reason == INTERRUPTED:
+            return "spotwatch was told to stop"
+        if reason == STOPPED and self.fatal is not None:
+            return ("called off: " if in_flight else "not attempted: ") + self.fatal.message
+        return ""
+
+    # -- reporting ----------------------------------------------------------
+
+    def _record(self, outcome: Outcome, event: str = "") -> None:
+        """Keep ``outcome`` and log it: uploaded, failed, aborted (in flight) or skipped."""
+        self.outcomes.append(outcome)
+        if outcome.status == SHIPPED:
+            self.log.info(
+                "ship.uploaded",
+                key=outcome.key,
+                bytes=outcome.size,
+                bytes_sent=outcome.bytes_sent,
+                seconds=round(outcome.seconds, 3),
+                path=outcome.path,
+            )
+            return
+        name = event or ("ship.failed" if outcome.reason in (FAILED, SHRANK) else "ship.skipped")
+        self.log.warning(
+            name,
+            key=outcome.key,
+            bytes=outcome.size,
+            path=outcome.path,
+            reason=outcome.reason,
+            detail=outcome.detail,
+        )
+
+
+def _make_subscriber(
+    events: queue.SimpleQueue[tuple[str, int, float]], token: int, clock: Callable[[], float]
+) -> Any:
+    from s3transfer.subscribers import BaseSubscriber
+
+    class _Done(BaseSubscriber):  # type: ignore[misc]
+        def on_done(self, future: Any, **kwargs: Any) -> None:
+            events.put(("done", token, clock()))
+
+    return _Done()
+
+
+def _install_signal_handlers(
+    events: queue.SimpleQueue[tuple[str, int, float]],
+) -> Callable[[], None]:
+    """SIGTERM/SIGINT only queue a note; the loop cancels and aborts. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        events.put(("signal", signum, 0.0))
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _hook_region() -> str:
+    region = os.environ.get("SPOTWATCH_REGION", "")
+    return "" if region in ("", "unknown") else region
