@@ -1,0 +1,291 @@
+"""How soon spotwatch runs the first hook after the notice appears, next to a shell loop.
+
+For each ``--interval`` (default 5 and 1), one long-running ``spotwatch run``
+and one classic shell watcher (curl, compare with the last answer, run-parts
+the hooks directory when it changed, sleep) watch the same IMDS simulator
+(IMDSv2) side by side. ``--notices`` notices (default 30) are scheduled at
+random moments, one after another, each with a fresh notice time (so a fresh
+notice id); each watcher's only hook is ``#!/bin/sh`` + ``date +%s.%N >> FILE``.
+
+Per notice and per watcher:
+
+- detection = the hook's own timestamp - the moment the notice became visible
+  (``appear_at`` given to the simulator). Goal: max <= interval + 0.1 s.
+- dispatch = the hook's own timestamp - when the simulator received the GET
+  that returned the notice to that watcher (told apart by User-Agent): the
+  answer's trip back, parsing, logging, the journal writes (with fsync) and
+  starting the hook. Goal: p95 <= 20 ms.
+
+For spotwatch the dispatch is also split using its JSON log timestamps:
+GET received -> ``notice.detected`` -> ``hook.started`` (logged just before
+the spawn) -> the hook's first command.
+
+Usage: ``.venv/bin/python bench/detect.py [--notices 30] [--intervals 5,1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _common import (
+    BenchError,
+    Cleanup,
+    Daemon,
+    Table,
+    log_time,
+    machine,
+    median,
+    need_tool,
+    percentile,
+    run_main,
+    wait_until,
+    write_hook,
+)
+
+from spotwatch.imdssim import INSTANCE_ACTION_PATH, ImdsSimulator, RequestRecord, format_time
+
+GOAL_DETECT_SLACK = 0.1  # max detection <= interval + this
+GOAL_DISPATCH_P95 = 0.020
+SPOTWATCH_AGENT = "spotwatch/"
+CURL_AGENT = "curl/"
+
+SHELL_WATCHER = r"""
+set -u
+url=$1 interval=$2 hooks=$3
+token=$(curl -s -m 1 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 21600" \
+    "$url/latest/api/token")
+last=
+while :; do
+    body=$(curl -s -f -m 1 -H "X-aws-ec2-metadata-token: $token" \
+        "$url/latest/meta-data/spot/instance-action")
+    if [ -n "$body" ] && [ "$body" != "$last" ]; then
+        last=$body
+        run-parts "$hooks"
+    fi
+    sleep "$interval"
+done
+"""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Notice-to-first-hook latency of 'spotwatch run' next to a shell watcher.",
+    )
+    parser.add_argument(
+        "--notices", type=int, default=30, help="notices per interval (default 30)"
+    )
+    parser.add_argument(
+        "--intervals",
+        default="5,1",
+        help="comma-separated poll intervals in seconds (default 5,1)",
+    )
+    parser.add_argument("--seed", type=int, help="random seed for the notice moments")
+    args = parser.parse_args()
+    try:
+        args.interval_list = [float(x) for x in args.intervals.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--intervals: expected numbers like 5,1, got {args.intervals!r}")
+    if args.notices < 1 or not args.interval_list or min(args.interval_list) <= 0:
+        parser.error("need --notices >= 1 and positive --intervals")
+    return args
+
+
+@dataclass
+class Watcher:
+    name: str
+    agent: str
+    record: Path
+    hook_times: list[float] = field(default_factory=list)
+    served: list[float] = field(default_factory=list)
+
+    def lines(self) -> list[float]:
+        if not self.record.exists():
+            return []
+        return [float(x) for x in self.record.read_text().split()]
+
+
+@dataclass
+class Figures:
+    detection: list[float]
+    dispatch: list[float]
+
+
+def run_interval(
+    interval: float, notices: int, rng: random.Random, cleanup: Cleanup
+) -> tuple[Table, list[str]]:
+    sim = ImdsSimulator(require_token=True).start()
+    cleanup.on_close(sim.stop)
+    work = cleanup.tempdir(f"detect-{interval:g}")
+    watchers = {}
+    for name, agent in (("spotwatch", SPOTWATCH_AGENT), ("shell", CURL_AGENT)):
+        hooks = work / f"{name}-hooks.d"
+        hooks.mkdir(mode=0o755)
+        record = work / f"{name}.times"
+        write_hook(hooks / "10-record", f'date +%s.%N >> "{record}"\n')
+        watchers[name] = (Watcher(name, agent, record), hooks)
+
+    daemon = Daemon(
+        cleanup,
+        sim.url,
+        interval=interval,
+        hooks_dir=watchers["spotwatch"][1],
+        state_dir=work / "state",
+        log_path=work / "daemon.log",
+    )
+    daemon.wait_for_event("watcher.started")
+    loop = cleanup.popen(
+        ["bash", "-c", SHELL_WATCHER, "bash", sim.url, f"{interval:g}", str(watchers["shell"][1])],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def polled(agent: str) -> bool:
+        return any(
+            r.headers.get("user-agent", "").startswith(agent)
+            for r in sim.requests(INSTANCE_ACTION_PATH)
+        )
+
+    wait_until(lambda: polled(SPOTWATCH_AGENT) and polled(CURL_AGENT), 20, "first polls")
+
+    appear: list[float] = []
+    last_key = 0
+    sw, sh = watchers["spotwatch"][0], watchers["shell"][0]
+    for k in range(notices):
+        at = time.time() + rng.uniform(0.2, 0.2 + interval)  # a uniformly random poll phase
+        # A fresh notice time (whole seconds, as IMDS gives it), so a fresh notice id.
+        last_key = max(int(at) + 120, last_key + 1)
+        sim.schedule_notice("terminate", appear_at=at, notice_time=format_time(last_key))
+        appear.append(at)
+
+        def both_ran(n: int = k + 1) -> bool:
+            if daemon.proc.poll() is not None or loop.poll() is not None:
+                raise BenchError(f"a watcher exited; see {daemon.log_path}")
+            return len(sw.lines()) >= n and len(sh.lines()) >= n
+
+        wait_until(both_ran, 2 * interval + 15, f"both watchers' hooks for notice {k + 1}")
+        sim.clear_notice()
+        print(f"  --interval {interval:g}: notice {k + 1}/{notices}", end="\r", flush=True)
+    print(" " * 60, end="\r")
+
+    # Let the daemon finish logging the last notice before reading its log.
+    daemon.wait_for_event("notice.handled", count=notices)
+    detected = [log_time(e) for e in daemon.events("notice.detected")]
+    started = [log_time(e) for e in daemon.events("hook.started")]
+    if len(detected) != notices or len(started) != notices:
+        raise BenchError(
+            f"expected {notices} notices and hook starts in the log, got "
+            f"{len(detected)} and {len(started)}; see {daemon.log_path}"
+        )
+
+    requests = sim.requests(INSTANCE_ACTION_PATH)
+    figures = {}
+    for watcher in (sw, sh):
+        hook_times = watcher.lines()
+        if len(hook_times) != notices:
+            raise BenchError(f"{watcher.name}'s hook ran {len(hook_times)} times, not {notices}")
+        served = first_served(requests, watcher.agent, appear)
+        watcher.hook_times, watcher.served = hook_times, served
+        figures[watcher.name] = Figures(
+            detection=[h - a for h, a in zip(hook_times, appear)],
+            dispatch=[h - s for h, s in zip(hook_times, served)],
+        )
+
+    table = Table(
+        f"detect: {notices} notices at random moments, --interval {interval:g}, "
+        "spotwatch run vs a curl/run-parts shell loop (times in ms)"
+    )
+    ours, theirs = figures["spotwatch"], figures["shell"]
+    goal_max = interval + GOAL_DETECT_SLACK
+    for label, pick, goal in (
+        ("detection median", lambda v: median(v), None),
+        ("detection p95", lambda v: percentile(v, 95), None),
+        ("detection max", lambda v: max(v), goal_max),
+    ):
+        a, b = pick(ours.detection), pick(theirs.detection)
+        table.add(
+            label,
+            ms(a),
+            ms(b),
+            f"{a / b:.2f}",
+            f"<= {ms(goal_max)}" if goal is not None else "-",
+            (a <= goal) if goal is not None else None,
+        )
+    for label, pick, goal in (
+        ("dispatch median", lambda v: median(v), None),
+        ("dispatch p95", lambda v: percentile(v, 95), GOAL_DISPATCH_P95),
+        ("dispatch max", lambda v: max(v), None),
+    ):
+        a, b = pick(ours.dispatch), pick(theirs.dispatch)
+        table.add(
+            label,
+            ms(a, 1),
+            ms(b, 1),
+            f"{a / b:.2f}",
+            f"<= {ms(goal, 0)}" if goal is not None else "-",
+            (a <= goal) if goal is not None else None,
+        )
+
+    # Where spotwatch's dispatch goes, from its own log timestamps.
+    parts = [
+        ("GET -> notice.detected", [d - s for d, s in zip(detected, sw.served)]),
+        ("notice.detected -> hook.started", [h - d for h, d in zip(started, detected)]),
+        ("hook.started -> hook's 1st command", [t - h for t, h in zip(sw.hook_times, started)]),
+    ]
+    breakdown = [
+        f"  spotwatch dispatch, {name}: median {ms(median(v), 1)} ms, "
+        f"p95 {ms(percentile(v, 95), 1)} ms, max {ms(max(v), 1)} ms"
+        for name, v in parts
+    ]
+    return table, breakdown
+
+
+def first_served(
+    requests: Sequence[RequestRecord], agent: str, appear: Sequence[float]
+) -> list[float]:
+    """For each notice, when the first GET by ``agent`` that got it (a 200) was received."""
+    out = []
+    ends = [*appear[1:], float("inf")]
+    for start, end in zip(appear, ends):
+        hits = [
+            r.wall_time
+            for r in requests
+            if r.status == 200
+            and r.headers.get("user-agent", "").startswith(agent)
+            and start <= r.wall_time < end
+        ]
+        if not hits:
+            raise BenchError(f"no GET by {agent} saw the notice that appeared at {start:.3f}")
+        out.append(min(hits))
+    return out
+
+
+def ms(seconds: float, digits: int = 0) -> str:
+    return f"{seconds * 1000:.{digits}f}"
+
+
+def main() -> int:
+    args = parse_args()
+    need_tool("curl", "curl")
+    need_tool("run-parts", "debianutils")
+    need_tool("bash", "bash")
+    rng = random.Random(args.seed)
+    print(f"machine: {machine()}", flush=True)
+    est = sum(args.notices * (i + 0.4) for i in args.interval_list)
+    print(f"{args.notices} notices per interval, ~{est:.0f} s in all ...", flush=True)
+    for interval in args.interval_list:
+        with Cleanup() as cleanup:
+            table, breakdown = run_interval(interval, args.notices, rng, cleanup)
+        print(table.render())
+        print("\n".join(breakdown))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
