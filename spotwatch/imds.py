@@ -12,6 +12,7 @@ each, is the caller's job.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from spotwatch import __version__
 from spotwatch.logs import get_logger
@@ -486,8 +488,8 @@ def _status_error(what: str, status: int) -> ImdsError:
     return ImdsError("bad-status", f"{what} answered {status}", advice)
 
 
-def _caused_by(err: BaseException, names: tuple[str, ...]) -> bool:
-    """Whether ``err`` wraps an exception whose class (or a base) has one of ``names``."""
+def _caused_by(err: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``err`` is or wraps (args, ``reason``, cause, context) one of ``types``."""
     seen: set[int] = set()
     todo: list[Any] = [err]
     while todo:
@@ -495,7 +497,7 @@ def _caused_by(err: BaseException, names: tuple[str, ...]) -> bool:
         if not isinstance(cur, BaseException) or id(cur) in seen:
             continue
         seen.add(id(cur))
-        if any(cls.__name__ in names for cls in type(cur).__mro__):
+        if isinstance(cur, types):
             return True
         todo.extend(cur.args)
         todo.extend((getattr(cur, "reason", None), cur.__cause__, cur.__context__))
@@ -504,20 +506,17 @@ def _caused_by(err: BaseException, names: tuple[str, ...]) -> bool:
 
 def _transport_error(what: str, err: BaseException, timeout: tuple[float, float]) -> ImdsError:
     """Map a requests/urllib3 failure to a stable kind."""
-    if isinstance(err, requests.exceptions.ConnectTimeout):
-        return ImdsError(
-            "unreachable", f"{what}: no connection within {timeout[0]:g} s", ADVICE_UNREACHABLE
-        )
-    if isinstance(err, requests.exceptions.ReadTimeout) or _caused_by(
-        err, ("ReadTimeoutError", "TimeoutError")
-    ):
-        return ImdsError("timeout", f"{what}: no answer within {timeout[1]:g} s", ADVICE_TIMEOUT)
-    if isinstance(err, requests.exceptions.ConnectionError) and _caused_by(
-        err, ("NewConnectionError", "ConnectTimeoutError")
+    # Connection failures first: urllib3 2 derives NewConnectionError from a timeout class.
+    if isinstance(err, requests.exceptions.ConnectTimeout) or _caused_by(
+        err, (NewConnectionError, ConnectTimeoutError)
     ):
         return ImdsError(
             "unreachable", f"{what}: cannot connect ({_root(err)})", ADVICE_UNREACHABLE
         )
+    if isinstance(err, requests.exceptions.ReadTimeout) or _caused_by(
+        err, (ReadTimeoutError, socket.timeout)
+    ):
+        return ImdsError("timeout", f"{what}: no answer within {timeout[1]:g} s", ADVICE_TIMEOUT)
     if isinstance(
         err, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)
     ):
