@@ -122,20 +122,25 @@ def example_hooks() -> dict[str, bytes]:
     }
 
 
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9/._+@:,=-]+")
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9/._+@:,=%$-]+")
 
 
 def exec_word(path: str) -> str:
-    """``path`` written as the first word of an ExecStart= line."""
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
-        raise UsageError(f"cannot use {path!r} in a unit file: it contains control characters")
+    """``path`` written as the first word of an ExecStart= line.
+
+    Checked against systemd-analyze verify: ``%`` must be doubled (specifiers),
+    ``$`` stays as it is (no expansion in the program's path), a space needs
+    double quotes, and systemd refuses backslashes and quotes in the path.
+    """
     if not path.startswith("/"):
         raise UsageError(f"ExecStart= needs an absolute path, got {path!r}")
-    # % starts a specifier and $ a variable in unit files: double them.
-    text = path.replace("%", "%%").replace("$", "$$")
-    if _PLAIN_WORD.fullmatch(path):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if any(ord(ch) < 32 or ord(ch) == 127 or ch in "\\\"'" for ch in path):
+        raise UsageError(
+            f"systemd cannot run {path!r}: control characters, quotes and backslashes "
+            "are not allowed in ExecStart=; install spotwatch under a plainer path"
+        )
+    text = path.replace("%", "%%")
+    return text if _PLAIN_WORD.fullmatch(path) else f'"{text}"'
 
 
 def render_unit(template: str, spotwatch_path: str) -> str:

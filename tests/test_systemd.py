@@ -96,7 +96,7 @@ def test_rendered_unit_with_strict_dropin_verifies_clean(tmp_path: Path) -> None
 
 @needs_analyze
 def test_odd_spotwatch_path_is_quoted_so_systemd_finds_it(tmp_path: Path) -> None:
-    exe = fake_spotwatch(tmp_path / "my venv" / "100%" / "bin")
+    exe = fake_spotwatch(tmp_path / "my venv" / "100%" / "$HOME" / "bin")
     (tmp_path / "unit").mkdir()
     unit = rendered(tmp_path / "unit", exe)
     result = analyze("verify", str(unit))
