@@ -125,19 +125,28 @@ def run_hooks(
                 not_started=[h.name for h in hooks[index:]],
             )
             break
-        result = _take_turn(
-            hook,
-            env,
-            deadline_mono=deadline_mono,
-            hook_timeout=hook_timeout,
-            deadline_margin=deadline_margin,
-            kill_grace=kill_grace,
-            on_start=on_start,
-            clock=clock,
-            wall_clock=wall_clock,
-            log=log,
-            allowed_uids=allowed_uids,
-        )
+        try:
+            result = _take_turn(
+                hook,
+                env,
+                deadline_mono=deadline_mono,
+                hook_timeout=hook_timeout,
+                deadline_margin=deadline_margin,
+                kill_grace=kill_grace,
+                on_start=on_start,
+                clock=clock,
+                wall_clock=wall_clock,
+                log=log,
+                allowed_uids=allowed_uids,
+            )
+        except Exception as exc:
+            # A bug of ours must cost one hook, not the rest of them.
+            log.exception("hook.runner_error", hook=hook.name)
+            wall = wall_clock()
+            result = HookResult(
+                hook.name, str(hook.path), wall, wall, ERROR, None, None,
+                f"error: spotwatch failed running it: {exc!r}",
+            )
         results.append(result)
         _callback(on_finish, result, log, "on_finish")
     return results
@@ -236,7 +245,7 @@ def _run_one(
             close_fds=True,
             start_new_session=True,
         )
-    except OSError as exc:
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
         description = f"could not start: {_spawn_reason(exc)}"
         log.error("hook.finished", hook=hook.name, outcome=ERROR, description=description,
                   exit_code=None, signal=None, duration=0.0)
@@ -264,6 +273,9 @@ def _run_one(
             # It exited; a background child may still hold the pipes.
             session.drain(min(clock() + OUTPUT_LINGER, started + timeout), clock)
     finally:
+        if proc.poll() is None:  # only when interrupted (Ctrl-C in a drill, or a bug)
+            session.kill_group(signal.SIGKILL)
+            session.reap(1.0)
         session.close()
 
     returncode = proc.returncode
@@ -303,7 +315,9 @@ def _run_one(
     )
 
 
-def _spawn_reason(exc: OSError) -> str:
+def _spawn_reason(exc: Exception) -> str:
+    if not isinstance(exc, OSError):
+        return str(exc)
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ENOEXEC:
         return f"{reason} (start the script with a '#!' line, e.g. #!/bin/sh)"

@@ -153,3 +153,21 @@ def test_help_mentions_exit_statuses(spotwatch_cmd: list[str]) -> None:
     assert proc.returncode == 0
     assert "--hooks-dir" in proc.stdout and "--json" in proc.stdout
     assert "SPOTWATCH_HOOKS_DIR" in proc.stdout
+
+
+def test_odd_file_names_are_escaped_not_crashing(
+    spotwatch_cmd: list[str], hooks_dir: Path
+) -> None:
+    make(hooks_dir, "10-ok")
+    for raw in (b"\xff-latin1", b"evil\nname", b"esc\x1b[31mred"):
+        with open(os.path.join(os.fsencode(hooks_dir), raw), "wb") as handle:
+            handle.write(b"#!/bin/sh\n")
+    proc = spotwatch(spotwatch_cmd, "--hooks-dir", str(hooks_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "\\xff-latin1" in proc.stdout
+    assert "evil\\nname" in proc.stdout
+    assert "esc\\x1b[31mred" in proc.stdout
+    assert "\x1b" not in proc.stdout
+    assert "3 ignored" in proc.stdout
+    data = json.loads(spotwatch(spotwatch_cmd, "--hooks-dir", str(hooks_dir), "--json").stdout)
+    assert len(data["rejected"]) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -479,3 +480,79 @@ def test_describe_status() -> None:
     assert describe_status(3) == "exit 3"
     assert describe_status(-9) == "killed by SIGKILL"
     assert describe_status(-15) == "killed by SIGTERM"
+
+
+def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
+    hooks_dir: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    hooks = [sh(hooks_dir, "10-a", "exit 0\n"), sh(hooks_dir, "20-b", f"touch {marker}\n")]
+    calls = {"n": 0}
+    real_popen = subprocess.Popen
+
+    def popen_once_bad(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            kwargs["env"] = {**kwargs["env"], "BAD": "nul\0byte"}
+        return real_popen(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess, "Popen", popen_once_bad)
+        results = run(hooks)
+    assert results[0].outcome == ERROR and "could not start" in results[0].description
+    assert results[1].outcome == OK and marker.exists()
+
+
+def test_an_internal_error_costs_one_hook_not_the_rest(
+    hooks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spotwatch.runner as runner_module
+
+    marker = tmp_path / "ran"
+    hooks = [sh(hooks_dir, "10-a", "exit 0\n"), sh(hooks_dir, "20-b", f"touch {marker}\n")]
+    real_check = runner_module.check_hook
+
+    def check_that_breaks_once(path: Path, allowed: Any = None) -> Any:
+        if path.name == "10-a":
+            raise RuntimeError("bug")
+        return real_check(path, allowed)
+
+    monkeypatch.setattr(runner_module, "check_hook", check_that_breaks_once)
+    with capture_logs() as logs:
+        results = run(hooks)
+    assert results[0].outcome == ERROR and "bug" in results[0].description
+    assert results[1].outcome == OK and marker.exists()
+    assert any(e["event"] == "hook.runner_error" for e in logs)
+
+
+INTERRUPTED_RUNNER = """
+import sys, time
+from pathlib import Path
+from spotwatch.hooks import Hook
+from spotwatch.runner import run_hooks
+path = Path(sys.argv[1])
+run_hooks([Hook(path.name, path)], {"PATH": "/usr/bin:/bin"}, deadline_mono=None,
+          hook_timeout=300)
+"""
+
+
+def test_ctrl_c_in_the_runner_kills_the_running_hook(hooks_dir: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    hook = sh(hooks_dir, "10-hang", f"echo $$ > {pidfile}\nexec sleep 300\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_RUNNER, str(hook.path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        hook_pid = read_pid(pidfile)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert proc.returncode != 0
+    assert wait_for(lambda: gone(hook_pid), 10)

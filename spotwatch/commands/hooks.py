@@ -88,26 +88,42 @@ def plan_to_json(plan: HookPlan) -> dict[str, Any]:
     }
 
 
+def printable(text: str) -> str:
+    """``text`` safe for one line of a terminal: odd bytes and control characters escaped."""
+    if text.isprintable():
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        for ch in raw.decode("utf-8", "backslashreplace")
+    )
+
+
 def render_plan(plan: HookPlan) -> str:
     """The plan as aligned text for a person."""
-    lines = [f"Hooks directory: {plan.directory}"]
+    lines = [f"Hooks directory: {printable(str(plan.directory))}"]
     if plan.problem is not None:
-        lines.append(f"REFUSED: {plan.problem}; nothing in it runs. Fix: {plan.fix}")
+        lines.append(
+            f"REFUSED: {printable(plan.problem)}; nothing in it runs. Fix: {printable(plan.fix)}"
+        )
     lines.append("")
     if plan.hooks:
         lines.append("Would run, in this order:")
         width = len(str(len(plan.hooks)))
         for i, hook in enumerate(plan.hooks, 1):
             target = _target(hook.path)
-            suffix = f" -> {target}" if target else ""
-            lines.append(f"  {i:>{width}}. {hook.name}{suffix}")
+            suffix = f" -> {printable(target)}" if target else ""
+            lines.append(f"  {i:>{width}}. {printable(hook.name)}{suffix}")
     else:
         lines.append("Would run: nothing.")
     if plan.rejected:
         lines.append("")
         lines.append("Would not run:")
         rows = [("NAME", "STATUS", "REASON", "FIX")]
-        rows += [(r.name, r.severity, r.reason, r.fix) for r in plan.rejected]
+        rows += [
+            (printable(r.name), r.severity, printable(r.reason), printable(r.fix))
+            for r in plan.rejected
+        ]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         for row in rows:
             cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]
