@@ -117,20 +117,20 @@ def _join(*problems: str) -> str:
 
 def parse_instance_action(body: bytes, seen_at: float) -> Notice:
     """A 200 from spot/instance-action as a Notice, however malformed."""
-    doc, problem = _load_object(body)
+    doc, body_problem = _load_object(body)
     action = doc.get("action")
+    action_problem = ""
     if action not in ACTIONS:
-        if not problem:
-            problem = (
-                "no action given" if action is None else f"unknown action {action!r}"
-            ) + "; assuming terminate"
+        if not body_problem:
+            what = "no action given" if action is None else f"unknown action {action!r}"
+            action_problem = f"{what}; assuming terminate"
         action = "terminate"
     assert isinstance(action, str)
     raw = doc.get("time")
     raw_time = raw if isinstance(raw, str) else ""
     parsed = parse_time(raw_time) if raw_time else None
     time_problem = ""
-    if not doc:
+    if body_problem:
         pass  # the body problem says it all
     elif raw is None:
         time_problem = f"no time given; assuming {DEFAULT_LEAD_SECONDS:g} s from now"
@@ -144,7 +144,7 @@ def parse_instance_action(body: bytes, seen_at: float) -> Notice:
         deadline=effective_deadline(parsed, seen_at),
         id=notice_id(SPOT_INTERRUPTION, action, _key(parsed, body)),
         source=SOURCE_INSTANCE_ACTION,
-        problem=_join(problem, time_problem),
+        problem=_join(body_problem, action_problem, time_problem),
     )
 
 
@@ -170,7 +170,7 @@ def parse_rebalance(body: bytes, seen_at: float) -> Notice:
     raw = doc.get("noticeTime")
     raw_time = raw if isinstance(raw, str) else ""
     parsed = parse_time(raw_time) if raw_time else None
-    if doc and parsed is None:
+    if not problem and parsed is None:
         problem = "no noticeTime given" if raw is None else f"unusable noticeTime {raw!r}"
     return Notice(
         kind=REBALANCE_RECOMMENDATION,
