@@ -144,12 +144,22 @@ def exec_word(path: str) -> str:
 
 
 def render_unit(template: str, spotwatch_path: str) -> str:
-    """The unit with ExecStart= running ``spotwatch_path run``."""
+    """The unit with ExecStart= running ``spotwatch_path run`` and SPOTWATCH_BIN set to it."""
+    word = exec_word(spotwatch_path)
+    # Environment= takes the same quoting; the quotes go around the whole assignment.
+    binding = f"SPOTWATCH_BIN={word.strip(chr(34))}"
+    if word.startswith('"'):
+        binding = f'"{binding}"'
+    replacements = {
+        "ExecStart=": f"ExecStart={word} run\n",
+        "Environment=SPOTWATCH_BIN=": f"Environment={binding}\n",
+    }
     lines = template.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.startswith("ExecStart=")]
-    if len(starts) != 1:
-        raise SpotwatchError("the packaged unit file must have exactly one ExecStart= line")
-    lines[starts[0]] = f"ExecStart={exec_word(spotwatch_path)} run\n"
+    for prefix, line in replacements.items():
+        where = [i for i, text in enumerate(lines) if text.startswith(prefix)]
+        if len(where) != 1:
+            raise SpotwatchError(f"the packaged unit file must have exactly one {prefix} line")
+        lines[where[0]] = line
     return "".join(lines)
 
 

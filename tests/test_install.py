@@ -90,6 +90,7 @@ def test_install_into_a_root(tmp_path: Path) -> None:
     exec_start = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
     spotwatch = Path(sys.executable).parent / "spotwatch"
     assert exec_start == [f"ExecStart={spotwatch} run"]
+    assert f"Environment=SPOTWATCH_BIN={spotwatch}\n" in unit  # for hooks calling spotwatch
     assert mode(tmp_path / UNIT) == 0o644
 
     assert mode(tmp_path / "etc/spotwatch") == 0o755
