@@ -1,0 +1,171 @@
+"""spotwatch's hook runner next to Debian's run-parts on the same 100 trivial hooks.
+
+Both run the same directory of ``--hooks`` scripts (``#!/bin/sh`` + ``exit 0``,
+named h000, h001, ... so run-parts' default name rule accepts them too), one
+at a time, in the same run, alternating which goes first, ``--repeat`` times.
+
+- run-parts: ``run-parts DIR`` as a process, timed from the benchmark (its own
+  exec included).
+- spotwatch: ``plan_hooks(DIR)`` then ``run_hooks(plan.hooks, env, ...)`` in
+  this process: the directory scan and safety rules, a safety re-check of each
+  file just before it runs, a spawn with stdout/stderr pipes in its own
+  session, reading the pipes until the hook exits, and the ``hook.started`` /
+  ``hook.finished`` log lines (JSON, written to /dev/null). Not included: the
+  Python start-up of the daemon (it is already running when a notice comes).
+- spotwatch + journal (for information, no goal): the same, plus the journal
+  writes the daemon makes around each hook (begin, hook started, hook finished,
+  complete; each an atomic write with fsync) in a temp state directory.
+
+Usage: ``.venv/bin/python bench/hooks.py [--hooks 100] [--repeat 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from _common import (
+    BenchError,
+    Cleanup,
+    Table,
+    machine,
+    median,
+    need_tool,
+    ratio,
+    run_main,
+    write_hook,
+)
+
+from spotwatch import logs
+from spotwatch.hooks import plan_hooks
+from spotwatch.journal import Journal
+from spotwatch.notice import SPOT_INTERRUPTION, Notice
+from spotwatch.runner import HookResult, run_hooks
+
+GOAL_RATIO = 1.2
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Wall time of spotwatch's hook runner next to run-parts, same hooks.",
+    )
+    parser.add_argument("--hooks", type=int, default=100, help="number of hooks (default 100)")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="runs of each; medians are shown (default 5)"
+    )
+    args = parser.parse_args()
+    if args.hooks < 1 or args.hooks > 1000 or args.repeat < 1:
+        parser.error("need 1 <= --hooks <= 1000 and --repeat >= 1")
+    return args
+
+
+def time_run_parts(run_parts: str, hooks_dir: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([run_parts, str(hooks_dir)], stdin=subprocess.DEVNULL, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise BenchError(f"run-parts exited {done.returncode}")
+    return elapsed
+
+
+def time_spotwatch(hooks_dir: Path, count: int, journal: Journal | None, n: int) -> float:
+    env = dict(os.environ)
+    kwargs: dict[str, Any] = {}
+    notice = Notice(SPOT_INTERRUPTION, "terminate", "", None, time.time() + 120, f"bench{n}", "")
+    if journal is not None:
+        j = journal
+
+        def on_start(hook: Any) -> None:
+            j.hook_started(notice.id, hook.name)
+
+        def on_finish(result: HookResult) -> None:
+            j.hook_finished(notice.id, result)
+
+        kwargs = {"on_start": on_start, "on_finish": on_finish}
+    start = time.perf_counter()
+    plan = plan_hooks(hooks_dir)
+    if journal is not None:
+        journal.begin(notice)
+    results = run_hooks(plan.hooks, env, deadline_mono=None, hook_timeout=60.0, **kwargs)
+    if journal is not None:
+        journal.complete(notice.id)
+    elapsed = time.perf_counter() - start
+    bad = [r.description for r in results if not r.ok]
+    if len(results) != count or bad:
+        raise BenchError(f"spotwatch ran {len(results)} of {count} hooks; failures: {bad[:3]}")
+    return elapsed
+
+
+def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
+    run_parts = need_tool("run-parts", "debianutils")
+    work = cleanup.tempdir("hooks")
+    hooks_dir = work / "hooks.d"
+    hooks_dir.mkdir(mode=0o755)
+    for i in range(args.hooks):
+        write_hook(hooks_dir / f"h{i:03d}", "exit 0\n")
+    listed = subprocess.run(
+        [run_parts, "--test", str(hooks_dir)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    planned = plan_hooks(hooks_dir).hooks
+    if len(listed) != args.hooks or len(planned) != args.hooks:
+        raise BenchError(
+            f"run-parts would run {len(listed)} and spotwatch {len(planned)} of {args.hooks} hooks"
+        )
+    devnull = cleanup.open(Path(os.devnull), "w")
+    logs.configure("json", "info", stream=devnull)
+    journal = Journal(work / "state")
+
+    runners: list[tuple[str, Callable[[int], float]]] = [
+        ("run-parts", lambda n: time_run_parts(run_parts, hooks_dir)),
+        ("spotwatch", lambda n: time_spotwatch(hooks_dir, args.hooks, None, n)),
+        ("journal", lambda n: time_spotwatch(hooks_dir, args.hooks, journal, n)),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, _ in runners}
+    runners[0][1](-1)  # warm the page cache for both
+    runners[1][1](-1)
+    for n in range(args.repeat):
+        order = runners if n % 2 == 0 else list(reversed(runners))
+        for name, run in order:
+            times[name].append(run(n))
+
+    rp, sw, sj = (median(times[k]) for k in ("run-parts", "spotwatch", "journal"))
+    table = Table(
+        f"hooks: {args.hooks} trivial #!/bin/sh hooks, median of {args.repeat} runs each "
+        "(wall time in ms)"
+    )
+    table.add(
+        "runner API (plan + run)",
+        f"{sw * 1000:.0f}",
+        f"{rp * 1000:.0f}",
+        ratio(sw, rp),
+        f"<= {GOAL_RATIO:g} x run-parts",
+        sw <= GOAL_RATIO * rp,
+    )
+    table.add("runner API + journal", f"{sj * 1000:.0f}", f"{rp * 1000:.0f}", ratio(sj, rp))
+    per_sw, per_rp = sw / args.hooks, rp / args.hooks
+    table.add("per hook (runner API)", f"{per_sw * 1000:.2f}", f"{per_rp * 1000:.2f}")
+    fast_sw, fast_rp = min(times["spotwatch"]), min(times["run-parts"])
+    table.add(
+        "fastest run (runner API)",
+        f"{fast_sw * 1000:.0f}",
+        f"{fast_rp * 1000:.0f}",
+        ratio(fast_sw, fast_rp),
+    )
+    return table
+
+
+def main() -> int:
+    args = parse_args()
+    print(f"machine: {machine()}", flush=True)
+    with Cleanup() as cleanup:
+        table = measure(args, cleanup)
+    print(table.render())
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
