@@ -342,6 +342,20 @@ def machine() -> str:
     )
 
 
+def conditions() -> str:
+    """How busy the machine was just now: load average and CPU pressure (PSI), if known."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = f"load average {load}"
+    try:
+        with open("/proc/pressure/cpu") as handle:
+            some = handle.readline().split()
+        fields = dict(f.split("=", 1) for f in some[1:])
+        text += f"; CPU pressure {fields['avg10']}% (10 s), {fields['avg60']}% (60 s)"
+    except (OSError, KeyError, ValueError):
+        pass
+    return text
+
+
 def need_tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:

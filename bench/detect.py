@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import random
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from _common import (
     Cleanup,
     Daemon,
     Table,
+    conditions,
     log_time,
     machine,
     median,
@@ -170,8 +172,10 @@ def run_interval(
 
         wait_until(both_ran, 2 * interval + 15, f"both watchers' hooks for notice {k + 1}")
         sim.clear_notice()
-        print(f"  --interval {interval:g}: notice {k + 1}/{notices}", end="\r", flush=True)
-    print(" " * 60, end="\r")
+        if sys.stderr.isatty():
+            print(f"  --interval {interval:g}: notice {k + 1}/{notices}", end="\r", file=sys.stderr)
+    if sys.stderr.isatty():
+        print(" " * 60, end="\r", file=sys.stderr)
 
     # Let the daemon finish logging the last notice before reading its log.
     daemon.wait_for_event("notice.handled", count=notices)
@@ -283,6 +287,7 @@ def main() -> int:
             table, breakdown = run_interval(interval, args.notices, rng, cleanup)
         print(table.render())
         print("\n".join(breakdown))
+        print(f"conditions: {conditions()}")
         print()
     return 0
 

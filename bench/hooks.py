@@ -32,6 +32,7 @@ from _common import (
     BenchError,
     Cleanup,
     Table,
+    conditions,
     machine,
     median,
     need_tool,
@@ -164,6 +165,7 @@ def main() -> int:
     with Cleanup() as cleanup:
         table = measure(args, cleanup)
     print(table.render())
+    print(f"conditions at the end: {conditions()}")
     return 0
 
 

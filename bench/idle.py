@@ -28,6 +28,7 @@ from _common import (
     Cleanup,
     Daemon,
     Table,
+    conditions,
     cpu_seconds,
     machine,
     need_tool,
@@ -232,6 +233,7 @@ def main() -> int:
     with Cleanup() as cleanup:
         table = measure(args, cleanup)
     print(table.render())
+    print(f"conditions at the end: {conditions()}")
     return 0
 
 
