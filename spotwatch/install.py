@@ -94,7 +94,7 @@ class OnDisk:
     """What is at a path now: None when nothing; ``content`` None when not a regular file."""
 
     content: bytes | None
-    what: str = "file"  # "file", "symlink", "directory", "other"
+    what: str = "file"  # "file", "symlink", "directory", "special file"
 
 
 def sha256(data: bytes) -> str:
@@ -419,11 +419,13 @@ def run_command(argv: Sequence[str]) -> int:
 
 
 def find_spotwatch(
-    argv0: str = sys.argv[0],
-    executable: str = sys.executable,
+    argv0: str | None = None,
+    executable: str | None = None,
     which: Callable[[str], str | None] = shutil.which,
 ) -> str:
     """Absolute path of the installed ``spotwatch`` script, for ExecStart=."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    executable = sys.executable if executable is None else executable
     candidates = []
     if Path(argv0).name == "spotwatch":
         candidates.append(os.path.abspath(argv0))
@@ -455,6 +457,11 @@ def _need_root(root: Path | None, command: str, system_root: Path) -> Path:
 def _systemctl(run: Runner, *args: str) -> None:
     argv = ["systemctl", *args]
     status = run(argv)
+    if status == 127:
+        raise SpotwatchError(
+            "systemctl not found: this machine does not run systemd; the files are in "
+            "place (use --no-enable to only write them)"
+        )
     if status != 0:
         raise SpotwatchError(
             f"'{' '.join(argv)}' failed (exit {status}); the files are in place: "
