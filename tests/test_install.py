@@ -382,5 +382,5 @@ def test_plan_install_decisions() -> None:
 
 @pytest.mark.usefixtures("as_root")
 def test_machine_without_systemd_is_told_to_use_no_enable(tmp_path: Path) -> None:
-    with pytest.raises(SpotwatchError, match="systemctl not found.*--no-enable"):
+    with pytest.raises(SpotwatchError, match=r"systemctl not found.*--no-enable"):
         inst.install(None, run=lambda argv: 127, out=lambda line: None, system_root=tmp_path)
