@@ -148,8 +148,12 @@ class Journal:
         if entry is None:
             # Callers begin() first; tolerate a slip rather than lose the record.
             self._log.warning("journal.unknown_notice", notice_id=notice_id)
-            entry = {"finished": {}, "running": None, "complete": False,
-                     "begun_at": self._wall_clock()}
+            entry = {
+                "finished": {},
+                "running": None,
+                "complete": False,
+                "begun_at": self._wall_clock(),
+            }
             self._notices[notice_id] = entry
         return entry
 

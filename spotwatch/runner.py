@@ -42,6 +42,7 @@ MAX_LINE_CHARS = 8192  # a longer line is logged in pieces of this size
 KEPT_LINES = 200  # per hook, for the drill's timeline
 OUTPUT_LINGER = 1.0  # seconds to keep reading after a hook exits, if a child holds its pipes
 REAP_WAIT = 5.0  # after SIGKILL; only a process stuck in the kernel outlives it
+AFTER_KILL_DRAIN = 0.5
 HOOK_CWD = "/"
 
 
@@ -144,7 +145,13 @@ def run_hooks(
             log.exception("hook.runner_error", hook=hook.name)
             wall = wall_clock()
             result = HookResult(
-                hook.name, str(hook.path), wall, wall, ERROR, None, None,
+                hook.name,
+                str(hook.path),
+                wall,
+                wall,
+                ERROR,
+                None,
+                None,
                 f"error: spotwatch failed running it: {exc!r}",
             )
         results.append(result)
@@ -198,8 +205,13 @@ def _take_turn(
         wall = wall_clock()
         outcome = REFUSED if problem.severity == "refused" else SKIPPED
         level = log.error if outcome == REFUSED else log.warning
-        level("hook.refused" if outcome == REFUSED else "hook.skipped",
-              hook=hook.name, path=str(hook.path), reason=problem.reason, fix=problem.fix)
+        level(
+            "hook.refused" if outcome == REFUSED else "hook.skipped",
+            hook=hook.name,
+            path=str(hook.path),
+            reason=problem.reason,
+            fix=problem.fix,
+        )
         return HookResult(
             hook.name,
             str(hook.path),
@@ -247,8 +259,15 @@ def _run_one(
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         description = f"could not start: {_spawn_reason(exc)}"
-        log.error("hook.finished", hook=hook.name, outcome=ERROR, description=description,
-                  exit_code=None, signal=None, duration=0.0)
+        log.error(
+            "hook.finished",
+            hook=hook.name,
+            outcome=ERROR,
+            description=description,
+            exit_code=None,
+            signal=None,
+            duration=0.0,
+        )
         return HookResult(
             hook.name, str(hook.path), started_wall, wall_clock(), ERROR, None, None, description
         )
@@ -257,21 +276,31 @@ def _run_one(
     try:
         timed_out = not session.run_until(started + timeout, clock)
         if timed_out:
-            log.warning("hook.timeout", hook=hook.name, timeout=round(timeout, 1),
-                        pid=proc.pid, action="SIGTERM to its process group")
+            log.warning(
+                "hook.timeout",
+                hook=hook.name,
+                timeout=round(timeout, 1),
+                pid=proc.pid,
+                action="SIGTERM to its process group",
+            )
             session.kill_group(signal.SIGTERM)
             grace_end = clock() + max(0.0, kill_grace)
             if kill_limit is not None:
                 grace_end = min(grace_end, kill_limit)
             session.settle(grace_end, clock)
             if session.group_alive():
-                log.warning("hook.kill", hook=hook.name, pid=proc.pid,
-                            action="SIGKILL to its process group")
+                log.warning(
+                    "hook.kill", hook=hook.name, pid=proc.pid, action="SIGKILL to its process group"
+                )
                 session.kill_group(signal.SIGKILL)
             session.reap(REAP_WAIT)
+            # What the dead group left in the pipes; bounded, as a process that left
+            # the group (setsid) may hold them open.
+            session.drain(clock() + AFTER_KILL_DRAIN, clock)
         else:
             # It exited; a background child may still hold the pipes.
             session.drain(min(clock() + OUTPUT_LINGER, started + timeout), clock)
+            session.reap(REAP_WAIT)
     finally:
         if proc.poll() is None:  # only when interrupted (Ctrl-C in a drill, or a bug)
             session.kill_group(signal.SIGKILL)
@@ -415,7 +444,18 @@ class _Session:
                 self.pidfd = None
 
     def exited(self) -> bool:
-        return self.proc.poll() is not None
+        """Has the hook exited? Not reaped yet (WNOWAIT): while its zombie exists its pid,
+        and so the process group id we signal, cannot be reused by another process."""
+        if self.proc.returncode is not None:
+            return True
+        waitid = getattr(os, "waitid", None)
+        if waitid is None:
+            return self.proc.poll() is not None
+        try:
+            info = waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return self.proc.poll() is not None
+        return info is not None
 
     def run_until(self, until: float, clock: Callable[[], float]) -> bool:
         """Read output until the hook exits: True, or False if ``until`` came first."""
@@ -424,11 +464,8 @@ class _Session:
             if remaining <= 0:
                 return False
             if self.open_streams == 0 and self.pidfd is None:
-                try:
-                    self.proc.wait(timeout=remaining)
-                except subprocess.TimeoutExpired:
-                    return False
-                return True
+                time.sleep(min(remaining, 0.05))
+                continue
             # Without a pidfd the exit is only seen by polling.
             self._select(remaining if self.pidfd is not None else min(remaining, 0.05))
         return True
@@ -487,12 +524,12 @@ class _Session:
         try:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
-            self.log.error("hook.unkillable", hook=self.name, pid=self.proc.pid,
-                           advice="the process is stuck in the kernel; check dmesg")
-        deadline = time.monotonic() + 0.5  # whatever the dead group left in the pipes
-        self._unregister_pidfd()
-        while self.open_streams and time.monotonic() < deadline:
-            self._select(max(0.0, deadline - time.monotonic()))
+            self.log.error(
+                "hook.unkillable",
+                hook=self.name,
+                pid=self.proc.pid,
+                advice="the process is stuck in the kernel; check dmesg",
+            )
 
     def close(self) -> None:
         for key in list(self.selector.get_map().values()):

@@ -556,3 +556,27 @@ def test_ctrl_c_in_the_runner_kills_the_running_hook(hooks_dir: Path, tmp_path: 
         proc.stderr.close()
     assert proc.returncode != 0
     assert wait_for(lambda: gone(hook_pid), 10)
+
+
+def test_without_pidfds_exits_and_timeouts_are_still_seen(
+    hooks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stray_pids: list[int]
+) -> None:
+    monkeypatch.delattr(os, "pidfd_open", raising=False)  # as on kernels before 5.3
+    pidfile = tmp_path / "bg"
+    hooks = [
+        sh(hooks_dir, "10-quick", "echo hi\nexit 4\n"),
+        sh(hooks_dir, "20-closes-pipes", "exec >/dev/null 2>&1\nsleep 0.3\n"),
+        sh(hooks_dir, "30-leaves", f"sleep 300 &\necho $! > {pidfile}\n"),
+        sh(hooks_dir, "40-hang", "trap '' TERM\nwhile :; do sleep 0.1; done\n"),
+    ]
+    begun = time.monotonic()
+    results = run(hooks, hook_timeout=1.0, kill_grace=0.5)
+    stray_pids.append(read_pid(pidfile))
+    assert [r.description for r in results] == [
+        "exit 4",
+        "exit 0",
+        "exit 0",
+        "timed out after 1.0 s (killed by SIGKILL)",
+    ]
+    assert [line.text for line in results[0].output] == ["hi"]
+    assert time.monotonic() - begun < 1.0 + 0.5 + 1.0 + 0.3 + SLACK

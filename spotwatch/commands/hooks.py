@@ -128,8 +128,10 @@ def render_plan(plan: HookPlan) -> str:
         for row in rows:
             cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]
             lines.append("  " + "  ".join(cells).rstrip())
-    counts = {s: sum(1 for r in plan.rejected if r.severity == s)
-              for s in ("refused", "skipped", "ignored")}
+    counts = {
+        s: sum(1 for r in plan.rejected if r.severity == s)
+        for s in ("refused", "skipped", "ignored")
+    }
     lines.append("")
     lines.append(
         f"{len(plan.hooks)} would run; {counts['refused']} refused, "
