@@ -158,6 +158,7 @@ def ship(
         dry_run=options.dry_run,
         ignored=found.ignored,
         abandoned=abandoned,
+        deadline=options.deadline,
     )
     log.info(
         "ship.summary",
@@ -633,11 +634,12 @@ class _Run:
                 self.log.info("ship.multipart_aborted", key=key, upload_id=upload_id)
 
     def _pending_reason(self) -> str:
-        return self.stop_reason or DEADLINE
+        """Why files that never started did not: the deadline, a signal or a fatal error."""
+        return self.stop_reason if self.stop_reason in (INTERRUPTED, STOPPED) else DEADLINE
 
     def _pending_detail(self, reason: str, in_flight: bool = False) -> str:
         if reason == DEADLINE:
-            return "likely duration exceeds the time left"
+            return "not started: its likely duration exceeds the time left"
         if reason == ABORTED:
             return "aborted shortly before the deadline" if in_flight else "deadline reached"
         if reason == INTERRUPTED:

@@ -303,6 +303,7 @@ class Report:
     dry_run: bool = False
     ignored: tuple[str, ...] = field(default=())
     abandoned: int = 0  # uploads whose requests were still running at the end
+    deadline: float | None = None  # epoch seconds, as given
 
     @property
     def shipped(self) -> list[Outcome]:
@@ -324,6 +325,7 @@ class Report:
             "bucket": self.bucket,
             "base": self.base,
             "dry_run": self.dry_run,
+            "deadline": self.deadline,
             "exit_code": self.exit_code,
             "error": self.error or None,
             "seconds": round(self.seconds, 3),
