@@ -186,7 +186,9 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, int, int]]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink():
             info = path.stat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if info.st_size < 64 * MiB else ""
+            digest = (
+                hashlib.sha256(path.read_bytes()).hexdigest() if info.st_size < 64 * MiB else ""
+            )
             state[str(path)] = (digest, info.st_size, info.st_mtime_ns, info.st_mode)
     return state
 
@@ -243,8 +245,13 @@ def test_files_directories_and_globs_arrive_byte_for_byte(
     assert summary["files"] == summary["files_shipped"] == 7
     assert summary["base"] == f"fleet/web/{INSTANCE}/{STAMP}/"
     originals = [
-        logs / "app.log", logs / "sub" / "worker.log", logs / "empty.log",
-        logs / "sub" / "core.bin", extra / "a.txt", extra / "b.txt", single,
+        logs / "app.log",
+        logs / "sub" / "worker.log",
+        logs / "empty.log",
+        logs / "sub" / "core.bin",
+        extra / "a.txt",
+        extra / "b.txt",
+        single,
     ]
     expected = {key_of(p, gz, "fleet/web"): p for p in originals}
     listed = s3.list_objects_v2(Bucket=bucket)["Contents"]
@@ -260,8 +267,9 @@ def test_files_directories_and_globs_arrive_byte_for_byte(
         text = next(e for e in summary["shipped"] if e["path"] == str(logs / "app.log"))
         assert text["bytes_sent"] < text["bytes"] / 3
     # One log event per file on stderr, JSON lines (stderr is not a TTY).
-    uploaded = [json.loads(line) for line in result.stderr.splitlines()
-                if '"ship.uploaded"' in line]
+    uploaded = [
+        json.loads(line) for line in result.stderr.splitlines() if '"ship.uploaded"' in line
+    ]
     assert len(uploaded) == 7
     assert {"key", "bytes", "bytes_sent", "seconds"} <= set(uploaded[0])
     assert snapshot(tmp_path) == before
@@ -273,8 +281,10 @@ def test_sse_and_storage_class_are_applied(
 ) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(log_text(100))
-    result = run_ship(spotwatch_cmd, [str(log), "--bucket", bucket, "--sse", "AES256",
-                                      "--storage-class", "standard_ia"])
+    result = run_ship(
+        spotwatch_cmd,
+        [str(log), "--bucket", bucket, "--sse", "AES256", "--storage-class", "standard_ia"],
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("shipped 1 of 1 files")
     head = s3.head_object(Bucket=bucket, Key=key_of(log))
@@ -379,7 +389,10 @@ def test_sigterm_aborts_uploads_in_flight(
     env.update(SMALL_PARTS, AWS_ENDPOINT_URL=proxy.url, SPOTWATCH_SHIP_ABORT_MARGIN="2")
     proc = subprocess.Popen(
         [*spotwatch_cmd, "ship", str(big), "--bucket", bucket, "--no-gzip", "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         stdin=subprocess.DEVNULL,
     )
     try:
@@ -410,8 +423,9 @@ def test_access_denied_is_one_line_naming_the_permission(
     log = tmp_path / "app.log"
     log.write_bytes(log_text(100))
     before = snapshot(tmp_path)
-    result = run_ship(spotwatch_cmd, [str(log), "--bucket", "logs-bucket"],
-                      {"AWS_ENDPOINT_URL": deny_server})
+    result = run_ship(
+        spotwatch_cmd, [str(log), "--bucket", "logs-bucket"], {"AWS_ENDPOINT_URL": deny_server}
+    )
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
         "spotwatch ship: error: access denied: the credentials need s3:PutObject on "
@@ -443,8 +457,12 @@ def test_a_server_that_is_down_fails_fast_with_one_line(
     before = snapshot(tmp_path)
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    result = run_ship(spotwatch_cmd, [str(logs), "--bucket", "logs-bucket", "--json"],
-                      {"AWS_ENDPOINT_URL": url, "AWS_MAX_ATTEMPTS": "2"}, timeout=60)
+    result = run_ship(
+        spotwatch_cmd,
+        [str(logs), "--bucket", "logs-bucket", "--json"],
+        {"AWS_ENDPOINT_URL": url, "AWS_MAX_ATTEMPTS": "2"},
+        timeout=60,
+    )
     assert result.returncode == 1
     [line] = error_lines(result.stderr)
     assert line.startswith(f"spotwatch ship: error: cannot reach S3 at {url}")
@@ -461,17 +479,29 @@ def test_a_server_that_is_down_fails_fast_with_one_line(
         (["{tmp}/absent.log", "--bucket", "b-1"], "no such file or directory: {tmp}/absent.log"),
         (["{log}", "--bucket", "s3://b-1/x"], "takes a bucket name, not 's3://b-1/x'"),
         (["{log}", "--bucket", "b-1", "--deadline", "soon"], "--deadline must be epoch seconds"),
-        (["{log}", "--bucket", "b-1", "--sse", "AES256", "--kms-key-id", "k"],
-         "--kms-key-id needs --sse aws:kms"),
+        (
+            ["{log}", "--bucket", "b-1", "--sse", "AES256", "--kms-key-id", "k"],
+            "--kms-key-id needs --sse aws:kms",
+        ),
         (["{log}", "--bucket", "b-1", "--concurrency", "0"], "--concurrency must be between"),
         (["{log}", "--bucket", "b-1", "--storage-class", "cold!"], "is not a storage class"),
     ],
-    ids=["no-bucket", "no-path", "url-bucket", "bad-deadline", "kms-without-kms", "concurrency",
-         "storage-class"],
+    ids=[
+        "no-bucket",
+        "no-path",
+        "url-bucket",
+        "bad-deadline",
+        "kms-without-kms",
+        "concurrency",
+        "storage-class",
+    ],
 )
 def test_bad_input_is_refused_before_anything_is_sent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    args: list[str], words: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    words: str,
 ) -> None:
     from spotwatch.cli import main
 
@@ -484,9 +514,8 @@ def test_bad_input_is_refused_before_anything_is_sent(
     argv = ["ship", *(a.format(log=log, tmp=tmp_path) for a in args)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert error_lines(err) == [f"spotwatch ship: error: {words.format(tmp=tmp_path)}"] or (
-        words.format(tmp=tmp_path) in err and len(error_lines(err)) == 1
-    ), err
+    [line] = error_lines(err)
+    assert words.format(tmp=tmp_path) in line
     assert log.read_bytes() == b"x\n"
 
 
@@ -513,15 +542,24 @@ def test_dry_run_lists_the_plan_without_boto3_or_s3(tmp_path: Path) -> None:
         "sys.exit(rc)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTWATCH_", "AWS_"))}
-    env.update(SPOTWATCH_INSTANCE_ID=INSTANCE, SPOTWATCH_NOTICE_TIME=NOTICE,
-               AWS_ENDPOINT_URL="http://127.0.0.1:9")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
-                            capture_output=True, text=True, timeout=60)
+    env.update(
+        SPOTWATCH_INSTANCE_ID=INSTANCE,
+        SPOTWATCH_NOTICE_TIME=NOTICE,
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["dry_run"] is True
     assert [e["key"] for e in plan["shipped"]] == [
-        key_of(tmp_path / "a.log"), key_of(tmp_path / "b.log")
+        key_of(tmp_path / "a.log"),
+        key_of(tmp_path / "b.log"),
     ]
 
 
@@ -546,8 +584,13 @@ def test_gzip_memory_stays_bounded_for_a_big_file(
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTWATCH_")}
     env.update(SPOTWATCH_INSTANCE_ID=INSTANCE, SPOTWATCH_NOTICE_TIME=NOTICE)
     with (tmp_path / "out").open("w") as out:
-        proc = subprocess.Popen([*spotwatch_cmd, "ship", str(big), "--bucket", bucket], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*spotwatch_cmd, "ship", str(big), "--bucket", bucket],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         peak = 0
         try:
             while proc.poll() is None:

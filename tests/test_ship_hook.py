@@ -69,8 +69,15 @@ def test_the_hook_ships_the_configured_paths_within_the_hook_budget(
         SPOTWATCH_DEADLINE=str(now + 120),
         SPOTWATCH_HOOK_TIMEOUT="30",
     )
-    result = subprocess.run([str(HOOK)], env=env, capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL, cwd="/")
+    result = subprocess.run(
+        [str(HOOK)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        cwd="/",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["files_shipped"] == 2
@@ -98,7 +105,14 @@ def test_the_hook_uses_the_deadline_less_the_margin_when_that_comes_first(
         SPOTWATCH_DEADLINE_MARGIN="15",
         SPOTWATCH_HOOK_TIMEOUT="600",
     )
-    result = subprocess.run([str(HOOK)], env=env, capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL, cwd="/")
+    result = subprocess.run(
+        [str(HOOK)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        cwd="/",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["deadline"] == now + 25

@@ -144,8 +144,12 @@ def test_access_denied_prefers_the_action_named_in_the_message() -> None:
 
 def test_kms_denial_without_a_named_action_points_at_generate_data_key() -> None:
     verdict = judge_s3_error(
-        "AccessDenied", "The ciphertext refers to a KMS key you cannot use", "PutObject",
-        "logs", "k", True,
+        "AccessDenied",
+        "The ciphertext refers to a KMS key you cannot use",
+        "PutObject",
+        "logs",
+        "k",
+        True,
     )
     assert "kms:GenerateDataKey" in verdict.message
 
@@ -168,8 +172,9 @@ def test_errors_every_upload_would_hit_are_fatal_bad_input(code: str, words: str
 
 
 def test_other_errors_fail_only_that_file() -> None:
-    verdict = judge_s3_error("InternalError", "We\nencountered  an error", "UploadPart", "b", "k",
-                             False)
+    verdict = judge_s3_error(
+        "InternalError", "We\nencountered  an error", "UploadPart", "b", "k", False
+    )
     assert not verdict.fatal
     assert verdict.message == "InternalError: We encountered an error"
 
@@ -210,6 +215,11 @@ def test_report_summary_and_json_say_what_went_and_why_not() -> None:
     assert data["files"] == 4 and data["files_shipped"] == 1
     assert data["bytes_shipped"] == 2048 and data["bytes_sent"] == 1024
     assert data["not_shipped_by_reason"] == {"aborted": 1, "deadline": 2}
-    assert data["shipped"][0] == {"path": "/p", "key": "k", "bytes": 2048, "bytes_sent": 1024,
-                                  "seconds": 0.0}
+    assert data["shipped"][0] == {
+        "path": "/p",
+        "key": "k",
+        "bytes": 2048,
+        "bytes_sent": 1024,
+        "seconds": 0.0,
+    }
     assert data["not_shipped"][0]["reason"] == DEADLINE

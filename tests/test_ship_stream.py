@@ -116,8 +116,13 @@ def test_find_files_walks_directories_expands_globs_and_skips_what_is_not_a_file
     os.mkfifo(tmp_path / "app" / "pipe")
     (tmp_path / "other.log").write_bytes(b"o")
     found = find_files(
-        [str(tmp_path / "app"), str(tmp_path / "*.log"), str(tmp_path / "app" / "a.log"),
-         str(tmp_path / "nothing-*.log"), str(tmp_path / "absent")]
+        [
+            str(tmp_path / "app"),
+            str(tmp_path / "*.log"),
+            str(tmp_path / "app" / "a.log"),
+            str(tmp_path / "nothing-*.log"),
+            str(tmp_path / "absent"),
+        ]
     )
     sizes = {c.path: c.size for c in found.candidates}
     assert sizes == {
