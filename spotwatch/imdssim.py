@@ -23,6 +23,7 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,6 +135,7 @@ class ImdsSimulator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         identity: Mapping[str, Any] | None = None,
+        max_log: int = 100_000,
     ) -> None:
         self._host = host
         self._port = port
@@ -151,7 +153,8 @@ class ImdsSimulator:
         self._identity = dict(DEFAULT_IDENTITY)
         if identity:
             self._identity.update(identity)
-        self._log: list[RequestRecord] = []
+        # Bounded, for long standalone runs; counts (and waits) are exact regardless.
+        self._log: deque[RequestRecord] = deque(maxlen=max_log)
         self._counts: dict[tuple[str, str], int] = {}
         self._closing = threading.Event()
         self._conns: set[socket.socket] = set()

@@ -205,8 +205,11 @@ class SpotInterruptionMonitor:
 
     def check(self) -> Notice | None:
         """One poll: the notice, None when there is none; ImdsError when IMDS fails."""
+        # While on the fallback, instance-action is known to fail: a short budget
+        # keeps both reads within one poll interval.
+        budget = min(self._client.budget, self._fallback_budget) if self._on_fallback else None
         try:
-            resp = self._client.get(INSTANCE_ACTION_PATH)
+            resp = self._client.get(INSTANCE_ACTION_PATH, budget=budget)
         except ImdsError as err:
             return self._fallback(err)
         if self._on_fallback:

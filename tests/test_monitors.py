@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -358,3 +359,15 @@ def test_instance_action_empty_object_says_what_is_missing() -> None:
     assert (notice.action, notice.time) == ("terminate", None)
     assert "no action given" in notice.problem
     assert "no time given" in notice.problem
+
+
+def test_while_on_the_fallback_both_reads_fit_one_poll(sim: ImdsSimulator) -> None:
+    sim.inject("500", count=None, path=INSTANCE_ACTION_PATH)
+    imds = ImdsClient(sim.url, budget=2.0)
+    monitor = SpotInterruptionMonitor(imds, fallback_budget=0.5)
+    assert monitor.check() is None  # full budget on instance-action, then the fallback
+    started = time.monotonic()
+    assert monitor.check() is None
+    # instance-action now gets the short budget too: well under the 2 s default.
+    assert time.monotonic() - started < 1.6
+    assert sim.count(TERMINATION_TIME_PATH) == 2
