@@ -11,7 +11,9 @@ each, is the caller's job.
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import requests
+import urllib3.exceptions
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -97,6 +100,8 @@ ERROR_KINDS = (
     "bad-status",
     "bad-body",
 )
+# A token goes back in a header: printable ASCII without spaces, or it is unusable.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,4096}")
 _RETRYABLE_KINDS = frozenset({"unreachable", "timeout", "dropped", "server-error", "throttled"})
 
 
@@ -317,17 +322,19 @@ class ImdsClient:
         if self._mode == "v1" and not force and now < self._v2_retry_at:
             return None, False
         self._token = None
+        # In v1 mode this is the periodic try for v2: whatever goes wrong, stay v1.
+        retrying_v2 = self._mode == "v1" and not force
         try:
             raw = self._request("PUT", TOKEN_PATH, call, None, {TTL_HEADER: str(self._token_ttl)})
         except ImdsError as err:
-            if err.kind not in ("timeout", "unreachable", "dropped"):
-                raise
-            if self._mode == "v1":
+            if retrying_v2:
                 self._v2_retry_at = now + V2_RETRY_SECONDS
                 return None, False
-            return None, True
+            if err.kind not in ("timeout", "unreachable", "dropped"):
+                raise
+            return None, self._mode == "v2"
         token = raw.body.strip().decode("ascii", "replace") if raw.status == 200 else ""
-        if token:
+        if _TOKEN_CHARS.fullmatch(token):
             self._token = token
             # Renew well before expiry so a token never dies between polls.
             self._token_renew_at = now + self._token_ttl - min(60.0, self._token_ttl / 4)
@@ -335,13 +342,16 @@ class ImdsClient:
                 self._mode = "v2"
                 self._log.info("imds.mode_changed", mode="v2", reason="token endpoint works again")
             return token, False
+        if retrying_v2:
+            self._v2_retry_at = now + V2_RETRY_SECONDS
+            return None, False
         if raw.status == 429 or raw.status >= 500:
             raise _status_error(f"PUT {TOKEN_PATH}", raw.status)
         if 300 <= raw.status < 400:
             raise ImdsError(
                 "redirect", f"PUT {TOKEN_PATH} was redirected ({raw.status})", ADVICE_REDIRECT
             )
-        detail = "an empty token" if raw.status == 200 else str(raw.status)
+        detail = "an unusable token" if raw.status == 200 else str(raw.status)
         self._fall_back(f"PUT {TOKEN_PATH} answered {detail}")
         return None, False
 
@@ -378,7 +388,7 @@ class ImdsClient:
                 allow_redirects=False,
                 stream=True,
             )
-        except requests.RequestException as err:
+        except _TRANSPORT_ERRORS as err:
             raise _transport_error(what, err, timeout) from err
         try:
             status = resp.status_code
@@ -422,7 +432,7 @@ class ImdsClient:
                         f"{what}: answer still arriving at the budget's end",
                         ADVICE_TIMEOUT,
                     )
-        except requests.RequestException as err:
+        except _TRANSPORT_ERRORS as err:
             raise _transport_error(what, err, timeout) from err
         return b"".join(chunks)
 
@@ -469,6 +479,16 @@ class ImdsClient:
             )
 
         return note
+
+
+# What a broken or hostile endpoint can make requests/urllib3 raise; never a crash.
+_TRANSPORT_ERRORS = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+    ValueError,
+)
 
 
 def _is_retryable(err: BaseException) -> bool:
@@ -518,7 +538,14 @@ def _transport_error(what: str, err: BaseException, timeout: tuple[float, float]
     ):
         return ImdsError("timeout", f"{what}: no answer within {timeout[1]:g} s", ADVICE_TIMEOUT)
     if isinstance(
-        err, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)
+        err,
+        (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.ProtocolError,
+            http.client.HTTPException,
+            ConnectionError,
+        ),
     ):
         return ImdsError("dropped", f"{what}: connection lost ({_root(err)})", ADVICE_DROPPED)
     return ImdsError("unreachable", f"{what}: {_root(err)}", ADVICE_UNREACHABLE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import threading
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 import responses
+import urllib3.exceptions
 from responses import matchers
 from structlog.testing import capture_logs
 
@@ -404,4 +406,51 @@ def test_read_identity_errors(
     rsps.get(BASE + IDENTITY_PATH, status=status, body=body)
     with pytest.raises(ImdsError) as caught:
         read_identity(client())
+    assert caught.value.kind == kind
+
+
+@pytest.mark.parametrize("token", ["tok en", "tök", ""])
+def test_an_unusable_token_means_v1_not_a_crash(rsps: responses.RequestsMock, token: str) -> None:
+    rsps.put(TOKEN_URL, body=token.encode())
+    rsps.get(URL, status=404)
+    imds = client()
+    assert imds.get(PATH).status == 404
+    assert imds.mode == "v1"
+    assert TOKEN_HEADER not in calls(rsps, "GET", URL)[0].headers
+
+
+def test_periodic_v2_try_that_fails_oddly_stays_v1_and_still_answers(
+    rsps: responses.RequestsMock,
+) -> None:
+    clock = FakeClock()
+    refused = rsps.put(TOKEN_URL, status=404)
+    rsps.get(URL, status=404)
+    imds = client(clock=clock)
+    imds.get(PATH)
+    rsps.remove(refused)
+    broken = rsps.put(TOKEN_URL, status=503)
+    clock.now += V2_RETRY_SECONDS
+    assert imds.get(PATH).status == 404  # no error: v1 still works
+    assert imds.mode == "v1"
+    assert broken.call_count == 1
+    imds.get(PATH)
+    assert broken.call_count == 1  # and not again until the next period
+
+
+@pytest.mark.parametrize(
+    "exc,kind",
+    [
+        (urllib3.exceptions.ProtocolError("boom"), "dropped"),
+        (http.client.IncompleteRead(b"x"), "dropped"),
+        (ConnectionResetError(104, "reset"), "dropped"),
+        (ValueError("odd header"), "unreachable"),
+    ],
+)
+def test_low_level_failures_become_imds_errors(
+    rsps: responses.RequestsMock, exc: Exception, kind: str
+) -> None:
+    token_ok(rsps)
+    rsps.get(URL, body=exc)
+    with pytest.raises(ImdsError) as caught:
+        client(budget=0.3).get(PATH)
     assert caught.value.kind == kind
