@@ -60,7 +60,8 @@ MAX_WAIT_SECONDS = 20  # SQS long-poll limit
 MAX_VISIBILITY_TIMEOUT = 43200
 TAGS_TTL = 300.0
 UNKNOWN_TAGS_TTL = 60.0  # an instance DescribeInstances did not know may appear soon
-HOLD_MARGIN = 30.0  # extra visibility asked for on top of the hooks' worst case
+HOLD_MARGIN = 10.0  # visibility asked for on top of a hook's worst case
+DELETE_DELAY = 1.0  # seconds a handled message may wait to be deleted in a batch
 BACKOFF_MAX = 30.0
 
 DONE = "done"
@@ -90,7 +91,7 @@ class WatchSettings:
     max_messages: int | None = None  # stop after handling this many messages
     wait_seconds: int = MAX_WAIT_SECONDS
     visibility_timeout: int | None = None  # None: the queue's own
-    hook_timeout: float = 60.0
+    hook_timeout: float = 30.0
     kill_grace: float = 5.0
 
 
@@ -214,7 +215,7 @@ class InstanceTags:
 @dataclass
 class _Received:
     message: dict[str, Any]
-    received_at: float  # monotonic
+    hidden_until: float  # monotonic: when other watchers may receive it again
     event: FleetEvent | None
     problem: str  # why it is not an event, when event is None
 
@@ -262,6 +263,7 @@ class FleetWatcher:
         self._log = log if log is not None else get_logger()
         self._seen = SeenEvents()
         self._pending_deletes: list[_Received] = []
+        self._pending_since = 0.0
         self._visibility = settings.visibility_timeout
         self._last_plan_warnings: tuple[Any, ...] | None = None
         self._receive_fault: str | None = None
@@ -355,16 +357,17 @@ class FleetWatcher:
             if self._receive_fault is not None:
                 self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                 self._receive_fault = None
-            now = self._clock()
-            return [self._parse(m, now) for m in response.get("Messages", [])]
+            hidden_until = self._clock() + (self._visibility or 0)
+            return [self._parse(m, hidden_until) for m in response.get("Messages", [])]
         return []
 
     @staticmethod
-    def _parse(message: dict[str, Any], now: float) -> _Received:
+    def _parse(message: dict[str, Any], hidden_until: float) -> _Received:
         try:
-            return _Received(message, now, parse_message(str(message.get("Body", ""))), "")
+            event = parse_message(str(message.get("Body", "")))
         except NotAnEvent as exc:
-            return _Received(message, now, None, exc.reason)
+            return _Received(message, hidden_until, None, exc.reason)
+        return _Received(message, hidden_until, event, "")
 
     def _handle_batch(self, batch: list[_Received]) -> None:
         self._tags.prefetch(
@@ -417,10 +420,18 @@ class FleetWatcher:
         assert self.settings.hooks_dir is not None
         plan = self._plan(self.settings.hooks_dir)
         self._log_plan(plan)
-        self._flush_deletes()  # what succeeded before is deleted before the next hooks run
-        budget = len(plan.hooks) * (self.settings.hook_timeout + self.settings.kill_grace)
-        if not self._hold(item, budget + HOLD_MARGIN, log):
-            return LOST
+        if self._pending_deletes and self._clock() - self._pending_since > DELETE_DELAY:
+            self._flush_deletes()  # never hold a success back long behind slow hooks
+        per_hook = self.settings.hook_timeout + self.settings.kill_grace + HOLD_MARGIN
+        lost: list[bool] = []
+
+        def lost_it() -> bool:
+            # Asked before each hook: keep the message hidden from other watchers
+            # for that hook's worst case, or stop if it is no longer ours.
+            if not lost and not self._hold(item, per_hook, log):
+                lost.append(True)
+            return bool(lost)
+
         started = self._clock()
         path = self._workdir / f"{_safe_name(event.event_id)}.json"
         path.write_text(event.body, encoding="utf-8")
@@ -432,8 +443,9 @@ class FleetWatcher:
                 deadline_mono=None,
                 hook_timeout=self.settings.hook_timeout,
                 kill_grace=self.settings.kill_grace,
-                # Finish the message in hand: a stop request does not cut its hooks short.
-                should_stop=lambda: False,
+                # Finish the message in hand: a stop request does not cut its hooks
+                # short; only losing the message to another watcher does.
+                should_stop=lost_it,
                 log=log,
             )
         finally:
@@ -443,6 +455,8 @@ class FleetWatcher:
         if plan.problem:
             refused.insert(0, plan.problem)
         duration = round(self._clock() - started, 3)
+        if lost:
+            return LOST
         if failed or refused or len(results) < len(plan.hooks):
             retry_in = self._visibility or 0
             log.warning("fleet.hooks_failed", failed=failed, refused=refused,
@@ -485,9 +499,8 @@ class FleetWatcher:
     # -- SQS bookkeeping --------------------------------------------------------------
     def _hold(self, item: _Received, seconds: float, log: Any) -> bool:
         """Make sure ``item`` stays invisible to other watchers for ``seconds`` more."""
-        visibility = self._visibility or 0
-        left = visibility - (self._clock() - item.received_at)
-        if left >= seconds:
+        now = self._clock()
+        if item.hidden_until - now >= seconds:
             return True
         wanted = int(min(MAX_VISIBILITY_TIMEOUT, seconds + 1))
         try:
@@ -501,6 +514,7 @@ class FleetWatcher:
                         note="its visibility timeout ran out before its turn; "
                         "another watcher has it or will")
             return False
+        item.hidden_until = now + wanted
         return True
 
     def _set_visibility(self, item: _Received, seconds: int, log: Any) -> None:
@@ -532,6 +546,8 @@ class FleetWatcher:
         self._log.info("fleet.released", count=len(items), reason="stopping")
 
     def _delete(self, item: _Received) -> None:
+        if not self._pending_deletes:
+            self._pending_since = self._clock()
         self._pending_deletes.append(item)
         if len(self._pending_deletes) >= MAX_BATCH:
             self._flush_deletes()

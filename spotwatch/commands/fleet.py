@@ -61,8 +61,9 @@ def add_parser(subparsers: Any) -> None:
                        help="long-poll wait, 0..20 (default 20)")
     watch.add_argument("--visibility-timeout", type=_int_arg, metavar="S",
                        help="seconds a received message stays hidden (default: the queue's)")
-    watch.add_argument("--hook-timeout", type=_float_arg, default=60.0, metavar="S",
-                       help="seconds each hook may run (default 60)")
+    watch.add_argument("--hook-timeout", type=_float_arg, default=30.0, metavar="S",
+                       help="seconds each hook may run (default 30); the watcher keeps the "
+                       "message hidden from other watchers for as long as its hooks run")
     _log_args(watch)
     watch.set_defaults(func=_watch)
     parser.set_defaults(func=_missing_subcommand, fleet_parser=parser)

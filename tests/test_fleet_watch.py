@@ -1,0 +1,487 @@
+"""`spotwatch fleet watch` end to end: real subprocesses, real hooks, real signals,
+EventBridge and SQS from moto's server on 127.0.0.1 over HTTP.
+
+Each test makes its own queue, DLQ and rule with `fleet setup` (unique names;
+the moto server is shared by the session) and tears them down afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from spotwatch.fleet_setup import setup_fleet
+from spotwatch.fleet_watch import InstanceTags
+
+INTERRUPTION = "EC2 Spot Instance Interruption Warning"
+REBALANCE = "EC2 Instance Rebalance Recommendation"
+FULFILLMENT = "EC2 Spot Instance Request Fulfillment"
+STATE_CHANGE = "EC2 Instance State-change Notification"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Fleet:
+    name: str
+    queue_url: str
+    dlq_url: str
+    sqs: Any
+    events: Any
+
+    def put(self, *entries: tuple[str, dict[str, Any]]) -> list[str]:
+        """put_events, 10 at a time; the event ids EventBridge gave them."""
+        ids: list[str] = []
+        items = [
+            {"Source": "aws.ec2", "DetailType": dt, "Detail": json.dumps(detail),
+             "Resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{detail['instance-id']}"]}
+            for dt, detail in entries
+        ]
+        for start in range(0, len(items), 10):
+            response = self.events.put_events(Entries=items[start : start + 10])
+            assert response["FailedEntryCount"] == 0
+            ids.extend(e["EventId"] for e in response["Entries"])
+        return ids
+
+    def counts(self, url: str | None = None) -> tuple[int, int]:
+        """(visible, in flight) messages in the queue (or in ``url``)."""
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url or self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (int(attrs["ApproximateNumberOfMessages"]),
+                int(attrs["ApproximateNumberOfMessagesNotVisible"]))
+
+
+@pytest.fixture
+def make_fleet(aws_env: dict[str, str]) -> Iterator[Callable[..., Fleet]]:
+    import boto3
+
+    sqs, events = boto3.client("sqs"), boto3.client("events")
+    made: list[Fleet] = []
+
+    def make(**settings: Any) -> Fleet:
+        name = f"swtest-{uuid.uuid4().hex[:10]}"
+        result = setup_fleet(name, **settings)
+        fleet = Fleet(name, result.queue_url, result.dlq_url, sqs, events)
+        made.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in made:
+        events.remove_targets(Rule=fleet.name, Ids=["spotwatch-sqs"])
+        events.delete_rule(Name=fleet.name)
+        sqs.delete_queue(QueueUrl=fleet.queue_url)
+        sqs.delete_queue(QueueUrl=fleet.dlq_url)
+
+
+class Watch:
+    """A running `spotwatch fleet watch`; stdout and stderr go to files we poll."""
+
+    def __init__(self, cmd: list[str], args: list[str], env: dict[str, str], workdir: Path,
+                 label: str = "w") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = workdir / f"{label}.out"
+        self.stderr_path = workdir / f"{label}.err"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [*cmd, "fleet", "watch", "--log-format", "json", *args],
+                env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            )
+
+    def logs(self, event: str | None = None) -> list[dict[str, Any]]:
+        records = []
+        for line in self.stderr_path.read_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue  # a line being written
+        return [r for r in records if event is None or r["event"] == event]
+
+    def lines(self) -> list[str]:
+        return self.stdout_path.read_text().splitlines()
+
+    def wait_for(self, event: str, timeout: float = 30.0, count: int = 1) -> list[dict[str, Any]]:
+        def seen() -> list[dict[str, Any]]:
+            if self.proc.poll() is not None and len(self.logs(event)) < count:
+                raise AssertionError(f"watcher exited {self.proc.returncode}: {self.stderr()}")
+            found = self.logs(event)
+            return found if len(found) >= count else []
+
+        result: list[dict[str, Any]] = wait_until(seen, timeout, event)
+        return result
+
+    def wait(self, timeout: float = 60.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def terminate(self, timeout: float = 40.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()[-4000:]
+
+
+@pytest.fixture
+def watches(spotwatch_cmd: list[str], tmp_path: Path) -> Iterator[Callable[..., Watch]]:
+    started: list[Watch] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, label: str = "w") -> Watch:
+        watch = Watch(spotwatch_cmd, args, env or dict(os.environ), tmp_path / "run", label)
+        started.append(watch)
+        return watch
+
+    yield start
+    for watch in started:
+        watch.kill()
+
+
+def make_hooks(tmp_path: Path, *scripts: tuple[str, str]) -> Path:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(mode=0o755)
+    for name, body in scripts:
+        path = hooks / name
+        path.write_text("#!/bin/sh\nset -eu\n" + body)
+        path.chmod(0o755)
+    return hooks
+
+
+def hook_env(out_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["OUT_DIR"] = str(out_dir)
+    env.update(extra)
+    return env
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def no_crash(watch: Watch) -> None:
+    text = watch.stderr_path.read_text()
+    assert "Traceback" not in text, text[-3000:]
+
+
+# -- every detail type, through put_events ------------------------------------------------
+
+
+def test_each_detail_type_is_printed_acted_on_and_deleted(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    import boto3
+
+    fleet = make_fleet()
+    ec2 = boto3.client("ec2")
+    instance = ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance",
+                            "Tags": [{"Key": "Name", "Value": "web-1"},
+                                     {"Key": "team", "Value": "search"}]}],
+    )["Instances"][0]["InstanceId"]
+    unknown = "i-0000000000000dead"  # EC2 (moto) has never heard of it: no tags, no failure
+    sent = fleet.put(
+        (INTERRUPTION, {"instance-id": instance, "instance-action": "terminate"}),
+        (REBALANCE, {"instance-id": unknown}),
+        (FULFILLMENT, {"spot-instance-request-id": "sir-1a2b3c4d", "instance-id": instance}),
+        (STATE_CHANGE, {"instance-id": instance, "state": "stopping"}),
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    hooks = make_hooks(tmp_path, ("10-record", (
+        'env | grep "^SPOTWATCH_" | sort > "$OUT_DIR/$SPOTWATCH_EVENT_ID.env"\n'
+        'cp "$SPOTWATCH_EVENT_JSON" "$OUT_DIR/$SPOTWATCH_EVENT_ID.json"\n'
+    )))
+    watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--json",
+                     "--max-messages", "4", "--wait-seconds", "1"], env=hook_env(out))
+    assert watch.wait(timeout=90) == 0, watch.stderr()
+    no_crash(watch)
+
+    printed = {r["event_id"]: r for r in map(json.loads, watch.lines())}
+    assert sorted(printed) == sorted(sent)
+    expected = {
+        sent[0]: ("spot-interruption", "terminate", instance, "web-1"),
+        sent[1]: ("rebalance-recommendation", "rebalance", unknown, ""),
+        sent[2]: ("spot-fulfillment", "fulfilled", instance, "web-1"),
+        sent[3]: ("state-change", "stopping", instance, "web-1"),
+    }
+    for event_id, (kind, action, instance_id, name) in expected.items():
+        record = printed[event_id]
+        assert (record["event"], record["action"], record["instance_id"], record["name"]) == (
+            kind, action, instance_id, name)
+        env = dict(line.split("=", 1) for line in read_lines(out / f"{event_id}.env"))
+        body = json.loads((out / f"{event_id}.json").read_text())
+        assert body["id"] == event_id and body["source"] == "aws.ec2"
+        assert env["SPOTWATCH_EVENT"] == kind
+        assert env["SPOTWATCH_ACTION"] == action
+        assert env["SPOTWATCH_INSTANCE_ID"] == instance_id
+        assert env["SPOTWATCH_REGION"] == "us-east-1"
+        assert env["SPOTWATCH_EVENT_ID"] == event_id
+        assert env["SPOTWATCH_EVENT_TIME"] == body["time"]
+        assert env["SPOTWATCH_EVENT_JSON"].endswith(".json")
+        assert env["SPOTWATCH_DETAIL_TYPE"] == body["detail-type"]
+        assert env["SPOTWATCH_INSTANCE_NAME"] == name
+        tags = json.loads(env["SPOTWATCH_INSTANCE_TAGS_JSON"])
+        assert tags == ({"Name": "web-1", "team": "search"} if name else {})
+    # The event file is the watcher's scratch: gone once the hooks are done.
+    assert not Path(env["SPOTWATCH_EVENT_JSON"]).exists()
+    assert len(watch.logs("fleet.handled")) == 4
+    assert fleet.counts() == (0, 0)  # every message deleted
+
+
+def test_without_hooks_each_event_is_one_line_and_deleted(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch]
+) -> None:
+    fleet = make_fleet()
+    sent = fleet.put(
+        (INTERRUPTION, {"instance-id": "i-0aaaaaaaaaaaaaaa1", "instance-action": "stop"}),
+        (INTERRUPTION, {"instance-id": "i-0aaaaaaaaaaaaaaa2", "instance-action": "hibernate"}),
+    )
+    watch = watches(["--queue-url", fleet.queue_url, "--max-messages", "2", "--wait-seconds", "1"])
+    assert watch.wait() == 0, watch.stderr()
+    lines = sorted(watch.lines(), key=lambda line: line.split()[-1] != sent[0])
+    assert [line.split()[1:4] for line in lines] == [
+        ["spot-interruption", "stop", "i-0aaaaaaaaaaaaaaa1"],
+        ["spot-interruption", "hibernate", "i-0aaaaaaaaaaaaaaa2"],
+    ]
+    assert [line.split()[-1] for line in lines] == sent
+    assert fleet.counts() == (0, 0)
+
+
+# -- failures, redelivery, duplicates --------------------------------------------------
+
+
+def test_failing_hook_leaves_the_message_and_a_duplicate_is_not_acted_on_twice(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    fleet = make_fleet()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fail").touch()
+    hooks = make_hooks(tmp_path, ("10-act", (
+        'cp "$SPOTWATCH_EVENT_JSON" "$OUT_DIR/event.json"\n'
+        'if [ -e "$OUT_DIR/fail" ]; then echo "not today" >&2; exit 3; fi\n'
+        'echo "$SPOTWATCH_EVENT_ID" >> "$OUT_DIR/acted"\n'
+    )))
+    (event_id,) = fleet.put((INTERRUPTION, {"instance-id": "i-0f00", "instance-action": "stop"}))
+    watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
+                     "--visibility-timeout", "2", "--wait-seconds", "1"], env=hook_env(out))
+
+    failed = watch.wait_for("fleet.hooks_failed")[0]
+    assert failed["event_id"] == event_id and failed["retry_in"] == 2
+    assert "10-act: exit 3" in failed["failed"]
+    assert sum(fleet.counts()) == 1  # not deleted: still in the queue
+    assert read_lines(out / "acted") == []
+
+    (out / "fail").unlink()  # the operator fixes the hook
+    handled = watch.wait_for("fleet.handled", timeout=40)[0]
+    assert handled["event_id"] == event_id
+    assert read_lines(out / "acted") == [event_id]
+    # It came back only after its visibility timeout (2 s from the last failure).
+    last_failure = watch.logs("fleet.hooks_failed")[-1]
+    retried = [r for r in watch.logs("hook.started") if r["timestamp"] > last_failure["timestamp"]]
+    gap = _seconds(retried[0]["timestamp"]) - _seconds(last_failure["timestamp"])
+    assert gap >= 1.5
+    wait_until(lambda: fleet.counts() == (0, 0), 20, "the message to be deleted")
+
+    # EventBridge delivers at least once: the same event again as a new message.
+    duplicate = fleet.sqs.send_message(
+        QueueUrl=fleet.queue_url, MessageBody=(out / "event.json").read_text()
+    )["MessageId"]
+    dup = watch.wait_for("fleet.duplicate")[0]
+    assert (dup["event_id"], dup["message_id"]) == (event_id, duplicate)
+    wait_until(lambda: fleet.counts() == (0, 0), 20, "the duplicate to be deleted")
+    assert watch.terminate() == 0
+    no_crash(watch)
+    assert read_lines(out / "acted") == [event_id]  # acted on exactly once
+    assert [r["message_id"] for r in watch.logs("hook.started")].count(duplicate) == 0
+    assert len(watch.lines()) == 1 + len(watch.logs("fleet.hooks_failed"))
+
+
+def _seconds(timestamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_messages_that_are_not_events_are_logged_and_go_to_the_dead_letter_queue(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    fleet = make_fleet(max_receive_count=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    hooks = make_hooks(tmp_path, ("10-act", 'echo "$SPOTWATCH_EVENT_ID" >> "$OUT_DIR/acted"\n'))
+    bad = {
+        fleet.sqs.send_message(QueueUrl=fleet.queue_url, MessageBody=body)["MessageId"]: why
+        for body, why in [
+            ("this is { not json", "not JSON"),
+            ('{"hello": "world"}', "not an EventBridge event"),
+            ("[1, 2, 3]", "JSON list"),
+        ]
+    }
+    (good,) = fleet.put((INTERRUPTION, {"instance-id": "i-0g00d", "instance-action": "stop"}))
+    watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
+                     "--visibility-timeout", "1", "--wait-seconds", "1"], env=hook_env(out))
+
+    watch.wait_for("fleet.handled")
+    # maxReceiveCount 1: the second receive moves each one to the dead-letter queue.
+    wait_until(lambda: fleet.counts(fleet.dlq_url)[0] == 3, 30, "3 messages in the DLQ")
+    assert watch.terminate() == 0
+    no_crash(watch)
+    logged = {r["message_id"]: r["reason"] for r in watch.logs("fleet.bad_message")}
+    assert set(logged) == set(bad)
+    for message_id, why in bad.items():
+        assert why in logged[message_id]
+    assert read_lines(out / "acted") == [good]  # no hook ran for them
+    assert fleet.counts() == (0, 0)
+    assert len(watch.lines()) == 1
+
+
+# -- several watchers, one queue ---------------------------------------------------------
+
+
+def test_two_watchers_share_200_events_each_handled_exactly_once(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    fleet = make_fleet()
+    out = tmp_path / "out"
+    out.mkdir()
+    # One short append per event: atomic with O_APPEND, so both watchers share the file.
+    hooks = make_hooks(tmp_path, ("10-act",
+                                  'echo "$SPOTWATCH_EVENT_ID $WATCHER" >> "$OUT_DIR/acted"\n'))
+    pair = [
+        watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--wait-seconds", "1"],
+                env=hook_env(out, WATCHER=label), label=label)
+        for label in ("a", "b")
+    ]
+    for watch in pair:
+        watch.wait_for("fleet.started")
+    sent = fleet.put(*[
+        (INTERRUPTION, {"instance-id": f"i-{n:017x}", "instance-action": "terminate"})
+        for n in range(200)
+    ])
+    wait_until(lambda: len(read_lines(out / "acted")) >= 200, 100, "200 events acted on")
+    wait_until(lambda: fleet.counts() == (0, 0), 30, "all 200 messages deleted")
+    assert [watch.terminate() for watch in pair] == [0, 0]
+    acted = [line.split() for line in read_lines(out / "acted")]
+    assert sorted(event_id for event_id, _ in acted) == sorted(sent)  # each exactly once
+    by_watcher = {label: sum(1 for _, w in acted if w == label) for label in ("a", "b")}
+    assert by_watcher["a"] > 0 and by_watcher["b"] > 0, by_watcher
+    for watch in pair:
+        no_crash(watch)
+        assert len(watch.lines()) == by_watcher[watch.stdout_path.stem]
+
+
+# -- stopping ------------------------------------------------------------------------------
+
+
+def test_sigterm_finishes_the_message_in_hand_and_hands_back_the_rest(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    fleet = make_fleet()
+    out = tmp_path / "out"
+    out.mkdir()
+    hooks = make_hooks(tmp_path, ("10-slow", (
+        'touch "$OUT_DIR/started"\n'
+        "sleep 2\n"
+        'echo "$SPOTWATCH_EVENT_ID" >> "$OUT_DIR/acted"\n'
+    )))
+    sent = fleet.put(*[
+        (INTERRUPTION, {"instance-id": f"i-0{n}", "instance-action": "terminate"})
+        for n in range(3)
+    ])
+    watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
+                     "--wait-seconds", "1"], env=hook_env(out))
+    wait_until(lambda: (out / "started").exists(), 60, "the first hook to start")
+    assert watch.terminate() == 0
+    no_crash(watch)
+    acted = read_lines(out / "acted")
+    assert len(acted) == 1 and acted[0] in sent  # the one in hand was finished
+    assert len(watch.lines()) == 1
+    assert [r["reason"] for r in watch.logs("fleet.stopped")] == ["signal"]
+    # The other two are back in the queue at once, not after a visibility timeout.
+    assert fleet.counts() == (2, 0)
+
+
+def test_usage_and_queue_errors_are_one_line(
+    aws_env: dict[str, str], spotwatch_cmd: list[str], moto_server: str, tmp_path: Path
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*spotwatch_cmd, "fleet", "watch", "--log-format", "json", *args],
+                              capture_output=True, text=True, timeout=60, env=dict(os.environ))
+
+    missing_queue = run("--queue-url", f"{moto_server}/123456789012/swtest-no-such-queue")
+    assert missing_queue.returncode == 1
+    assert "cannot use queue" in missing_queue.stderr
+    assert "Traceback" not in missing_queue.stderr
+
+    no_dir = run("--queue-url", f"{moto_server}/123456789012/q", "--hooks-dir",
+                 str(tmp_path / "nope"))
+    assert no_dir.returncode == 2 and "does not exist" in no_dir.stderr
+
+    env = dict(os.environ)
+    env.pop("SPOTWATCH_QUEUE_URL", None)
+    no_url = subprocess.run([*spotwatch_cmd, "fleet", "watch"], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert no_url.returncode == 2
+    assert no_url.stderr.strip().splitlines() == [
+        "spotwatch fleet: error: no queue URL: pass --queue-url or set SPOTWATCH_QUEUE_URL"
+    ]
+
+
+# -- tags lookup --------------------------------------------------------------------------
+
+
+def test_instance_tags_are_batched_cached_and_never_fail(aws_env: dict[str, str]) -> None:
+    import boto3
+
+    ec2 = boto3.client("ec2")
+    made = ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=2, MaxCount=2, InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "db"}]}],
+    )["Instances"]
+    ids = [i["InstanceId"] for i in made]
+    now = [0.0]
+    tags = InstanceTags(lambda region: boto3.client("ec2", region_name=region),
+                        ttl=300, unknown_ttl=60, clock=lambda: now[0])
+    tags.prefetch([("us-east-1", ids[0]), ("us-east-1", ids[1]), ("us-east-1", "i-0nope")])
+    assert tags.calls == 1  # one DescribeInstances for the whole batch
+    assert tags.get("us-east-1", ids[0]) == {"Name": "db"}
+    assert tags.get("us-east-1", ids[1]) == {"Name": "db"}
+    assert tags.get("us-east-1", "i-0nope") == {}
+    assert tags.calls == 1  # all cached, the unknown one too
+    now[0] = 120.0  # the unknown id's entry expired, the others not
+    tags.get("us-east-1", "i-0nope")
+    tags.get("us-east-1", ids[0])
+    assert tags.calls == 2
+
+    def broken(region: str) -> Any:
+        raise RuntimeError("no route to EC2")
+
+    failing = InstanceTags(broken)
+    assert failing.get("us-east-1", ids[0]) == {}
+    assert failing.get("unknown", "i-0abc") == {}
