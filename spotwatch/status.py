@@ -330,6 +330,12 @@ def describe_error(exc: BaseException, region: str) -> StatusApiError | None:
         )
     if isinstance(exc, bce.ClientError):
         return _client_error(exc, region)
+    from botocore.parsers import ResponseParserError
+
+    if isinstance(exc, ResponseParserError):  # an HTML error page from a proxy or a 5xx
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return StatusApiError(f"EC2 in {region} sent an answer that could not be read: {first}",
+                              transient=True)
     if isinstance(exc, bce.BotoCoreError):
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return StatusApiError(f"could not ask EC2 in {region}: {first}")
