@@ -55,7 +55,7 @@ def build_watcher(
 
     # One poll (retries included) must fit well inside the interval.
     budget = max(0.5, min(4.0, config.interval * 0.8))
-    client = ImdsClient(config.imds_url, budget=budget, stop=stop)  # type: ignore[arg-type]
+    client = ImdsClient(config.imds_url, budget=budget, stop=stop)
     monitors: list[object] = [SpotInterruptionMonitor(client)]
     if config.on_rebalance:
         monitors.append(RebalanceMonitor(client))

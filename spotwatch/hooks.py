@@ -270,9 +270,15 @@ def hook_environment(
     """``base_env`` plus the SPOTWATCH_* variables that describe ``notice``.
 
     SPOTWATCH_SECONDS_LEFT is not here: the runner sets it at each hook's start.
-    Stale SPOTWATCH_* values inherited from ``base_env`` are replaced or dropped.
+    Stale SPOTWATCH_* values inherited from ``base_env`` are replaced or dropped,
+    and so are systemd's notify and watchdog variables: they are the daemon's,
+    and a notify-aware program started by a hook must not talk to systemd for it.
     """
-    env = {k: v for k, v in base_env.items() if k not in _NOTICE_VARIABLES}
+    env = {
+        k: v
+        for k, v in base_env.items()
+        if k not in _NOTICE_VARIABLES and k not in _DAEMON_ONLY_VARIABLES
+    }
     env.update(
         {
             "SPOTWATCH_EVENT": notice.kind,
@@ -290,6 +296,8 @@ def hook_environment(
         env["SPOTWATCH_DRILL"] = "1"
     return env
 
+
+_DAEMON_ONLY_VARIABLES = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 
 _NOTICE_VARIABLES = frozenset(
     {

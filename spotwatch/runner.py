@@ -44,6 +44,7 @@ OUTPUT_LINGER = 1.0  # seconds to keep reading after a hook exits, if a child ho
 REAP_WAIT = 5.0  # after SIGKILL; only a process stuck in the kernel outlives it
 AFTER_KILL_DRAIN = 0.5
 HOOK_CWD = "/"
+WAIT_TICK = 1.0  # seconds: on_wait runs at least this often while a hook runs
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ def run_hooks(
     wall_clock: Callable[[], float] = time.time,
     log: Any = None,
     allowed_uids: frozenset[int] | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> list[HookResult]:
     """Run ``hooks`` in order; return one result per hook whose turn came.
 
@@ -115,6 +117,9 @@ def run_hooks(
     asked before each hook; once it says True no further hook starts.
     ``on_start`` runs just before a hook is spawned, ``on_finish`` after every
     result (skipped ones too); an exception in either is logged, not raised.
+    ``on_wait`` runs at least every WAIT_TICK seconds while a hook runs: the
+    daemon pings the systemd watchdog from it, so a long hook is not mistaken
+    for a hung daemon.
     """
     log = log if log is not None else get_logger()
     results: list[HookResult] = []
@@ -139,6 +144,7 @@ def run_hooks(
                 wall_clock=wall_clock,
                 log=log,
                 allowed_uids=allowed_uids,
+                on_wait=on_wait,
             )
         except Exception as exc:
             # A bug of ours must cost one hook, not the rest of them.
@@ -172,6 +178,7 @@ def _take_turn(
     wall_clock: Callable[[], float],
     log: Any,
     allowed_uids: frozenset[int] | None,
+    on_wait: Callable[[], None] | None = None,
 ) -> HookResult:
     now = clock()
     hook_env = dict(env)
@@ -231,7 +238,9 @@ def _take_turn(
         seconds_left=seconds_left,
         timeout=round(timeout, 1),
     )
-    return _run_one(hook, hook_env, timeout, kill_grace, kill_limit, clock, wall_clock, log)
+    return _run_one(
+        hook, hook_env, timeout, kill_grace, kill_limit, clock, wall_clock, log, on_wait
+    )
 
 
 def _run_one(
@@ -243,6 +252,7 @@ def _run_one(
     clock: Callable[[], float],
     wall_clock: Callable[[], float],
     log: Any,
+    on_wait: Callable[[], None] | None = None,
 ) -> HookResult:
     started_wall = wall_clock()
     started = clock()
@@ -272,7 +282,7 @@ def _run_one(
             hook.name, str(hook.path), started_wall, wall_clock(), ERROR, None, None, description
         )
 
-    session = _Session(proc, hook.name, log, wall_clock)
+    session = _Session(proc, hook.name, log, wall_clock, on_wait)
     try:
         timed_out = not session.run_until(started + timeout, clock)
         if timed_out:
@@ -419,9 +429,15 @@ class _Session:
     """One running hook: its pipes, its exit, its process group."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], name: str, log: Any, wall_clock: Callable[[], float]
+        self,
+        proc: subprocess.Popen[bytes],
+        name: str,
+        log: Any,
+        wall_clock: Callable[[], float],
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         self.proc = proc
+        self.on_wait = on_wait
         self.name = name
         self.log = log
         self.wall_clock = wall_clock
@@ -460,6 +476,7 @@ class _Session:
     def run_until(self, until: float, clock: Callable[[], float]) -> bool:
         """Read output until the hook exits: True, or False if ``until`` came first."""
         while not self.exited():
+            self._tick()
             remaining = until - clock()
             if remaining <= 0:
                 return False
@@ -475,6 +492,7 @@ class _Session:
         if not self.run_until(until, clock):
             return
         while self.group_alive():
+            self._tick()
             remaining = until - clock()
             if remaining <= 0:
                 return
@@ -488,6 +506,7 @@ class _Session:
         """Collect what is left in the pipes, for at most until ``until``."""
         self._unregister_pidfd()
         while self.open_streams:
+            self._tick()
             remaining = until - clock()
             if remaining <= 0:
                 self.log.warning(
@@ -547,8 +566,15 @@ class _Session:
             os.close(self.pidfd)
             self.pidfd = None
 
+    def _tick(self) -> None:
+        if self.on_wait is not None:
+            try:
+                self.on_wait()
+            except Exception:
+                self.log.exception("hooks.callback_failed", callback="on_wait")
+
     def _select(self, timeout: float) -> None:
-        for key, _ in self.selector.select(timeout):
+        for key, _ in self.selector.select(min(timeout, WAIT_TICK)):
             if key.data is None:
                 # pidfd readable: the hook exited. Stop watching it; poll() reaps.
                 self._unregister_pidfd()

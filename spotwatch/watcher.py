@@ -302,6 +302,7 @@ class Watcher:
             on_finish=on_finish,
             clock=self._clock,
             wall_clock=self._wall,
+            on_wait=self._notifier.watchdog_if_due,
         )
         self.last_results = results
         interrupted = len(results) < len(pending)

@@ -340,3 +340,14 @@ def test_hook_environment_keeps_an_empty_notice_time() -> None:
     env = hook_environment({}, malformed, Identity())
     assert env["SPOTWATCH_NOTICE_TIME"] == "" and env["SPOTWATCH_DEADLINE"] == "100"
     assert env["SPOTWATCH_INSTANCE_ID"] == "unknown"
+
+
+def test_hook_environment_drops_systemd_notify_and_watchdog_variables() -> None:
+    from spotwatch.hooks import hook_environment
+    from spotwatch.notice import Identity, Notice
+
+    notice = Notice("spot-interruption", "terminate", "", None, 1.0, "abc", "test")
+    base = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "2", "PATH": "/bin"}
+    env = hook_environment(base, notice, Identity())
+    assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env and "WATCHDOG_PID" not in env
+    assert env["PATH"] == "/bin"

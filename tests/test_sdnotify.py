@@ -291,11 +291,6 @@ def test_run_tells_systemd_ready_status_watchdog_and_stopping(daemon_under_syste
     got.wait_for(lambda m: assignments(m, "STOPPING"), timeout=10, what="STOPPING=1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.run_hooks does not call back while it waits for a hook, so the watch "
-    "loop cannot ping; remove this marker once it does (WatchdogSec=30 < hook timeout 60)",
-)
 def test_watchdog_keeps_pinging_while_a_hook_runs(daemon_under_systemd: Any) -> None:
     """A hook that takes longer than WatchdogSec must not get spotwatch killed mid-notice."""
     start, sim, hooks_dir, log = daemon_under_systemd
