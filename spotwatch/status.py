@@ -24,6 +24,7 @@ from spotwatch.errors import SpotwatchError
 from spotwatch.spot_codes import (
     EXIT_API,
     INSTANCE_GONE,
+    UNKNOWN,
     SpotRequest,
     assess_request,
     exit_status,
@@ -104,9 +105,12 @@ class StatusResult:
 
     @property
     def exit_status(self) -> int:
+        """As for an unknown code, unknown IDs make it 3 only if no request found
+        says 1 or 2: an interruption must not hide behind a typo'd or purged ID."""
+        categories = [assess_request(r).category for r in self.requests]
         if self.missing:
-            return EXIT_API
-        return exit_status(assess_request(r).category for r in self.requests)
+            categories.append(UNKNOWN)
+        return exit_status(categories)
 
 
 class Clients(Protocol):

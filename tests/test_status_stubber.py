@@ -224,6 +224,16 @@ def test_ids_found_by_instance_and_by_request_and_one_unknown() -> None:
                    "no spot request for it in us-east-1\n")
 
 
+def test_an_unknown_id_does_not_hide_an_interruption() -> None:
+    clients = StubClients()
+    clients.stub().add_response("describe_spot_instance_requests",
+                                page(item("sir-1", "marked-for-termination")), None)
+    status, out, err = run(StatusQuery(ids=("sir-1", "sir-typo")), clients)
+    assert status == EXIT_INTERRUPTING
+    assert out.splitlines()[1].startswith("sir-1 ")
+    assert "unknown ID sir-typo" in err
+
+
 def test_all_regions_asks_each_enabled_region() -> None:
     clients = StubClients()
     clients.stub("us-east-1").add_response("describe_regions", {"Regions": [
