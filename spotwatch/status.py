@@ -577,9 +577,8 @@ def _show_poll(
     lines = [render_change(change, now, show_region=show_region) for change in found]
     if output.tty:
         history.extend(lines)
-        parts = [_CLEAR + f"spotwatch status: every {interval:g}s, {utc_text(now)}; "
-                 "Ctrl-C to stop"]
-        output.out.write(parts[0] + "\n")
+        output.out.write(f"{_CLEAR}spotwatch status: every {interval:g}s, {utc_text(now)}; "
+                         "Ctrl-C to stop\n")
         show(result, output, as_json=False)
         if history:
             output.out.write("\nchanges:\n" + "\n".join(history) + "\n")

@@ -22,7 +22,7 @@ _EPILOG = """\
 exit status:
   0  every request is healthy, waiting, or ended by you
   1  an interruption is under way (marked-for-*, or a capacity reclaim in its two minutes)
-  2  a request was interrupted or failed (also: bad usage, which prints a usage line)
+  2  a request was interrupted or failed (also bad usage: a one-line error, no table)
   3  EC2 could not be asked (credentials, permission, throttling, network); or an
      unknown ID or status code, when no request found says 1 or 2
 needs ec2:DescribeSpotInstanceRequests, ec2:DescribeInstances, and for --all-regions
