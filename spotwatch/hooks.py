@@ -140,8 +140,13 @@ def check_hook(path: Path, allowed_uids: frozenset[int] | None = None) -> Reject
 
 
 def plan_hooks(directory: Path, allowed_uids: frozenset[int] | None = None) -> HookPlan:
-    """Read ``directory`` and decide what would run, in order, and why the rest would not."""
+    """Read ``directory`` and decide what would run, in order, and why the rest would not.
+
+    Hook paths are absolute: hooks run with ``/`` as their working directory, so a
+    relative ``--hooks-dir hooks.d`` must not leave them unreachable.
+    """
     allowed = default_allowed_uids() if allowed_uids is None else allowed_uids
+    directory = directory.absolute()
     try:
         dir_stat = os.stat(directory)
     except FileNotFoundError:
