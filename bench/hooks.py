@@ -14,7 +14,13 @@ at a time, in the same run, alternating which goes first, ``--repeat`` times.
   Python start-up of the daemon (it is already running when a notice comes).
 - spotwatch + journal (for information, no goal): the same, plus the journal
   writes the daemon makes around each hook (begin, hook started, hook finished,
-  complete; each an atomic write with fsync) in a temp state directory.
+  complete; atomic writes, with fsync where the journal makes them durable) in
+  a fresh state directory each run.
+- run-parts --report (for information, no goal): run-parts reading each hook's
+  output through pipes, as spotwatch always does (plain run-parts does not).
+
+Also shown, for information: the CPU time of all processes involved (this
+process or run-parts, plus the hooks), which a busy machine disturbs less.
 
 Usage: ``.venv/bin/python bench/hooks.py [--hooks 100] [--repeat 5]``.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -64,17 +71,21 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def time_run_parts(run_parts: str, hooks_dir: Path) -> float:
+def time_run_parts(run_parts: str, hooks_dir: Path, *options: str) -> float:
     start = time.perf_counter()
-    done = subprocess.run([run_parts, str(hooks_dir)], stdin=subprocess.DEVNULL, check=False)
+    done = subprocess.run(
+        [run_parts, *options, str(hooks_dir)], stdin=subprocess.DEVNULL, check=False
+    )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise BenchError(f"run-parts exited {done.returncode}")
     return elapsed
 
 
-def time_spotwatch(hooks_dir: Path, count: int, journal: Journal | None, n: int) -> float:
+def time_spotwatch(hooks_dir: Path, count: int, state_dir: Path | None, n: int) -> float:
     env = dict(os.environ)
+    # A fresh journal each time, as the daemon has for a new notice (few entries).
+    journal = Journal(state_dir / f"run{n}") if state_dir is not None else None
     kwargs: dict[str, Any] = {}
     notice = Notice(SPOT_INTERRUPTION, "terminate", "", None, time.time() + 120, f"bench{n}", "")
     if journal is not None:
@@ -101,6 +112,13 @@ def time_spotwatch(hooks_dir: Path, count: int, journal: Journal | None, n: int)
     return elapsed
 
 
+def cpu_now() -> float:
+    """CPU seconds of this process and of its reaped children (hooks, run-parts) so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     run_parts = need_tool("run-parts", "debianutils")
     work = cleanup.tempdir("hooks")
@@ -118,22 +136,26 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
         )
     devnull = cleanup.open(Path(os.devnull), "w")
     logs.configure("json", "info", stream=devnull)
-    journal = Journal(work / "state")
+    state = work / "state"
 
     runners: list[tuple[str, Callable[[int], float]]] = [
         ("run-parts", lambda n: time_run_parts(run_parts, hooks_dir)),
         ("spotwatch", lambda n: time_spotwatch(hooks_dir, args.hooks, None, n)),
-        ("journal", lambda n: time_spotwatch(hooks_dir, args.hooks, journal, n)),
+        ("journal", lambda n: time_spotwatch(hooks_dir, args.hooks, state, n)),
+        ("report", lambda n: time_run_parts(run_parts, hooks_dir, "--report")),
     ]
     times: dict[str, list[float]] = {name: [] for name, _ in runners}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in runners}
     runners[0][1](-1)  # warm the page cache for both
     runners[1][1](-1)
     for n in range(args.repeat):
         order = runners if n % 2 == 0 else list(reversed(runners))
         for name, run in order:
+            before = cpu_now()
             times[name].append(run(n))
+            cpu[name].append(cpu_now() - before)
 
-    rp, sw, sj = (median(times[k]) for k in ("run-parts", "spotwatch", "journal"))
+    rp, sw, sj, rr = (median(times[k]) for k in ("run-parts", "spotwatch", "journal", "report"))
     table = Table(
         f"hooks: {args.hooks} trivial #!/bin/sh hooks, median of {args.repeat} runs each "
         "(wall time in ms)"
@@ -147,6 +169,16 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
         sw <= GOAL_RATIO * rp,
     )
     table.add("runner API + journal", f"{sj * 1000:.0f}", f"{rp * 1000:.0f}", ratio(sj, rp))
+    table.add(
+        "runner API vs run-parts --report", f"{sw * 1000:.0f}", f"{rr * 1000:.0f}", ratio(sw, rr)
+    )
+    cpu_sw, cpu_rp = median(cpu["spotwatch"]), median(cpu["run-parts"])
+    table.add(
+        "CPU, all processes (runner API)",
+        f"{cpu_sw * 1000:.0f}",
+        f"{cpu_rp * 1000:.0f}",
+        ratio(cpu_sw, cpu_rp),
+    )
     per_sw, per_rp = sw / args.hooks, rp / args.hooks
     table.add("per hook (runner API)", f"{per_sw * 1000:.2f}", f"{per_rp * 1000:.2f}")
     fast_sw, fast_rp = min(times["spotwatch"]), min(times["run-parts"])

@@ -149,6 +149,10 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
 
     daemon.proc.terminate()
     daemon.proc.wait(timeout=10)
+    # Both must have polled properly (404: no notice), not collected 401s.
+    odd = sorted({r.status for r in sim.requests(INSTANCE_ACTION_PATH) if r.status != 404})
+    if odd:
+        raise BenchError(f"polls answered {odd}, not 404: the comparison would be unfair")
     boto = imported_forbidden(cleanup, sim, hooks_dir, work)
 
     sw, sh = marks["spotwatch"], marks["loop"]
