@@ -7,6 +7,7 @@ No I/O here: the uploader in ``spotwatch.ship`` feeds these functions plain data
 from __future__ import annotations
 
 import datetime
+import heapq
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -168,6 +169,28 @@ def fits(size: int, now: float, abort_at: float | None, estimator: Estimator) ->
     if abort_at is None:
         return True
     return now + estimator.seconds_for(size) <= abort_at
+
+
+def likely_schedule(
+    ordered: Sequence[Candidate],
+    concurrency: int,
+    now: float,
+    abort_at: float | None,
+    estimator: Estimator,
+) -> list[bool]:
+    """For each file in upload order: would a run with ``estimator``'s throughput start it?
+
+    Simulates ``concurrency`` upload slots, each file taking the earliest free
+    one; what ``--dry-run`` reports.
+    """
+    slots = [now] * max(concurrency, 1)
+    verdicts = []
+    for candidate in ordered:
+        start = heapq.heappop(slots)
+        starts = fits(candidate.size, start, abort_at, estimator)
+        heapq.heappush(slots, start + estimator.seconds_for(candidate.size) if starts else start)
+        verdicts.append(starts)
+    return verdicts
 
 
 # ---------------------------------------------------------------- S3 errors

@@ -17,6 +17,7 @@ from spotwatch.ship_plan import (
     fits,
     judge_s3_error,
     key_base,
+    likely_schedule,
     notice_stamp,
     object_key,
     smallest_first,
@@ -223,3 +224,12 @@ def test_report_summary_and_json_say_what_went_and_why_not() -> None:
         "seconds": 0.0,
     }
     assert data["not_shipped"][0]["reason"] == DEADLINE
+
+
+def test_likely_schedule_fills_parallel_slots_until_the_abort_point() -> None:
+    estimator = Estimator(latency=0.0, rate=1 * MiB)
+    ordered = [Candidate(f"/{i}", 4 * MiB) for i in range(5)] + [Candidate("/big", 50 * MiB)]
+    # Two slots, 10 s: two rounds of two 4 s uploads fit; the fifth would end at 12 s.
+    verdicts = likely_schedule(ordered, 2, now=0.0, abort_at=10.0, estimator=estimator)
+    assert verdicts == [True, True, True, True, False, False]
+    assert all(likely_schedule(ordered, 2, now=0.0, abort_at=None, estimator=estimator))

@@ -51,12 +51,15 @@ def test_capped_reader_refuses_a_torn_read_when_the_file_shrinks(tmp_path: Path)
             reader.read()
 
 
-def test_gzip_reader_gives_exact_reads_and_a_prefix_of_a_growing_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["isal-if-installed", "zlib"])
+def test_gzip_reader_gives_exact_reads_and_a_prefix_of_a_growing_file(
+    tmp_path: Path, fast: bool
+) -> None:
     path = tmp_path / "app.log"
     original = os.urandom(3 * BLOCK + 12345)  # incompressible: output as big as input
     path.write_bytes(original)
     with path.open("rb") as raw:
-        reader = GzipReader(raw, len(original), threading.Event(), level=1)
+        reader = GzipReader(raw, len(original), threading.Event(), level=1, fast=fast)
         with path.open("ab") as writer:
             writer.write(b"appended after the upload began\n" * 1000)
         chunks = []
@@ -97,9 +100,15 @@ def test_readers_give_up_when_the_upload_is_called_off(tmp_path: Path) -> None:
             CappedReader(raw, 10, stop).read()
 
 
-def test_gzip_of_an_empty_file_is_a_valid_empty_member() -> None:
-    reader = GzipReader(io.BytesIO(b""), 0, threading.Event())
-    assert gzip.decompress(reader.read()) == b""
+@pytest.mark.parametrize("fast", [True, False], ids=["isal-if-installed", "zlib"])
+def test_gzip_of_text_and_of_an_empty_file_is_standard_gzip(fast: bool) -> None:
+    text = _lines(50_000)
+    reader = GzipReader(io.BytesIO(text), len(text), threading.Event(), level=3, fast=fast)
+    packed = reader.read()
+    assert len(packed) < len(text) / 3
+    assert gzip.decompress(packed) == text
+    empty = GzipReader(io.BytesIO(b""), 0, threading.Event(), fast=fast)
+    assert gzip.decompress(empty.read()) == b""
 
 
 # ---------------------------------------------------------------- finding files

@@ -148,6 +148,8 @@ def _tuning(default: Any) -> Any:
                 changes[field] = kind(env[name])
             except ValueError:
                 raise UsageError(f"{name} must be a number, not {env[name]!r}") from None
+    if env.get("SPOTWATCH_SHIP_GZIP_FAST"):
+        changes["fast_gzip"] = env["SPOTWATCH_SHIP_GZIP_FAST"] not in ("0", "false", "no")
     if env.get("SPOTWATCH_SHIP_ASSUMED_RATE"):
         try:
             changes["estimator"] = Estimator(rate=float(env["SPOTWATCH_SHIP_ASSUMED_RATE"]))
