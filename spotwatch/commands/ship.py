@@ -7,9 +7,12 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spotwatch.errors import SpotwatchError, UsageError
+
+if TYPE_CHECKING:
+    from spotwatch.ship import Tuning
 
 _STORAGE_CLASS = re.compile(r"^[A-Z][A-Z_]*$")
 
@@ -129,7 +132,7 @@ def _epoch(text: str, name: str) -> float:
     return value
 
 
-def _tuning(default: Any) -> Any:
+def _tuning(default: Tuning) -> Tuning:
     """Undocumented overrides for tests and the benchmark (sizes in bytes, seconds)."""
     from dataclasses import replace
 
