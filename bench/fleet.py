@@ -1,7 +1,9 @@
 """Benchmark: events per second through `spotwatch fleet watch` against moto's server.
 
-Measured side by side in one run, each on a fresh queue preloaded with N
-EventBridge-shaped messages:
+Measured side by side in one run, each on a fresh queue that a feeder thread
+keeps about DEPTH messages deep until N EventBridge-shaped messages went in (a
+fleet's queue is usually near-empty; and moto's ReceiveMessage slows down with
+queue depth, so a preloaded queue of N would measure moto, not the consumers):
 
 - baseline: a plain boto3 loop (receive 10, delete_message_batch), in its own
   process, one and two of them on the queue;
@@ -13,7 +15,7 @@ each consumer (the watchers' own ``fleet.started`` and ``fleet.stopped`` log
 timestamps), so interpreter start-up is not counted for either side. moto's
 server runs in its own process on 127.0.0.1.
 
-    .venv/bin/python bench/fleet.py [--events 1000]
+    .venv/bin/python bench/fleet.py [--events 1000] [--depth 30]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -73,18 +76,44 @@ def envelope(n: int) -> str:
     })
 
 
-def fresh_queue(count: int) -> str:
-    import boto3
-
+def fresh_queue() -> str:
     from spotwatch.fleet_setup import setup_fleet
 
-    queue_url = setup_fleet(f"bench-{uuid.uuid4().hex[:8]}").queue_url
-    sqs = boto3.client("sqs")
-    for start in range(0, count, 10):
-        entries = [{"Id": str(i), "MessageBody": envelope(start + i)}
-                   for i in range(min(10, count - start))]
-        sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-    return queue_url
+    return setup_fleet(f"bench-{uuid.uuid4().hex[:8]}").queue_url
+
+
+class Feeder(threading.Thread):
+    """Sends ``count`` messages, keeping the queue about ``depth`` messages deep."""
+
+    def __init__(self, queue_url: str, count: int, depth: int) -> None:
+        super().__init__(daemon=True)
+        import boto3
+
+        self.sqs = boto3.client("sqs")
+        self.queue_url, self.count, self.depth = queue_url, count, depth
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def send(self, up_to: int) -> None:
+        while self.sent < min(self.count, up_to):
+            size = min(10, self.count - self.sent)
+            entries = [{"Id": str(i), "MessageBody": envelope(self.sent + i)} for i in range(size)]
+            self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            self.sent += size
+
+    def run(self) -> None:
+        try:
+            while self.sent < self.count:
+                attrs = self.sqs.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                visible = int(attrs["ApproximateNumberOfMessages"])
+                if visible < self.depth:
+                    self.send(self.sent + self.depth - visible)
+                else:
+                    time.sleep(0.005)
+        except BaseException as exc:
+            self.error = exc
 
 
 def baseline_worker(queue_url: str, count: int) -> None:
@@ -107,18 +136,27 @@ def baseline_worker(queue_url: str, count: int) -> None:
     print(json.dumps({"started": started, "stopped": time.time()}))
 
 
-def run_baseline(queue_url: str, count: int, workers: int) -> float:
+def run_baseline(count: int, workers: int, depth: int) -> float:
+    queue_url = fresh_queue()
+    feeder = Feeder(queue_url, count, depth)
+    feeder.send(depth)
+    feeder.start()
     procs = [
         subprocess.Popen([sys.executable, str(HERE), "--baseline-worker", queue_url,
                           str(count // workers)], stdout=subprocess.PIPE, text=True)
         for _ in range(workers)
     ]
     spans = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    feeder.join()
     return count / (max(s["stopped"] for s in spans) - min(s["started"] for s in spans))
 
 
-def run_watchers(queue_url: str, count: int, workers: int, hooks_dir: Path | None,
+def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
                  scratch: Path) -> float:
+    queue_url = fresh_queue()
+    feeder = Feeder(queue_url, count, depth)
+    feeder.send(depth)
+    feeder.start()
     procs = []
     for k in range(workers):
         log = scratch / f"watch-{uuid.uuid4().hex[:6]}-{k}.log"
@@ -144,12 +182,14 @@ def run_watchers(queue_url: str, count: int, workers: int, hooks_dir: Path | Non
                 if record["failed"] or record["bad"]:
                     raise SystemExit(f"unexpected failures in {log}")
                 assert handled == count // workers
+    feeder.join()
     return count / (max(stops) - min(starts))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--depth", type=int, default=30, help="queue depth kept by the feeder")
     parser.add_argument("--baseline-worker", nargs=2, metavar=("QUEUE_URL", "COUNT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,12 +220,13 @@ def main() -> None:
             rows = []
             for workers in (1, 2):
                 rows.append((f"boto3 receive+delete loop, {workers} consumer(s)",
-                             run_baseline(fresh_queue(n), n, workers)))
+                             run_baseline(n, workers, args.depth)))
                 rows.append((f"fleet watch, no hooks, {workers} watcher(s)",
-                             run_watchers(fresh_queue(n), n, workers, None, scratch)))
+                             run_watchers(n, workers, args.depth, None, scratch)))
                 rows.append((f"fleet watch, trivial hook, {workers} watcher(s)",
-                             run_watchers(fresh_queue(n), n, workers, hooks, scratch)))
-        print(f"{n} events per run, moto server on 127.0.0.1, {os.cpu_count()} CPUs")
+                             run_watchers(n, workers, args.depth, hooks, scratch)))
+        print(f"{n} events per run, queue kept ~{args.depth} deep, moto server on 127.0.0.1, "
+              f"{os.cpu_count()} CPUs")
         width = max(len(name) for name, _ in rows)
         for name, rate in rows:
             print(f"  {name:<{width}}  {rate:8.1f} events/s")
