@@ -22,10 +22,13 @@ if [[ -z ${SPOTWATCH_S3_BUCKET:-} ]]; then
     exit 0
 fi
 
-# Finish before spotwatch stops this hook: the deadline less its margin, and
-# no later than the hook timeout from now (spotwatch's defaults: 10 s, 60 s).
+# Finish before spotwatch stops this hook. SPOTWATCH_HOOK_DEADLINE is when it
+# would (the tighter of the hook timeout and the deadline less its margin);
+# older spotwatch versions only gave SPOTWATCH_DEADLINE: work it out from that.
 args=()
-if [[ -n ${SPOTWATCH_DEADLINE:-} ]]; then
+if [[ -n ${SPOTWATCH_HOOK_DEADLINE:-} ]]; then
+    args+=(--deadline "${SPOTWATCH_HOOK_DEADLINE%.*}")
+elif [[ -n ${SPOTWATCH_DEADLINE:-} ]]; then
     margin=${SPOTWATCH_DEADLINE_MARGIN:-10}
     timeout=${SPOTWATCH_HOOK_TIMEOUT:-60}
     deadline=$((${SPOTWATCH_DEADLINE%.*} - ${margin%.*}))

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from spotwatch.config import RunConfig
-from spotwatch.errors import UsageError
+from spotwatch.errors import SpotwatchError, UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
 from spotwatch.watcher import Listener, Watcher, WatchSettings
@@ -59,6 +59,15 @@ def build_watcher(
     monitors: list[object] = [SpotInterruptionMonitor(client)]
     if config.on_rebalance:
         monitors.append(RebalanceMonitor(client))
+    environ = dict(os.environ)
+    if "SPOTWATCH_BIN" not in environ:
+        # Hooks call `spotwatch ship`; systemd's PATH may not reach a pipx install.
+        from spotwatch.install import find_spotwatch
+
+        try:
+            environ["SPOTWATCH_BIN"] = find_spotwatch()
+        except SpotwatchError:
+            pass
     settings = WatchSettings(
         interval=config.interval,
         hooks_dir=config.hooks_dir,
@@ -78,6 +87,7 @@ def build_watcher(
         runner=runner.run_hooks,
         hook_environment=hooks.hook_environment,
         fault_types=(ImdsError,),
+        environ=environ,
         listener=listener,
     )
 

@@ -205,6 +205,9 @@ def _take_turn(
         hook_env["SPOTWATCH_SECONDS_LEFT"] = str(seconds_left)
     else:
         hook_env.pop("SPOTWATCH_SECONDS_LEFT", None)
+    # When this hook gets SIGTERM (epoch seconds): the tighter of its timeout and the
+    # deadline less the margin, so a hook can stop cleanly on its own just before.
+    hook_env["SPOTWATCH_HOOK_DEADLINE"] = str(math.floor(wall_clock() + timeout))
 
     # The file may have changed since the plan was made: never run it if unsafe now.
     problem = check_hook(hook.path, allowed_uids)

@@ -94,6 +94,8 @@ def test_notice_is_seen_within_one_interval_and_hooks_run_in_order_with_their_en
     assert env["SPOTWATCH_NOTICE_TIME"] == "2031-05-06T07:08:09Z"
     assert env["SPOTWATCH_DEADLINE"] == "1935817689"
     assert int(env["SPOTWATCH_SECONDS_LEFT"]) > 100_000_000
+    # The notice is years away: the hook timeout (default 60 s) bounds this hook.
+    assert abs(int(env["SPOTWATCH_HOOK_DEADLINE"]) - (first_start + 60)) < 5
     assert env["SPOTWATCH_INSTANCE_ID"] == "i-0123456789abcdef0"
     assert env["SPOTWATCH_INSTANCE_TYPE"] == "m5.large"
     assert env["SPOTWATCH_REGION"] == "us-east-1"
