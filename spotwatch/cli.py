@@ -12,7 +12,8 @@ import argparse
 import importlib
 import os
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from spotwatch import __version__
 from spotwatch.errors import EXIT_USAGE, SpotwatchError
