@@ -343,6 +343,7 @@ class FleetWatcher:
             request["VisibilityTimeout"] = self.settings.visibility_timeout
         delay = 1.0
         while not self._stop.is_set():
+            asked = self._clock()  # SQS hides the messages from about now
             try:
                 response = self._sqs.receive_message(**request)
             except Exception as exc:  # log once, back off, keep watching
@@ -357,7 +358,7 @@ class FleetWatcher:
             if self._receive_fault is not None:
                 self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                 self._receive_fault = None
-            hidden_until = self._clock() + (self._visibility or 0)
+            hidden_until = asked + (self._visibility or 0)
             return [self._parse(m, hidden_until) for m in response.get("Messages", [])]
         return []
 
@@ -379,7 +380,12 @@ class FleetWatcher:
             if self._stop.is_set():
                 self._release(batch[index:])
                 break
-            outcome = self.handle(item)
+            try:
+                outcome = self.handle(item)
+            except Exception:  # a bug or a full disk must not stop the fleet's watcher
+                self._log.exception("fleet.handle_failed", message_id=item.message_id,
+                                    note="left in the queue for redelivery")
+                outcome = FAILED
             self.counts[outcome] += 1
         self._flush_deletes()
 
@@ -434,7 +440,15 @@ class FleetWatcher:
 
         started = self._clock()
         path = self._workdir / f"{_safe_name(event.event_id)}.json"
-        path.write_text(event.body, encoding="utf-8")
+        try:
+            # Recreated if a /tmp cleaner removed it during a quiet week.
+            self._workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.write_text(event.body, encoding="utf-8")
+        except OSError as exc:
+            log.error("fleet.event_file_failed", path=str(path), error=str(exc),
+                      note="hooks not run; left in the queue for redelivery")
+            self._set_visibility(item, self._visibility or 0, log)
+            return FAILED
         try:
             env = hook_environment(self._environ, event, tags, str(path))
             results = self._runner(

@@ -1,0 +1,287 @@
+"""The fleet consumer loop's SQS bookkeeping, with an in-memory queue stand-in.
+
+Real hooks run through the real planner and runner; only SQS is replaced, to
+reach the faults moto's server cannot produce on demand (a receive that fails,
+a message lost to another watcher, a batch cut short by a stop).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from spotwatch import hooks, runner
+from spotwatch.fleet_watch import FleetWatcher, WatchSettings
+
+
+def body(instance: str = "i-0abc", event_id: str | None = None) -> str:
+    return json.dumps({
+        "version": "0", "id": event_id or str(uuid.uuid4()), "source": "aws.ec2",
+        "detail-type": "EC2 Spot Instance Interruption Warning", "account": "123456789012",
+        "time": "2026-11-26T03:00:00Z", "region": "us-east-1", "resources": [],
+        "detail": {"instance-id": instance, "instance-action": "terminate"},
+    })
+
+
+class FakeError(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.response = {"Error": {"Code": code, "Message": "from the fake"}}
+
+
+class FakeSqs:
+    """Hands out the batches it is given; records every call."""
+
+    def __init__(self, batches: list[Any], visibility: int = 60) -> None:
+        self.batches = batches
+        self.visibility = visibility
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.lose: set[str] = set()  # receipt handles another watcher now holds
+
+    def get_queue_attributes(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Attributes": {"VisibilityTimeout": str(self.visibility), "RedrivePolicy": "{}",
+                               "QueueArn": "arn:aws:sqs:us-east-1:123456789012:q"}}
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("receive", kwargs))
+        if not self.batches:
+            return {"Messages": []}
+        batch = self.batches.pop(0)
+        if isinstance(batch, Exception):
+            raise batch
+        return {"Messages": [
+            {"MessageId": f"m{n}", "ReceiptHandle": f"r{n}", "Body": text,
+             "Attributes": {"ApproximateReceiveCount": "1"}}
+            for n, text in batch
+        ]}
+
+    def change_message_visibility(self, **kwargs: Any) -> None:
+        self.calls.append(("visibility", kwargs))
+        if kwargs["ReceiptHandle"] in self.lose:
+            raise FakeError("ReceiptHandleIsInvalid")
+
+    def change_message_visibility_batch(self, **kwargs: Any) -> None:
+        self.calls.append(("release", kwargs))
+
+    def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("delete", kwargs))
+        return {"Successful": [{"Id": e["Id"]} for e in kwargs["Entries"]], "Failed": []}
+
+    def deleted(self) -> list[str]:
+        return [e["ReceiptHandle"] for name, kw in self.calls if name == "delete"
+                for e in kw["Entries"]]
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [kw for n, kw in self.calls if n == name]
+
+
+class Stop:
+    def __init__(self) -> None:
+        self.flag = False
+        self.slept: list[float] = []
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def sleep(self, seconds: float) -> bool:
+        self.slept.append(seconds)
+        return self.flag
+
+
+class Log:
+    """A structlog-shaped logger that keeps what it is told."""
+
+    def __init__(self, records: list[dict[str, Any]] | None = None, **bound: Any) -> None:
+        self.records = records if records is not None else []
+        self.bound = bound
+
+    def bind(self, **fields: Any) -> Log:
+        return Log(self.records, **{**self.bound, **fields})
+
+    def _record(self, level: str, event: str, **fields: Any) -> None:
+        self.records.append({"event": event, "level": level, **self.bound, **fields})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._record("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._record("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._record("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._record("error", event, **fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._record("exception", event, **fields)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["event"] == name]
+
+
+def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: Stop | None = None,
+                 hook: str | None = "exit 0\n", max_messages: int | None = None,
+                 run: Any = None) -> tuple[FleetWatcher, Log, io.StringIO]:
+    hooks_dir = None
+    if hook is not None:
+        hooks_dir = tmp_path / "hooks"
+        hooks_dir.mkdir(mode=0o755, exist_ok=True)
+        path = hooks_dir / "10-hook"
+        path.write_text("#!/bin/sh\n" + hook)
+        path.chmod(0o755)
+    log = Log()
+    out = io.StringIO()
+    watcher = FleetWatcher(
+        WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
+                      max_messages=max_messages, wait_seconds=0, hook_timeout=30),
+        sqs=sqs,
+        tags=_NoTags(),  # type: ignore[arg-type]
+        stop=stop or Stop(),
+        plan=hooks.plan_hooks,
+        runner=run or runner.run_hooks,
+        workdir=tmp_path / "work",
+        out=out,
+        log=log,
+    )
+    return watcher, log, out
+
+
+class _NoTags:
+    """Tags are tested against moto in test_fleet_watch.py."""
+
+    def prefetch(self, wanted: Any) -> None:
+        list(wanted)
+
+    def get(self, region: str, instance_id: str) -> dict[str, str]:
+        return {}
+
+
+def test_deletes_go_in_one_batch_per_receive_without_hooks(tmp_path: Path) -> None:
+    sqs = FakeSqs([[(n, body(f"i-{n}")) for n in range(10)]])
+    watcher, _, out = make_watcher(tmp_path, sqs, hook=None, max_messages=10)
+    assert watcher.run() == 0
+    assert len(sqs.named("delete")) == 1
+    assert sorted(sqs.deleted()) == sorted(f"r{n}" for n in range(10))
+    assert len(out.getvalue().splitlines()) == 10
+    assert sqs.named("receive")[0]["MaxNumberOfMessages"] == 10
+
+
+def test_no_visibility_call_when_the_queue_timeout_covers_a_hook(tmp_path: Path) -> None:
+    sqs = FakeSqs([[(0, body())]], visibility=60)  # 60 s >= 30 s hook + 5 s grace + 10 s
+    watcher, _, _ = make_watcher(tmp_path, sqs, max_messages=1)
+    watcher.run()
+    assert sqs.named("visibility") == []
+    assert sqs.deleted() == ["r0"]
+
+
+def test_a_short_visibility_timeout_is_extended_for_the_hook(tmp_path: Path) -> None:
+    sqs = FakeSqs([[(0, body())]], visibility=10)
+    watcher, _, _ = make_watcher(tmp_path, sqs, max_messages=1)
+    watcher.run()
+    assert [kw["VisibilityTimeout"] for kw in sqs.named("visibility")] == [46]
+    assert sqs.deleted() == ["r0"]
+
+
+def test_a_message_lost_to_another_watcher_is_neither_acted_on_nor_deleted(
+    tmp_path: Path,
+) -> None:
+    sqs = FakeSqs([[(0, body())]], visibility=10)
+    sqs.lose.add("r0")
+    marker = tmp_path / "ran"
+    watcher, log, _ = make_watcher(tmp_path, sqs, hook=f"touch {marker}\n", max_messages=1)
+    watcher.run()
+    assert not marker.exists()
+    assert sqs.deleted() == []
+    assert watcher.counts["lost"] == 1
+    assert log.events("fleet.lost_message")
+
+
+def test_failed_hook_makes_the_message_visible_after_the_timeout(tmp_path: Path) -> None:
+    sqs = FakeSqs([[(0, body())]], visibility=60)
+    watcher, log, _ = make_watcher(tmp_path, sqs, hook="exit 4\n", max_messages=1)
+    watcher.run()
+    assert sqs.deleted() == []
+    assert [kw["VisibilityTimeout"] for kw in sqs.named("visibility")] == [60]
+    assert "10-hook: exit 4" in log.events("fleet.hooks_failed")[0]["failed"]
+
+
+def test_a_refused_hook_fails_the_message_but_the_safe_ones_still_run(tmp_path: Path) -> None:
+    sqs = FakeSqs([[(0, body())]])
+    marker = tmp_path / "ran"
+    watcher, log, _ = make_watcher(tmp_path, sqs, hook=f"touch {marker}\n", max_messages=1)
+    unsafe = tmp_path / "hooks" / "20-unsafe"
+    unsafe.write_text("#!/bin/sh\nexit 0\n")
+    unsafe.chmod(0o777)  # world-writable: refused, never run
+    watcher.run()
+    assert marker.exists()
+    assert sqs.deleted() == []
+    failed = log.events("fleet.hooks_failed")[0]
+    assert failed["refused"] and "20-unsafe" in failed["refused"][0]
+    assert log.events("hook.refused")
+
+
+def test_receive_errors_are_logged_once_and_backed_off(tmp_path: Path) -> None:
+    throttled = FakeError("ThrottlingException")
+    sqs = FakeSqs([throttled, throttled, throttled, [(0, body())]])
+    stop = Stop()
+    watcher, log, _ = make_watcher(tmp_path, sqs, stop=stop, hook=None, max_messages=1)
+    assert watcher.run() == 0
+    assert len(log.events("fleet.receive_failed")) == 1
+    assert stop.slept == [1.0, 2.0, 4.0]
+    assert log.events("fleet.receive_recovered")
+    assert sqs.deleted() == ["r0"]
+
+
+def test_stop_finishes_the_message_in_hand_and_releases_the_rest(tmp_path: Path) -> None:
+    sqs = FakeSqs([[(n, body(f"i-{n}")) for n in range(3)]])
+    stop = Stop()
+
+    def run_and_stop(*args: Any, **kwargs: Any) -> Any:
+        results = runner.run_hooks(*args, **kwargs)
+        stop.flag = True  # SIGTERM arrives while the first message's hooks run
+        return results
+
+    watcher, log, _ = make_watcher(tmp_path, sqs, stop=stop, run=run_and_stop)
+    assert watcher.run() == 0
+    assert sqs.deleted() == ["r0"]
+    released = sqs.named("release")[0]["Entries"]
+    assert [(e["ReceiptHandle"], e["VisibilityTimeout"]) for e in released] == [
+        ("r1", 0), ("r2", 0)]
+    assert log.events("fleet.stopped")[0]["reason"] == "signal"
+
+
+def test_an_unexpected_error_in_one_message_does_not_stop_the_watcher(tmp_path: Path) -> None:
+    sqs = FakeSqs([[(0, body("i-0")), (1, body("i-1"))]])
+    calls = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return runner.run_hooks(*args, **kwargs)
+
+    watcher, log, _ = make_watcher(tmp_path, sqs, run=flaky, max_messages=2)
+    assert watcher.run() == 0
+    assert log.events("fleet.handle_failed")[0]["message_id"] == "m0"
+    assert sqs.deleted() == ["r1"]
+
+
+def test_duplicates_and_other_event_types_are_deleted_without_hooks(tmp_path: Path) -> None:
+    same = str(uuid.uuid4())
+    other = json.loads(body())
+    other["detail-type"] = "EC2 AMI State Change"
+    sqs = FakeSqs([[(0, body(event_id=same)), (1, body(event_id=same)),
+                    (2, json.dumps(other))]])
+    marker = tmp_path / "count"
+    watcher, log, out = make_watcher(tmp_path, sqs, hook=f"echo x >> {marker}\n",
+                                     max_messages=3)
+    watcher.run()
+    assert marker.read_text().splitlines() == ["x"]
+    assert log.events("fleet.duplicate")[0]["event_id"] == same
+    assert sorted(sqs.deleted()) == ["r0", "r1", "r2"]
+    assert watcher.counts["duplicate"] == 1 and watcher.counts["ignored"] == 1
+    assert len(out.getvalue().splitlines()) == 1
