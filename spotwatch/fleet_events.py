@@ -182,7 +182,8 @@ FLEET_VARIABLES = frozenset(
         "SPOTWATCH_ACCOUNT",
         "SPOTWATCH_INSTANCE_NAME",
         "SPOTWATCH_INSTANCE_TAGS_JSON",
-        # set by `spotwatch run`; meaningless on the operations host
+        # set by `spotwatch run` or the runner; meaningless or stale here
+        "SPOTWATCH_HOOK_DEADLINE",
         "SPOTWATCH_NOTICE_TIME",
         "SPOTWATCH_DEADLINE",
         "SPOTWATCH_SECONDS_LEFT",
@@ -190,6 +191,10 @@ FLEET_VARIABLES = frozenset(
         "SPOTWATCH_INSTANCE_TYPE",
         "SPOTWATCH_AZ",
         "SPOTWATCH_DRILL",
+        # the watcher's own systemd link is not the hooks' business
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
     }
 )
 

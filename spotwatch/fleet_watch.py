@@ -615,6 +615,17 @@ def watch(settings: WatchSettings, *, region: str | None = None) -> int:
             )
         return ec2_clients[event_region]
 
+    environ = dict(os.environ)
+    if "SPOTWATCH_BIN" not in environ:
+        # As for `spotwatch run`: hooks may call spotwatch (status, ship), and
+        # systemd's PATH may not reach a pipx or venv install.
+        from spotwatch.install import find_spotwatch
+
+        try:
+            environ["SPOTWATCH_BIN"] = find_spotwatch()
+        except SpotwatchError:
+            pass
+
     stop = Stopper()
     stop.install()
     workdir = Path(tempfile.mkdtemp(prefix="spotwatch-fleet-"))
@@ -627,6 +638,7 @@ def watch(settings: WatchSettings, *, region: str | None = None) -> int:
             plan=hooks.plan_hooks,
             runner=runner.run_hooks,
             workdir=workdir,
+            environ=environ,
         )
         return watcher.run()
     finally:

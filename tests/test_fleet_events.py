@@ -156,11 +156,13 @@ def test_hook_environment_sets_the_event_and_drops_stale_values() -> None:
         "SPOTWATCH_DEADLINE": "123",  # a `spotwatch run` variable: meaningless here
         "SPOTWATCH_EVENT": "stale",
         "SPOTWATCH_QUEUE_URL": "kept",
+        "NOTIFY_SOCKET": "/run/systemd/notify",  # the watcher's, not the hooks'
     }
     env = hook_environment(base, _event(), {"Name": "web-1", "team": "search"}, "/tmp/e.json")
     assert env["PATH"] == "/usr/bin"
     assert env["SPOTWATCH_QUEUE_URL"] == "kept"
     assert "SPOTWATCH_DEADLINE" not in env
+    assert "NOTIFY_SOCKET" not in env
     assert env["SPOTWATCH_EVENT"] == "spot-interruption"
     assert env["SPOTWATCH_ACTION"] == "terminate"
     assert env["SPOTWATCH_INSTANCE_ID"] == "i-0abc123def4567890"

@@ -245,6 +245,7 @@ def test_each_detail_type_is_printed_acted_on_and_deleted(
         assert env["SPOTWATCH_EVENT_JSON"].endswith(".json")
         assert env["SPOTWATCH_DETAIL_TYPE"] == body["detail-type"]
         assert env["SPOTWATCH_INSTANCE_NAME"] == name
+        assert Path(env["SPOTWATCH_BIN"]).name == "spotwatch"  # hooks may call spotwatch
         tags = json.loads(env["SPOTWATCH_INSTANCE_TAGS_JSON"])
         assert tags == ({"Name": "web-1", "team": "search"} if name else {})
     # The event file is the watcher's scratch: gone once the hooks are done.
