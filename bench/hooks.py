@@ -65,6 +65,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=5, help="runs of each; medians are shown (default 5)"
     )
+    parser.add_argument(
+        "--body",
+        default="exit 0",
+        help="shell body of every hook (default 'exit 0'; e.g. 'sleep 0.01' for a hook that works)",
+    )
     args = parser.parse_args()
     if args.hooks < 1 or args.hooks > 1000 or args.repeat < 1:
         parser.error("need 1 <= --hooks <= 1000 and --repeat >= 1")
@@ -125,7 +130,7 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     hooks_dir = work / "hooks.d"
     hooks_dir.mkdir(mode=0o755)
     for i in range(args.hooks):
-        write_hook(hooks_dir / f"h{i:03d}", "exit 0\n")
+        write_hook(hooks_dir / f"h{i:03d}", args.body + "\n")
     listed = subprocess.run(
         [run_parts, "--test", str(hooks_dir)], capture_output=True, text=True, check=False
     ).stdout.split()
@@ -157,8 +162,8 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
 
     rp, sw, sj, rr = (median(times[k]) for k in ("run-parts", "spotwatch", "journal", "report"))
     table = Table(
-        f"hooks: {args.hooks} trivial #!/bin/sh hooks, median of {args.repeat} runs each "
-        "(wall time in ms)"
+        f"hooks: {args.hooks} #!/bin/sh hooks doing {args.body!r}, median of {args.repeat} "
+        "runs each (wall time in ms)"
     )
     table.add(
         "runner API (plan + run)",

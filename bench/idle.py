@@ -7,7 +7,10 @@ polls (start-up is a one-off and is left out of the per-poll figure):
 - CPU seconds per poll: utime + stime from /proc/<pid>/stat; for the shell
   loop, bash plus its reaped children (every curl and sleep it ran).
 - Peak RSS: VmHWM of the daemon just before it is stopped; for the loop, bash's
-  VmHWM plus the largest child's peak (a curl, which runs beside bash).
+  VmHWM (read during the loop) plus the peak of one curl poll, measured by GNU
+  time (a curl runs beside bash at every poll). Not wait4's ru_maxrss of the
+  loop: a process spawned with vfork carries the spawner's (this Python's)
+  peak into its own, which would inflate the baseline.
 - boto3 not imported: a separate short run of the daemon under
   ``python -X importtime`` lists every module it imported while starting and
   polling; none may be boto3, botocore or s3transfer.
@@ -141,10 +144,10 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
                 else:
                     # Its last curl is done; wait for its last sleep and reap it
                     # with its children's total (exact, in microseconds).
+                    mark["bash_hwm"] = max(mark["bash_hwm"], status_kib(pid, "VmHWM"))
                     _, status, usage = os.wait4(pid, 0)
                     loop.returncode = os.waitstatus_to_exitcode(status)
                     mark["end"] = usage.ru_utime + usage.ru_stime
-                    mark["maxrss"] = usage.ru_maxrss  # KiB: the largest of bash and children
         time.sleep(0.01)
 
     daemon.proc.terminate()
@@ -159,9 +162,7 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     sw_cpu = (sw["end"] - sw["start"]) / args.polls
     sh_cpu = (sh["end"] - sh["start"]) / args.polls
     sw_rss = sw["hwm"] / 1024
-    bash_hwm = sh["bash_hwm"]
-    child = sh["maxrss"] if sh["maxrss"] > bash_hwm else 0.0
-    sh_rss = (bash_hwm + child) / 1024
+    sh_rss = (sh["bash_hwm"] + curl_peak_kib(cleanup, sim.url, work)) / 1024
     sw_period = (sw["t_end"] - sw["t_start"]) / args.polls
     sh_period = (sh["t_end"] - sh["t_start"]) / args.polls
 
@@ -196,6 +197,24 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     table.add("CPU share at --interval 5 (%)", f"{sw_cpu / 5 * 100:.3f}", f"{sh_cpu / 5 * 100:.3f}")
     table.add("seconds per poll (measured)", f"{sw_period:.3f}", f"{sh_period:.3f}")
     return table
+
+
+def curl_peak_kib(cleanup: Cleanup, url: str, work: Path, tries: int = 3) -> float:
+    """Peak RSS (KiB) of one poll's curl, as GNU time reports it; the largest of ``tries``."""
+    out = work / "curl-rss"
+    script = SHELL_LOOP.replace(
+        "    curl -s", f'    "$time" -f %M -a -o "{out}" curl -s'
+    ).replace("set -u\n", 'set -u\ntime=$4\n')
+    proc = cleanup.popen(
+        ["bash", "-c", script, "bash", url, str(tries), "0", need_tool("time", "time")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proc.wait(timeout=30)
+    peaks = [float(x) for x in out.read_text().split()] if out.exists() else []
+    if len(peaks) != tries:
+        raise BenchError(f"GNU time reported {len(peaks)} of {tries} curl peaks")
+    return max(peaks)
 
 
 def imported_forbidden(
