@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from spotwatch.config import LOG_FORMATS, LOG_LEVELS
 from spotwatch.errors import EXIT_USAGE, UsageError
-from spotwatch.logs import LOG_FORMATS, LOG_LEVELS
 
 QUEUE_URL_ENV = "SPOTWATCH_QUEUE_URL"
 
