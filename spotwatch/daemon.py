@@ -5,6 +5,7 @@ Imports only what the idle daemon needs: requests, structlog, tenacity. Never bo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def build_watcher(
 def run_daemon(config: RunConfig) -> int:
     """``spotwatch run``: watch until SIGTERM or SIGINT."""
     check_directories(config)
+    # Like any daemon, hold no directory busy; hooks run in / and can then be
+    # started with posix_spawn (see runner). Paths given relative stay valid.
+    config = dataclasses.replace(
+        config, hooks_dir=config.hooks_dir.absolute(), state_dir=config.state_dir.absolute()
+    )
+    os.chdir("/")
     log = get_logger()
     stop = Stopper()
     stop.install()

@@ -117,7 +117,9 @@ class Journal:
         }
         while len(self._notices) > KEEP_NOTICES:
             del self._notices[next(iter(self._notices))]
-        self._save()
+        # No fsync: on the path to the first hook's start, and a notice with no
+        # finished hook reruns all its hooks whether or not it was recorded.
+        self._save(durable=False)
 
     def hook_started(self, notice_id: str, name: str) -> None:
         self._entry(notice_id)["running"] = name

@@ -36,6 +36,21 @@ BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 SLACK = 8.0
 
 
+@pytest.fixture(autouse=True, params=["popen", "posix_spawn"])
+def spawn_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every runner test runs with both ways of starting a hook: subprocess.Popen
+    (anywhere) and os.posix_spawn (the daemon, whose working directory is /)."""
+    import spotwatch.runner as runner_module
+
+    mode = str(request.param)
+    if mode == "posix_spawn":
+        monkeypatch.chdir("/")  # as the daemon does; posix_spawn cannot chdir
+        assert runner_module._posix_spawn_fits()
+    else:
+        monkeypatch.setattr(runner_module, "_posix_spawn_fits", lambda: False)
+    return mode
+
+
 @pytest.fixture
 def hooks_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "hooks.d"
@@ -487,8 +502,11 @@ def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
 ) -> None:
     marker = tmp_path / "ran"
     hooks = [sh(hooks_dir, "10-a", "exit 0\n"), sh(hooks_dir, "20-b", f"touch {marker}\n")]
+    import spotwatch.runner as runner_module
+
     calls = {"n": 0}
     real_popen = subprocess.Popen
+    real_spawned = runner_module._Spawned
 
     def popen_once_bad(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
@@ -496,8 +514,15 @@ def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
             kwargs["env"] = {**kwargs["env"], "BAD": "nul\0byte"}
         return real_popen(*args, **kwargs)
 
+    def spawned_once_bad(path: str, env: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            env = {**env, "BAD=": "x"}
+        return real_spawned(path, env)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(subprocess, "Popen", popen_once_bad)
+        mp.setattr(runner_module, "_Spawned", spawned_once_bad)
         results = run(hooks)
     assert results[0].outcome == ERROR and "could not start" in results[0].description
     assert results[1].outcome == OK and marker.exists()
