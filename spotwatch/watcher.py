@@ -126,6 +126,7 @@ class Watcher:
         self.notices_handled = 0
         self.polls = 0
         self.last_results: list[HookResult] = []
+        self._poll_now = False
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> int:
@@ -143,6 +144,10 @@ class Watcher:
             self.poll_once()
             if self._finished():
                 break
+            if self._poll_now:
+                # A notice cut another short: look again at once, not a tick later.
+                self._poll_now = False
+                continue
             self._sleep_until(next_tick(start, self.settings.interval, self._clock()))
         self._notifier.stopping("stopping")
         self._log.info("watcher.stopped", polls=self.polls, notices=self.notices_handled)
@@ -291,13 +296,25 @@ class Watcher:
             self._notifier.watchdog_if_due()
             self._emit("hook.finished", {"hook": result.name, "result": result})
 
+        superseded = False
+
+        def should_stop() -> bool:
+            # Between the hooks of a rebalance recommendation, which may take long,
+            # an interruption notice must not wait: it cuts them short.
+            nonlocal superseded
+            if self._stop.is_set():
+                return True
+            if notice.kind != SPOT_INTERRUPTION and self._interruption_pending():
+                superseded = True
+            return superseded
+
         results = self._runner(
             pending,
             env,
             deadline_mono=deadline_mono,
             hook_timeout=self.settings.hook_timeout,
             deadline_margin=self.settings.deadline_margin,
-            should_stop=self._stop.is_set,
+            should_stop=should_stop,
             on_start=on_start,
             on_finish=on_finish,
             clock=self._clock,
@@ -306,6 +323,19 @@ class Watcher:
         )
         self.last_results = results
         interrupted = len(results) < len(pending)
+        if superseded:
+            self._log.warning(
+                "notice.superseded",
+                notice_id=notice.id,
+                kind=notice.kind,
+                done=len(results),
+                left=len(pending) - len(results),
+                note="a spot interruption notice came; its hooks run now instead",
+            )
+            self._journal.complete(notice.id)
+            self._handled.add(notice.id)
+            self._poll_now = True
+            return results
         if interrupted:
             # Stopped between hooks: the journal keeps the rest for the next start.
             self._log.warning(
@@ -337,6 +367,19 @@ class Watcher:
             f"({len(results) - len(failed)}/{len(results)} hooks ok)"
         )
         return results
+
+    def _interruption_pending(self) -> bool:
+        """A quick look for a spot interruption notice not yet handled."""
+        for monitor in self._monitors:
+            if monitor.name != SPOT_INTERRUPTION:
+                continue
+            try:
+                found = monitor.check()
+            except self._fault_types:
+                return False  # the next poll logs the fault
+            if found is not None and found.id not in self._handled:
+                return not self._journal.is_complete(found.id)
+        return False
 
     def _log_plan(self, plan: HookPlan) -> None:
         if plan.problem:

@@ -346,3 +346,24 @@ def test_identity_fault_gives_unknowns_to_hooks_not_a_crash() -> None:
     h.monitors[0].script = [notice(clock=h.clock)]
     h.watcher.run()
     assert h.runs[0]["env"]["SPOTWATCH_INSTANCE_ID"] == "unknown"
+
+
+def test_an_interruption_cuts_rebalance_hooks_short_and_runs_at_once() -> None:
+    h = Harness({}, hooks=("10-a", "20-b", "30-c"), stop_after_polls=2)
+    rebalance = notice(kind=REBALANCE_RECOMMENDATION, nid="r1", clock=h.clock)
+    spot = notice(kind=SPOT_INTERRUPTION, nid="s1", clock=h.clock)
+    # Spot: nothing on the first poll and before the first rebalance hook, then the notice.
+    spot_monitor = ScriptedMonitor("spot-interruption", h.clock, [None, None, spot, spot, spot])
+    h.watcher._monitors = [spot_monitor, ScriptedMonitor("rebalance", h.clock, [rebalance] * 3)]
+    with capture_logs() as logs:
+        h.watcher.run()
+    assert [(r["env"]["SPOTWATCH_NOTICE_ID"], r["hooks"]) for r in h.runs] == [
+        ("r1", ["10-a", "20-b", "30-c"]),
+        ("s1", ["10-a", "20-b", "30-c"]),
+    ]
+    # Only 10-a ran for the rebalance before the interruption took over.
+    assert h.journal.finished["r1"] == ["10-a"]
+    assert h.journal.finished["s1"] == ["10-a", "20-b", "30-c"]
+    assert any(e["event"] == "notice.superseded" and e["left"] == 2 for e in logs)
+    # The interruption was handled on the very next poll, with no tick's sleep between.
+    assert h.stop.slept == []
