@@ -198,6 +198,9 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
 
 def main() -> int:
     args = parse_args()
+    # As the daemon runs: `spotwatch run` moves to / at start, where the runner
+    # starts hooks with posix_spawn (elsewhere it falls back to subprocess.Popen).
+    os.chdir("/")
     print(f"machine: {machine()}", flush=True)
     with Cleanup() as cleanup:
         table = measure(args, cleanup)
