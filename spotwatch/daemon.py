@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from spotwatch.config import RunConfig
-from spotwatch.errors import SpotwatchError, UsageError
+from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
 from spotwatch.watcher import Listener, Watcher, WatchSettings
@@ -60,15 +60,9 @@ def build_watcher(
     monitors: list[object] = [SpotInterruptionMonitor(client)]
     if config.on_rebalance:
         monitors.append(RebalanceMonitor(client))
-    environ = dict(os.environ)
-    if "SPOTWATCH_BIN" not in environ:
-        # Hooks call `spotwatch ship`; systemd's PATH may not reach a pipx install.
-        from spotwatch.install import find_spotwatch
+    from spotwatch.install import environ_for_hooks
 
-        try:
-            environ["SPOTWATCH_BIN"] = find_spotwatch()
-        except SpotwatchError:
-            pass
+    environ = environ_for_hooks(os.environ)
     settings = WatchSettings(
         interval=config.interval,
         hooks_dir=config.hooks_dir,

@@ -615,16 +615,9 @@ def watch(settings: WatchSettings, *, region: str | None = None) -> int:
             )
         return ec2_clients[event_region]
 
-    environ = dict(os.environ)
-    if "SPOTWATCH_BIN" not in environ:
-        # As for `spotwatch run`: hooks may call spotwatch (status, ship), and
-        # systemd's PATH may not reach a pipx or venv install.
-        from spotwatch.install import find_spotwatch
+    from spotwatch.install import environ_for_hooks
 
-        try:
-            environ["SPOTWATCH_BIN"] = find_spotwatch()
-        except SpotwatchError:
-            pass
+    environ = environ_for_hooks(os.environ)
 
     stop = Stopper()
     stop.install()

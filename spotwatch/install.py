@@ -443,6 +443,18 @@ def find_spotwatch(
     )
 
 
+def environ_for_hooks(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` plus SPOTWATCH_BIN, the installed spotwatch, for hooks that call it
+    (``spotwatch ship``): systemd's PATH may not reach a pipx or venv install."""
+    out = dict(environ)
+    if "SPOTWATCH_BIN" not in out:
+        try:
+            out["SPOTWATCH_BIN"] = find_spotwatch()
+        except SpotwatchError:
+            pass
+    return out
+
+
 def _need_root(root: Path | None, command: str, system_root: Path) -> Path:
     if root is not None:
         return root
