@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from spotwatch.errors import SpotwatchError
 from spotwatch.logs import get_logger
+from spotwatch.notice import Notice
 
 if TYPE_CHECKING:
     from spotwatch.hooks import Hook
-    from spotwatch.notice import Notice
     from spotwatch.runner import HookResult
 
 JOURNAL_NAME = "journal.json"
@@ -91,6 +91,33 @@ class Journal:
         """name -> {"outcome", "description", "ended_at"} for the hooks that finished."""
         entry = self._notices.get(notice_id)
         return dict(entry.get("finished", {})) if entry else {}
+
+    def unfinished(self, now: float) -> list[Notice]:
+        """Notices begun and not complete whose deadline is still ahead of ``now``.
+
+        A restarted daemon resumes them at once, without waiting for IMDS to show
+        the notice again (it may be unreachable just then).
+        """
+        out = []
+        for notice_id, entry in self._notices.items():
+            if entry.get("complete"):
+                continue
+            try:
+                deadline = float(entry["deadline"])
+                notice = Notice(
+                    kind=str(entry["kind"]),
+                    action=str(entry["action"]),
+                    raw_time=str(entry.get("raw_time", "")),
+                    time=None,
+                    deadline=deadline,
+                    id=notice_id,
+                    source="journal",
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            if deadline > now:
+                out.append(notice)
+        return out
 
     def running_hook(self, notice_id: str) -> str | None:
         """The hook started and not finished for ``notice_id`` (interrupted by a restart)."""

@@ -61,6 +61,8 @@ class JournalLike(Protocol):
 
     def is_complete(self, notice_id: str) -> bool: ...
 
+    def unfinished(self, now: float) -> list[Notice]: ...
+
 
 # Called with (event name, fields) for what the drill shows on its timeline.
 Listener = Callable[[str, Mapping[str, Any]], None]
@@ -139,6 +141,7 @@ class Watcher:
             hooks_dir=str(self.settings.hooks_dir),
         )
         self._notifier.ready(f"watching every {self.settings.interval:g}s: {', '.join(names)}")
+        self._resume_unfinished()
         start = self._clock()
         while not self._stop.is_set():
             self.poll_once()
@@ -152,6 +155,15 @@ class Watcher:
         self._notifier.stopping("stopping")
         self._log.info("watcher.stopped", polls=self.polls, notices=self.notices_handled)
         return 0
+
+    def _resume_unfinished(self) -> None:
+        """Finish what a previous run left half done, before the first poll:
+        IMDS may be unreachable just now, and the deadline does not wait."""
+        for notice in self._journal.unfinished(self._wall()):
+            if self._stop.is_set():
+                return
+            self._log.warning("journal.resuming", notice_id=notice.id, kind=notice.kind)
+            self.handle(notice)
 
     def _finished(self) -> bool:
         limit = self.settings.max_notices

@@ -254,3 +254,17 @@ def test_unknown_notice_id_is_tolerated(state_dir: Path) -> None:
         journal.hook_finished("never-begun", result("10-a"))
     assert [e["event"] for e in logs] == ["journal.unknown_notice"]
     assert Journal(state_dir).finished_hooks("never-begun")["10-a"]["outcome"] == "ok"
+
+
+def test_unfinished_lists_begun_notices_whose_deadline_is_ahead(state_dir: Path) -> None:
+    journal = Journal(state_dir)
+    ahead = notice()
+    journal.begin(ahead)
+    restarted = Journal(state_dir)
+    found = restarted.unfinished(ahead.deadline - 1)
+    assert [(n.id, n.kind, n.action, n.raw_time, n.deadline) for n in found] == [
+        (ahead.id, ahead.kind, ahead.action, ahead.raw_time, ahead.deadline)
+    ]
+    assert restarted.unfinished(ahead.deadline + 1) == []
+    restarted.complete(ahead.id)
+    assert Journal(state_dir).unfinished(ahead.deadline - 1) == []

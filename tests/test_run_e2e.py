@@ -386,3 +386,28 @@ def test_environment_variables_configure_the_daemon(
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert '"event": "notice.handled"' in err
+
+
+def test_a_restart_finishes_the_notice_even_when_imds_is_down_by_then(
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    marker = tmp_path / "first-ran-once"
+    recording_hook(
+        hooks_dir, "10-first", record,
+        extra=f'if [ ! -e "{marker}" ]; then touch "{marker}"; sleep 30; fi',
+    )  # fmt: skip
+    recording_hook(hooks_dir, "20-second", record)
+    sim.schedule_notice("terminate")
+    first = start(daemons, sim.url, hooks_dir, tmp_path)
+    started = first.wait_for_event("hook.started")[0]
+    first.signal(signal.SIGKILL)
+    first.wait()
+    os.killpg(int(started["pid"]), signal.SIGKILL)
+
+    dead_imds = f"http://127.0.0.1:{free_port()}"
+    second = start(daemons, dead_imds, hooks_dir, tmp_path)
+    second.wait_for_event("notice.handled", timeout=60)
+    assert second.events("journal.resuming")
+    # 10-first was interrupted mid-run, so it ran again; then the rest.
+    assert starts(record) == ["10-first", "10-first", "20-second"]
+    assert ends(record) == ["10-first", "20-second"]

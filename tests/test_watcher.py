@@ -90,6 +90,7 @@ class FakeJournal:
     finished: dict[str, list[str]] = field(default_factory=dict)
     completed: set[str] = field(default_factory=set)
     begun: list[str] = field(default_factory=list)
+    begun_notices: list[Notice] = field(default_factory=list)
 
     def pending_hooks(self, notice: Notice, hooks: Any) -> list[Any]:
         if notice.id in self.completed:
@@ -99,6 +100,7 @@ class FakeJournal:
 
     def begin(self, notice: Notice) -> None:
         self.begun.append(notice.id)
+        self.begun_notices.append(notice)
 
     def hook_started(self, notice_id: str, name: str) -> None:
         pass
@@ -111,6 +113,9 @@ class FakeJournal:
 
     def is_complete(self, notice_id: str) -> bool:
         return notice_id in self.completed
+
+    def unfinished(self, now: float) -> list[Notice]:
+        return [n for n in self.begun_notices if n.id not in self.completed and n.deadline > now]
 
 
 class FakeNotifier:
@@ -367,3 +372,17 @@ def test_an_interruption_cuts_rebalance_hooks_short_and_runs_at_once() -> None:
     assert any(e["event"] == "notice.superseded" and e["left"] == 2 for e in logs)
     # The interruption was handled on the very next poll, with no tick's sleep between.
     assert h.stop.slept == []
+
+
+def test_a_restart_resumes_an_unfinished_notice_before_the_first_poll() -> None:
+    h = Harness({"spot-interruption": [Fault("unreachable")] * 3}, hooks=("10-a", "20-b"),
+                stop_after_polls=1)  # fmt: skip
+    n = notice(clock=h.clock)
+    h.journal.begin(n)
+    h.journal.finished[n.id] = ["10-a"]
+    stale = notice(nid="old", lead=-5.0, clock=h.clock)  # its deadline has passed
+    h.journal.begin(stale)
+    h.watcher.run()
+    # IMDS is unreachable, yet the half-done notice is finished; the stale one is not.
+    assert [(r["env"]["SPOTWATCH_NOTICE_ID"], r["hooks"]) for r in h.runs] == [(n.id, ["20-b"])]
+    assert n.id in h.journal.completed
