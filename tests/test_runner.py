@@ -551,8 +551,11 @@ def test_an_internal_error_costs_one_hook_not_the_rest(
 
 
 INTERRUPTED_RUNNER = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+# A job started in the background by a non-interactive shell (as CI may be) inherits
+# SIGINT ignored, and Python then leaves it ignored: ask for Ctrl-C's usual effect.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from spotwatch.hooks import Hook
 from spotwatch.runner import run_hooks
 path = Path(sys.argv[1])
