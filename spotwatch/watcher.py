@@ -64,6 +64,8 @@ class JournalLike(Protocol):
     def unfinished(self, now: float) -> list[Notice]: ...
 
 
+IDENTITY_RETRY_SECONDS = 60.0
+
 # Called with (event name, fields) for what the drill shows on its timeline.
 Listener = Callable[[str, Mapping[str, Any]], None]
 
@@ -123,6 +125,8 @@ class Watcher:
         self._listener = listener
         self._log: Any = log if log is not None else get_logger()
         self._identity: Identity | None = None
+        self._identity_retry_at = float("-inf")
+        self._identity_failed = False
         self._faults = _FaultBook()
         self._handled: set[str] = set()
         self.notices_handled = 0
@@ -197,7 +201,11 @@ class Watcher:
         self._notifier.watchdog_if_due()
         if not seen:
             self._notifier.status(self._idle_status())
-            if self._identity is None and not self._faults.states:
+            if (
+                self._identity is None
+                and not self._faults.states
+                and self._clock() >= self._identity_retry_at
+            ):
                 self._try_identity()
             return seen
         # An interruption outranks a rebalance recommendation seen in the same poll.
@@ -251,12 +259,18 @@ class Watcher:
         try:
             self._identity = self._read_identity()
         except self._fault_types as exc:
-            self._log.warning(
-                "identity.unavailable",
-                kind=fault_kind(exc),
-                detail=str(getattr(exc, "detail", exc)),
-                note="hooks get 'unknown' for instance id, type, region and AZ until it is read",
-            )
+            # Tried again a minute later on an idle poll (and at once for a notice);
+            # logged once, not on every try.
+            self._identity_retry_at = self._clock() + IDENTITY_RETRY_SECONDS
+            if not self._identity_failed:
+                self._identity_failed = True
+                self._log.warning(
+                    "identity.unavailable",
+                    kind=fault_kind(exc),
+                    detail=str(getattr(exc, "detail", exc)),
+                    note="hooks get 'unknown' for instance id, type, region and AZ "
+                    "until it is read",
+                )
             return Identity()
         self._log.info(
             "identity.read",

@@ -386,3 +386,18 @@ def test_a_restart_resumes_an_unfinished_notice_before_the_first_poll() -> None:
     # IMDS is unreachable, yet the half-done notice is finished; the stale one is not.
     assert [(r["env"]["SPOTWATCH_NOTICE_ID"], r["hooks"]) for r in h.runs] == [(n.id, ["20-b"])]
     assert n.id in h.journal.completed
+
+
+def test_an_unreadable_identity_is_logged_once_and_retried_a_minute_later() -> None:
+    h = Harness({"spot-interruption": []}, stop_after_polls=20)  # 20 polls, 95 s
+    calls: list[float] = []
+
+    def broken() -> Identity:
+        calls.append(h.clock.mono)
+        raise Fault("bad-status")
+
+    h.watcher._read_identity = broken
+    with capture_logs() as logs:
+        h.watcher.run()
+    assert len(calls) == 2 and calls[1] - calls[0] >= 60.0
+    assert [e["event"] for e in logs].count("identity.unavailable") == 1
