@@ -121,7 +121,12 @@ def run_hooks(
     daemon pings the systemd watchdog from it, so a long hook is not mistaken
     for a hung daemon.
     """
-    log = log if log is not None else get_logger()
+    # Bound once: structlog's lazy proxy would look the configuration up again
+    # on every event, and there are two or more events per hook.
+    log = (log if log is not None else get_logger()).bind()
+    # Listed once per run, not per hook: our own descriptors are never
+    # inheritable (PEP 446), so the list only holds what we were started with.
+    inherited = _close_inheritable()
     results: list[HookResult] = []
     for index, hook in enumerate(hooks):
         if should_stop():
@@ -145,6 +150,7 @@ def run_hooks(
                 log=log,
                 allowed_uids=allowed_uids,
                 on_wait=on_wait,
+                inherited=inherited,
             )
         except Exception as exc:
             # A bug of ours must cost one hook, not the rest of them.
@@ -179,6 +185,7 @@ def _take_turn(
     log: Any,
     allowed_uids: frozenset[int] | None,
     on_wait: Callable[[], None] | None = None,
+    inherited: Sequence[tuple[int, int]] = (),
 ) -> HookResult:
     now = clock()
     hook_env = dict(env)
@@ -246,7 +253,17 @@ def _take_turn(
         )
 
     return _run_one(
-        hook, hook_env, timeout, kill_grace, kill_limit, clock, wall_clock, log, started, on_wait
+        hook,
+        hook_env,
+        timeout,
+        kill_grace,
+        kill_limit,
+        clock,
+        wall_clock,
+        log,
+        started,
+        on_wait,
+        inherited,
     )
 
 
@@ -261,13 +278,14 @@ def _run_one(
     log: Any,
     started_callback: Callable[[int], None],
     on_wait: Callable[[], None] | None = None,
+    inherited: Sequence[tuple[int, int]] = (),
 ) -> HookResult:
     started_wall = wall_clock()
     started = clock()
     try:
         proc: Any
         if _posix_spawn_fits():
-            proc = _Spawned(str(hook.path), env)
+            proc = _Spawned(str(hook.path), env, inherited)
         else:
             proc = subprocess.Popen(
                 [str(hook.path)],
@@ -381,7 +399,9 @@ class _Spawned:
     daemon's cwd, so only used when that is HOOK_CWD. The quacks of Popen the
     runner uses: pid, returncode, stdout, stderr, poll(), wait(), send_signal()."""
 
-    def __init__(self, path: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, path: str, env: Mapping[str, str], inherited: Sequence[tuple[int, int]] = ()
+    ) -> None:
         for key in env:  # what Popen refuses, so must we
             if not key or "=" in key:
                 raise ValueError(f"illegal environment variable name {key!r}")
@@ -396,7 +416,7 @@ class _Spawned:
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
                     (os.POSIX_SPAWN_DUP2, err_w, 2),
-                    *_close_inheritable(),
+                    *inherited,
                 ],
                 setsid=True,
             )

@@ -514,11 +514,11 @@ def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
             kwargs["env"] = {**kwargs["env"], "BAD": "nul\0byte"}
         return real_popen(*args, **kwargs)
 
-    def spawned_once_bad(path: str, env: Any) -> Any:
+    def spawned_once_bad(path: str, env: Any, *rest: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 1:
             env = {**env, "BAD=": "x"}
-        return real_spawned(path, env)
+        return real_spawned(path, env, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(subprocess, "Popen", popen_once_bad)
@@ -608,3 +608,20 @@ def test_without_pidfds_exits_and_timeouts_are_still_seen(
     ]
     assert [line.text for line in results[0].output] == ["hi"]
     assert time.monotonic() - begun < 1.0 + 0.5 + 1.0 + 0.3 + SLACK
+
+
+def test_an_inheritable_descriptor_of_the_daemon_does_not_reach_hooks(
+    hooks_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "fds"
+    hook = sh(hooks_dir, "10-fds", f"ls /proc/$$/fd > {out}\n")
+    leaked = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.set_inheritable(leaked, True)
+        [result] = run([hook])
+    finally:
+        os.close(leaked)
+    assert result.outcome == OK
+    fds = {int(name) for name in out.read_text().split()}
+    assert leaked not in fds
+    assert {0, 1, 2} <= fds
