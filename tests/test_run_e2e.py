@@ -147,18 +147,14 @@ def test_sigkill_mid_hooks_then_restart_runs_only_the_hooks_that_did_not_finish(
     sim.schedule_notice("terminate")
 
     first = start(daemons, sim.url, hooks_dir, tmp_path)
-    wait_until(lambda: "20-second" in starts(record), 20, "20-second to start")
-    hook_pid = first.events("hook.started")[-1].get("pid")
+    # The marker, not the record's "start" line: it is written just before the sleep.
+    wait_until(marker.exists, 20, "20-second to start sleeping")
+    started = first.wait_for_event("hook.started", count=2)
+    hook_pid = next(int(e["pid"]) for e in started if e["hook"] == "20-second")
     first.signal(signal.SIGKILL)
     first.wait()
     # systemd's KillMode=mixed would kill the hook's group too; do the same here.
-    if hook_pid:
-        try:
-            os.killpg(int(hook_pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    else:
-        subprocess.run(["pkill", "-KILL", "-f", "sleep 60"], check=False)
+    os.killpg(hook_pid, signal.SIGKILL)
 
     second = start(daemons, sim.url, hooks_dir, tmp_path)
     second.wait_for_event("notice.handled", timeout=30)
@@ -400,6 +396,7 @@ def test_a_restart_finishes_the_notice_even_when_imds_is_down_by_then(
     sim.schedule_notice("terminate")
     first = start(daemons, sim.url, hooks_dir, tmp_path)
     started = first.wait_for_event("hook.started")[0]
+    wait_until(marker.exists, 20, "10-first to start sleeping")
     first.signal(signal.SIGKILL)
     first.wait()
     os.killpg(int(started["pid"]), signal.SIGKILL)
