@@ -107,6 +107,7 @@ def run_hooks(
     log: Any = None,
     allowed_uids: frozenset[int] | None = None,
     on_wait: Callable[[], None] | None = None,
+    wait_tick: float | None = None,
 ) -> list[HookResult]:
     """Run ``hooks`` in order; return one result per hook whose turn came.
 
@@ -117,9 +118,11 @@ def run_hooks(
     asked before each hook; once it says True no further hook starts.
     ``on_start`` runs just after a hook is spawned, ``on_finish`` after every
     result (skipped ones too); an exception in either is logged, not raised.
-    ``on_wait`` runs at least every WAIT_TICK seconds while a hook runs: the
-    daemon pings the systemd watchdog from it, so a long hook is not mistaken
-    for a hung daemon.
+    ``on_wait`` runs at least every ``wait_tick`` seconds (at most WAIT_TICK)
+    while a hook runs: the daemon pings the systemd watchdog from it, so a
+    long hook is not mistaken for a hung daemon. The daemon passes half its
+    ping interval, so a ping that just missed being due goes out half an
+    interval later, not a whole one.
     """
     # Bound once: structlog's lazy proxy would look the configuration up again
     # on every event, and there are two or more events per hook.
@@ -127,6 +130,7 @@ def run_hooks(
     # Listed once per run, not per hook: our own descriptors are never
     # inheritable (PEP 446), so the list only holds what we were started with.
     inherited = _close_inheritable()
+    tick = WAIT_TICK if wait_tick is None else max(0.01, min(WAIT_TICK, wait_tick))
     results: list[HookResult] = []
     for index, hook in enumerate(hooks):
         if should_stop():
@@ -150,6 +154,7 @@ def run_hooks(
                 log=log,
                 allowed_uids=allowed_uids,
                 on_wait=on_wait,
+                wait_tick=tick,
                 inherited=inherited,
             )
         except Exception as exc:
@@ -185,6 +190,7 @@ def _take_turn(
     log: Any,
     allowed_uids: frozenset[int] | None,
     on_wait: Callable[[], None] | None = None,
+    wait_tick: float = WAIT_TICK,
     inherited: Sequence[tuple[int, int]] = (),
 ) -> HookResult:
     now = clock()
@@ -263,6 +269,7 @@ def _take_turn(
         log,
         started,
         on_wait,
+        wait_tick,
         inherited,
     )
 
@@ -278,6 +285,7 @@ def _run_one(
     log: Any,
     started_callback: Callable[[int], None],
     on_wait: Callable[[], None] | None = None,
+    wait_tick: float = WAIT_TICK,
     inherited: Sequence[tuple[int, int]] = (),
 ) -> HookResult:
     started_wall = wall_clock()
@@ -313,7 +321,7 @@ def _run_one(
         )
 
     started_callback(proc.pid)
-    session = _Session(proc, hook.name, log, wall_clock, on_wait)
+    session = _Session(proc, hook.name, log, wall_clock, on_wait, wait_tick)
     try:
         timed_out = not session.run_until(started + timeout, clock)
         if timed_out:
@@ -553,9 +561,11 @@ class _Session:
         log: Any,
         wall_clock: Callable[[], float],
         on_wait: Callable[[], None] | None = None,
+        wait_tick: float = WAIT_TICK,
     ) -> None:
         self.proc = proc
         self.on_wait = on_wait
+        self.wait_tick = wait_tick
         self.name = name
         self.log = log
         self.wall_clock = wall_clock
@@ -692,7 +702,7 @@ class _Session:
                 self.log.exception("hooks.callback_failed", callback="on_wait")
 
     def _select(self, timeout: float) -> None:
-        for key, _ in self.selector.select(min(timeout, WAIT_TICK)):
+        for key, _ in self.selector.select(min(timeout, self.wait_tick)):
             if key.data is None:
                 # pidfd readable: the hook exited. Stop watching it; poll() reaps.
                 self._unregister_pidfd()

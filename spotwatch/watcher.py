@@ -184,6 +184,12 @@ class Watcher:
             ping = self._notifier.watchdog_interval()
             self._stop.sleep(remaining if ping is None else min(remaining, ping / 2))
 
+    def _wait_tick(self) -> float | None:
+        # As in _sleep_until: checking every half ping interval keeps the longest
+        # gap between pings at 1.5 intervals, under the 2 that systemd allows.
+        ping = self._notifier.watchdog_interval()
+        return None if ping is None else ping / 2
+
     # -- one poll -------------------------------------------------------------
     def poll_once(self) -> list[Notice]:
         """Ask every monitor once; handle what is new. Returns the notices seen."""
@@ -346,6 +352,7 @@ class Watcher:
             clock=self._clock,
             wall_clock=self._wall,
             on_wait=self._notifier.watchdog_if_due,
+            wait_tick=self._wait_tick(),
         )
         self.last_results = results
         interrupted = len(results) < len(pending)

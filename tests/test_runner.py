@@ -490,6 +490,22 @@ def test_callback_errors_are_logged_not_raised(hooks_dir: Path, tmp_path: Path) 
     assert sum(1 for e in logs if e["event"] == "hooks.callback_failed") == 4
 
 
+def test_on_wait_runs_every_wait_tick_while_a_hook_runs(hooks_dir: Path) -> None:
+    """The daemon pings systemd's watchdog from on_wait: the gaps between calls
+    follow wait_tick, not the runner's one-second ceiling."""
+    calls: list[float] = []
+    results = run(
+        [sh(hooks_dir, "10-slow", "sleep 1.5\n")],
+        on_wait=lambda: calls.append(time.monotonic()),
+        wait_tick=0.1,
+    )
+    assert [r.outcome for r in results] == [OK]
+    gaps = [later - earlier for earlier, later in zip(calls, calls[1:])]
+    assert len(calls) >= 5, calls
+    # 0.1 s asked for; a whole second (the ceiling) would mean wait_tick was ignored.
+    assert max(gaps) < 0.6, gaps
+
+
 def test_describe_status() -> None:
     assert describe_status(0) == "exit 0"
     assert describe_status(3) == "exit 3"

@@ -341,6 +341,21 @@ def test_watchdog_is_pinged_from_the_loop_while_it_sleeps() -> None:
     assert all(s <= 1.0 for s in h.stop.slept)
 
 
+def test_the_runner_is_asked_to_wake_every_half_ping_interval() -> None:
+    """While a hook runs the runner's on_wait pings; waking only when a ping is
+    due (or every second) could leave a gap of two intervals, which systemd kills."""
+    h = Harness({"spot-interruption": []}, max_notices=1, watchdog=1.0)
+    h.monitors[0].script = [notice(clock=h.clock)]
+    h.watcher.run()
+    assert h.runs[0]["wait_tick"] == 0.5
+    assert h.runs[0]["on_wait"] == h.notifier.watchdog_if_due
+
+    no_watchdog = Harness({"spot-interruption": []}, max_notices=1)
+    no_watchdog.monitors[0].script = [notice(clock=no_watchdog.clock)]
+    no_watchdog.watcher.run()
+    assert no_watchdog.runs[0]["wait_tick"] is None  # the runner's own ceiling
+
+
 def test_identity_fault_gives_unknowns_to_hooks_not_a_crash() -> None:
     h = Harness({"spot-interruption": []}, max_notices=1)
 
