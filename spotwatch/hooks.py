@@ -98,9 +98,9 @@ def sort_key(name: str) -> bytes:
 
 def name_problem(name: str) -> str | None:
     """Why ``name`` is not a hook name, or None when it is one."""
-    for suffix in IGNORED_SUFFIXES:
-        if name.endswith(suffix):
-            return f"name ends in '{suffix}' (backup or package-manager file)"
+    if name.endswith(IGNORED_SUFFIXES):  # one call for all of them; then which one
+        suffix = next(s for s in IGNORED_SUFFIXES if name.endswith(s))
+        return f"name ends in '{suffix}' (backup or package-manager file)"
     if not NAME_PATTERN.fullmatch(name):  # fullmatch: "$" alone lets a final "\n" through
         return "name does not match ^[A-Za-z0-9][A-Za-z0-9_.-]*$"
     return None
@@ -134,9 +134,13 @@ def default_allowed_uids() -> frozenset[int]:
 
 
 def check_hook(path: Path, allowed_uids: frozenset[int] | None = None) -> Rejected | None:
-    """Re-check one hook right before it runs: a Rejected if it is no longer runnable."""
+    """Re-check one hook right before it runs: a Rejected if it is no longer runnable.
+
+    One stat: its name passed the rule when it was planned, and if it lost the
+    execute permission os.access would have seen, starting it fails and says so.
+    """
     allowed = default_allowed_uids() if allowed_uids is None else allowed_uids
-    return _check_entry(path.name, path, allowed)
+    return _check_entry(path.name, path, allowed, recheck=True)
 
 
 def plan_hooks(directory: Path, allowed_uids: frozenset[int] | None = None) -> HookPlan:
@@ -213,8 +217,10 @@ def plan_hooks(directory: Path, allowed_uids: frozenset[int] | None = None) -> H
     return HookPlan(directory, tuple(hooks), tuple(rejected))
 
 
-def _check_entry(name: str, path: Path, allowed: frozenset[int]) -> Rejected | None:
-    problem = name_problem(name)
+def _check_entry(
+    name: str, path: Path, allowed: frozenset[int], recheck: bool = False
+) -> Rejected | None:
+    problem = None if recheck else name_problem(name)
     if problem is not None:
         return Rejected(name, path, problem, "rename it to make it a hook", IGNORED)
     try:
@@ -242,7 +248,7 @@ def _check_entry(name: str, path: Path, allowed: frozenset[int]) -> Rejected | N
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         return Rejected(name, path, kind, "move it out of the hooks directory", IGNORED)
     unsafe = safety_problem(st.st_mode, st.st_uid, allowed)
-    executable = bool(st.st_mode & 0o111) and os.access(path, os.X_OK)
+    executable = bool(st.st_mode & 0o111) and (recheck or os.access(path, os.X_OK))
     if unsafe is not None:
         reason, fix = unsafe, safety_fix(path, st.st_mode, st.st_uid, allowed)
         if not executable:

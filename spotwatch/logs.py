@@ -6,8 +6,10 @@ Every event has a stable dotted name (``notice.detected``, ``hook.finished``,
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from typing import Any, TextIO
 
 import structlog
@@ -28,25 +30,61 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
     """Configure structlog once for the whole process."""
     out = stream if stream is not None else sys.stderr
     chosen = choose_format(fmt, out)
-    renderer: Any
+    processors: list[Any]
     if chosen == "json":
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        # One call per event: two events per hook lie on the path from one hook
+        # to the next (bench/hooks.py). No contextvars: nothing here binds any.
+        processors = [render_json_line]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        processors = [add_level_and_timestamp, structlog.dev.ConsoleRenderer(colors=out.isatty())]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelName(level.upper())
         ),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+
+
+def add_level_and_timestamp(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """structlog's add_log_level and TimeStamper(fmt="iso", utc=True) in one step:
+    ``level`` ("exception" is "error") and ``timestamp`` such as
+    2026-11-26T05:23:44.123456Z, always with microseconds."""
+    event_dict["level"] = _LEVEL_NAMES.get(method_name, method_name)
+    event_dict["timestamp"] = utc_timestamp(time.time())
+    return event_dict
+
+
+def render_json_line(logger: Any, method_name: str, event_dict: Any) -> str:
+    """The JSON chain in one step: level and timestamp as add_level_and_timestamp,
+    a traceback as structlog's format_exc_info (the ``exception`` field), then
+    one line of JSON; what JSON cannot hold is written as its repr()."""
+    if "exc_info" in event_dict:
+        event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+    event_dict["level"] = _LEVEL_NAMES.get(method_name, method_name)
+    event_dict["timestamp"] = utc_timestamp(time.time())
+    return _encode(event_dict)
+
+
+_LEVEL_NAMES = {"exception": "error", "warn": "warning"}
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def utc_timestamp(epoch: float) -> str:
+    """ISO 8601 UTC with microseconds; the part up to the second is made once per second."""
+    global _second_cache
+    second = int(epoch)
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_cache = (second, prefix)
+    micros = min(999_999, int((epoch - second) * 1_000_000))
+    return f"{prefix}.{micros:06d}Z"
+
+
+# One encoder for every line: json.dumps makes a new one per call when given ``default``.
+_encode = json.JSONEncoder(default=repr).encode
 
 
 def get_logger(**initial: Any) -> Any:

@@ -7,7 +7,7 @@ stdout or stderr is logged as ``hook.output`` as it arrives. Past its time the
 whole process group gets SIGTERM, then SIGKILL after ``kill_grace`` (never past
 the deadline). A failing, timed-out or unstartable hook never stops the next.
 
-The clock is passed in; one selector loop reads both pipes and (where Linux
+The clock is passed in; one poll() loop reads both pipes and (where Linux
 offers pidfds) waits for the exit, so no threads are involved.
 """
 
@@ -18,7 +18,7 @@ import collections
 import errno
 import math
 import os
-import selectors
+import select
 import signal
 import subprocess
 import time
@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from spotwatch.hooks import Hook, check_hook
+from spotwatch.hooks import Hook, check_hook, default_allowed_uids
 from spotwatch.logs import get_logger
 
 OK = "ok"
@@ -127,10 +127,57 @@ def run_hooks(
     # Bound once: structlog's lazy proxy would look the configuration up again
     # on every event, and there are two or more events per hook.
     log = (log if log is not None else get_logger()).bind()
-    # Listed once per run, not per hook: our own descriptors are never
+    # inherited: listed once per run, not per hook: our own descriptors are never
     # inheritable (PEP 446), so the list only holds what we were started with.
-    inherited = _close_inheritable()
-    tick = WAIT_TICK if wait_tick is None else max(0.01, min(WAIT_TICK, wait_tick))
+    # poller: one poll set for the run; each hook adds its pipes and pidfd, then
+    # removes them. poll() itself, not selectors' wrapper: with three descriptors
+    # it is the cheapest, and it is on the path between one hook and the next.
+    run = _Run(
+        log=log,
+        clock=clock,
+        wall_clock=wall_clock,
+        allowed_uids=default_allowed_uids() if allowed_uids is None else allowed_uids,
+        kill_grace=kill_grace,
+        on_start=on_start,
+        on_wait=on_wait,
+        wait_tick=WAIT_TICK if wait_tick is None else max(0.01, min(WAIT_TICK, wait_tick)),
+        inherited=tuple(_close_inheritable()),
+        posix_spawn=_posix_spawn_fits() and _names_fit(env),
+        poller=select.poll(),
+    )
+    return _run_all(
+        hooks, env, run, deadline_mono, hook_timeout, deadline_margin, should_stop, on_finish
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every hook of one run_hooks() call shares."""
+
+    log: Any
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    allowed_uids: frozenset[int]
+    kill_grace: float
+    on_start: Callable[[Hook], None] | None
+    on_wait: Callable[[], None] | None
+    wait_tick: float
+    inherited: tuple[tuple[int, int], ...]
+    posix_spawn: bool  # whether hooks start with os.posix_spawn; see _posix_spawn_fits
+    poller: select.poll
+
+
+def _run_all(
+    hooks: Sequence[Hook],
+    env: Mapping[str, str],
+    run: _Run,
+    deadline_mono: float | None,
+    hook_timeout: float,
+    deadline_margin: float,
+    should_stop: Callable[[], bool],
+    on_finish: Callable[[HookResult], None] | None,
+) -> list[HookResult]:
+    log = run.log
     results: list[HookResult] = []
     for index, hook in enumerate(hooks):
         if should_stop():
@@ -141,26 +188,11 @@ def run_hooks(
             )
             break
         try:
-            result = _take_turn(
-                hook,
-                env,
-                deadline_mono=deadline_mono,
-                hook_timeout=hook_timeout,
-                deadline_margin=deadline_margin,
-                kill_grace=kill_grace,
-                on_start=on_start,
-                clock=clock,
-                wall_clock=wall_clock,
-                log=log,
-                allowed_uids=allowed_uids,
-                on_wait=on_wait,
-                wait_tick=tick,
-                inherited=inherited,
-            )
+            result = _take_turn(hook, env, run, deadline_mono, hook_timeout, deadline_margin)
         except Exception as exc:
             # A bug of ours must cost one hook, not the rest of them.
             log.exception("hook.runner_error", hook=hook.name)
-            wall = wall_clock()
+            wall = run.wall_clock()
             result = HookResult(
                 hook.name,
                 str(hook.path),
@@ -179,21 +211,13 @@ def run_hooks(
 def _take_turn(
     hook: Hook,
     env: Mapping[str, str],
-    *,
+    run: _Run,
     deadline_mono: float | None,
     hook_timeout: float,
     deadline_margin: float,
-    kill_grace: float,
-    on_start: Callable[[Hook], None] | None,
-    clock: Callable[[], float],
-    wall_clock: Callable[[], float],
-    log: Any,
-    allowed_uids: frozenset[int] | None,
-    on_wait: Callable[[], None] | None = None,
-    wait_tick: float = WAIT_TICK,
-    inherited: Sequence[tuple[int, int]] = (),
 ) -> HookResult:
-    now = clock()
+    log, wall_clock = run.log, run.wall_clock
+    now = run.clock()
     hook_env = dict(env)
     timeout = float(hook_timeout)
     kill_limit: float | None = None
@@ -223,7 +247,7 @@ def _take_turn(
     hook_env["SPOTWATCH_HOOK_DEADLINE"] = str(math.floor(wall_clock() + timeout))
 
     # The file may have changed since the plan was made: never run it if unsafe now.
-    problem = check_hook(hook.path, allowed_uids)
+    problem = check_hook(hook.path, run.allowed_uids)
     if problem is not None:
         wall = wall_clock()
         outcome = REFUSED if problem.severity == "refused" else SKIPPED
@@ -248,7 +272,8 @@ def _take_turn(
 
     def started(pid: int) -> None:
         # Just after the spawn: the hook already runs while it is journaled and logged.
-        _callback(on_start, hook, log, "on_start")
+        if run.on_start is not None:
+            _callback(run.on_start, hook, log, "on_start")
         log.info(
             "hook.started",
             hook=hook.name,
@@ -258,45 +283,28 @@ def _take_turn(
             timeout=round(timeout, 1),
         )
 
-    return _run_one(
-        hook,
-        hook_env,
-        timeout,
-        kill_grace,
-        kill_limit,
-        clock,
-        wall_clock,
-        log,
-        started,
-        on_wait,
-        wait_tick,
-        inherited,
-    )
+    return _run_one(hook, hook_env, timeout, kill_limit, started, run)
 
 
 def _run_one(
     hook: Hook,
     env: dict[str, str],
     timeout: float,
-    kill_grace: float,
     kill_limit: float | None,
-    clock: Callable[[], float],
-    wall_clock: Callable[[], float],
-    log: Any,
     started_callback: Callable[[int], None],
-    on_wait: Callable[[], None] | None = None,
-    wait_tick: float = WAIT_TICK,
-    inherited: Sequence[tuple[int, int]] = (),
+    run: _Run,
 ) -> HookResult:
+    log, clock, wall_clock = run.log, run.clock, run.wall_clock
+    path = str(hook.path)
     started_wall = wall_clock()
     started = clock()
     try:
         proc: Any
-        if _posix_spawn_fits():
-            proc = _Spawned(str(hook.path), env, inherited)
+        if run.posix_spawn:
+            proc = _Spawned(path, env, run.inherited)
         else:
             proc = subprocess.Popen(
-                [str(hook.path)],
+                [path],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -317,11 +325,11 @@ def _run_one(
             duration=0.0,
         )
         return HookResult(
-            hook.name, str(hook.path), started_wall, wall_clock(), ERROR, None, None, description
+            hook.name, path, started_wall, wall_clock(), ERROR, None, None, description
         )
 
     started_callback(proc.pid)
-    session = _Session(proc, hook.name, log, wall_clock, on_wait, wait_tick)
+    session = _Session(proc, hook.name, run)
     try:
         timed_out = not session.run_until(started + timeout, clock)
         if timed_out:
@@ -333,7 +341,7 @@ def _run_one(
                 action="SIGTERM to its process group",
             )
             session.kill_group(signal.SIGTERM)
-            grace_end = clock() + max(0.0, kill_grace)
+            grace_end = clock() + max(0.0, run.kill_grace)
             if kill_limit is not None:
                 grace_end = min(grace_end, kill_limit)
             session.settle(grace_end, clock)
@@ -351,7 +359,7 @@ def _run_one(
             session.drain(min(clock() + OUTPUT_LINGER, started + timeout), clock)
             session.reap(REAP_WAIT)
     finally:
-        if proc.poll() is None:  # only when interrupted (Ctrl-C in a drill, or a bug)
+        if proc.returncode is None and proc.poll() is None:  # interrupted: Ctrl-C, or a bug
             session.kill_group(signal.SIGKILL)
             session.reap(1.0)
         session.close()
@@ -382,7 +390,7 @@ def _run_one(
     )
     return HookResult(
         hook.name,
-        str(hook.path),
+        path,
         started_wall,
         ended_wall,
         outcome,
@@ -401,6 +409,12 @@ def _posix_spawn_fits() -> bool:
     return hasattr(os, "posix_spawn") and os.getcwd() == HOOK_CWD
 
 
+def _names_fit(env: Mapping[str, str]) -> bool:
+    """No name Popen would refuse: empty or with "=" (os.posix_spawn itself only
+    refuses "=" after the first character). Checked once per run, not per hook."""
+    return all(key and "=" not in key for key in env)
+
+
 class _Spawned:
     """A hook started with os.posix_spawn (vfork-like in glibc, on Python 3.9 too):
     stdin /dev/null, stdout and stderr to pipes, its own session. It runs in the
@@ -410,9 +424,8 @@ class _Spawned:
     def __init__(
         self, path: str, env: Mapping[str, str], inherited: Sequence[tuple[int, int]] = ()
     ) -> None:
-        for key in env:  # what Popen refuses, so must we
-            if not key or "=" in key:
-                raise ValueError(f"illegal environment variable name {key!r}")
+        # Names os.posix_spawn lets through and Popen refuses ("=X") never get here:
+        # run_hooks checks the environment once and leaves such a run to Popen.
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
@@ -502,14 +515,22 @@ def _callback(func: Callable[[Any], None] | None, arg: Any, log: Any, which: str
         log.exception("hooks.callback_failed", callback=which)
 
 
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
 class _LineSplitter:
     """Bytes in, complete lines out; decodes UTF-8 with replacement, caps line length."""
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # Made on the first bytes: most hooks of a run print nothing on one stream.
+        self._decoder: codecs.IncrementalDecoder | None = None
         self._pending = ""
 
     def feed(self, data: bytes, final: bool = False) -> list[str]:
+        if self._decoder is None:
+            if not data:
+                return []
+            self._decoder = _utf8_decoder(errors="replace")
         self._pending += self._decoder.decode(data, final)
         parts = self._pending.split("\n")
         self._pending = parts.pop()
@@ -558,40 +579,42 @@ class _Session:
         self,
         proc: subprocess.Popen[bytes],
         name: str,
-        log: Any,
-        wall_clock: Callable[[], float],
-        on_wait: Callable[[], None] | None = None,
-        wait_tick: float = WAIT_TICK,
+        run: _Run,
     ) -> None:
         self.proc = proc
-        self.on_wait = on_wait
-        self.wait_tick = wait_tick
+        self.on_wait = run.on_wait
+        self.wait_tick = run.wait_tick
         self.name = name
-        self.log = log
-        self.wall_clock = wall_clock
+        self.log = run.log
+        self.wall_clock = run.wall_clock
         self.pgid = proc.pid  # start_new_session: the hook leads its own group
         self.lines: collections.deque[OutputLine] = collections.deque(maxlen=KEPT_LINES)
-        self.selector = selectors.DefaultSelector()
-        self.open_streams = 0
+        self.poller = run.poller  # shared by the run's hooks, one at a time
+        self.exit_seen = False
+        self.streams: dict[int, tuple[str, _LineSplitter]] = {}
         for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             assert pipe is not None
-            os.set_blocking(pipe.fileno(), False)
-            self.selector.register(pipe.fileno(), selectors.EVENT_READ, (stream, _LineSplitter()))
-            self.open_streams += 1
+            # Left blocking: we only read after poll() says there are bytes or EOF,
+            # and we are the pipe's only reader (our end is close-on-exec).
+            fd = pipe.fileno()
+            self.poller.register(fd, select.POLLIN)
+            self.streams[fd] = (stream, _LineSplitter())
         self.pidfd: int | None = None
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
             try:
                 self.pidfd = pidfd_open(proc.pid)
-                self.selector.register(self.pidfd, selectors.EVENT_READ, None)
+                self.poller.register(self.pidfd, select.POLLIN)
             except OSError:
                 self.pidfd = None
 
     def exited(self) -> bool:
         """Has the hook exited? Not reaped yet (WNOWAIT): while its zombie exists its pid,
         and so the process group id we signal, cannot be reused by another process."""
-        if self.proc.returncode is not None:
+        if self.proc.returncode is not None or self.exit_seen:
             return True
+        if self.pidfd is not None:
+            return False  # it becomes readable at the exit, and _select sets exit_seen
         waitid = getattr(os, "waitid", None)
         if waitid is None:
             return self.proc.poll() is not None
@@ -604,15 +627,17 @@ class _Session:
     def run_until(self, until: float, clock: Callable[[], float]) -> bool:
         """Read output until the hook exits: True, or False if ``until`` came first."""
         while not self.exited():
-            self._tick()
+            if self.on_wait is not None:
+                self._tick()
             remaining = until - clock()
             if remaining <= 0:
                 return False
-            if self.open_streams == 0 and self.pidfd is None:
-                time.sleep(min(remaining, 0.05))
-                continue
-            # Without a pidfd the exit is only seen by polling.
-            self._select(remaining if self.pidfd is not None else min(remaining, 0.05))
+            if self.pidfd is None:  # without a pidfd the exit is only seen by polling
+                if not self.streams:
+                    time.sleep(min(remaining, 0.05))
+                    continue
+                remaining = min(remaining, 0.05)
+            self._select(remaining)
         return True
 
     def settle(self, until: float, clock: Callable[[], float]) -> None:
@@ -625,7 +650,7 @@ class _Session:
             if remaining <= 0:
                 return
             step = min(remaining, 0.05)
-            if self.open_streams:
+            if self.streams:
                 self._select(step)
             else:
                 time.sleep(step)
@@ -633,7 +658,7 @@ class _Session:
     def drain(self, until: float, clock: Callable[[], float]) -> None:
         """Collect what is left in the pipes, for at most until ``until``."""
         self._unregister_pidfd()
-        while self.open_streams:
+        while self.streams:
             self._tick()
             remaining = until - clock()
             if remaining <= 0:
@@ -668,6 +693,8 @@ class _Session:
         return True if live is None else live
 
     def reap(self, wait: float) -> None:
+        if self.exit_seen and self.proc.poll() is not None:
+            return  # the usual case: its pidfd said it exited
         try:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -679,18 +706,17 @@ class _Session:
             )
 
     def close(self) -> None:
-        for key in list(self.selector.get_map().values()):
-            if key.data is not None:
-                self._finish_stream(key)
+        # Unregister before closing: the next hook's pipes may get the same numbers.
+        for fd in list(self.streams):
+            self._finish_stream(fd)
         self._unregister_pidfd()
-        self.selector.close()
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
 
     def _unregister_pidfd(self) -> None:
         if self.pidfd is not None:
-            self.selector.unregister(self.pidfd)
+            self.poller.unregister(self.pidfd)
             os.close(self.pidfd)
             self.pidfd = None
 
@@ -702,27 +728,33 @@ class _Session:
                 self.log.exception("hooks.callback_failed", callback="on_wait")
 
     def _select(self, timeout: float) -> None:
-        for key, _ in self.selector.select(min(timeout, self.wait_tick)):
-            if key.data is None:
+        # poll() takes milliseconds and rounds up, so it never returns early.
+        for fd, _ in self.poller.poll(min(timeout, self.wait_tick) * 1000.0):
+            if fd == self.pidfd:
                 # pidfd readable: the hook exited. Stop watching it; poll() reaps.
                 self._unregister_pidfd()
+                self.exit_seen = True
+                continue
+            entry = self.streams.get(fd)
+            if entry is None:
                 continue
             try:
-                data = os.read(key.fd, 65536)
+                data = os.read(fd, 65536)
             except BlockingIOError:
                 continue
             except OSError:
                 data = b""
             if data:
-                self._emit(key.data[0], key.data[1].feed(data))
+                self._emit(entry[0], entry[1].feed(data))
             else:
-                self._finish_stream(key)
+                self._finish_stream(fd)
 
-    def _finish_stream(self, key: selectors.SelectorKey) -> None:
-        stream, splitter = key.data
-        self._emit(stream, splitter.feed(b"", final=True))
-        self.selector.unregister(key.fd)
-        self.open_streams -= 1
+    def _finish_stream(self, fd: int) -> None:
+        stream, splitter = self.streams.pop(fd)
+        self.poller.unregister(fd)
+        lines = splitter.feed(b"", final=True)
+        if lines:
+            self._emit(stream, lines)
 
     def _emit(self, stream: str, lines: list[str]) -> None:
         for text in lines:

@@ -544,6 +544,14 @@ def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
     assert results[1].outcome == OK and marker.exists()
 
 
+def test_a_name_only_posix_spawn_would_pass_is_refused_as_popen_does(hooks_dir: Path) -> None:
+    """os.posix_spawn passes a name starting with "=" through; Popen refuses it.
+    The runner behaves the same whichever way it starts hooks."""
+    results = run([sh(hooks_dir, "10-a", "exit 0\n")], env={**BASE_ENV, "=C:": "x"})
+    assert results[0].outcome == ERROR
+    assert "illegal environment variable name" in results[0].description
+
+
 def test_an_internal_error_costs_one_hook_not_the_rest(
     hooks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

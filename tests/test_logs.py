@@ -1,0 +1,98 @@
+"""The log set-up: JSON lines as journald gets them, console lines on a TTY."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from spotwatch import logs
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_have_event_level_timestamp_and_the_fields() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    log = logs.get_logger(component="test")
+    log.info("hook.started", hook="10-a", pid=42, seconds_left=None)
+    log.warning("imds.fault", reason="timeout")
+    log.debug("not.shown")
+    first, second = json_lines(out)
+    assert first == {
+        "component": "test",
+        "hook": "10-a",
+        "pid": 42,
+        "seconds_left": None,
+        "event": "hook.started",
+        "level": "info",
+        "timestamp": first["timestamp"],
+    }
+    assert ISO_UTC.match(str(first["timestamp"])), first["timestamp"]
+    assert second["level"] == "warning" and second["reason"] == "timeout"
+
+
+def test_an_exception_is_logged_as_error_with_its_traceback_in_one_line() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    try:
+        raise RuntimeError("journal on fire")
+    except RuntimeError:
+        logs.get_logger().exception("hooks.callback_failed", callback="on_finish")
+    (line,) = out.getvalue().splitlines()  # the traceback is inside the JSON string
+    event = json.loads(line)
+    assert event["level"] == "error"
+    assert "RuntimeError: journal on fire" in str(event["exception"])
+
+
+def test_values_json_cannot_hold_are_logged_as_their_repr() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    logs.get_logger().info("hook.planned", path=Path("/etc/spotwatch/hooks.d"))
+    assert json_lines(out)[0]["path"] == repr(Path("/etc/spotwatch/hooks.d"))
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [0.0, 1_764_135_824.0, 1_764_135_824.5, 1_764_135_824.000001, 1_764_135_825.999999],
+)
+def test_utc_timestamp_matches_datetime(epoch: float) -> None:
+    expected = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    stamp = logs.utc_timestamp(epoch)
+    assert ISO_UTC.match(stamp), stamp
+    parsed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc
+    )
+    assert abs((parsed - expected).total_seconds()) < 2e-6
+
+
+def test_the_cached_second_never_leaks_into_the_next() -> None:
+    assert logs.utc_timestamp(1_764_135_824.25).startswith("2025-11-26T05:43:44.25")
+    assert logs.utc_timestamp(1_764_135_825.75).startswith("2025-11-26T05:43:45.75")
+    assert logs.utc_timestamp(1_764_135_824.5).startswith("2025-11-26T05:43:44.5")
+
+
+class FakeTty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_on_a_tty_json_elsewhere_and_the_flag_wins() -> None:
+    assert logs.choose_format(None, FakeTty()) == "console"
+    assert logs.choose_format(None, io.StringIO()) == "json"
+    assert logs.choose_format("json", FakeTty()) == "json"
+    tty = FakeTty()
+    logs.configure(None, "info", stream=tty)
+    logs.get_logger().info("watch.started", interval=5)
+    text = tty.getvalue()
+    assert "watch.started" in text and "interval" in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text.splitlines()[0])
