@@ -572,6 +572,9 @@ def _pieces(line: str) -> list[str]:
     return [line[i : i + MAX_LINE_CHARS] for i in range(0, len(line), MAX_LINE_CHARS)]
 
 
+_READABLE = select.POLLIN | select.POLLPRI
+
+
 class _Session:
     """One running hook: its pipes, its exit, its process group."""
 
@@ -729,7 +732,7 @@ class _Session:
 
     def _select(self, timeout: float) -> None:
         # poll() takes milliseconds and rounds up, so it never returns early.
-        for fd, _ in self.poller.poll(min(timeout, self.wait_tick) * 1000.0):
+        for fd, events in self.poller.poll(min(timeout, self.wait_tick) * 1000.0):
             if fd == self.pidfd:
                 # pidfd readable: the hook exited. Stop watching it; poll() reaps.
                 self._unregister_pidfd()
@@ -737,6 +740,11 @@ class _Session:
                 continue
             entry = self.streams.get(fd)
             if entry is None:
+                continue
+            if not events & _READABLE:
+                # Linux reports a pipe with no writers left and nothing in it as
+                # POLLHUP alone: end of file, no need to read() it to know.
+                self._finish_stream(fd)
                 continue
             try:
                 data = os.read(fd, 65536)

@@ -96,3 +96,15 @@ def test_console_on_a_tty_json_elsewhere_and_the_flag_wins() -> None:
     assert "watch.started" in text and "interval" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text.splitlines()[0])
+
+
+def test_the_line_is_what_json_dumps_would_write() -> None:
+    """The encoder made once for every line writes the same bytes as json.dumps."""
+    events = [
+        {"event": "hook.output", "line": 'naïve "quoted"\n\ttab', "stream": "stdout"},
+        {"event": "x", "n": None, "ok": True, "f": 1.5, "big": 10**30, "nan": float("nan")},
+        {"event": "x", "nested": {"list": [1, "two", {"three": 3}], "tuple": (4, 5)}},
+        {"event": "x", "path": Path("/var/lib/spotwatch"), "error": OSError(5, "I/O")},
+    ]
+    for event in events:
+        assert logs._encode(dict(event)) == json.dumps(event, default=repr)
