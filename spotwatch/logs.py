@@ -42,7 +42,7 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelName(level.upper())
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=out),  # one write() per line
         cache_logger_on_first_use=False,
     )
 

@@ -144,10 +144,15 @@ def run_hooks(
         inherited=tuple(_close_inheritable()),
         posix_spawn=_posix_spawn_fits() and _names_fit(env),
         poller=select.poll(),
+        # Opened once: each spawned hook gets it as stdin by dup2, no open() of its own.
+        devnull=os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC),
     )
-    return _run_all(
-        hooks, env, run, deadline_mono, hook_timeout, deadline_margin, should_stop, on_finish
-    )
+    try:
+        return _run_all(
+            hooks, env, run, deadline_mono, hook_timeout, deadline_margin, should_stop, on_finish
+        )
+    finally:
+        os.close(run.devnull)
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,7 @@ class _Run:
     inherited: tuple[tuple[int, int], ...]
     posix_spawn: bool  # whether hooks start with os.posix_spawn; see _posix_spawn_fits
     poller: select.poll
+    devnull: int
 
 
 def _run_all(
@@ -301,7 +307,7 @@ def _run_one(
     try:
         proc: Any
         if run.posix_spawn:
-            proc = _Spawned(path, env, run.inherited)
+            proc = _Spawned(path, env, run.devnull, run.inherited)
         else:
             proc = subprocess.Popen(
                 [path],
@@ -422,7 +428,11 @@ class _Spawned:
     runner uses: pid, returncode, stdout, stderr, poll(), wait(), send_signal()."""
 
     def __init__(
-        self, path: str, env: Mapping[str, str], inherited: Sequence[tuple[int, int]] = ()
+        self,
+        path: str,
+        env: Mapping[str, str],
+        stdin: int,
+        inherited: Sequence[tuple[int, int]] = (),
     ) -> None:
         # Names os.posix_spawn lets through and Popen refuses ("=X") never get here:
         # run_hooks checks the environment once and leaves such a run to Popen.
@@ -434,7 +444,7 @@ class _Spawned:
                 [path],
                 env,
                 file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, stdin, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
                     (os.POSIX_SPAWN_DUP2, err_w, 2),
                     *inherited,
