@@ -500,10 +500,11 @@ def test_on_wait_runs_every_wait_tick_while_a_hook_runs(hooks_dir: Path) -> None
         wait_tick=0.1,
     )
     assert [r.outcome for r in results] == [OK]
-    gaps = [later - earlier for earlier, later in zip(calls, calls[1:])]
-    assert len(calls) >= 5, calls
-    # 0.1 s asked for; a whole second (the ceiling) would mean wait_tick was ignored.
-    assert max(gaps) < 0.6, gaps
+    gaps = sorted(later - earlier for earlier, later in zip(calls, calls[1:]))
+    # 0.1 s asked for, about 15 calls; the one-second ceiling would give two or three.
+    # The median, not the max: a loaded machine may delay one wake-up.
+    assert len(calls) >= 6, calls
+    assert gaps[len(gaps) // 2] < 0.5, gaps
 
 
 def test_describe_status() -> None:
