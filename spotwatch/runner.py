@@ -132,6 +132,16 @@ def run_hooks(
     # poller: one poll set for the run; each hook adds its pipes and pidfd, then
     # removes them. poll() itself, not selectors' wrapper: with three descriptors
     # it is the cheapest, and it is on the path between one hook and the next.
+    # devnull: opened once; each spawned hook gets it as stdin by dup2, no open()
+    # of its own. Without it (a chroot with no /dev/null) hooks start with Popen,
+    # which then fails each hook with a clear reason instead of failing the run.
+    spawn = _posix_spawn_fits() and _names_fit(env)
+    devnull = -1
+    if spawn:
+        try:
+            devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            spawn = False
     run = _Run(
         log=log,
         clock=clock,
@@ -142,17 +152,17 @@ def run_hooks(
         on_wait=on_wait,
         wait_tick=WAIT_TICK if wait_tick is None else max(0.01, min(WAIT_TICK, wait_tick)),
         inherited=tuple(_close_inheritable()),
-        posix_spawn=_posix_spawn_fits() and _names_fit(env),
+        posix_spawn=spawn,
         poller=select.poll(),
-        # Opened once: each spawned hook gets it as stdin by dup2, no open() of its own.
-        devnull=os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC),
+        devnull=devnull,
     )
     try:
         return _run_all(
             hooks, env, run, deadline_mono, hook_timeout, deadline_margin, should_stop, on_finish
         )
     finally:
-        os.close(run.devnull)
+        if devnull >= 0:
+            os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -170,7 +180,7 @@ class _Run:
     inherited: tuple[tuple[int, int], ...]
     posix_spawn: bool  # whether hooks start with os.posix_spawn; see _posix_spawn_fits
     poller: select.poll
-    devnull: int
+    devnull: int  # -1 unless posix_spawn
 
 
 def _run_all(

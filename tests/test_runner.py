@@ -507,6 +507,22 @@ def test_on_wait_runs_every_wait_tick_while_a_hook_runs(hooks_dir: Path) -> None
     assert gaps[len(gaps) // 2] < 0.5, gaps
 
 
+def test_a_run_leaves_no_descriptor_open(hooks_dir: Path) -> None:
+    """Pipes, pidfds and the run's /dev/null are all closed, whatever the outcome."""
+    before = set(os.listdir("/proc/self/fd"))
+    results = run(
+        [
+            sh(hooks_dir, "10-ok", "echo out; echo err >&2\n"),
+            sh(hooks_dir, "20-fails", "exit 3\n"),
+            sh(hooks_dir, "30-hangs", "exec sleep 30\n"),
+        ],
+        hook_timeout=0.5,
+        kill_grace=0.5,
+    )
+    assert [r.outcome for r in results] == [OK, FAILED, TIMED_OUT]
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
 def test_describe_status() -> None:
     assert describe_status(0) == "exit 0"
     assert describe_status(3) == "exit 3"
