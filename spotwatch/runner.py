@@ -344,9 +344,15 @@ def _run_one(
             hook.name, path, started_wall, wall_clock(), ERROR, None, None, description
         )
 
-    started_callback(proc.pid)
-    session = _Session(proc, hook.name, run)
+    # From here until the session's finally, an exception (Ctrl-C lands anywhere)
+    # must not leave the hook running unwatched.
     try:
+        session = _Session(proc, hook.name, run)
+    except BaseException:
+        _kill_unwatched(proc)
+        raise
+    try:
+        started_callback(proc.pid)
         timed_out = not session.run_until(started + timeout, clock)
         if timed_out:
             log.warning(
@@ -417,6 +423,21 @@ def _run_one(
     )
 
 
+def _kill_unwatched(proc: Any) -> None:
+    """SIGKILL a hook interrupted before its session began, reap it, close its pipes."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        pass
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def _posix_spawn_fits() -> bool:
     """posix_spawn cannot chdir, so it starts hooks only where we already are in
     HOOK_CWD (the daemon moves there at start; systemd starts services there).
@@ -448,29 +469,38 @@ class _Spawned:
         # run_hooks checks the environment once and leaves such a run to Popen.
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        try:
-            self.pid = os.posix_spawn(
-                path,
-                [path],
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, stdin, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                    *inherited,
-                ],
-                setsid=True,
-            )
-        except BaseException:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
+        self.pid = 0
         self.returncode: int | None = None
-        self.stdout = open(out_r, "rb", buffering=0)  # noqa: SIM115 - closed by the session
-        self.stderr = open(err_r, "rb", buffering=0)  # noqa: SIM115
+        self.stdout: Any = None
+        self.stderr: Any = None
+        try:
+            try:
+                self.pid = os.posix_spawn(
+                    path,
+                    [path],
+                    env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, stdin, 0),
+                        (os.POSIX_SPAWN_DUP2, out_w, 1),
+                        (os.POSIX_SPAWN_DUP2, err_w, 2),
+                        *inherited,
+                    ],
+                    setsid=True,
+                )
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            self.stdout = open(out_r, "rb", buffering=0)  # noqa: SIM115 - closed by the session
+            self.stderr = open(err_r, "rb", buffering=0)  # noqa: SIM115
+        except BaseException:
+            # A failed spawn, or Ctrl-C just after one: no hook may run on unwatched.
+            if self.pid:
+                _kill_unwatched(self)
+            if self.stdout is None:
+                os.close(out_r)
+            if self.stderr is None:
+                os.close(err_r)
+            raise
 
     def poll(self) -> int | None:
         if self.returncode is None:

@@ -523,6 +523,40 @@ def test_a_run_leaves_no_descriptor_open(hooks_dir: Path) -> None:
     assert set(os.listdir("/proc/self/fd")) <= before
 
 
+def test_an_interrupt_just_after_the_spawn_kills_the_hook_and_closes_its_pipes(
+    hooks_dir: Path, spawn_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C between the spawn and the session that watches the hook (here: while
+    the posix_spawn path opens the pipes, or the session is made) leaves nothing behind."""
+    import spotwatch.runner as runner_module
+
+    pids: list[int] = []
+    if spawn_mode == "posix_spawn":
+        real_spawn = os.posix_spawn
+
+        def spawn(*args: Any, **kwargs: Any) -> int:
+            pids.append(real_spawn(*args, **kwargs))
+            return pids[-1]
+
+        def interrupted_open(*args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(os, "posix_spawn", spawn)
+        monkeypatch.setattr(runner_module, "open", interrupted_open, raising=False)
+    else:
+        def interrupted_session(proc: Any, *args: Any) -> Any:
+            pids.append(proc.pid)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runner_module, "_Session", interrupted_session)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(KeyboardInterrupt):
+        run([sh(hooks_dir, "10-hang", "exec sleep 300\n")])
+    assert len(pids) == 1
+    assert gone(pids[0])
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
 def test_describe_status() -> None:
     assert describe_status(0) == "exit 0"
     assert describe_status(3) == "exit 3"
@@ -599,22 +633,30 @@ from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from spotwatch.hooks import Hook
 from spotwatch.runner import run_hooks
-path = Path(sys.argv[1])
+path, marker, hold = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "hold"
+def on_start(hook):
+    marker.write_text("on_start")
+    if hold:  # the runner just after the spawn, where Ctrl-C once leaked the hook
+        time.sleep(300)
 run_hooks([Hook(path.name, path)], {"PATH": "/usr/bin:/bin"}, deadline_mono=None,
-          hook_timeout=300)
+          hook_timeout=300, on_start=on_start)
 """
 
 
-def test_ctrl_c_in_the_runner_kills_the_running_hook(hooks_dir: Path, tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
+@pytest.mark.parametrize("hold", ["run", "hold"], ids=["while it runs", "in on_start"])
+def test_ctrl_c_in_the_runner_kills_the_running_hook(
+    hooks_dir: Path, tmp_path: Path, hold: str
+) -> None:
+    pidfile, marker = tmp_path / "pid", tmp_path / "on_start"
     hook = sh(hooks_dir, "10-hang", f"echo $$ > {pidfile}\nexec sleep 300\n")
     proc = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_RUNNER, str(hook.path)],
+        [sys.executable, "-c", INTERRUPTED_RUNNER, str(hook.path), str(marker), hold],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
         hook_pid = read_pid(pidfile)
+        assert wait_for(marker.exists)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     finally:
