@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -39,7 +42,10 @@ def moto_server() -> Iterator[str]:
     ``spotwatch`` subprocesses talk to it over real HTTP.
     """
     from moto.server import ThreadedMotoServer
+    from moto.sqs.models import SQSBackend
 
+    original_receive = SQSBackend.receive_message
+    SQSBackend.receive_message = _atomic_receive(original_receive)  # type: ignore[method-assign]
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -47,6 +53,35 @@ def moto_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+        SQSBackend.receive_message = original_receive  # type: ignore[method-assign]
+
+
+def _atomic_receive(receive: Callable[..., Any]) -> Callable[..., Any]:
+    """SQS's ReceiveMessage as SQS does it: one message goes to one of two concurrent
+    receivers. moto checks a message's visibility and marks it received without a
+    lock, so two server threads can hand out the same message (seen with two
+    watchers on one queue under load). Here each receive looks and marks under one
+    lock, and a long poll waits outside it."""
+    lock = threading.Lock()
+
+    def atomic_receive(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        end = time.monotonic() + (wait_seconds_timeout or 0)
+        while True:
+            with lock:
+                result = receive(self, queue_name, count, 0, *args, **kwargs)
+            remaining = end - time.monotonic()
+            if result or remaining <= 0:
+                return result
+            self.get_queue(queue_name).wait_for_messages(min(remaining, 1.0))
+
+    return atomic_receive
 
 
 @pytest.fixture
