@@ -79,6 +79,8 @@ class HookResult:
 
 def describe_status(returncode: int) -> str:
     """``exit 3`` or ``killed by SIGKILL``, from a Popen returncode."""
+    if returncode == 0:
+        return "exit 0"
     if returncode < 0:
         return f"killed by {signal_name(-returncode)}"
     return f"exit {returncode}"
@@ -433,6 +435,19 @@ def _kill_unwatched(proc: Any) -> None:
         proc.wait(timeout=1.0)
     except subprocess.TimeoutExpired:
         pass
+    _close_pipes(proc)
+
+
+def _pipe_fds(proc: Any) -> tuple[int, int]:
+    if getattr(proc, "raw_pipes", False):
+        return proc.out_fd, proc.err_fd
+    return proc.stdout.fileno(), proc.stderr.fileno()
+
+
+def _close_pipes(proc: Any) -> None:
+    if getattr(proc, "raw_pipes", False):
+        proc.close_pipes()
+        return
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
@@ -456,7 +471,11 @@ class _Spawned:
     """A hook started with os.posix_spawn (vfork-like in glibc, on Python 3.9 too):
     stdin /dev/null, stdout and stderr to pipes, its own session. It runs in the
     daemon's cwd, so only used when that is HOOK_CWD. The quacks of Popen the
-    runner uses: pid, returncode, stdout, stderr, poll(), wait(), send_signal()."""
+    runner uses: pid, returncode, poll(), wait(), send_signal(); its pipes are
+    plain descriptors (out_fd, err_fd), no file objects: nothing reads them but
+    the session's poll loop, with os.read."""
+
+    raw_pipes = True  # Popen's pipes are file objects
 
     def __init__(
         self,
@@ -471,8 +490,7 @@ class _Spawned:
         err_r, err_w = os.pipe()
         self.pid = 0
         self.returncode: int | None = None
-        self.stdout: Any = None
-        self.stderr: Any = None
+        self.out_fd, self.err_fd = out_r, err_r
         try:
             try:
                 self.pid = os.posix_spawn(
@@ -490,17 +508,19 @@ class _Spawned:
             finally:
                 os.close(out_w)
                 os.close(err_w)
-            self.stdout = open(out_r, "rb", buffering=0)  # noqa: SIM115 - closed by the session
-            self.stderr = open(err_r, "rb", buffering=0)  # noqa: SIM115
         except BaseException:
             # A failed spawn, or Ctrl-C just after one: no hook may run on unwatched.
             if self.pid:
                 _kill_unwatched(self)
-            if self.stdout is None:
-                os.close(out_r)
-            if self.stderr is None:
-                os.close(err_r)
+            else:
+                self.close_pipes()
             raise
+
+    def close_pipes(self) -> None:
+        for fd in (self.out_fd, self.err_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.out_fd = self.err_fd = -1
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -644,14 +664,17 @@ class _Session:
         self.lines: collections.deque[OutputLine] = collections.deque(maxlen=KEPT_LINES)
         self.poller = run.poller  # shared by the run's hooks, one at a time
         self.exit_seen = False
-        self.streams: dict[int, tuple[str, _LineSplitter]] = {}
-        for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-            assert pipe is not None
-            # Left blocking: we only read after poll() says there are bytes or EOF,
-            # and we are the pipe's only reader (our end is close-on-exec).
-            fd = pipe.fileno()
-            self.poller.register(fd, select.POLLIN)
-            self.streams[fd] = (stream, _LineSplitter())
+        # fd -> "stdout"/"stderr" while open; a splitter only once bytes come:
+        # most hooks print nothing on at least one of them.
+        self.streams: dict[int, str] = {}
+        self.splitters: dict[int, _LineSplitter] = {}
+        out_fd, err_fd = _pipe_fds(proc)
+        # Left blocking: we only read after poll() says there are bytes or EOF,
+        # and we are the pipe's only reader (our end is close-on-exec).
+        self.poller.register(out_fd, select.POLLIN)
+        self.streams[out_fd] = "stdout"
+        self.poller.register(err_fd, select.POLLIN)
+        self.streams[err_fd] = "stderr"
         self.pidfd: int | None = None
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
@@ -763,9 +786,7 @@ class _Session:
         for fd in list(self.streams):
             self._finish_stream(fd)
         self._unregister_pidfd()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        _close_pipes(self.proc)
 
     def _unregister_pidfd(self) -> None:
         if self.pidfd is not None:
@@ -788,8 +809,8 @@ class _Session:
                 self._unregister_pidfd()
                 self.exit_seen = True
                 continue
-            entry = self.streams.get(fd)
-            if entry is None:
+            stream = self.streams.get(fd)
+            if stream is None:
                 continue
             if not events & _READABLE:
                 # Linux reports a pipe with no writers left and nothing in it as
@@ -803,16 +824,21 @@ class _Session:
             except OSError:
                 data = b""
             if data:
-                self._emit(entry[0], entry[1].feed(data))
+                splitter = self.splitters.get(fd)
+                if splitter is None:
+                    splitter = self.splitters[fd] = _LineSplitter()
+                self._emit(stream, splitter.feed(data))
             else:
                 self._finish_stream(fd)
 
     def _finish_stream(self, fd: int) -> None:
-        stream, splitter = self.streams.pop(fd)
+        stream = self.streams.pop(fd)
         self.poller.unregister(fd)
-        lines = splitter.feed(b"", final=True)
-        if lines:
-            self._emit(stream, lines)
+        splitter = self.splitters.pop(fd, None)
+        if splitter is not None:
+            lines = splitter.feed(b"", final=True)
+            if lines:
+                self._emit(stream, lines)
 
     def _emit(self, stream: str, lines: list[str]) -> None:
         for text in lines:
