@@ -37,14 +37,47 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         processors = [render_json_line]
     else:
         processors = [add_level_and_timestamp, structlog.dev.ConsoleRenderer(colors=out.isatty())]
+    min_level = logging.getLevelName(level.upper())
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelName(level.upper())
-        ),
+        wrapper_class=_json_bound_logger(min_level)
+        if chosen == "json"
+        else structlog.make_filtering_bound_logger(min_level),
         logger_factory=structlog.WriteLoggerFactory(file=out),  # one write() per line
         cache_logger_on_first_use=False,
     )
+
+
+_LEVELS = (("debug", 10), ("info", 20), ("warning", 30), ("error", 40), ("critical", 50))
+
+
+def _json_bound_logger(min_level: int) -> type:
+    """structlog's filtering bound logger, with a direct path for the JSON chain:
+    while the processors are exactly ``[render_json_line]`` (not, say, swapped by
+    structlog.testing.capture_logs), an event is one dict, one render and one
+    write, with the same line as the general path. Two events per hook lie on
+    the path from one hook to the next; the general path costs a few more calls."""
+    base = structlog.make_filtering_bound_logger(min_level)
+    methods = {
+        name: _direct_method(name, getattr(base, name))
+        for name, number in _LEVELS
+        if number >= min_level
+    }
+    return type("JsonBoundLogger", (base,), methods)
+
+
+def _direct_method(name: str, general: Callable[..., Any]) -> Callable[..., Any]:
+    def method(self: Any, event: str, *args: Any, **kw: Any) -> Any:
+        processors = self._processors
+        if args or len(processors) != 1 or processors[0] is not render_json_line:
+            return general(self, event, *args, **kw)
+        # The order structlog gives the fields: bound context, the call's, event.
+        event_dict = {**self._context, **kw}
+        event_dict["event"] = event
+        return getattr(self._logger, name)(render_json_line(self._logger, name, event_dict))
+
+    method.__name__ = name
+    return method
 
 
 def add_level_and_timestamp(logger: Any, method_name: str, event_dict: Any) -> Any:

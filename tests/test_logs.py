@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 
 from spotwatch import logs
 
@@ -108,3 +110,41 @@ def test_the_line_is_what_json_dumps_would_write() -> None:
     ]
     for event in events:
         assert logs._encode(dict(event)) == json.dumps(event, default=repr)
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error", "critical"])
+def test_the_direct_json_path_writes_what_structlog_s_general_path_writes(
+    level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSON logger's shortcut and structlog's processor chain give the same line,
+    key order included (the timestamp pinned so the two can be compared)."""
+    monkeypatch.setattr(logs, "utc_timestamp", lambda epoch: "2026-11-26T08:00:00.000000Z")
+    lines = {}
+    for path in ("direct", "general"):
+        out = io.StringIO()
+        logs.configure("json", "debug", stream=out)
+        if path == "general":
+            structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(10))
+        log = logs.get_logger(component="test").bind(run=7)
+        getattr(log, level)("hook.finished", hook="10-a", exit_code=None, duration=0.25)
+        log.info("interpolated %s", "once")  # positional arguments take the general path
+        lines[path] = out.getvalue()
+    assert lines["direct"] == lines["general"]
+    first, second = lines["direct"].splitlines()
+    assert list(json.loads(first)) == [
+        "component", "run", "hook", "exit_code", "duration", "event", "level", "timestamp"
+    ]
+    assert json.loads(first)["level"] == level
+    assert json.loads(second)["event"] == "interpolated once"
+
+
+def test_captured_logs_still_see_json_configured_events() -> None:
+    """structlog.testing.capture_logs swaps the processors: the shortcut steps aside."""
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    log = logs.get_logger()
+    with structlog.testing.capture_logs() as captured:
+        log.info("hook.started", hook="10-a")
+        log.debug("not.shown")
+    assert captured == [{"event": "hook.started", "hook": "10-a", "log_level": "info"}]
+    assert out.getvalue() == ""
