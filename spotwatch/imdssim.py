@@ -543,13 +543,14 @@ def main(argv: list[str] | None = None) -> int:
         sim.schedule_notice(args.action, at, format_time(at + args.lead))
     if args.rebalance_in is not None:
         sim.schedule_rebalance(now + args.rebalance_in)
-    print(sim.url, flush=True)
     done = threading.Event()
 
     def _on_term(signum: int, frame: FrameType | None) -> None:
         done.set()
 
+    # Before the URL is printed: whoever reads it may send SIGTERM at once.
     signal.signal(signal.SIGTERM, _on_term)
+    print(sim.url, flush=True)
     try:
         while not done.wait(0.5):
             pass
