@@ -572,14 +572,14 @@ def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
     import spotwatch.runner as runner_module
 
     calls = {"n": 0}
-    real_popen = subprocess.Popen
+    real_popen = runner_module._PopenHook
     real_spawned = runner_module._Spawned
 
-    def popen_once_bad(*args: Any, **kwargs: Any) -> Any:
+    def popen_once_bad(path: str, env: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 1:
-            kwargs["env"] = {**kwargs["env"], "BAD": "nul\0byte"}
-        return real_popen(*args, **kwargs)
+            env = {**env, "BAD": "nul\0byte"}
+        return real_popen(path, env)
 
     def spawned_once_bad(path: str, env: Any, *rest: Any) -> Any:
         calls["n"] += 1
@@ -588,7 +588,7 @@ def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
         return real_spawned(path, env, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(subprocess, "Popen", popen_once_bad)
+        mp.setattr(runner_module, "_PopenHook", popen_once_bad)
         mp.setattr(runner_module, "_Spawned", spawned_once_bad)
         results = run(hooks)
     assert results[0].outcome == ERROR and "could not start" in results[0].description
@@ -667,6 +667,60 @@ def test_ctrl_c_in_the_runner_kills_the_running_hook(
         proc.stderr.close()
     assert proc.returncode != 0
     assert wait_for(lambda: gone(hook_pid), 10)
+
+
+class _RecordingPoll:
+    """select.poll() that records what each poll() call returned, and what was registered."""
+
+    def __init__(self) -> None:
+        import select
+
+        self._poll = select.poll()
+        self.registered: list[int] = []
+        self.results: list[list[tuple[int, int]]] = []
+
+    def register(self, fd: int, events: int) -> None:
+        self.registered.append(fd)
+        self._poll.register(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        self._poll.unregister(fd)
+
+    def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+        result = self._poll.poll(timeout)
+        self.results.append(result)
+        return result
+
+
+def test_only_the_exit_wakes_the_runner_not_the_end_of_the_pipes(
+    hooks_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner keeps the pipes' write ends until the hook has exited: a hook that
+    closes its output (or exits, which closes it a moment before the exit is seen)
+    does not wake the runner with an end of file; the pidfd does, once."""
+    import select
+    import types
+
+    import spotwatch.runner as runner_module
+
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfds on this kernel or Python")
+    recorder = _RecordingPoll()
+    fake_select = types.SimpleNamespace(**vars(select))
+    fake_select.poll = lambda: recorder
+    monkeypatch.setattr(runner_module, "select", fake_select)
+    hook = sh(hooks_dir, "10-closes-early", "echo before\nexec >&- 2>&-\nsleep 0.3\n")
+    begun = time.monotonic()
+    [result] = run([hook])
+    assert time.monotonic() - begun >= 0.3
+    assert result.outcome == OK
+    assert [line.text for line in result.output] == ["before"]
+    pidfd = recorder.registered[2]  # after stdout's and stderr's pipes
+    woken_by_exit = next(
+        i for i, events in enumerate(recorder.results) if any(fd == pidfd for fd, _ in events)
+    )
+    before_exit = recorder.results[:woken_by_exit]
+    assert not any(ev & select.POLLHUP for events in before_exit for _, ev in events), before_exit
 
 
 def test_without_pidfds_exits_and_timeouts_are_still_seen(
