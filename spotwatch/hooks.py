@@ -138,11 +138,29 @@ def default_allowed_uids() -> frozenset[int]:
 def check_hook(path: Path, allowed_uids: frozenset[int] | None = None) -> Rejected | None:
     """Re-check one hook right before it runs: a Rejected if it is no longer runnable.
 
-    One stat: its name passed the rule when it was planned, and if it lost the
-    execute permission os.access would have seen, starting it fails and says so.
+    One stat when all is well: its name passed the rule when it was planned, and
+    if it lost the execute permission os.access would have seen, starting it
+    fails and says so.
     """
     allowed = default_allowed_uids() if allowed_uids is None else allowed_uids
+    try:
+        st = os.stat(path)  # follows symlinks: a link counts as its target
+    except OSError:
+        pass  # the long way says why
+    else:
+        # The usual answer in one step; anything else goes the long way for its reason.
+        mode = st.st_mode
+        if (
+            stat.S_ISREG(mode)
+            and mode & 0o111
+            and not mode & _GROUP_OR_OTHER_WRITE
+            and st.st_uid in allowed
+        ):
+            return None
     return _check_entry(path.name, path, allowed, recheck=True)
+
+
+_GROUP_OR_OTHER_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
 def plan_hooks(directory: Path, allowed_uids: frozenset[int] | None = None) -> HookPlan:

@@ -288,6 +288,27 @@ def test_check_hook_sees_a_hook_that_became_unsafe(hooks_dir: Path) -> None:
     assert check_hook(path) is not None
 
 
+def test_check_hook_gives_the_plans_verdict_for_every_kind_of_entry(hooks_dir: Path) -> None:
+    """The re-check's one-stat answer for a runnable hook, and the long way for the rest."""
+    make_hook(hooks_dir, "10-ok")
+    make_hook(hooks_dir, "20-no-exec", mode=0o644)
+    make_hook(hooks_dir, "30-group-writable", mode=0o775)
+    (hooks_dir / "40-dir").mkdir()
+    (hooks_dir / "50-link").symlink_to(hooks_dir / "10-ok")
+    (hooks_dir / "60-dangling").symlink_to(hooks_dir / "missing")
+    other_owner = frozenset({12345})  # as if root and we were someone else
+    plan = plan_hooks(hooks_dir)
+    verdicts = {r.name: (r.severity, r.reason) for r in plan.rejected}
+    for name in sorted(os.listdir(hooks_dir)):
+        verdict = check_hook(hooks_dir / name)
+        got = None if verdict is None else (verdict.severity, verdict.reason)
+        assert got == verdicts.get(name), name
+        foreign = check_hook(hooks_dir / name, other_owner)
+        if name in ("10-ok", "50-link"):
+            assert foreign is not None and foreign.severity == REFUSED
+            assert "owned by uid" in foreign.reason
+
+
 def test_mode_bits_are_read_from_the_file(hooks_dir: Path) -> None:
     path = make_hook(hooks_dir, "10-ok", mode=0o700)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
