@@ -47,6 +47,8 @@ V2_RETRY_SECONDS = 300.0
 MIN_ATTEMPT_SECONDS = 0.1
 # Belt and braces: even a clock that never moves cannot make get() loop forever.
 MAX_ATTEMPTS = 12
+# A timeout this close to the end of the budget was the budget running out.
+BUDGET_EDGE = 0.01
 
 ADVICE_UNREACHABLE = (
     "check that this runs on EC2 and that IMDS is enabled "
@@ -261,6 +263,16 @@ class ImdsClient:
         try:
             return self._attempt_once(path, call)
         except ImdsError as err:
+            if (
+                err.kind == "timeout"
+                and call.last_error is not None
+                and call.last_error.kind != "timeout"
+                and self._clock() >= call.deadline - BUDGET_EDGE
+            ):
+                # This attempt only had the budget's last moments (its timeouts
+                # are cut to fit): that it ran out says less than what IMDS
+                # answered before, e.g. 500s, so that is what the caller hears.
+                raise call.last_error from None
             call.last_error = err
             raise
 

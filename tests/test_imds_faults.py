@@ -85,6 +85,24 @@ def test_persistent_faults_end_within_the_budget_with_their_kind(
 
 
 @pytest.mark.timeout(30)
+def test_a_timeout_at_the_end_of_the_budget_does_not_hide_the_500s_before_it(
+    sim: ImdsSimulator,
+) -> None:
+    """The last retry gets what is left of the budget; when that runs out mid-answer
+    (here a hang; on a loaded machine, a slow answer), the caller still hears what
+    IMDS said before: the 500s, not a timeout of our own making."""
+    sim.inject("500", count=2, path=INSTANCE_ACTION_PATH)
+    sim.inject("hang", count=None, path=INSTANCE_ACTION_PATH)
+    started = time.monotonic()
+    with pytest.raises(ImdsError) as caught:
+        make_client(sim, read_timeout=5.0, budget=1.0).get(INSTANCE_ACTION_PATH)
+    assert time.monotonic() - started < 1.0 + SLACK
+    assert caught.value.kind == "server-error"
+    assert "500" in caught.value.detail
+    assert [r.fault for r in sim.requests(INSTANCE_ACTION_PATH)] == ["500", "500", "hang"]
+
+
+@pytest.mark.timeout(30)
 def test_one_hang_is_a_timeout_then_a_retry_succeeds(sim: ImdsSimulator) -> None:
     sim.inject("hang", count=1, path=INSTANCE_ACTION_PATH)
     started = time.monotonic()

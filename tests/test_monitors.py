@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
+import spotwatch.imds as imds_module
 from spotwatch.imds import ImdsClient, ImdsError
 from spotwatch.imdssim import ImdsSimulator
 from spotwatch.monitors import (
@@ -260,8 +261,13 @@ def sim() -> Iterator[ImdsSimulator]:
 
 
 @pytest.fixture
-def client(sim: ImdsSimulator) -> Iterator[ImdsClient]:
-    with ImdsClient(sim.url, connect_timeout=0.5, read_timeout=0.5, budget=1.0) as imds:
+def client(sim: ImdsSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[ImdsClient]:
+    """One attempt per read, with time to spare. Retries and their budget are the
+    client's business (tests/test_imds.py). With retries, the last one gets what is
+    left of the budget, as little as 0.1 s, and on a loaded machine it timed out:
+    the monitor then rightly reported a timeout, not the 500 the test set up."""
+    monkeypatch.setattr(imds_module, "MAX_ATTEMPTS", 1)
+    with ImdsClient(sim.url, connect_timeout=5.0, read_timeout=5.0, budget=10.0) as imds:
         yield imds
 
 
