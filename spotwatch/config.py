@@ -20,6 +20,8 @@ DEFAULT_HOOKS_DIR = "/etc/spotwatch/hooks.d"
 DEFAULT_STATE_DIR = "/var/lib/spotwatch"
 DEFAULT_HOOK_TIMEOUT = 60.0
 DEFAULT_DEADLINE_MARGIN = 10.0
+DEFAULT_HOOK_OUTPUT_HEAD = 100
+DEFAULT_HOOK_OUTPUT_TAIL = 100
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -38,6 +40,10 @@ class RunConfig:
     on_rebalance: bool = False
     log_format: str | None = None  # None: console on a TTY, JSON otherwise
     log_level: str = "info"
+    # Chatty hooks (issue 14): lines of one hook's output logged as they come, and
+    # the last ones logged when it ends; the rest are counted, not logged.
+    hook_output_head: int = DEFAULT_HOOK_OUTPUT_HEAD
+    hook_output_tail: int = DEFAULT_HOOK_OUTPUT_TAIL
 
 
 def env_name(flag: str) -> str:
@@ -64,6 +70,17 @@ def boolean(text: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
+
+
+def count(text: str) -> int:
+    """A whole number, 0 or more."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def url(text: str) -> str:
@@ -93,6 +110,9 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "--on-rebalance": (boolean, "on_rebalance"),
     "--log-format": (choice(LOG_FORMATS), "log_format"),
     "--log-level": (choice(LOG_LEVELS), "log_level"),
+    # Chatty hooks (issue 14).
+    "--hook-output-head": (count, "hook_output_head"),
+    "--hook-output-tail": (count, "hook_output_tail"),
 }
 
 RUN_FLAGS = tuple(_FIELDS)

@@ -6,6 +6,7 @@ Imports only what the idle daemon needs: requests, structlog, tenacity. Never bo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 
@@ -79,7 +80,11 @@ def build_watcher(
         stop=stop,
         notifier=Notifier(),
         plan=hooks.plan_hooks,
-        runner=runner.run_hooks,
+        runner=functools.partial(
+            runner.run_hooks,
+            output_head=config.hook_output_head,
+            output_tail=config.hook_output_tail,
+        ),
         hook_environment=hooks.hook_environment,
         fault_types=(ImdsError,),
         environ=environ,

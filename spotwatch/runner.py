@@ -3,7 +3,11 @@
 Each hook runs with argv ``[path]``, stdin ``/dev/null``, cwd ``/`` (so it never
 depends on or pins the daemon's working directory), its own session and
 process group, and only the file descriptors 0-2. Every line it prints on
-stdout or stderr is logged as ``hook.output`` as it arrives. Past its time the
+stdout or stderr is logged as ``hook.output`` as it arrives, up to a bound: past
+its first ``output_head`` lines only the last ``output_tail`` are kept, logged
+when it ends after one ``hook.output_truncated`` event counting what was left
+out, so a chatty hook cannot push spotwatch's own events past journald's rate
+limit (its default: 10,000 messages per 30 s per service). Past its time the
 whole process group gets SIGTERM, then SIGKILL after ``kill_grace`` (never past
 the deadline). A failing, timed-out or unstartable hook never stops the next.
 
@@ -45,6 +49,8 @@ REAP_WAIT = 5.0  # after SIGKILL; only a process stuck in the kernel outlives it
 AFTER_KILL_DRAIN = 0.5
 HOOK_CWD = "/"
 WAIT_TICK = 1.0  # seconds: on_wait runs at least this often while a hook runs
+OUTPUT_HEAD = 100  # lines of one hook's output logged as they come...
+OUTPUT_TAIL = 100  # ...and the last lines, logged when it ends
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,8 @@ def run_hooks(
     allowed_uids: frozenset[int] | None = None,
     on_wait: Callable[[], None] | None = None,
     wait_tick: float | None = None,
+    output_head: int = OUTPUT_HEAD,
+    output_tail: int = OUTPUT_TAIL,
 ) -> list[HookResult]:
     """Run ``hooks`` in order; return one result per hook whose turn came.
 
@@ -124,7 +132,8 @@ def run_hooks(
     while a hook runs: the daemon pings the systemd watchdog from it, so a
     long hook is not mistaken for a hung daemon. The daemon passes half its
     ping interval, so a ping that just missed being due goes out half an
-    interval later, not a whole one.
+    interval later, not a whole one. ``output_head`` and ``output_tail`` bound
+    what one hook puts in the log (see the module's description).
     """
     # Bound once: structlog's lazy proxy would look the configuration up again
     # on every event, and there are two or more events per hook.
@@ -157,6 +166,8 @@ def run_hooks(
         posix_spawn=spawn,
         poller=select.poll(),
         devnull=devnull,
+        output_head=max(0, output_head),
+        output_tail=max(0, output_tail),
     )
     try:
         return _run_all(
@@ -183,6 +194,8 @@ class _Run:
     posix_spawn: bool  # whether hooks start with os.posix_spawn; see _posix_spawn_fits
     poller: select.poll
     devnull: int  # -1 unless posix_spawn
+    output_head: int = OUTPUT_HEAD
+    output_tail: int = OUTPUT_TAIL
 
 
 def _run_all(
@@ -685,6 +698,12 @@ class _Session:
         self.wall_clock = run.wall_clock
         self.pgid = proc.pid  # start_new_session: the hook leads its own group
         self.lines: collections.deque[OutputLine] = collections.deque(maxlen=KEPT_LINES)
+        # Lines this hook may still log as they come; past them, the last
+        # output_tail wait in `held` (made only then) and the rest are counted.
+        self.head_left = self.head_limit = run.output_head
+        self.output_tail = run.output_tail
+        self.held: collections.deque[tuple[str, str]] | None = None
+        self.dropped = 0
         self.poller = run.poller  # shared by the run's hooks, one at a time
         self.exit_seen = False
         # fd -> "stdout"/"stderr" while open; a splitter only once bytes come:
@@ -815,6 +834,8 @@ class _Session:
             self._finish_stream(fd)
         self._unregister_pidfd()
         self.proc.close_pipes()
+        if self.held is not None:
+            self._log_held()
 
     def _unregister_pidfd(self) -> None:
         if self.pidfd is not None:
@@ -873,4 +894,33 @@ class _Session:
     def _emit(self, stream: str, lines: list[str]) -> None:
         for text in lines:
             self.lines.append(OutputLine(stream, text, self.wall_clock()))
+            if self.head_left > 0:
+                self.head_left -= 1
+                self.log.info("hook.output", hook=self.name, stream=stream, line=text)
+            else:
+                self._hold(stream, text)
+
+    def _hold(self, stream: str, text: str) -> None:
+        held = self.held
+        if held is None:
+            held = self.held = collections.deque(maxlen=self.output_tail)
+        if len(held) == self.output_tail:
+            self.dropped += 1  # the oldest held line (or, with no tail, this one) goes
+        held.append((stream, text))
+
+    def _log_held(self) -> None:
+        held = self.held or ()
+        if self.dropped:
+            self.log.warning(
+                "hook.output_truncated",
+                hook=self.name,
+                lines_left_out=self.dropped,
+                logged_first=self.head_limit,
+                logged_last=len(held),
+                advice="to keep all of a hook's output, have it write to a file "
+                "(e.g. under $LOGS_DIRECTORY); --hook-output-head/--hook-output-tail "
+                "set the bound",
+            )
+        for stream, text in held:
             self.log.info("hook.output", hook=self.name, stream=stream, line=text)
+        self.held = None

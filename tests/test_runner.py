@@ -237,15 +237,66 @@ def test_long_lines_are_split_and_bad_bytes_replaced(hooks_dir: Path) -> None:
     assert results[0].ok
 
 
-def test_kept_output_is_bounded_but_everything_is_logged(hooks_dir: Path) -> None:
+def test_kept_output_is_bounded_and_within_the_log_bound_everything_is_logged(
+    hooks_dir: Path,
+) -> None:
     loop = "i=0\nwhile [ $i -lt 500 ]; do echo line$i; i=$((i+1)); done\n"
     hook = sh(hooks_dir, "10-chatty", loop)
     with capture_logs() as logs:
-        results = run([hook])
+        results = run([hook], output_head=500, output_tail=0)
     assert sum(1 for e in logs if e["event"] == "hook.output") == 500
+    assert not [e for e in logs if e["event"] == "hook.output_truncated"]
     kept = results[0].output
     assert len(kept) == KEPT_LINES
     assert kept[-1].text == "line499" and kept[0].text == f"line{500 - KEPT_LINES}"
+
+
+def test_a_chatty_hook_logs_its_first_and_last_lines_and_a_count_of_the_rest(
+    hooks_dir: Path,
+) -> None:
+    # Both streams: the bound is per hook, not per stream.
+    loop = "i=0\nwhile [ $i -lt 5000 ]; do echo line$i; i=$((i+1)); done\necho bye >&2\n"
+    chatty = sh(hooks_dir, "10-chatty", loop)
+    quiet = sh(hooks_dir, "20-quiet", "echo hello\n")
+    with capture_logs() as logs:
+        results = run([chatty, quiet], output_head=3, output_tail=2)
+    lines = [(e["hook"], e["line"]) for e in logs if e["event"] == "hook.output"]
+    assert lines == [
+        ("10-chatty", "line0"),
+        ("10-chatty", "line1"),
+        ("10-chatty", "line2"),
+        ("10-chatty", "line4999"),
+        ("10-chatty", "bye"),
+        ("20-quiet", "hello"),
+    ]
+    events = [e["event"] for e in logs if e.get("hook") == "10-chatty"]
+    # The count comes before the last lines, and all of it before the hook's end.
+    assert events[-4:] == ["hook.output_truncated", "hook.output", "hook.output", "hook.finished"]
+    note = next(e for e in logs if e["event"] == "hook.output_truncated")
+    assert (note["lines_left_out"], note["logged_first"], note["logged_last"]) == (4996, 3, 2)
+    assert note["log_level"] == "warning"
+    # What the drill shows is not cut by the log bound.
+    assert results[0].output[-1].text == "bye" and len(results[0].output) == KEPT_LINES
+    assert [r.outcome for r in results] == [OK, OK]
+
+
+def test_no_tail_logs_the_first_lines_and_the_count(hooks_dir: Path) -> None:
+    hook = sh(hooks_dir, "10-chatty", "seq 1 50\n")
+    with capture_logs() as logs:
+        run([hook], output_head=10, output_tail=0)
+    logged = [e["line"] for e in logs if e["event"] == "hook.output"]
+    assert logged == [str(i) for i in range(1, 11)]
+    note = next(e for e in logs if e["event"] == "hook.output_truncated")
+    assert (note["lines_left_out"], note["logged_last"]) == (40, 0)
+
+
+def test_output_just_within_head_and_tail_is_all_logged_with_no_count(hooks_dir: Path) -> None:
+    hook = sh(hooks_dir, "10-edge", "seq 1 15\n")
+    with capture_logs() as logs:
+        run([hook], output_head=10, output_tail=5)
+    logged = [e["line"] for e in logs if e["event"] == "hook.output"]
+    assert logged == [str(i) for i in range(1, 16)]
+    assert not [e for e in logs if e["event"] == "hook.output_truncated"]
 
 
 # --- time limits and killing -----------------------------------------------------------

@@ -48,6 +48,19 @@ def add_parser(subparsers: Any) -> None:
     )
     add("--log-format", metavar="json|console", help="default: console on a TTY, else JSON")
     add("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
+    # Chatty hooks (issue 14).
+    add(
+        "--hook-output-head",
+        metavar="N",
+        help="lines of one hook's output logged as they come "
+        f"(default {config.DEFAULT_HOOK_OUTPUT_HEAD})",
+    )
+    add(
+        "--hook-output-tail",
+        metavar="N",
+        help="then only its last N lines, logged when it ends, and a count of the rest "
+        f"(default {config.DEFAULT_HOOK_OUTPUT_TAIL})",
+    )
     parser.set_defaults(func=_main)
 
 
