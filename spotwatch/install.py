@@ -500,7 +500,16 @@ def install(
     """
     use_systemctl = root is None
     root = _need_root(root, "install", system_root)
-    exe = spotwatch_path or find_spotwatch()
+    # Run from the one-file spotwatch (.pyz): its code goes to /opt/spotwatch first.
+    from spotwatch import onefile
+
+    pyz = onefile.running_pyz() if spotwatch_path is None else None
+    code_changed = False
+    if pyz is not None:
+        code_changed = onefile.place(root, pyz, out=out)
+        exe = onefile.WRAPPER_PATH
+    else:
+        exe = spotwatch_path or find_spotwatch()
     items = packaged_items(exe)
     manifest = read_manifest(root)
     disk = read_disk(root, [i.path for i in items] + _enabled_paths(items))
@@ -524,10 +533,18 @@ def install(
         _systemctl(run, "daemon-reload")
         _systemctl(run, "enable", "--now", UNIT_NAME)
         out(f"enabled and started {UNIT_NAME}: see 'systemctl status spotwatch'")
-        if unit_changed:
+        if code_changed and not fresh:
+            # A new version of the one file: a running service still uses the old
+            # one's unpacked code, which is about to go. (A stop lets a running hook
+            # finish; the start resumes what was left.)
+            _systemctl(run, "try-restart", UNIT_NAME)
+            out(f"restarted {UNIT_NAME} (if it was running) to run the new version")
+        elif unit_changed:
             out("the unit changed: 'systemctl restart spotwatch' to use it")
     elif use_systemctl:
         out("next: systemctl daemon-reload && systemctl enable --now spotwatch")
+    if pyz is not None and (not use_systemctl or enable):
+        onefile.prune(root, onefile.build_id(pyz), out)
     out(f"example hooks are disabled: enable one with 'mv NAME{DISABLED} NAME' in {HOOKS_DIR}")
     return 0
 
@@ -558,10 +575,14 @@ def uninstall(
     _remove_empty_dirs(root, [STRICT_DIR, HOOKS_DIR, CONFIG_DIR, "/var/lib/spotwatch"])
     if use_systemctl:
         _systemctl(run, "daemon-reload")
+    from spotwatch import onefile
+
+    # Last: this may be the code that is running now.
+    code_removed = onefile.remove(root, out)
     left = [s for s in steps if s.action == KEEP]
     if left:
         out(f"left {len(left)} file(s) that are yours; remove them by hand if you want")
-    elif not any(s.action == REMOVE for s in steps):
+    elif not code_removed and not any(s.action == REMOVE for s in steps):
         out("nothing to remove: spotwatch is not installed here")
     return 0
 
