@@ -570,6 +570,7 @@ def uninstall(
         if status != 0:
             out(f"warning: 'systemctl disable --now {UNIT_NAME}' failed (exit {status})")
     apply(root, steps, out)
+    _remove_state(root, out)
     write_manifest(root, {s.path: manifest[s.path] for s in steps
                           if s.action == KEEP and s.path in manifest})  # fmt: skip
     _remove_empty_dirs(root, [STRICT_DIR, HOOKS_DIR, CONFIG_DIR, "/var/lib/spotwatch"])
@@ -585,6 +586,18 @@ def uninstall(
     elif not code_removed and not any(s.action == REMOVE for s in steps):
         out("nothing to remove: spotwatch is not installed here")
     return 0
+
+
+def _remove_state(root: Path, out: Callable[[str], None]) -> None:
+    """The hooks journal in the default state directory: spotwatch's, not the operator's
+    (and a later install must not resume an old notice from it)."""
+    from spotwatch.journal import JOURNAL_NAME
+
+    state = target(root, "/var/lib/spotwatch")
+    for entry in sorted(state.glob(f"*{JOURNAL_NAME}*")) if state.is_dir() else []:
+        if entry.name == JOURNAL_NAME or entry.name.startswith(f".{JOURNAL_NAME}."):
+            entry.unlink()
+            out(f"removed {entry}")
 
 
 def _enabled_paths(items: Sequence[Item]) -> list[str]:

@@ -1,0 +1,177 @@
+"""A real systemd in a throwaway container, for the tests marked ``systemd``.
+
+An overlay of ``/`` on a tmpfs, booted with ``systemd-nspawn -b`` and a
+private network (a loopback of its own, no way out). Commands run inside with
+``nsenter`` into its systemd (pid 1 inside), with a clean environment (no HOME,
+a plain PATH), as a unit's would be. Everything written inside lands in the
+tmpfs and is gone after ``close()``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def why_not() -> str | None:
+    """Why the tier cannot run here (one line), or None."""
+    if os.geteuid() != 0:
+        return "not root: booting a systemd container needs root"
+    if shutil.which("systemd-nspawn") is None:
+        return "no systemd-nspawn (Debian package systemd-container)"
+    if shutil.which("nsenter") is None:
+        return "no nsenter (util-linux)"
+    if not any(Path(p).exists() for p in ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")):
+        return "no systemd to boot (Debian package systemd)"
+    try:
+        filesystems = Path("/proc/filesystems").read_text()
+    except OSError:
+        filesystems = ""
+    if "overlay" not in filesystems:
+        subprocess.run(["modprobe", "overlay"], capture_output=True, check=False)
+        if "overlay" not in Path("/proc/filesystems").read_text():
+            return "no overlayfs in this kernel"
+    return None
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+def _umount(path: Path) -> None:
+    for _ in range(20):
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.25)
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+class Container:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.base: Path | None = None
+        self.root = Path("/nonexistent")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.leader = 0
+        self.console = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".console")[1])
+
+    # -- life ------------------------------------------------------------------------
+
+    def boot(self, timeout: float = 90.0) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(self.base))
+        for sub in ("upper", "work", "root"):
+            (self.base / sub).mkdir()
+        self.root = self.base / "root"
+        _mount(
+            "-t", "overlay", "overlay", "-o",
+            f"lowerdir=/,upperdir={self.base / 'upper'},workdir={self.base / 'work'}",
+            str(self.root),
+        )  # fmt: skip
+        argv = [
+            "systemd-nspawn", "-D", str(self.root), "-b", "--private-network",
+            "--register=no", "--keep-unit", "-M", self.name, "--console=read-only",
+        ]  # fmt: skip
+        # The test's Python and the repository, where they are not on / (the overlay
+        # holds only the root file system).
+        root_dev = os.stat("/").st_dev
+        for path in sorted({sys.prefix, sys.base_prefix, str(Path(__file__).parent.parent)}):
+            if os.stat(path).st_dev != root_dev:
+                argv.append(f"--bind-ro={path}")
+        with open(self.console, "wb") as console:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT
+            )
+        end = time.monotonic() + timeout
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        while not self.leader:
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"systemd-nspawn did not start:\n{self.console_text()}")
+            try:
+                first = children.read_text().split()
+            except OSError:
+                first = []
+            if first:
+                self.leader = int(first[0])
+            else:
+                time.sleep(0.05)
+        # Until systemd inside has started what it starts at boot.
+        while True:
+            state = self.run("systemctl", "is-system-running", "--wait", check=False,
+                             timeout=max(1.0, end - time.monotonic())).stdout.strip()  # fmt: skip
+            if state in ("running", "degraded"):
+                return
+            if time.monotonic() > end:
+                raise RuntimeError(f"the container did not boot ({state}):\n{self.console_text()}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        """Power off and unmount; safe to call after a failed boot, and twice."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self.leader:
+                self.run("systemctl", "poweroff", "--no-block", check=False, timeout=10)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # our systemd-nspawn, by its pid
+                self.proc.wait(timeout=10)
+        self.proc = None
+        if self.base is not None:
+            _umount(self.root)
+            _umount(self.base)
+            try:
+                self.base.rmdir()
+            except OSError:
+                pass
+            self.base = None
+        try:
+            self.console.unlink()
+        except FileNotFoundError:
+            pass
+
+    def console_text(self) -> str:
+        try:
+            return self.console.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    # -- inside ----------------------------------------------------------------------
+
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 60.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside, in a clean environment; its output as text."""
+        full = ["nsenter", "-t", str(self.leader), "-a", "/usr/bin/env", "-i", f"PATH={PATH}",
+                *argv]  # fmt: skip
+        result = subprocess.run(
+            full, capture_output=True, text=True, timeout=timeout, input=input, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(argv)} -> exit {result.returncode}\n"
+                f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-3000:]}"
+            )
+        return result
+
+    @property
+    def upper(self) -> Path:
+        """The overlay's upper layer: what the container changed (deletions are whiteouts)."""
+        assert self.base is not None
+        return self.base / "upper"
+
+    def path(self, inside: str) -> Path:
+        """Where a path inside the container is, seen from here (to read or write files)."""
+        return self.root / inside.lstrip("/")
+
+    def write(self, inside: str, text: str, mode: int = 0o644) -> None:
+        target = self.path(inside)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(mode)

@@ -1,0 +1,396 @@
+"""The real-systemd tier: spotwatch installed from its one file under a real systemd.
+
+One container per session (tests/container.py): systemd boots in an overlay of
+/ with no network; spotwatch is installed the way a user would, from the .pyz,
+by the system python3; the IMDS simulator, a moto server and a webhook
+listener run inside as transient units. The tests run in file order and build
+on each other (install first, uninstall last), in one xdist worker (the
+``xdist_group``; pyproject's ``--dist loadgroup``).
+
+Skipped, with the reason, where a container cannot boot (not root, no
+systemd-nspawn, no overlayfs). Set SPOTWATCH_TEST_PYZ to a built file to skip
+building one (CI builds it first, with tools/build-pyz).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.container import Container, why_not
+
+REPO = Path(__file__).resolve().parent.parent
+_WHY_NOT = why_not()
+
+pytestmark = [
+    pytest.mark.systemd,
+    pytest.mark.xdist_group("systemd"),
+    pytest.mark.skipif(_WHY_NOT is not None, reason=f"systemd tier: {_WHY_NOT}"),
+    pytest.mark.timeout(180),
+]
+
+PY = sys.executable  # the test venv's Python: imdssim, moto, the listener (not spotwatch)
+HOOKS = "/etc/spotwatch/hooks.d"
+UNIT = "spotwatch.service"
+DROPIN = "/etc/systemd/system/spotwatch.service.d/test.conf"
+IMDS_PORT = 1338
+MOTO_PORT = 5000
+WEBHOOK_PORT = 8080
+# The tests' hooks append a word here each time they run (writable under both hardenings).
+RUNS = "/var/log/spotwatch/runs"
+
+TEST_DROPIN = f"""[Service]
+Environment=SPOTWATCH_IMDS_URL=http://127.0.0.1:{IMDS_PORT} SPOTWATCH_INTERVAL=0.5
+Environment=SPOTWATCH_S3_BUCKET=spot-logs SPOTWATCH_SHIP_PATHS=/var/log/app
+Environment=AWS_ENDPOINT_URL=http://127.0.0.1:{MOTO_PORT} AWS_DEFAULT_REGION=us-east-1
+Environment=AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+Environment=SPOTWATCH_WEBHOOK_URL=http://127.0.0.1:{WEBHOOK_PORT}/hook
+"""
+
+LISTENER = f"""
+import http.server
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open("/root/webhook.log", "ab") as out:
+            out.write(body + b"\\n")
+        self.send_response(200)
+        self.end_headers()
+
+http.server.HTTPServer(("127.0.0.1", {WEBHOOK_PORT}), Handler).serve_forever()
+"""
+
+# What a hook can do under the unit's sandbox, one "name=yes/no" line each.
+PROBE = """#!/bin/sh
+out=/var/log/spotwatch/probe
+: > "$out"
+for dir in /usr /etc /srv /root /var/lib/spotwatch /var/log/spotwatch; do
+    if touch "$dir/.probe" 2>/dev/null; then w=yes; rm -f "$dir/.probe"; else w=no; fi
+    echo "write:$dir=$w" >> "$out"
+done
+echo "nonewprivs=$(awk '/^NoNewPrivs/ {print $2}' /proc/self/status)" >> "$out"
+echo "home=${HOME-unset}" >> "$out"
+"""
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+class Box:
+    """The booted container with spotwatch installed, and what the tests need of it."""
+
+    def __init__(self, container: Container) -> None:
+        self.c = container
+        self.imds_runs = 0
+
+    def sh(self, script: str, check: bool = True, timeout: float = 60.0) -> str:
+        return self.c.run("sh", "-c", script, check=check, timeout=timeout).stdout
+
+    def show(self, *props: str) -> dict[str, str]:
+        args = [f"-p{p}" for p in props]
+        text = self.c.run("systemctl", "show", UNIT, *args).stdout
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def events(self) -> list[dict[str, Any]]:
+        """spotwatch's JSON log lines from journalctl -u spotwatch, in order."""
+        text = self.c.run("journalctl", "-u", UNIT, "-o", "cat", "--no-pager").stdout
+        out = []
+        for line in text.splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def journal_text(self) -> str:
+        return self.c.run("journalctl", "-u", UNIT, "-o", "cat", "--no-pager").stdout
+
+    def hooks(self, scripts: dict[str, str]) -> None:
+        """Make the hooks directory hold exactly these hooks (others are parked)."""
+        hooks_dir = self.c.path(HOOKS)
+        parked = self.c.path("/root/parked")
+        parked.mkdir(exist_ok=True)
+        for entry in hooks_dir.iterdir():
+            entry.rename(parked / entry.name)
+        for name, body in scripts.items():
+            self.c.write(f"{HOOKS}/{name}", body, 0o755)
+
+    def runs(self) -> list[str]:
+        try:
+            return self.c.path(RUNS).read_text().split()
+        except FileNotFoundError:
+            return []
+
+    def notice(self) -> int:
+        """A new spot interruption notice (a new simulator); returns how many events
+        the journal held before it, so the caller can look at what came after."""
+        before = len(self.events())
+        self.c.run("systemctl", "stop", "spotwatch-imds-*.service", check=False)
+        self.imds_runs += 1
+        self.c.run(
+            "systemd-run", f"--unit=spotwatch-imds-{self.imds_runs}", "--collect",
+            PY, "-m", "spotwatch.imdssim", "--port", str(IMDS_PORT), "--notice-in", "0.3",
+        )  # fmt: skip
+        return before
+
+    def handled(self, before: int, timeout: float = 45.0) -> list[dict[str, Any]]:
+        """The events since ``before`` once a notice.handled is among them."""
+
+        def done() -> list[dict[str, Any]] | None:
+            new = self.events()[before:]
+            return new if any(e["event"] == "notice.handled" for e in new) else None
+
+        result: list[dict[str, Any]] = wait_until("notice.handled", done, timeout)
+        return result
+
+    def active(self) -> None:
+        wait_until(
+            "the service to be active",
+            lambda: self.show("ActiveState")["ActiveState"] == "active",
+        )
+
+
+@pytest.fixture(scope="session")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    given = os.environ.get("SPOTWATCH_TEST_PYZ")
+    if given:
+        return Path(given)
+    out = tmp_path_factory.mktemp("pyz")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "build-pyz"), "--out-dir", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"tools/build-pyz failed:\n{result.stderr[-3000:]}"
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def container() -> Iterator[Container]:
+    box = Container(f"spotwatch-tier-{uuid.uuid4().hex[:8]}")
+    try:
+        box.boot()
+        yield box
+    finally:
+        box.close()
+
+
+@pytest.fixture(scope="session")
+def box(container: Container, pyz: Path) -> Box:
+    """Services the tests talk to, the test settings, then the one-file install."""
+    b = Box(container)
+    c = container
+    c.write("/root/listener.py", LISTENER)
+    c.run("systemd-run", "--unit=webhook-listener", "--collect", PY, "/root/listener.py")
+    c.run("systemd-run", "--unit=moto", "--collect", PY, "-m", "moto.server",
+          "-H", "127.0.0.1", "-p", str(MOTO_PORT))  # fmt: skip
+    c.write(DROPIN, TEST_DROPIN)
+    c.write("/var/log/app/app.log", "the application's log\n")
+    shutil_copy(pyz, c.path(f"/root/{pyz.name}"))
+    # As a user would, offline: the system python3 runs the file.
+    result = c.run("python3", f"/root/{pyz.name}", "install", timeout=120)
+    b.install_output = result.stdout  # type: ignore[attr-defined]
+    wait_until(
+        "moto",
+        lambda: b.sh(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{MOTO_PORT}/",
+                     check=False) == "200",
+    )  # fmt: skip
+    b.sh(f"curl -sf -X PUT http://127.0.0.1:{MOTO_PORT}/spot-logs")
+    return b
+
+
+def shutil_copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+# -- the tests, in order ---------------------------------------------------------------
+
+
+def test_install_from_the_pyz_writes_enables_and_starts_the_unit(box: Box) -> None:
+    out = box.install_output  # type: ignore[attr-defined]
+    assert "created /etc/systemd/system/spotwatch.service" in out
+    assert "enabled and started spotwatch.service" in out
+    assert box.c.run("systemctl", "is-enabled", UNIT).stdout.strip() == "enabled"
+    box.active()
+    props = box.show("Type", "ExecStart", "MainPID", "StatusText", "NotifyAccess")
+    # Type=notify: systemd calls it active only once the daemon sent READY=1.
+    assert props["Type"] == "notify" and props["NotifyAccess"] == "main"
+    assert "/opt/spotwatch/bin/spotwatch" in props["ExecStart"]
+    wait_until("a watching status", lambda: "watching" in box.show("StatusText")["StatusText"])
+    pid = props["MainPID"]
+    # The system python3 runs the file, with no HOME and no write to a home directory.
+    exe = box.sh(f"readlink /proc/{pid}/exe").strip()
+    assert exe.startswith("/usr/bin/python3"), exe
+    env = box.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    assert "SHIV_ROOT=/opt/spotwatch/lib" in env and "\nHOME=" not in f"\n{env}"
+    assert "spotwatch.started" in {e["event"] for e in box.events()}
+
+
+def test_a_notice_runs_the_example_hooks_under_the_default_hardening(box: Box) -> None:
+    for name in ("50-ship-logs.sh", "90-notify-webhook.sh"):
+        box.c.path(f"{HOOKS}/{name}.disabled").rename(box.c.path(f"{HOOKS}/{name}"))
+    box.c.write(f"{HOOKS}/20-probe", PROBE, 0o755)
+    before = box.notice()
+    new = box.handled(before)
+    finished = {e["hook"]: e["outcome"] for e in new if e["event"] == "hook.finished"}
+    assert finished == {"20-probe": "ok", "50-ship-logs.sh": "ok", "90-notify-webhook.sh": "ok"}
+    probe = box.c.path("/var/log/spotwatch/probe").read_text()
+    # ProtectSystem=full: /usr and /etc read-only; homes, /srv and the state writable.
+    for line in ("write:/usr=no", "write:/etc=no", "write:/srv=yes", "write:/root=yes",
+                 "write:/var/lib/spotwatch=yes", "nonewprivs=1", "home=unset"):  # fmt: skip
+        assert line in probe, probe
+    keys = box.sh(
+        f"{PY} -c \"import boto3; print(' '.join(o['Key'] for o in boto3.client('s3', "
+        f"endpoint_url='http://127.0.0.1:{MOTO_PORT}', region_name='us-east-1', "
+        "aws_access_key_id='t', aws_secret_access_key='t')"
+        ".list_objects_v2(Bucket='spot-logs').get('Contents', [])))\""
+    ).split()
+    assert any(k.endswith("app.log.gz") or "app.log" in k for k in keys), keys
+    posted = box.c.path("/root/webhook.log").read_text().splitlines()
+    assert len(posted) == 1 and "i-" in posted[0], posted
+
+
+def test_a_notice_runs_the_example_hooks_under_the_strict_dropin(box: Box) -> None:
+    out = box.c.run("/opt/spotwatch/bin/spotwatch", "install", "--strict").stdout
+    assert "created /etc/systemd/system/spotwatch.service.d/strict.conf" in out
+    box.c.run("systemctl", "restart", UNIT)
+    box.active()
+    before = box.notice()
+    new = box.handled(before)
+    finished = {e["hook"]: e["outcome"] for e in new if e["event"] == "hook.finished"}
+    assert finished == {"20-probe": "ok", "50-ship-logs.sh": "ok", "90-notify-webhook.sh": "ok"}
+    probe = box.c.path("/var/log/spotwatch/probe").read_text()
+    # ProtectSystem=strict: only the state and log directories are writable.
+    for line in ("write:/usr=no", "write:/etc=no", "write:/srv=no", "write:/root=no",
+                 "write:/var/lib/spotwatch=yes", "write:/var/log/spotwatch=yes"):  # fmt: skip
+        assert line in probe, probe
+    assert len(box.c.path("/root/webhook.log").read_text().splitlines()) == 2
+
+
+def test_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest(box: Box) -> None:
+    box.hooks({
+        "10-slow": f"#!/bin/sh\necho slow-start >> {RUNS}\nsleep 3\necho slow-done >> {RUNS}\n",
+        "20-rest": f"#!/bin/sh\necho rest >> {RUNS}\n",
+    })  # fmt: skip
+    before = box.notice()
+    wait_until("the slow hook to start", lambda: "slow-start" in box.runs())
+    box.c.run("systemctl", "stop", UNIT, timeout=60)
+    assert box.runs() == ["slow-start", "slow-done"]
+    stopped = [e for e in box.events()[before:] if e["event"] == "hooks.stopped"]
+    assert stopped and stopped[0]["not_started"] == ["20-rest"], stopped
+    box.c.run("systemctl", "start", UNIT)
+    new = box.handled(before)
+    assert box.runs() == ["slow-start", "slow-done", "rest"]
+    assert any(e["event"] == "journal.resumed" for e in new)
+
+
+def test_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hook(
+    box: Box,
+) -> None:
+    box.c.path(RUNS).unlink()
+    box.c.write("/etc/systemd/system/spotwatch.service.d/watchdog.conf",
+                "[Service]\nWatchdogSec=2\n")  # fmt: skip
+    box.c.run("systemctl", "daemon-reload")
+    box.c.run("systemctl", "restart", UNIT)
+    box.active()
+    box.hooks({
+        "10-first": f"#!/bin/sh\necho first >> {RUNS}\n",
+        # Waits for the test's go-ahead: the daemon is frozen meanwhile.
+        "20-gate": "#!/bin/sh\nwhile [ ! -e /root/gate ]; do sleep 0.1; done\n"
+        f"echo gate >> {RUNS}\n",
+        "30-last": f"#!/bin/sh\necho last >> {RUNS}\n",
+    })  # fmt: skip
+    restarts = int(box.show("NRestarts")["NRestarts"])
+    before = box.notice()
+    wait_until(
+        "the gate hook to start",
+        lambda: any(e["event"] == "hook.started" and e["hook"] == "20-gate"
+                    for e in box.events()[before:]),
+    )  # fmt: skip
+    pid = box.show("MainPID")["MainPID"]
+    box.c.run("kill", "-STOP", pid)
+    wait_until(
+        "the watchdog's restart",
+        lambda: int(box.show("NRestarts")["NRestarts"]) > restarts,
+        timeout=30,
+    )
+    assert "watchdog timeout" in box.journal_text().lower()
+    box.c.write("/root/gate", "")
+    box.handled(before)
+    runs = box.runs()
+    assert runs.count("first") == 1 and runs.count("last") == 1, runs
+    box.c.path("/etc/systemd/system/spotwatch.service.d/watchdog.conf").unlink()
+    box.c.run("systemctl", "daemon-reload")
+
+
+def test_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal(box: Box) -> None:
+    box.hooks({
+        "10-chatty": "#!/bin/sh\nseq 1 100000\n",
+        "20-after": "#!/bin/sh\necho after-the-chatty-one\n",
+    })  # fmt: skip
+    before = box.notice()
+    new = box.handled(before)
+    names = [e["event"] for e in new]
+    for event in ("notice.detected", "hook.output_truncated", "notice.handled"):
+        assert event in names, names
+    started = [e["hook"] for e in new if e["event"] == "hook.started"]
+    finished = [e["hook"] for e in new if e["event"] == "hook.finished"]
+    assert started == finished == ["10-chatty", "20-after"]
+    output = [e["line"] for e in new if e["event"] == "hook.output"]
+    assert output[:2] == ["1", "2"] and "100000" in output and "after-the-chatty-one" in output
+    assert len(output) == 100 + 100 + 1
+    truncated = next(e for e in new if e["event"] == "hook.output_truncated")
+    assert truncated["lines_left_out"] == 100000 - 200
+    assert "Suppressed" not in box.sh("journalctl -o cat --no-pager -t systemd-journald",
+                                      check=False)  # fmt: skip
+
+
+def test_uninstall_leaves_the_users_files_and_nothing_else(box: Box) -> None:
+    # The operator's own hook, and an example they enabled, stay; all else goes.
+    box.hooks({"10-mine": "#!/bin/sh\necho mine\n"})
+    box.c.path("/root/parked/50-ship-logs.sh").rename(box.c.path(f"{HOOKS}/50-ship-logs.sh"))
+    out = box.c.run("/opt/spotwatch/bin/spotwatch", "uninstall").stdout
+    assert "left 1 file(s)" in out or "removed" in out, out
+    assert box.show("LoadState")["LoadState"] == "not-found"
+    for gone in ("/opt/spotwatch", "/usr/local/bin/spotwatch",
+                 "/etc/systemd/system/spotwatch.service",
+                 "/etc/systemd/system/spotwatch.service.d/strict.conf",
+                 "/etc/spotwatch/spotwatch.env",
+                 "/etc/systemd/system/multi-user.target.wants/spotwatch.service"):  # fmt: skip
+        assert not os.path.lexists(box.c.path(gone)), gone
+    # What the container changed, from the overlay's upper layer: files and
+    # symlinks (not whiteouts, the marks of deletions) spotwatch-related or new.
+    upper = box.c.upper
+    left = sorted(
+        str(p.relative_to(upper))
+        for top in ("etc/spotwatch", "etc/systemd", "opt", "usr/local", "var/lib/spotwatch")
+        if (upper / top).exists()
+        for p in (upper / top).rglob("*")
+        if p.is_symlink() or p.is_file()
+    )
+    assert left == sorted([
+        "etc/spotwatch/hooks.d/10-mine",
+        "etc/spotwatch/hooks.d/50-ship-logs.sh",
+        "etc/systemd/system/spotwatch.service.d/test.conf",
+    ]), left  # fmt: skip
