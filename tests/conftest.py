@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -106,3 +108,21 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
 def spotwatch_cmd() -> list[str]:
     """argv prefix that runs this checkout's spotwatch in this interpreter."""
     return [sys.executable, "-m", "spotwatch"]
+
+
+@pytest.fixture(scope="session")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one-file spotwatch (.pyz): SPOTWATCH_TEST_PYZ if set (CI builds it first),
+    else built from this checkout by tools/build-pyz (needs the package index).
+    Tests using it share an xdist_group ("systemd"), so one worker builds it once."""
+    given = os.environ.get("SPOTWATCH_TEST_PYZ")
+    if given:
+        return Path(given)
+    out = tmp_path_factory.mktemp("pyz")
+    build = Path(__file__).resolve().parent.parent / "tools" / "build-pyz"
+    result = subprocess.run(
+        [sys.executable, str(build), "--out-dir", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"tools/build-pyz failed:\n{result.stderr[-3000:]}"
+    return Path(result.stdout.strip().splitlines()[-1])

@@ -8,15 +8,14 @@ on each other (install first, uninstall last), in one xdist worker (the
 ``xdist_group``; pyproject's ``--dist loadgroup``).
 
 Skipped, with the reason, where a container cannot boot (not root, no
-systemd-nspawn, no overlayfs). Set SPOTWATCH_TEST_PYZ to a built file to skip
-building one (CI builds it first, with tools/build-pyz).
+systemd-nspawn, no overlayfs). The file comes from the ``pyz`` fixture
+(conftest.py): SPOTWATCH_TEST_PYZ, or built by tools/build-pyz.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -27,6 +26,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.container import Container, why_not
+from tests.pyz_helpers import with_build_id
 
 REPO = Path(__file__).resolve().parent.parent
 _WHY_NOT = why_not()
@@ -170,20 +170,6 @@ class Box:
 
 
 @pytest.fixture(scope="session")
-def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    given = os.environ.get("SPOTWATCH_TEST_PYZ")
-    if given:
-        return Path(given)
-    out = tmp_path_factory.mktemp("pyz")
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "build-pyz"), "--out-dir", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, f"tools/build-pyz failed:\n{result.stderr[-3000:]}"
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="session")
 def container() -> Iterator[Container]:
     box = Container(f"spotwatch-tier-{uuid.uuid4().hex[:8]}")
     try:
@@ -286,6 +272,23 @@ def test_a_notice_runs_the_example_hooks_under_the_strict_dropin(box: Box) -> No
                  "write:/var/lib/spotwatch=yes", "write:/var/log/spotwatch=yes"):  # fmt: skip
         assert line in probe, probe
     assert len(box.c.path("/root/webhook.log").read_text().splitlines()) == 2
+
+
+def test_an_upgrade_restarts_the_service_on_the_new_file_and_removes_the_old(
+    box: Box, pyz: Path, tmp_path: Path
+) -> None:
+    pid = box.show("MainPID")["MainPID"]
+    starts = [e["event"] for e in box.events()].count("spotwatch.started")
+    newer = with_build_id(pyz, tmp_path / pyz.name, "e" * 64)
+    shutil_copy(newer, box.c.path(f"/root/new/{pyz.name}"))
+    out = box.c.run("python3", f"/root/new/{pyz.name}", "install", "--strict").stdout
+    assert "installed /opt/spotwatch/spotwatch.pyz" in out
+    assert "restarted spotwatch.service" in out and "an older version" in out, out
+    box.active()
+    assert box.show("MainPID")["MainPID"] != pid
+    assert [e["event"] for e in box.events()].count("spotwatch.started") == starts + 1
+    lib = box.c.path("/opt/spotwatch/lib")
+    assert [p.name for p in lib.iterdir() if p.is_dir()] == ["spotwatch.pyz_" + "e" * 64]
 
 
 def test_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest(box: Box) -> None:

@@ -1,0 +1,102 @@
+"""The one-file spotwatch (tools/build-pyz) on the Pythons it is for: 3.9 and 3.11 here.
+
+Each run unpacks into a SHIV_ROOT of its own with HOME unset, as under systemd.
+The install into a real system is the systemd tier's (test_systemd_tier.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from spotwatch import __version__
+from tests.pyz_helpers import with_build_id
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("systemd")]
+
+PYENV = Path.home() / ".pyenv" / "versions"
+
+
+def interpreter(minor: str) -> str:
+    found = sorted(PYENV.glob(f"3.{minor}.*/bin/python3"))
+    if not found:
+        pytest.skip(f"no Python 3.{minor} under {PYENV}")
+    return str(found[-1])
+
+
+def run_pyz(python: str, pyz: Path, shiv_root: Path, *args: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k != "HOME" and not k.startswith("SHIV_")}
+    clean.update(env, SHIV_ROOT=str(shiv_root))
+    result = subprocess.run(
+        [python, str(pyz), *args], env=clean, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_the_file_holds_only_pure_python_distributions(pyz: Path) -> None:
+    assert pyz.name == f"spotwatch-{__version__}.pyz"
+    with zipfile.ZipFile(pyz) as archive:
+        contents = json.loads(archive.read("site-packages/spotwatch/data/pyz-contents.json"))
+        wheels = [n for n in archive.namelist() if n.endswith(".dist-info/WHEEL")]
+        for name in wheels:
+            tags = [t for t in archive.read(name).decode().splitlines() if t.startswith("Tag:")]
+            assert tags and all(t.endswith("-none-any") for t in tags), (name, tags)
+        # No compiled module anywhere: it runs on x86_64 and aarch64 alike.
+        assert not [n for n in archive.namelist() if n.endswith((".so", ".pyd"))]
+    names = {d.split("==")[0].lower() for d in contents["distributions"]}
+    assert {"spotwatch", "boto3", "botocore", "structlog", "tenacity", "requests"} <= names
+    assert "isal" not in names  # optional and compiled: ship falls back to zlib
+    assert "typing_extensions" in names  # structlog needs it below Python 3.11
+
+
+@pytest.mark.parametrize("minor", ["9", "11"])
+def test_the_file_runs_and_installs_on_python(minor: str, pyz: Path, tmp_path: Path) -> None:
+    python = interpreter(minor)
+    shiv_root = tmp_path / "shiv"
+    assert run_pyz(python, pyz, shiv_root, "--version").strip() == f"spotwatch {__version__}"
+    probe = (
+        "import sys, boto3, structlog, spotwatch.daemon, spotwatch.ship; "
+        "boto3.client('s3', region_name='us-east-1'); "
+        "print(sys.version_info[:2], boto3.__version__)"
+    )
+    out = run_pyz(python, pyz, shiv_root, "-c", probe, SHIV_INTERPRETER="1")
+    assert out.startswith(f"(3, {minor})"), out
+    # Into a directory tree: the code under opt/spotwatch, unpacked and compiled there.
+    root = tmp_path / "root"
+    out = run_pyz(python, pyz, shiv_root, "install", "--root", str(root))
+    wrapper = (root / "opt/spotwatch/bin/spotwatch").read_text()
+    assert f"exec {python} /opt/spotwatch/spotwatch.pyz" in wrapper
+    assert "SHIV_ROOT=/opt/spotwatch/lib" in wrapper
+    unpacked = list((root / "opt/spotwatch/lib").glob("spotwatch.pyz_*/site-packages"))
+    assert len(unpacked) == 1 and (unpacked[0] / "boto3").is_dir()
+    assert list((unpacked[0] / "spotwatch").glob("__pycache__/*.pyc"))
+    unit = (root / "etc/systemd/system/spotwatch.service").read_text()
+    assert "ExecStart=/opt/spotwatch/bin/spotwatch run" in unit
+    assert os.readlink(root / "usr/local/bin/spotwatch") == "/opt/spotwatch/bin/spotwatch"
+    # Again: nothing to copy or unpack, and no other build left behind.
+    again = run_pyz(python, pyz, shiv_root, "install", "--root", str(root))
+    assert "installed" not in again and "removed" not in again, again
+    out = run_pyz(python, pyz, shiv_root, "uninstall", "--root", str(root))
+    assert not (root / "opt/spotwatch").exists()
+    assert not os.path.lexists(root / "usr/local/bin/spotwatch")
+
+
+def test_an_upgrade_replaces_the_file_and_removes_the_old_build(pyz: Path, tmp_path: Path) -> None:
+    python = interpreter("11")
+    shiv_root, root = tmp_path / "shiv", tmp_path / "root"
+    run_pyz(python, pyz, shiv_root, "install", "--root", str(root))
+    lib = root / "opt/spotwatch/lib"
+    (old,) = [p.name for p in lib.iterdir() if p.is_dir()]
+    newer = with_build_id(pyz, tmp_path / pyz.name, "f" * 64)
+    out = run_pyz(python, newer, shiv_root, "install", "--root", str(root))
+    assert "installed" in out and "an older version" in out, out
+    assert [p.name for p in lib.iterdir() if p.is_dir()] == [f"spotwatch.pyz_{'f' * 64}"]
+    assert f"removed {lib / old}" in out
+    assert (root / "opt/spotwatch/spotwatch.pyz").read_bytes() == newer.read_bytes()
