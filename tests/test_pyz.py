@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -23,10 +25,16 @@ PYENV = Path.home() / ".pyenv" / "versions"
 
 
 def interpreter(minor: str) -> str:
+    """A Python 3.<minor>: this one, pyenv's, or python3.<minor> on PATH."""
+    if sys.version_info[:2] == (3, int(minor)):
+        return sys.executable
     found = sorted(PYENV.glob(f"3.{minor}.*/bin/python3"))
-    if not found:
-        pytest.skip(f"no Python 3.{minor} under {PYENV}")
-    return str(found[-1])
+    if found:
+        return str(found[-1])
+    on_path = shutil.which(f"python3.{minor}")
+    if on_path is None:
+        pytest.skip(f"no Python 3.{minor} here (pyenv or PATH)")
+    return on_path
 
 
 def run_pyz(python: str, pyz: Path, shiv_root: Path, *args: str, **env: str) -> str:
