@@ -25,16 +25,17 @@ PYENV = Path.home() / ".pyenv" / "versions"
 
 
 def interpreter(minor: str) -> str:
-    """A Python 3.<minor>: this one, pyenv's, or python3.<minor> on PATH."""
-    if sys.version_info[:2] == (3, int(minor)):
-        return sys.executable
+    """A bare Python 3.<minor> (pyenv's, or on PATH), else this one: a venv's
+    packages would hide a dependency missing from the file."""
     found = sorted(PYENV.glob(f"3.{minor}.*/bin/python3"))
     if found:
         return str(found[-1])
     on_path = shutil.which(f"python3.{minor}")
-    if on_path is None:
-        pytest.skip(f"no Python 3.{minor} here (pyenv or PATH)")
-    return on_path
+    if on_path is not None:
+        return on_path
+    if sys.version_info[:2] == (3, int(minor)):
+        return sys.executable
+    pytest.skip(f"no Python 3.{minor} here (pyenv or PATH)")
 
 
 def run_pyz(python: str, pyz: Path, shiv_root: Path, *args: str, **env: str) -> str:
