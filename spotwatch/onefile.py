@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def wrapper_text(python: str) -> str:
         "# writes nothing and needs no home directory.\n"
         f"SHIV_ROOT={LIB_DIR}\n"
         "export SHIV_ROOT\n"
-        f'exec {python} {PYZ_PATH} "$@"\n'
+        f'exec {shlex.quote(python)} {PYZ_PATH} "$@"\n'
     )
 
 
