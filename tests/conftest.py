@@ -113,16 +113,26 @@ def spotwatch_cmd() -> list[str]:
 @pytest.fixture(scope="session")
 def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The one-file spotwatch (.pyz): SPOTWATCH_TEST_PYZ if set (CI builds it first),
-    else built from this checkout by tools/build-pyz (needs the package index).
-    Tests using it share an xdist_group ("systemd"), so one worker builds it once."""
+    else built from this checkout by tools/build-pyz (needs the package index), once
+    per run: xdist's workers share the directory above their own, and a lock."""
+    import fcntl
+
     given = os.environ.get("SPOTWATCH_TEST_PYZ")
     if given:
         return Path(given)
-    out = tmp_path_factory.mktemp("pyz")
-    build = Path(__file__).resolve().parent.parent / "tools" / "build-pyz"
-    result = subprocess.run(
-        [sys.executable, str(build), "--out-dir", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, f"tools/build-pyz failed:\n{result.stderr[-3000:]}"
-    return Path(result.stdout.strip().splitlines()[-1])
+    shared = tmp_path_factory.getbasetemp().parent
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        shared = tmp_path_factory.getbasetemp()
+    out = shared / "pyz"
+    with open(shared / "pyz.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = sorted(out.glob("spotwatch-*.pyz"))
+        if built:
+            return built[-1]
+        build = Path(__file__).resolve().parent.parent / "tools" / "build-pyz"
+        result = subprocess.run(
+            [sys.executable, str(build), "--out-dir", str(out)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"tools/build-pyz failed:\n{result.stderr[-3000:]}"
+        return Path(result.stdout.strip().splitlines()[-1])

@@ -19,7 +19,7 @@ import pytest
 from spotwatch import __version__
 from tests.pyz_helpers import with_build_id
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("systemd")]
+pytestmark = [pytest.mark.slow]
 
 PYENV = Path.home() / ".pyenv" / "versions"
 

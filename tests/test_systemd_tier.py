@@ -3,9 +3,10 @@
 One container per session (tests/container.py): systemd boots in an overlay of
 / with no network; spotwatch is installed the way a user would, from the .pyz,
 by the system python3; the IMDS simulator, a moto server and a webhook
-listener run inside as transient units. The tests run in file order and build
-on each other (install first, uninstall last), in one xdist worker (the
-``xdist_group``; pyproject's ``--dist loadgroup``).
+listener run inside as transient units. The steps build on each other (install
+first, uninstall last), so they are one test, run in order: a worker of
+pytest-xdist takes a test, not a chain of them. (xdist's ``xdist_group`` would
+keep separate tests together, but 3.8 no longer does under pytest 9.)
 
 Skipped, with the reason, where a container cannot boot (not root, no
 systemd-nspawn, no overlayfs). The file comes from the ``pyz`` fixture
@@ -35,7 +36,6 @@ _REQUIRED = os.environ.get("SPOTWATCH_REQUIRE_SYSTEMD_TIER") == "1"
 
 pytestmark = [
     pytest.mark.systemd,
-    pytest.mark.xdist_group("systemd"),
     pytest.mark.skipif(_WHY_NOT is not None and not _REQUIRED, reason=f"systemd tier: {_WHY_NOT}"),
     pytest.mark.timeout(180),
 ]
@@ -99,8 +99,10 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> An
 class Box:
     """The booted container with spotwatch installed, and what the tests need of it."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, pyz: Path, tmp: Path) -> None:
         self.c = container
+        self.pyz = pyz
+        self.tmp = tmp
         self.imds_runs = 0
 
     def sh(self, script: str, check: bool = True, timeout: float = 60.0) -> str:
@@ -184,9 +186,9 @@ def container() -> Iterator[Container]:
 
 
 @pytest.fixture(scope="session")
-def box(container: Container, pyz: Path) -> Box:
+def box(container: Container, pyz: Path, tmp_path_factory: pytest.TempPathFactory) -> Box:
     """Services the tests talk to, the test settings, then the one-file install."""
-    b = Box(container)
+    b = Box(container, pyz, tmp_path_factory.mktemp("tier"))
     c = container
     c.write("/root/listener.py", LISTENER)
     c.run("systemd-run", "--unit=webhook-listener", "--collect", PY, "/root/listener.py")
@@ -214,10 +216,10 @@ def shutil_copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-# -- the tests, in order ---------------------------------------------------------------
+# -- the steps, in order ---------------------------------------------------------------
 
 
-def test_install_from_the_pyz_writes_enables_and_starts_the_unit(box: Box) -> None:
+def step_install_from_the_pyz_writes_enables_and_starts_the_unit(box: Box) -> None:
     out = box.install_output  # type: ignore[attr-defined]
     assert "created /etc/systemd/system/spotwatch.service" in out
     assert "enabled and started spotwatch.service" in out
@@ -237,7 +239,7 @@ def test_install_from_the_pyz_writes_enables_and_starts_the_unit(box: Box) -> No
     assert "spotwatch.started" in {e["event"] for e in box.events()}
 
 
-def test_a_notice_runs_the_example_hooks_under_the_default_hardening(box: Box) -> None:
+def step_a_notice_runs_the_example_hooks_under_the_default_hardening(box: Box) -> None:
     for name in ("50-ship-logs.sh", "90-notify-webhook.sh"):
         box.c.path(f"{HOOKS}/{name}.disabled").rename(box.c.path(f"{HOOKS}/{name}"))
     box.c.write(f"{HOOKS}/20-probe", PROBE, 0o755)
@@ -261,7 +263,7 @@ def test_a_notice_runs_the_example_hooks_under_the_default_hardening(box: Box) -
     assert len(posted) == 1 and "i-" in posted[0], posted
 
 
-def test_a_notice_runs_the_example_hooks_under_the_strict_dropin(box: Box) -> None:
+def step_a_notice_runs_the_example_hooks_under_the_strict_dropin(box: Box) -> None:
     out = box.c.run("/opt/spotwatch/bin/spotwatch", "install", "--strict").stdout
     assert "created /etc/systemd/system/spotwatch.service.d/strict.conf" in out
     box.c.run("systemctl", "restart", UNIT)
@@ -278,9 +280,8 @@ def test_a_notice_runs_the_example_hooks_under_the_strict_dropin(box: Box) -> No
     assert len(box.c.path("/root/webhook.log").read_text().splitlines()) == 2
 
 
-def test_an_upgrade_restarts_the_service_on_the_new_file_and_removes_the_old(
-    box: Box, pyz: Path, tmp_path: Path
-) -> None:
+def step_an_upgrade_restarts_the_service_on_the_new_file_and_removes_the_old(box: Box) -> None:
+    pyz, tmp_path = box.pyz, box.tmp
     pid = box.show("MainPID")["MainPID"]
     starts = [e["event"] for e in box.events()].count("spotwatch.started")
     newer = with_build_id(pyz, tmp_path / pyz.name, "e" * 64)
@@ -295,7 +296,7 @@ def test_an_upgrade_restarts_the_service_on_the_new_file_and_removes_the_old(
     assert [p.name for p in lib.iterdir() if p.is_dir()] == ["spotwatch.pyz_" + "e" * 64]
 
 
-def test_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest(box: Box) -> None:
+def step_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest(box: Box) -> None:
     box.hooks({
         "10-slow": f"#!/bin/sh\necho slow-start >> {RUNS}\nsleep 3\necho slow-done >> {RUNS}\n",
         "20-rest": f"#!/bin/sh\necho rest >> {RUNS}\n",
@@ -312,7 +313,7 @@ def test_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest(box: Box
     assert any(e["event"] == "journal.resumed" for e in new)
 
 
-def test_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hook(
+def step_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hook(
     box: Box,
 ) -> None:
     box.c.path(RUNS).unlink()
@@ -351,7 +352,7 @@ def test_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hoo
     box.c.run("systemctl", "daemon-reload")
 
 
-def test_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal(box: Box) -> None:
+def step_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal(box: Box) -> None:
     box.hooks({
         "10-chatty": "#!/bin/sh\nseq 1 100000\n",
         "20-after": "#!/bin/sh\necho after-the-chatty-one\n",
@@ -373,7 +374,7 @@ def test_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal(box: Box) 
                                       check=False)  # fmt: skip
 
 
-def test_uninstall_leaves_the_users_files_and_nothing_else(box: Box) -> None:
+def step_uninstall_leaves_the_users_files_and_nothing_else(box: Box) -> None:
     # The operator's own hook, and an example they enabled, stay; all else goes.
     box.hooks({"10-mine": "#!/bin/sh\necho mine\n"})
     box.c.path("/root/parked/50-ship-logs.sh").rename(box.c.path(f"{HOOKS}/50-ship-logs.sh"))
@@ -401,3 +402,26 @@ def test_uninstall_leaves_the_users_files_and_nothing_else(box: Box) -> None:
         "etc/spotwatch/hooks.d/50-ship-logs.sh",
         "etc/systemd/system/spotwatch.service.d/test.conf",
     ]), left  # fmt: skip
+
+
+STEPS: tuple[Callable[[Box], None], ...] = (
+    step_install_from_the_pyz_writes_enables_and_starts_the_unit,
+    step_a_notice_runs_the_example_hooks_under_the_default_hardening,
+    step_a_notice_runs_the_example_hooks_under_the_strict_dropin,
+    step_an_upgrade_restarts_the_service_on_the_new_file_and_removes_the_old,
+    step_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest,
+    step_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hook,
+    step_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal,
+    step_uninstall_leaves_the_users_files_and_nothing_else,
+)
+
+
+def test_spotwatch_as_a_service_under_a_real_systemd(box: Box) -> None:
+    """Every step above, in order; a failure names its step. Prints each step's time."""
+    for step in STEPS:
+        started = time.monotonic()
+        try:
+            step(box)
+        except AssertionError as exc:
+            raise AssertionError(f"{step.__name__}: {exc}") from exc
+        print(f"{step.__name__}: {time.monotonic() - started:.1f} s")
