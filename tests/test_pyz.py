@@ -1,7 +1,8 @@
 """The one-file spotwatch (tools/build-pyz) on the Pythons it is for: 3.9 and 3.11 here.
 
 Each run unpacks into a SHIV_ROOT of its own with HOME unset, as under systemd.
-The install into a real system is the systemd tier's (test_systemd_tier.py).
+The install into a real system, and an upgrade, are the systemd tier's
+(test_systemd_tier.py); the layout's decisions are test_onefile.py's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from spotwatch import __version__
-from tests.pyz_helpers import with_build_id
 
 pytestmark = [pytest.mark.slow]
 
@@ -96,16 +96,3 @@ def test_the_file_runs_and_installs_on_python(minor: str, pyz: Path, tmp_path: P
     assert not (root / "opt/spotwatch").exists()
     assert not os.path.lexists(root / "usr/local/bin/spotwatch")
 
-
-def test_an_upgrade_replaces_the_file_and_removes_the_old_build(pyz: Path, tmp_path: Path) -> None:
-    python = interpreter("11")
-    shiv_root, root = tmp_path / "shiv", tmp_path / "root"
-    run_pyz(python, pyz, shiv_root, "install", "--root", str(root))
-    lib = root / "opt/spotwatch/lib"
-    (old,) = [p.name for p in lib.iterdir() if p.is_dir()]
-    newer = with_build_id(pyz, tmp_path / pyz.name, "f" * 64)
-    out = run_pyz(python, newer, shiv_root, "install", "--root", str(root))
-    assert "installed" in out and "an older version" in out, out
-    assert [p.name for p in lib.iterdir() if p.is_dir()] == [f"spotwatch.pyz_{'f' * 64}"]
-    assert f"removed {lib / old}" in out
-    assert (root / "opt/spotwatch/spotwatch.pyz").read_bytes() == newer.read_bytes()
