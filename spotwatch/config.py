@@ -38,6 +38,8 @@ class RunConfig:
     on_rebalance: bool = False
     log_format: str | None = None  # None: console on a TTY, JSON otherwise
     log_level: str = "info"
+    # metrics (issue 14): Prometheus textfile for node_exporter
+    metrics_file: Path | None = None
 
 
 def env_name(flag: str) -> str:
@@ -93,6 +95,8 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "--on-rebalance": (boolean, "on_rebalance"),
     "--log-format": (choice(LOG_FORMATS), "log_format"),
     "--log-level": (choice(LOG_LEVELS), "log_level"),
+    # metrics (issue 14)
+    "--metrics-file": (Path, "metrics_file"),
 }
 
 RUN_FLAGS = tuple(_FIELDS)

@@ -48,6 +48,12 @@ def add_parser(subparsers: Any) -> None:
     )
     add("--log-format", metavar="json|console", help="default: console on a TTY, else JSON")
     add("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
+    add(
+        "--metrics-file",
+        metavar="PATH",
+        help="write Prometheus metrics here after each poll, for node_exporter's textfile "
+        "collector (a *.prom file in its --collector.textfile.directory; default: none)",
+    )
     parser.set_defaults(func=_main)
 
 
