@@ -9,9 +9,10 @@ the new one, never a part.
 Written by hand rather than with ``prometheus_client``: the text format is a
 few lines per metric, and the client would cost the idle daemon, which meets
 its 35 MiB goal with about 1 MiB to spare, 0.7 MiB resident and 32 modules
-(~8 ms) at start, and twice this module's CPU per write (bench/idle.py and
-README "Metrics" have the figures). ``render`` is a pure function of plain
-data; the recorders turn the watcher's events into that data.
+(~8 ms) at start, and three times this module's CPU per write, twenty times
+once hooks have histograms (README "Metrics" has the figures). ``render`` is
+a pure function of plain data; the recorders turn the watcher's events into
+that data.
 
 Every poll changes the poll counter and the last successful poll's time, but
 nobody reads those between scrapes: a poll that changed nothing else is written
@@ -249,9 +250,10 @@ class MetricsFile:
 class DaemonMetrics:
     """What ``spotwatch run`` did, from the watcher's listener events; rewrites the file.
 
-    Subscribes with ``listener``; the file is written after each poll, after a
-    hook starts (not before: the notice's path to its first hook stays as fast)
-    and ends, and once a notice is handled.
+    Subscribes with ``listener``; the file is written after a poll that saw a
+    fault or its end (other polls: every ``routine_period``), after a hook
+    starts (not before: the notice's path to its first hook stays as fast) and
+    ends, and once a notice is handled.
     """
 
     def __init__(
