@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
     add(
         "--metrics-file",
         metavar="PATH",
-        help="write Prometheus metrics here after each poll, for node_exporter's textfile "
+        help="keep Prometheus metrics in this file for node_exporter's textfile "
         "collector (a *.prom file in its --collector.textfile.directory; default: none)",
     )
     parser.set_defaults(func=_main)
