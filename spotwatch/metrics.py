@@ -285,8 +285,21 @@ class DaemonMetrics:
         self._notice_labels: dict[str, Labels] = {}
         self._head: str | None = None
         self._rest: str | None = None  # rendered notice and hook families; None: stale
+        self._broken = False
 
     def listener(self, event: str, fields: Mapping[str, Any]) -> None:
+        """Never raises: a fault in the metrics must not stop the watch loop."""
+        try:
+            self._on(event, fields)
+        except Exception:
+            if not self._broken:
+                self._broken = True
+                get_logger().exception(
+                    "metrics.failed", watcher_event=event,
+                    note="logged once; spotwatch keeps watching, the metrics may be incomplete",
+                )
+
+    def _on(self, event: str, fields: Mapping[str, Any]) -> None:
         if event == "poll.done":
             routine = self._poll(fields)
             if not routine or self._clock() - self._written_at >= self._routine_period:

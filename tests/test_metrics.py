@@ -207,6 +207,16 @@ def test_the_watcher_reports_each_poll_with_its_faults_and_the_notice() -> None:
     assert detected[0]["notice"] is n
 
 
+def test_a_fault_in_the_recorder_is_logged_once_and_never_raises() -> None:
+    m = DaemonMetrics(None)
+    with capture_logs() as logs:
+        m.listener("hook.finished", {"result": None})
+        m.listener("notice.detected", {})
+        m.listener("poll.done", {"faults": []})
+    assert [e["event"] for e in logs] == ["metrics.failed"]
+    assert m.polls == 1
+
+
 # -- when to write ----------------------------------------------------------------------
 class CountingFile(MetricsFile):
     def __init__(self, path: Path) -> None:
