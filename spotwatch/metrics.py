@@ -154,7 +154,7 @@ def _build_info() -> Family:
 def check_path(path: Path, flag: str = "--metrics-file") -> Path:
     """The absolute metrics path, or a one-line UsageError saying what to do."""
     path = path.absolute()
-    if path.name.endswith(".tmp") or not path.name.endswith(SUFFIX):
+    if not path.name.endswith(SUFFIX):
         raise UsageError(
             f"{flag} {path}: node_exporter's textfile collector reads only *{SUFFIX} files; "
             f"name it like {EXAMPLE_PATH}"
@@ -170,8 +170,9 @@ def check_path(path: Path, flag: str = "--metrics-file") -> Path:
         )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(
-            f"{flag}: directory {parent} is not writable by uid {os.geteuid()}; "
-            "fix its owner or mode, or pick another directory"
+            f"{flag}: directory {parent} is not writable by uid {os.geteuid()}: fix its "
+            "owner or mode or mount, or under systemd's ProtectSystem=strict add "
+            f"ReadWritePaths={parent} in a drop-in"
         )
     return path
 

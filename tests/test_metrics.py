@@ -349,6 +349,15 @@ def test_a_bad_path_is_a_usage_error_saying_what_to_do(
     assert "\n" not in str(info.value)
 
 
+def test_a_directory_spotwatch_cannot_write_names_the_systemd_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As root (the service) only a read-only mount says no: stand in for one.
+    monkeypatch.setattr(metrics.os, "access", lambda path, mode: False)
+    with pytest.raises(UsageError, match=f"ReadWritePaths={tmp_path} in a drop-in"):
+        metrics.check_path(tmp_path / "s.prom")
+
+
 def test_the_run_setting_comes_from_the_flag_or_the_environment() -> None:
     env = {"SPOTWATCH_METRICS_FILE": "/var/lib/nx/a.prom"}
     assert config.resolve({}, env).metrics_file == Path("/var/lib/nx/a.prom")
