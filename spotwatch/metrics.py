@@ -448,9 +448,10 @@ FLEET_HANDLED = ("done", "failed", "duplicate", "bad", "ignored", "lost")
 class FleetMetrics:
     """What ``spotwatch fleet watch`` did; thread-safe (workers may report at once).
 
-    The fleet watcher calls ``received`` or ``receive_failed`` after each
-    ReceiveMessage, ``started``/``finished`` around each message and ``hooks``
-    with each message's hook results. Without a file it only counts.
+    The fleet watcher calls ``receive_ok`` or ``receive_failed`` after each
+    ReceiveMessage, ``started``/``finished`` around each message and
+    ``hook_results`` with each message's hook results. Without a file it only
+    counts.
     """
 
     def __init__(
@@ -486,9 +487,11 @@ class FleetMetrics:
             self.in_flight += 1
             self._flush()
 
-    def finished(self, outcome: str) -> None:
+    def finished(self, outcome: str, *, started: bool = True) -> None:
+        """One message dealt with; ``started=False`` for one lost before a worker took it."""
         with self._lock:
-            self.in_flight -= 1
+            if started:
+                self.in_flight -= 1
             key = (("outcome", outcome),)
             self.handled[key] = self.handled.get(key, 0) + 1
             self._flush()

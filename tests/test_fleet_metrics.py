@@ -51,6 +51,10 @@ def test_counts_are_safe_from_several_threads() -> None:
     assert value(families, "spotwatch_fleet_events_handled_total", outcome="lost") == 0
     assert value(families, "spotwatch_fleet_hooks_total", hook="10-a", outcome="ok") == 2000
     assert value(families, "spotwatch_fleet_events_in_flight") == 0
+    m.finished("lost", started=False)  # lost while it waited for a worker
+    families = parse(render(m.families()))
+    assert value(families, "spotwatch_fleet_events_handled_total", outcome="lost") == 1
+    assert value(families, "spotwatch_fleet_events_in_flight") == 0
 
 
 def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
