@@ -191,7 +191,8 @@ def _fix_for(exc: OSError, directory: Path) -> str:
 
 
 class MetricsFile:
-    """Atomic rewrites of one file; a failure is logged once, then again only after a success."""
+    """Atomic rewrites of one file; a failure is logged once (again only if it changes or
+    after a success)."""
 
     def __init__(self, path: Path, *, log: Any = None) -> None:
         self.path = path
@@ -207,7 +208,7 @@ class MetricsFile:
             return True
         data = text.encode()
         try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = self._create()
             try:
                 # node_exporter runs as another user; the strict unit's UMask=0077
                 # would otherwise leave the file readable by root only.
@@ -228,6 +229,16 @@ class MetricsFile:
         self.writes += 1
         return True
 
+    def _create(self) -> int:
+        # A new file, never one already there: in a directory others can write to,
+        # a planted symlink at the temp name must not make root truncate its target.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(self._tmp, flags, 0o644)
+        except FileExistsError:
+            os.unlink(self._tmp)  # left by a crash, or planted
+            return os.open(self._tmp, flags, 0o644)
+
     def _failed(self, exc: OSError) -> None:
         try:
             os.unlink(self._tmp)
@@ -243,7 +254,7 @@ class MetricsFile:
             path=str(self.path),
             error=what,
             fix=_fix_for(exc, self.path.parent),
-            note="logged once; spotwatch keeps watching and retries after each poll",
+            note="logged once; spotwatch keeps watching and tries again at its next write",
         )
 
 

@@ -274,6 +274,17 @@ def test_the_file_is_0644_whatever_the_umask_and_no_temp_file_stays(tmp_path: Pa
     assert [p.name for p in tmp_path.iterdir()] == ["s.prom"]
 
 
+def test_a_symlink_planted_at_the_temp_name_is_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    out = MetricsFile(tmp_path / "s.prom")
+    out._tmp.symlink_to(victim)
+    assert out.write("a 1\n")
+    assert victim.read_text() == "precious\n"
+    assert (tmp_path / "s.prom").read_text() == "a 1\n"
+    assert not (tmp_path / "s.prom").is_symlink()
+
+
 def test_same_text_is_not_rewritten(tmp_path: Path) -> None:
     out = MetricsFile(tmp_path / "s.prom")
     assert out.write("a 1\n") and out.write("a 1\n") and out.write("a 2\n")
