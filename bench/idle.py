@@ -79,6 +79,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=int, default=20, help="polls left out at the start (default 20)"
     )
+    parser.add_argument(
+        "--prometheus-client",
+        action="store_true",
+        help="also run a daemon that imports prometheus_client first (what using it would "
+        "cost at least; needs it installed)",
+    )
     args = parser.parse_args()
     if args.polls < 1 or args.warmup < 2 or args.interval <= 0:
         parser.error("need --polls >= 1, --warmup >= 2 and --interval > 0")
@@ -141,20 +147,37 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
         stderr=subprocess.DEVNULL,
     )
 
-    marks: dict[str, dict[str, float]] = {"spotwatch": {}, "metrics": {}, "loop": {}}
+    daemons = [daemon, daemon_m]
+    watched = [
+        ("spotwatch", counter, "spotwatch/", daemon.pid),
+        ("metrics", counter_m, "spotwatch/", daemon_m.pid),
+        ("loop", counter, "curl/", loop.pid),
+    ]
+    sims = [sim, sim_m]
+    if args.prometheus_client:
+        sim_p = ImdsSimulator(require_token=True).start()
+        cleanup.on_close(sim_p.stop)
+        daemon_p = Daemon(
+            cleanup,
+            sim_p.url,
+            interval=args.interval,
+            hooks_dir=hooks_dir,
+            state_dir=work / "state-prom",
+            log_path=work / "daemon-prom.log",
+            python_flags=("-c", WITH_PROMETHEUS_CLIENT),
+        )
+        daemons.append(daemon_p)
+        sims.append(sim_p)
+        watched.append(("prometheus_client", Counter(sim_p), "spotwatch/", daemon_p.pid))
+    marks: dict[str, dict[str, float]] = {name: {} for name, *_ in watched}
     started = time.monotonic()
     while not all("end" in mark for mark in marks.values()):
         if time.monotonic() - started > timeout:
             raise BenchError(f"the watchers did not reach {last} polls within {timeout:.0f} s")
-        for d in (daemon, daemon_m):
+        for d in daemons:
             if d.proc.poll() is not None:
                 raise BenchError(f"spotwatch run exited early; see {d.log_path}")
-        watchers = (
-            ("spotwatch", counter, "spotwatch/", daemon.pid),
-            ("metrics", counter_m, "spotwatch/", daemon_m.pid),
-            ("loop", counter, "curl/", loop.pid),
-        )
-        for name, count_of, agent, pid in watchers:
+        for name, count_of, agent, pid in watched:
             mark = marks[name]
             if "end" in mark:
                 continue
@@ -180,11 +203,11 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
 
     # Written after its last counted poll: give that write a moment.
     wait_until(lambda: polls_total(prom) >= last, 10, f"{last} polls in {prom}")
-    for d in (daemon, daemon_m):
+    for d in daemons:
         d.proc.terminate()
         d.proc.wait(timeout=10)
     # All must have polled properly (404: no notice), not collected 401s.
-    for s in (sim, sim_m):
+    for s in sims:
         odd = sorted({r.status for r in s.requests(INSTANCE_ACTION_PATH) if r.status != 404})
         if odd:
             raise BenchError(f"polls answered {odd}, not 404: the comparison would be unfair")
@@ -247,6 +270,19 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
         at_5 <= GOAL_CPU_FRACTION * sh_cpu,
     )
     table.add("one metrics file write (ms CPU)", f"{one_write * 1000:.3f}")
+    if "prometheus_client" in marks:
+        sp = marks["prometheus_client"]
+        sp_rss = sp["hwm"] / 1024
+        sp_cpu = (sp["end"] - sp["start"]) / args.polls
+        table.add(
+            "peak RSS, prometheus_client imported (MiB)",
+            f"{sp_rss:.1f}",
+            f"{sh_rss:.1f}",
+            ratio(sp_rss, sh_rss),
+            f"<= {GOAL_RSS_MIB:g} MiB",
+            sp_rss <= GOAL_RSS_MIB,
+        )
+        table.add("CPU per poll, prometheus_client imported (ms)", f"{sp_cpu * 1000:.2f}")
     table.add(
         "boto3/botocore imported",
         ", ".join(boto) if boto else "no",
@@ -258,6 +294,12 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     table.add("CPU share at --interval 5 (%)", f"{sw_cpu / 5 * 100:.3f}", f"{sh_cpu / 5 * 100:.3f}")
     table.add("seconds per poll (measured)", f"{sw_period:.3f}", f"{sh_period:.3f}")
     return table
+
+
+# ``python -c`` this, then ``-m spotwatch run ...``: argv is ['-c', '-m', 'spotwatch', ...].
+WITH_PROMETHEUS_CLIENT = (
+    "import sys, prometheus_client; from spotwatch.cli import main; sys.exit(main(sys.argv[3:]))"
+)
 
 
 def write_cpu(prom: Path, writes: int = 200) -> float:

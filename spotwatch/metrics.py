@@ -7,10 +7,9 @@ the same directory, renamed over the old one, so a scrape sees the old file or
 the new one, never a part.
 
 Written by hand rather than with ``prometheus_client``: the text format is a
-few lines per metric, and the client would cost the idle daemon, which meets
-its 35 MiB goal with about 1 MiB to spare, 0.7 MiB resident and 32 modules
-(~8 ms) at start, and three times this module's CPU per write, twenty times
-once hooks have histograms (README "Metrics" has the figures). ``render`` is
+few lines per metric, and only importing the client took the idle daemon to
+35.6 MiB peak RSS, over its 35 MiB goal (``bench/idle.py --prometheus-client``);
+its writes also cost three to twenty times this module's CPU (README "Metrics"). ``render`` is
 a pure function of plain data; the recorders turn the watcher's events into
 that data.
 
