@@ -9,9 +9,9 @@ the new one, never a part.
 Written by hand rather than with ``prometheus_client``: the text format is a
 few lines per metric, and only importing the client took the idle daemon to
 35.6 MiB peak RSS, over its 35 MiB goal (``bench/idle.py --prometheus-client``);
-its writes also cost three to twenty times this module's CPU (README "Metrics"). ``render`` is
-a pure function of plain data; the recorders turn the watcher's events into
-that data.
+its writes also cost three to twenty times this module's CPU (README
+"Metrics"). ``render`` is a pure function of plain data; the recorders turn
+the watcher's events into that data.
 
 Every poll changes the poll counter and the last successful poll's time, but
 nobody reads those between scrapes: a poll that changed nothing else is written
