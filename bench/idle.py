@@ -18,11 +18,14 @@ polls (start-up is a one-off and is left out of the per-poll figure):
   ROUTINE_WRITE_PERIOD (15 s) when nothing but the poll count changed; so one
   write's CPU is also timed here (in the same directory) and the CPU per poll
   at ``--interval 5`` (one write every third poll) is estimated from it.
+- ``--prometheus-client``: a fourth watcher, a daemon that imports
+  prometheus_client before starting, measured the same way: what using that
+  library instead of the hand-written format would cost at least.
 - boto3 not imported: a separate short run of the daemon under
   ``python -X importtime`` lists every module it imported while starting and
   polling; none may be boto3, botocore or s3transfer.
 
-Usage: ``.venv/bin/python bench/idle.py [--polls 500] [--interval 0.1]``.
+Usage: ``.venv/bin/python bench/idle.py [--polls 500] [--interval 0.1] [--prometheus-client]``.
 """
 
 from __future__ import annotations
