@@ -44,6 +44,8 @@ class RunConfig:
     # the last ones logged when it ends; the rest are counted, not logged.
     hook_output_head: int = DEFAULT_HOOK_OUTPUT_HEAD
     hook_output_tail: int = DEFAULT_HOOK_OUTPUT_TAIL
+    # metrics (issue 14): Prometheus textfile for node_exporter
+    metrics_file: Path | None = None
 
 
 def env_name(flag: str) -> str:
@@ -113,6 +115,8 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     # Chatty hooks (issue 14).
     "--hook-output-head": (count, "hook_output_head"),
     "--hook-output-tail": (count, "hook_output_tail"),
+    # metrics (issue 14)
+    "--metrics-file": (Path, "metrics_file"),
 }
 
 RUN_FLAGS = tuple(_FIELDS)

@@ -100,12 +100,22 @@ def run_daemon(config: RunConfig) -> int:
     config = dataclasses.replace(
         config, hooks_dir=config.hooks_dir.absolute(), state_dir=config.state_dir.absolute()
     )
+    recorder = None
+    if config.metrics_file is not None:
+        from spotwatch import metrics
+
+        # Checked (and made absolute) before the chdir.
+        metrics_path = metrics.check_path(config.metrics_file)
+        config = dataclasses.replace(config, metrics_file=metrics_path)
+        recorder = metrics.DaemonMetrics(metrics.MetricsFile(metrics_path))
     os.chdir("/")
     log = get_logger()
     stop = Stopper()
     stop.install()
     try:
-        watcher = build_watcher(config, stop=stop)
+        watcher = build_watcher(
+            config, stop=stop, listener=recorder.listener if recorder is not None else None
+        )
         log.info(
             "spotwatch.started",
             pid=os.getpid(),
@@ -114,6 +124,7 @@ def run_daemon(config: RunConfig) -> int:
             hook_timeout=config.hook_timeout,
             deadline_margin=config.deadline_margin,
             on_rebalance=config.on_rebalance,
+            metrics_file=str(config.metrics_file) if config.metrics_file else None,
         )
         status = watcher.run()
         if stop.signum is not None:

@@ -50,6 +50,7 @@ from spotwatch.fleet_events import (
 )
 from spotwatch.hooks import REFUSED
 from spotwatch.logs import get_logger
+from spotwatch.metrics import FleetMetrics
 
 if TYPE_CHECKING:
     from spotwatch.hooks import HookPlan
@@ -249,8 +250,10 @@ class FleetWatcher:
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         log: Any = None,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self._metrics = metrics if metrics is not None else FleetMetrics()  # counts only
         self._sqs = sqs
         self._tags = tags
         self._stop = stop
@@ -347,6 +350,7 @@ class FleetWatcher:
             try:
                 response = self._sqs.receive_message(**request)
             except Exception as exc:  # log once, back off, keep watching
+                self._metrics.receive_failed()
                 text = _error_text(exc)
                 if text != self._receive_fault:
                     self._log.error("fleet.receive_failed", error=text, retry_in=delay,
@@ -359,6 +363,7 @@ class FleetWatcher:
                 self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                 self._receive_fault = None
             hidden_until = asked + (self._visibility or 0)
+            self._metrics.receive_ok(len(response.get("Messages", [])))
             return [self._parse(m, hidden_until) for m in response.get("Messages", [])]
         return []
 
@@ -380,6 +385,7 @@ class FleetWatcher:
             if self._stop.is_set():
                 self._release(batch[index:])
                 break
+            self._metrics.started()
             try:
                 outcome = self.handle(item)
             except Exception:  # a bug or a full disk must not stop the fleet's watcher
@@ -387,6 +393,7 @@ class FleetWatcher:
                                     note="left in the queue for redelivery")
                 outcome = FAILED
             self.counts[outcome] += 1
+            self._metrics.finished(outcome)
         self._flush_deletes()
 
     # -- one message --------------------------------------------------------------------
@@ -464,6 +471,7 @@ class FleetWatcher:
             )
         finally:
             _unlink(path)
+        self._metrics.hook_results(results)
         failed = [f"{r.name}: {r.description}" for r in results if not r.ok]
         refused = [f"{r.name}: {r.reason}" for r in plan.rejected if r.severity == REFUSED]
         if plan.problem:
@@ -585,9 +593,16 @@ class FleetWatcher:
                               error=f"{failure.get('Code')}: {failure.get('Message', '')}")
 
 
-def watch(settings: WatchSettings, *, region: str | None = None) -> int:
+def watch(
+    settings: WatchSettings, *, region: str | None = None, metrics_file: Path | None = None
+) -> int:
     """``spotwatch fleet watch``: real clients, signals and a scratch directory."""
     check_settings(settings)
+    recorder = None
+    if metrics_file is not None:
+        from spotwatch.metrics import MetricsFile, check_path
+
+        recorder = FleetMetrics(MetricsFile(check_path(metrics_file)))
     from spotwatch import hooks, runner
     from spotwatch.stopper import Stopper
 
@@ -632,6 +647,7 @@ def watch(settings: WatchSettings, *, region: str | None = None) -> int:
             runner=runner.run_hooks,
             workdir=workdir,
             environ=environ,
+            metrics=recorder,
         )
         return watcher.run()
     finally:

@@ -195,15 +195,18 @@ class Watcher:
         """Ask every monitor once; handle what is new. Returns the notices seen."""
         self.polls += 1
         seen: list[Notice] = []
+        failed: list[tuple[str, str]] = []  # (source, fault kind), for the metrics
         for monitor in self._monitors:
             try:
                 notice = monitor.check()
             except self._fault_types as exc:
                 self._record_fault(monitor.name, exc)
+                failed.append((monitor.name, fault_kind(exc)))
                 continue
             self._record_fault(monitor.name, None)
             if notice is not None:
                 seen.append(notice)
+        self._emit("poll.done", {"faults": failed, "notices": len(seen)})
         self._notifier.watchdog_if_due()
         if not seen:
             self._notifier.status(self._idle_status())
@@ -304,7 +307,7 @@ class Watcher:
         if notice.problem:
             fields["problem"] = notice.problem
         self._log.warning("notice.detected", **fields)
-        self._emit("notice.detected", {**fields, "seen_at": wall_now})
+        self._emit("notice.detected", {**fields, "seen_at": wall_now, "notice": notice})
         identity = self._try_identity()
 
         plan = self._plan(self.settings.hooks_dir)

@@ -11,6 +11,7 @@ from spotwatch.config import LOG_FORMATS, LOG_LEVELS
 from spotwatch.errors import EXIT_USAGE, UsageError
 
 QUEUE_URL_ENV = "SPOTWATCH_QUEUE_URL"
+METRICS_FILE_ENV = "SPOTWATCH_METRICS_FILE"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -64,6 +65,9 @@ def add_parser(subparsers: Any) -> None:
     watch.add_argument("--hook-timeout", type=_float_arg, default=30.0, metavar="S",
                        help="seconds each hook may run (default 30); the watcher keeps the "
                        "message hidden from other watchers for as long as its hooks run")
+    watch.add_argument("--metrics-file", type=Path, metavar="PATH",
+                       help="write Prometheus metrics here for node_exporter's textfile "
+                       f"collector, a *.prom file (default: ${METRICS_FILE_ENV}, else none)")
     _log_args(watch)
     watch.set_defaults(func=_watch)
     parser.set_defaults(func=_missing_subcommand, fleet_parser=parser)
@@ -126,4 +130,7 @@ def _watch(args: argparse.Namespace) -> int:
         visibility_timeout=args.visibility_timeout,
         hook_timeout=float(args.hook_timeout),
     )
-    return watch(settings, region=args.region)
+    metrics_file = args.metrics_file
+    if metrics_file is None and os.environ.get(METRICS_FILE_ENV):
+        metrics_file = Path(os.environ[METRICS_FILE_ENV])
+    return watch(settings, region=args.region, metrics_file=metrics_file)

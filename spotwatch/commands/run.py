@@ -61,6 +61,12 @@ def add_parser(subparsers: Any) -> None:
         help="then only its last N lines, logged when it ends, and a count of the rest "
         f"(default {config.DEFAULT_HOOK_OUTPUT_TAIL})",
     )
+    add(
+        "--metrics-file",
+        metavar="PATH",
+        help="keep Prometheus metrics in this file for node_exporter's textfile "
+        "collector (a *.prom file in its --collector.textfile.directory; default: none)",
+    )
     parser.set_defaults(func=_main)
 
 

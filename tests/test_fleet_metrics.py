@@ -1,0 +1,116 @@
+"""`spotwatch fleet watch --metrics-file` against moto's SQS and EventBridge on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from spotwatch.metrics import FleetMetrics, render
+from spotwatch.runner import HookResult
+from tests import test_fleet_watch
+from tests.prom_text import parse, value
+from tests.test_fleet_watch import (
+    INTERRUPTION,
+    Fleet,
+    Watch,
+    hook_env,
+    make_hooks,
+    no_crash,
+    wait_until,
+)
+
+# The fleet test module's fixtures: a queue and rule per test, watchers in subprocesses.
+make_fleet = test_fleet_watch.make_fleet
+watches = test_fleet_watch.watches
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_counts_are_safe_from_several_threads() -> None:
+    m = FleetMetrics()
+    result = HookResult("10-a", "/h/10-a", 0.0, 1.0, "ok", 0, None, "exit 0")
+
+    def work() -> None:
+        for _ in range(500):
+            m.receive_ok(1)
+            m.started()
+            m.hook_results([result])
+            m.finished("done")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    families = parse(render(m.families()))
+    assert value(families, "spotwatch_fleet_events_received_total") == 2000
+    assert value(families, "spotwatch_fleet_events_handled_total", outcome="done") == 2000
+    assert value(families, "spotwatch_fleet_events_handled_total", outcome="lost") == 0
+    assert value(families, "spotwatch_fleet_hooks_total", hook="10-a", outcome="ok") == 2000
+    assert value(families, "spotwatch_fleet_events_in_flight") == 0
+    m.finished("lost", started=False)  # lost while it waited for a worker
+    families = parse(render(m.families()))
+    assert value(families, "spotwatch_fleet_events_handled_total", outcome="lost") == 1
+    assert value(families, "spotwatch_fleet_events_in_flight") == 0
+
+
+def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    fleet = make_fleet()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fail").touch()
+    hooks = make_hooks(tmp_path, ("10-act", 'if [ -e "$OUT_DIR/fail" ]; then exit 3; fi\n'))
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    prom = textfile / "fleet.prom"
+    fleet.put((INTERRUPTION, {"instance-id": "i-0f00", "instance-action": "stop"}))
+    watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
+                     "--visibility-timeout", "2", "--wait-seconds", "1",
+                     "--metrics-file", str(prom)], env=hook_env(out))
+
+    def metrics() -> dict[str, Any]:
+        return parse(prom.read_text()) if prom.exists() else {}
+
+    watch.wait_for("fleet.hooks_failed")
+    m = wait_until(lambda: metrics().get("spotwatch_fleet_events_handled_total") and metrics(),
+                   20, "the failure in the file")
+    assert value(m, "spotwatch_fleet_events_handled_total", outcome="failed") >= 1
+    assert value(m, "spotwatch_fleet_hooks_total", hook="10-act", outcome="failed") >= 1
+    (out / "fail").unlink()
+    watch.wait_for("fleet.handled", timeout=40)
+
+    def done() -> dict[str, Any] | None:
+        m = metrics()
+        try:
+            handled = value(m, "spotwatch_fleet_events_handled_total", outcome="done")
+        except KeyError:
+            return None
+        return m if handled == 1 else None
+
+    m = wait_until(done, 20, "the success in the file")
+    assert watch.terminate() == 0
+    no_crash(watch)
+    failures = value(m, "spotwatch_fleet_events_handled_total", outcome="failed")
+    assert value(m, "spotwatch_fleet_events_received_total") == failures + 1
+    assert value(m, "spotwatch_fleet_hooks_total", hook="10-act", outcome="ok") == 1
+    assert value(m, "spotwatch_fleet_hook_duration_seconds", "_count", hook="10-act") == (
+        failures + 1
+    )
+    assert value(m, "spotwatch_fleet_events_in_flight") == 0
+    assert value(m, "spotwatch_fleet_receives_total") >= 2
+    assert value(m, "spotwatch_fleet_last_receive_timestamp_seconds") > 0
+
+
+def test_a_bad_metrics_path_is_one_line_before_any_aws_call(
+    watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    watch = watches(["--queue-url", "https://sqs.us-east-1.amazonaws.com/1/q",
+                     "--metrics-file", str(tmp_path / "fleet.txt")])
+    assert watch.wait(timeout=30) == 2
+    err = watch.stderr_path.read_text()
+    assert err.count("\n") == 1 and "reads only *.prom files" in err
