@@ -55,9 +55,7 @@ def test_garbled_then_proper_spot_notice_runs_the_hooks_once() -> None:
 
 def test_spot_then_asg_in_the_next_poll_is_one_run_and_completes_the_lifecycle() -> None:
     followup = RecordingFollowUp()
-    h = Harness(
-        {"spot-interruption": [], "asg": []}, stop_after_polls=3, followups=(followup,)
-    )
+    h = Harness({"spot-interruption": [], "asg": []}, stop_after_polls=3, followups=(followup,))
     h.monitors[0].script = [notice(nid="spot", clock=h.clock)] * 3
     h.monitors[1].script = [None, asg(h), asg(h)]
     h.watcher.run()
