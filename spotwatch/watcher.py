@@ -350,8 +350,11 @@ class Watcher:
             self._start_followups(run, notice)
             self._notifier.status(f"{notice.kind} {notice.action}: running {len(pending)} hooks")
             results = self._run_pending(run, pending, identity)
-            for followup, about in run.followups:
-                self._followup_call(followup, "finished", about, results)
+            # Stopped mid-run (SIGTERM): the journal resumes the hooks on the next start,
+            # so the follow-ups' closing step (CompleteLifecycleAction) waits for that.
+            if not self._stop.is_set():
+                for followup, about in run.followups:
+                    self._followup_call(followup, "finished", about, results)
         finally:
             self._current = None
         self.last_results = results
@@ -562,6 +565,11 @@ class Watcher:
         for followup in self._applicable(notice):
             run.followups.append((followup, notice))
             self._followup_call(followup, "started", notice)
+            # Optional: what the follow-up learnt for the hooks (SPOTWATCH_ASG_NAME).
+            if hasattr(followup, "environment"):
+                known = {name for name, _ in run.env}
+                extra = self._followup_call(followup, "environment", notice) or ()
+                run.env += tuple(pair for pair in extra if pair[0] not in known)
 
     def _followup_call(self, followup: FollowUp, method: str, *args: Any) -> Any:
         # A follow-up's trouble never stops the hooks.
