@@ -183,6 +183,15 @@ class LifecycleFollowUp:
 
     # -- the thread ---------------------------------------------------------------
     def _see_through(self, action: _Action) -> None:
+        try:
+            self._lifecycle(action)
+        except Exception:
+            # A bug here must not pass unseen, nor take the daemon with it.
+            self._log.exception("asg.followup_failed", notice_id=action.notice.id)
+        finally:
+            action.group_known.set()
+
+    def _lifecycle(self, action: _Action) -> None:
         deadline = action.notice.deadline
         try:
             client = self._make_client()
@@ -198,6 +207,8 @@ class LifecycleFollowUp:
                 deadline,
                 action,
                 want_value=True,
+                # The first hook waits for the first answer only, never for the retries.
+                after_first=action.group_known.set,
             )
             action.group_known.set()
             if action.group is None:
@@ -259,6 +270,7 @@ class LifecycleFollowUp:
         action: _Action,
         *,
         want_value: bool = False,
+        after_first: Callable[[], None] | None = None,
     ) -> Any:
         """``call`` until it succeeds (with a value, if ``want_value``) or the deadline."""
         pause = RETRY_FIRST
@@ -266,10 +278,12 @@ class LifecycleFollowUp:
             result = self._attempt(operation, call)
             if result is not _FAILED and (result is not None or not want_value):
                 return result
+            if after_first is not None:
+                after_first()
+                after_first = None
             if result is None:
                 self._once(
-                    operation,
-                    "not-found",
+                    (operation, "not-found"),
                     "asg.group_unknown",
                     note="this instance is in no Auto Scaling group that can be seen; "
                     "pass --asg-name",
@@ -288,12 +302,12 @@ class LifecycleFollowUp:
             fields["advice"] = f"allow {permission} in the instance profile's policy"
         else:
             fields["advice"] = "retried until the deadline; the hooks are not held up"
-        self._once(operation, code, "asg.api_error", **fields)
+        self._once((operation, code), "asg.api_error", **fields)
 
-    def _once(self, operation: str, code: str, event: str, **fields: Any) -> None:
-        if (operation, code) in self._logged:
+    def _once(self, key: tuple[str, str], event: str, **fields: Any) -> None:
+        if key in self._logged:
             return
-        self._logged.add((operation, code))
+        self._logged.add(key)
         self._log.warning(event, note_once="logged once per operation and error", **fields)
 
 
