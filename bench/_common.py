@@ -182,6 +182,7 @@ class Daemon:
         state_dir: Path,
         log_path: Path,
         python_flags: Sequence[str] = (),
+        extra: Sequence[str] = (),  # more `spotwatch run` flags, e.g. --watch
     ) -> None:
         self.log_path = log_path
         env = dict(os.environ)
@@ -193,7 +194,7 @@ class Daemon:
             hooks_dir=hooks_dir,
             state_dir=state_dir,
             python_flags=python_flags,
-        )
+        ) + list(extra)
         self.proc = cleanup.popen(argv, cwd=REPO, stdout=log, stderr=log, env=env)
         self._read_upto = 0
         self._events: list[dict[str, Any]] = []
