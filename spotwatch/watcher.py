@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from spotwatch import faults
 from spotwatch.logs import get_logger
-from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice
+from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.schedule import deadline_on_monotonic, next_tick
 
 if TYPE_CHECKING:
@@ -423,6 +423,13 @@ class Watcher:
             pending = pending[len(batch) :]
             if not (run.lowered and pending) or run.superseded or self._stop.is_set():
                 return results
+            self._log.info(
+                "notice.deadline_lowered",
+                notice_id=notice_id,
+                deadline=round(run.deadline, 3),
+                left=[h.name for h in pending],
+                note="a notice of the same end came with an earlier deadline",
+            )
 
     def _should_stop(self, run: _Handling) -> bool:
         """Asked between hooks. A notice that does not end the instance (a rebalance
@@ -536,7 +543,7 @@ class Watcher:
         if now - run.checked_at < self.settings.interval:
             return
         run.checked_at = now
-        for monitor in self._monitors:
+        for monitor in self._end_monitors():
             try:
                 found = monitor.check()
             except self._fault_types:
@@ -548,7 +555,7 @@ class Watcher:
 
     def _end_pending(self) -> bool:
         """A quick look for a notice that ends the instance, not yet handled."""
-        for monitor in self._monitors:
+        for monitor in self._end_monitors():
             try:
                 found = monitor.check()
             except self._fault_types:
@@ -556,6 +563,10 @@ class Watcher:
             if found is not None and found.ends_instance and not self._is_done(found):
                 return True
         return False
+
+    def _end_monitors(self) -> list[Monitor]:
+        # A rebalance recommendation never ends the instance: no need to ask.
+        return [m for m in self._monitors if m.name != REBALANCE_RECOMMENDATION]
 
     # -- follow-ups ---------------------------------------------------------------
     def _applicable(self, notice: Notice) -> list[FollowUp]:
