@@ -163,7 +163,6 @@ class Watcher:
         self.last_results: list[HookResult] = []
         self._poll_now = False
         self._followups = list(followups)
-        self._current: _Handling | None = None
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> int:
@@ -342,21 +341,17 @@ class Watcher:
             self._log.info("journal.resumed", notice_id=notice.id, already_done=skipped)
         self._journal.begin(notice)
         run = _Handling(notice, notice.deadline, notice.env, checked_at=self._clock())
-        self._current = run
-        try:
-            for other in together:
-                if not self._is_done(other):
-                    self._fold(other, run)
-            self._start_followups(run, notice)
-            self._notifier.status(f"{notice.kind} {notice.action}: running {len(pending)} hooks")
-            results = self._run_pending(run, pending, identity)
-            # Stopped mid-run (SIGTERM): the journal resumes the hooks on the next start,
-            # so the follow-ups' closing step (CompleteLifecycleAction) waits for that.
-            if not self._stop.is_set():
-                for followup, about in run.followups:
-                    self._followup_call(followup, "finished", about, results)
-        finally:
-            self._current = None
+        for other in together:
+            if not self._is_done(other):
+                self._fold(other, run)
+        self._start_followups(run, notice)
+        self._notifier.status(f"{notice.kind} {notice.action}: running {len(pending)} hooks")
+        results = self._run_pending(run, pending, identity)
+        # Stopped mid-run (SIGTERM): the journal resumes the hooks on the next start,
+        # so the follow-ups' closing step (CompleteLifecycleAction) waits for that.
+        if not self._stop.is_set():
+            for followup, about in run.followups:
+                self._followup_call(followup, "finished", about, results)
         self.last_results = results
         return self._conclude(run, len(pending), results)
 
