@@ -156,3 +156,12 @@ def test_a_failing_followup_never_stops_the_hooks() -> None:
         h.watcher.run()
     assert len(h.runs) == 1 and h.watcher.notices_handled == 1
     assert any(e["event"] == "followup.failed" and e["step"] == "started" for e in logs)
+
+
+def test_the_idle_status_line_shows_the_next_planned_maintenance() -> None:
+    h = Harness({"scheduled-maintenance": []}, stop_after_polls=2)
+    note = "next maintenance system-reboot e1 at 2027-01-01 00:00:00Z (hooks from 23:55:00Z)"
+    h.monitors[0].status_note = lambda: note  # type: ignore[attr-defined]
+    h.watcher.run()
+    idle = [m for m in h.notifier.messages if m.startswith("STATUS=watching; last poll")]
+    assert idle and all(m.endswith("; " + note) for m in idle)
