@@ -184,7 +184,7 @@ class Daemon:
         state_dir: Path,
         log_path: Path,
         python_flags: Sequence[str] = (),
-        extra: Sequence[str] = (),
+        extra: Sequence[str] = (),  # more flags, e.g. --cloud gcp
     ) -> None:
         self.log_path = log_path
         env = dict(os.environ)

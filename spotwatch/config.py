@@ -24,6 +24,9 @@ DEFAULT_HOOK_OUTPUT_HEAD = 100
 DEFAULT_HOOK_OUTPUT_TAIL = 100
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg")
+DEFAULT_ASG_DEADLINE = 300.0
+DEFAULT_MAINTENANCE_LEAD = 300.0
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -46,6 +49,18 @@ class RunConfig:
     hook_output_tail: int = DEFAULT_HOOK_OUTPUT_TAIL
     # metrics (issue 14): Prometheus textfile for node_exporter
     metrics_file: Path | None = None
+    # Issue 11: what to watch (spot, rebalance, maintenance, asg) and their settings.
+    watch: tuple[str, ...] = ("spot",)
+    asg_lifecycle_hook: str | None = None
+    asg_name: str | None = None
+    asg_deadline: float = DEFAULT_ASG_DEADLINE
+    maintenance_lead: float = DEFAULT_MAINTENANCE_LEAD
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The sources watched, in WATCH_SOURCES order; --on-rebalance adds rebalance."""
+        chosen = set(self.watch) | ({"rebalance"} if self.on_rebalance else set())
+        return tuple(s for s in WATCH_SOURCES if s in chosen)
 
 
 def env_name(flag: str) -> str:
@@ -101,6 +116,26 @@ def choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def watch_list(text: str) -> tuple[str, ...]:
+    """``spot,asg`` -> ("spot", "asg"); an unknown or missing name is an error."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"name at least one of {', '.join(WATCH_SOURCES)}")
+    unknown = [n for n in names if n not in WATCH_SOURCES]
+    if unknown:
+        raise ValueError(
+            f"unknown source {unknown[0]!r}; expected a comma-separated list of "
+            f"{', '.join(WATCH_SOURCES)}"
+        )
+    return tuple(s for s in WATCH_SOURCES if s in names)
+
+
+def nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a name, got nothing")
+    return text.strip()
+
+
 # flag name -> (parser, RunConfig field)
 _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "--imds-url": (url, "imds_url"),
@@ -117,6 +152,12 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "--hook-output-tail": (count, "hook_output_tail"),
     # metrics (issue 14)
     "--metrics-file": (Path, "metrics_file"),
+    # Issue 11: sources beyond the spot notice.
+    "--watch": (watch_list, "watch"),
+    "--asg-lifecycle-hook": (nonempty, "asg_lifecycle_hook"),
+    "--asg-name": (nonempty, "asg_name"),
+    "--asg-deadline": (seconds, "asg_deadline"),
+    "--maintenance-lead": (seconds, "maintenance_lead"),
 }
 
 RUN_FLAGS = tuple(_FIELDS)
@@ -137,4 +178,22 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
             values[field] = parse(raw)
         except ValueError as exc:
             raise UsageError(f"{source}: {exc}") from None
-    return RunConfig(**values)
+    settings = RunConfig(**values)
+    _check_maintenance_lead(settings)
+    if settings.asg_lifecycle_hook and "asg" not in settings.sources:
+        raise UsageError(
+            "--asg-lifecycle-hook needs the asg source: add asg to --watch "
+            "(e.g. --watch spot,asg or SPOTWATCH_WATCH=spot,asg)"
+        )
+    return settings
+
+
+def _check_maintenance_lead(settings: RunConfig) -> None:
+    # Hooks must end --deadline-margin before NotBefore: a lead no longer than the
+    # margin would leave them no time at all.
+    if "maintenance" in settings.sources and settings.maintenance_lead <= settings.deadline_margin:
+        raise UsageError(
+            f"--maintenance-lead ({settings.maintenance_lead:g} s) must exceed "
+            f"--deadline-margin ({settings.deadline_margin:g} s): the hooks would get no time; "
+            "raise the lead or lower the margin"
+        )
