@@ -61,6 +61,7 @@ class SimBase:
         self._closing = threading.Event()
         self._faults: list[_Fault] = []
         self._log: list[Record] = []
+        self._arrived: dict[str, int] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -118,6 +119,11 @@ class SimBase:
                 if (path is None or r.path == path) and (method is None or r.method == method)
             ]  # fmt: skip
 
+    def arrived(self, path: str) -> int:
+        """Requests for ``path`` received so far, answered or still hanging."""
+        with self._cond:
+            return self._arrived.get(path, 0)
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
         with self._cond:
             return self._cond.wait_for(predicate, timeout=timeout)
@@ -137,6 +143,8 @@ class SimBase:
         received = self._wall()
         with self._cond:
             fault = self._take_fault(path)
+            self._arrived[path] = self._arrived.get(path, 0) + 1
+            self._cond.notify_all()
         reply = self.answer(method, path, query, headers, body, fault)
         with self._cond:
             self._log.append(
