@@ -31,15 +31,15 @@ from spotwatch import cloudhttp
 from spotwatch.feed import Feed
 from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
 from spotwatch.logs import get_logger
-from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice, notice_id
+from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity, Notice, notice_id
 
 EVENTS_PATH = "/metadata/scheduledevents"
 EVENTS_API = "2020-07-01"
 COMPUTE_PATH = "/metadata/instance/compute"
 COMPUTE_API = "2021-02-01"
 HEADER = "Metadata"
-SCHEDULED_MAINTENANCE = "scheduled-maintenance"  # as notice.SCHEDULED_MAINTENANCE (issue 11)
 SOURCE = "azure:scheduledevents"
+EVENT_ID_VARIABLE = "SPOTWATCH_AZURE_EVENT_ID"
 
 # Preempt gives at least 30 s; used when NotBefore is empty (a Started event) or past.
 DEFAULT_LEAD_SECONDS = 30.0
@@ -173,6 +173,8 @@ def event_notice(event: Event, seen_at: float, watch: frozenset[str]) -> Notice 
         id=notice_id(kind, action, "azure:" + event.event_id),
         source=SOURCE,
         problem=problem,
+        ends_instance=action == "terminate",
+        env=((EVENT_ID_VARIABLE, event.event_id), ("SPOTWATCH_AZURE_EVENT_TYPE", event.event_type)),
     )
 
 
@@ -320,8 +322,12 @@ class EventsMonitor:
         watch: frozenset[str],
         registry: dict[str, str],
         wall_clock: Callable[[], float] = time.time,
+        *,
+        reports_faults: bool = True,
     ) -> None:
         self.name = name
+        # Monitors sharing a feed: one reports its faults, so each is logged once.
+        self._reports_faults = reports_faults
         self._feed = feed
         self._types = frozenset(types)
         self._watch = watch
@@ -334,6 +340,8 @@ class EventsMonitor:
         if not self._feed.alive:
             self._feed.start()
         doc, error, _ = self._feed.snapshot()
+        if not self._reports_faults:
+            error = None
         if doc is None:
             if error is not None:
                 raise error
@@ -382,7 +390,14 @@ def monitors(
     )
     found = [
         EventsMonitor(SPOT_INTERRUPTION, feed, ["Preempt"], watch, registry),
-        EventsMonitor(SCHEDULED_MAINTENANCE, feed, ["Terminate", *MAINTENANCE], watch, registry),
+        EventsMonitor(
+            SCHEDULED_MAINTENANCE,
+            feed,
+            ["Terminate", *MAINTENANCE],
+            watch,
+            registry,
+            reports_faults=False,
+        ),
     ]
     feed.start()
     return found, feed
@@ -442,7 +457,7 @@ class Approver:
             thread.join(timeout)
 
     def _event_id(self, notice: Notice) -> str | None:
-        found = self._registry.get(notice.id)
+        found = self._registry.get(notice.id) or dict(notice.env).get(EVENT_ID_VARIABLE)
         if found is not None or self._feed is None:
             return found
         doc = self._feed.snapshot()[0]

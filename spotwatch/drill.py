@@ -32,6 +32,7 @@ class DrillOptions:
     interval: float = 1.0
     hook_timeout: float = 60.0
     deadline_margin: float = 10.0
+    cloud: str = "aws"  # issue 12: the simulator speaks this cloud's protocol
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
     stop.install()
     try:
         with (
-            ImdsSimulator(require_token=True) as sim,
+            (ImdsSimulator(require_token=True) if options.cloud == "aws" else _simulator(options))
+            as sim,
             tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
         ):
             config = RunConfig(
@@ -232,13 +234,17 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
                 state_dir=Path(state_dir),
                 hook_timeout=options.hook_timeout,
                 deadline_margin=options.deadline_margin,
+                cloud=options.cloud,
             )
             began_mono = time.monotonic()
             timeline = _Timeline(began_mono)
             appear_at = timeline.began_wall + options.notice_in
             notice_time = appear_at + options.lead
             notice_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(notice_time))
-            sim.schedule_notice(action=options.action, appear_at=appear_at, notice_time=notice_text)
+            if options.cloud == "aws":
+                sim.schedule_notice(options.action, appear_at, notice_text)
+            else:
+                notice_time, notice_text = _schedule(sim, options, appear_at)
             watcher = build_watcher(config, stop=stop, drill=True, max_notices=1, listener=timeline)
             # If the notice is never seen (it should be, within one interval), give up.
             give_up = options.notice_in + 3 * options.interval + 10.0
@@ -254,7 +260,7 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
     deadline = float(int(notice_time)) - timeline.began_wall
     return DrillReport(
         action=options.action,
-        lead=options.lead,
+        lead=round(notice_time - appear_at, 3),
         interval=options.interval,
         hooks_dir=str(options.hooks_dir),
         deadline_margin=options.deadline_margin,
@@ -272,6 +278,32 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
         ),
         problems=tuple(problems),
     )
+
+
+def _simulator(options: DrillOptions) -> Any:
+    """Google's or Azure's metadata simulator (issue 12)."""
+    if options.cloud == "gcp":
+        from spotwatch.imdssim_gcp import GceSimulator
+
+        return GceSimulator()
+    from spotwatch.imdssim_azure import AzureSimulator
+
+    return AzureSimulator()
+
+
+def _schedule(sim: Any, options: DrillOptions, appear_at: float) -> tuple[float, str]:
+    """Google: preempted=TRUE (30 s lead, as Google gives); Azure: a Preempt event
+    whose NotBefore is --lead after it appears. Returns (deadline, as shown)."""
+    if options.cloud == "gcp":
+        from spotwatch.gcp import PREEMPT_LEAD_SECONDS, PREEMPTED
+
+        sim.schedule(PREEMPTED, "TRUE", appear_at)
+        deadline = appear_at + PREEMPT_LEAD_SECONDS
+        return deadline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
+    from spotwatch.imdssim_azure import rfc1123
+
+    sim.add_event("Preempt", at=appear_at, lead=options.lead)
+    return appear_at + options.lead, rfc1123(appear_at + options.lead)
 
 
 def _stop_if_unseen(stop: Any, timeline: _Timeline, after: float) -> None:

@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 # After a failed read, wait this long (doubling up to MAX_BACKOFF) before the next.
 FIRST_BACKOFF = 0.25
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = 2.0
 
 
 class Feed(Generic[T]):

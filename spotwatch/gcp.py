@@ -25,7 +25,7 @@ from spotwatch import cloudhttp
 from spotwatch.feed import Feed
 from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
 from spotwatch.monitors import KEY_FORMAT
-from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice, notice_id
+from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity, Notice, notice_id
 
 BASE_PATH = "/computeMetadata/v1/"
 PREEMPTED = "instance/preempted"
@@ -34,7 +34,6 @@ FLAVOR_HEADER = "Metadata-Flavor"
 FLAVOR = "Google"
 SOURCE_PREEMPTED = "gce:" + PREEMPTED
 SOURCE_MAINTENANCE = "gce:" + MAINTENANCE_EVENT
-SCHEDULED_MAINTENANCE = "scheduled-maintenance"  # as notice.SCHEDULED_MAINTENANCE (issue 11)
 
 # Google gives about 30 s between preempted=TRUE and the stop, and about 60 s
 # between maintenance-event and host maintenance.
@@ -194,6 +193,8 @@ def maintenance_notice(
         ),
         source=SOURCE_MAINTENANCE,
         problem="" if text in (*TERMINATING, MIGRATING) else f"unknown value {value!r}",
+        ends_instance=action == "terminate",
+        env=(("SPOTWATCH_GCE_MAINTENANCE_EVENT", text),),
     )
 
 

@@ -71,6 +71,13 @@ class Stopper:
 
     request = set
 
+    def wake(self) -> None:
+        """Cut a sleep short without asking for a stop: a source has news (any thread)."""
+        try:
+            os.write(self._write_fd, b"\1")
+        except OSError:
+            pass
+
     def wait(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early on a stop request."""
         return self.sleep(timeout if timeout is not None else 3600.0)

@@ -85,6 +85,14 @@ def add_parser(subparsers: Any) -> None:
         default=10.0,
         help="hooks must end this long before the interruption (default %(default)g)",
     )
+    add(
+        "--cloud",
+        choices=("aws", "gcp", "azure"),
+        default="aws",
+        help="the metadata protocol to rehearse: aws (spot notice), gcp (preempted=TRUE, "
+        "30 s to go), azure (a Preempt event --lead s ahead, then its approval) "
+        "(default %(default)s)",
+    )
     add("--json", action="store_true", help="print the timeline as JSON")
     add(
         "--log-level",
@@ -109,6 +117,7 @@ def _main(args: argparse.Namespace) -> int:
             interval=args.interval,
             hook_timeout=args.hook_timeout,
             deadline_margin=args.deadline_margin,
+            cloud=args.cloud,
         )
     )
     print(render_json(report) if args.json else render_text(report), file=sys.stdout)
