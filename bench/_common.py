@@ -158,6 +158,7 @@ def spotwatch_argv(
     hooks_dir: Path,
     state_dir: Path,
     python_flags: Sequence[str] = (),
+    extra: Sequence[str] = (),
 ) -> list[str]:
     return [
         sys.executable, *python_flags, "-m", "spotwatch", "run",
@@ -166,6 +167,7 @@ def spotwatch_argv(
         "--hooks-dir", str(hooks_dir),
         "--state-dir", str(state_dir),
         "--log-format", "json",
+        *extra,
     ]  # fmt: skip
 
 
@@ -182,10 +184,12 @@ class Daemon:
         state_dir: Path,
         log_path: Path,
         python_flags: Sequence[str] = (),
+        extra: Sequence[str] = (),  # more flags, e.g. --cloud gcp
     ) -> None:
         self.log_path = log_path
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # never talk to a real systemd
+        env.setdefault("SPOTWATCH_CLOUD", "aws")  # the AWS simulator unless extra says otherwise
         log = cleanup.open(log_path, "ab")
         argv = spotwatch_argv(
             imds_url,
@@ -193,6 +197,7 @@ class Daemon:
             hooks_dir=hooks_dir,
             state_dir=state_dir,
             python_flags=python_flags,
+            extra=extra,
         )
         self.proc = cleanup.popen(argv, cwd=REPO, stdout=log, stderr=log, env=env)
         self._read_upto = 0

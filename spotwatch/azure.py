@@ -279,6 +279,7 @@ class EventsStep:
         self._clock = clock
         self._vm_name = ""
         self._answered = False
+        self._starting_logged = False
         self._odd_logged = False
         self._log = get_logger(cloud="azure")
 
@@ -286,7 +287,8 @@ class EventsStep:
         if not self._vm_name:
             self._vm_name = read_identity_named(self._client)[0]
         started = self._clock()
-        if not self._answered:
+        if not self._answered and not self._starting_logged:
+            self._starting_logged = True
             self._log.info(
                 "azure.events_starting",
                 note="the first call turns Scheduled Events on and may take up to two "
