@@ -15,7 +15,13 @@ polls (start-up is a one-off and is left out of the per-poll figure):
   ``python -X importtime`` lists every module it imported while starting and
   polling; none may be boto3, botocore or s3transfer.
 
-Usage: ``.venv/bin/python bench/idle.py [--polls 500] [--interval 0.1]``.
+Google row (``--google-seconds``, default 120; 0 skips it): ``spotwatch run --cloud
+gcp`` against the Google simulator and ``spotwatch run`` against the AWS one, both
+at ``--interval 5``, side by side for that long after a 10 s warm-up: CPU seconds
+per minute of each. Goal: Google's at most AWS's (its hanging GETs ask once per
+20 s per value; the AWS watcher asks every 5 s).
+
+Usage: ``.venv/bin/python bench/idle.py [--polls 500] [--interval 0.1] [--google-seconds 120]``.
 """
 
 from __future__ import annotations
@@ -70,6 +76,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--warmup", type=int, default=20, help="polls left out at the start (default 20)"
+    )
+    parser.add_argument(
+        "--google-seconds",
+        type=float,
+        default=120.0,
+        help="length of the Google row, idle at --interval 5 (default 120; 0 skips it)",
     )
     args = parser.parse_args()
     if args.polls < 1 or args.warmup < 2 or args.interval <= 0:
@@ -199,6 +211,67 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     return table
 
 
+GOOGLE_INTERVAL = 5.0
+GOOGLE_WARMUP = 10.0
+
+
+def measure_google(seconds: float, cleanup: Cleanup) -> Table:
+    """CPU per minute, idle, --interval 5: Google's watcher next to the AWS one."""
+    from spotwatch.imdssim_gcp import GceSimulator
+
+    aws = ImdsSimulator(require_token=True).start()
+    cleanup.on_close(aws.stop)
+    gce = GceSimulator()
+    gce.start()
+    cleanup.on_close(gce.stop)
+    work = cleanup.tempdir("idle-google")
+    hooks_dir = work / "hooks.d"
+    hooks_dir.mkdir(mode=0o755)
+    daemons: dict[str, Daemon] = {}
+    for name, url in (("gcp", gce.url), ("aws", aws.url)):
+        daemons[name] = Daemon(
+            cleanup,
+            url,
+            interval=GOOGLE_INTERVAL,
+            hooks_dir=hooks_dir,
+            state_dir=work / f"state-{name}",
+            log_path=work / f"{name}.log",
+            extra=["--cloud", name],
+        )
+    for daemon in daemons.values():
+        daemon.wait_for_event("watcher.started")
+    time.sleep(GOOGLE_WARMUP)
+    start = {name: cpu_seconds(d.pid) for name, d in daemons.items()}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    per_minute = {
+        name: (cpu_seconds(d.pid) - start[name]) * 60 / elapsed for name, d in daemons.items()
+    }
+    rss = {name: status_kib(d.pid, "VmHWM") / 1024 for name, d in daemons.items()}
+    for daemon in daemons.values():
+        daemon.proc.terminate()
+        daemon.proc.wait(timeout=10)
+    g, a = per_minute["gcp"], per_minute["aws"]
+    table = Table(
+        f"idle --cloud gcp: {elapsed:.0f} s after a {GOOGLE_WARMUP:g} s warm-up, --interval "
+        f"{GOOGLE_INTERVAL:g}; baseline: spotwatch run on AWS (IMDSv2) beside it"
+    )
+    table.add(
+        "CPU per minute (ms)", f"{g * 1000:.1f}", f"{a * 1000:.1f}", ratio(g, a),
+        "<= baseline", g <= a,
+    )  # fmt: skip
+    table.add(
+        "peak RSS (MiB)", f"{rss['gcp']:.1f}", f"{rss['aws']:.1f}", ratio(rss["gcp"], rss["aws"])
+    )
+    table.add(
+        "metadata requests per minute",
+        f"{len(gce.requests()) * 60 / (elapsed + GOOGLE_WARMUP):.1f}",
+        f"{len(aws.requests()) * 60 / (elapsed + GOOGLE_WARMUP):.1f}",
+    )
+    return table
+
+
 def curl_peak_kib(cleanup: Cleanup, url: str, work: Path, tries: int = 3) -> float:
     """Peak RSS (KiB) of one poll's curl, as GNU time reports it; the largest of ``tries``."""
     out = work / "curl-rss"
@@ -257,6 +330,11 @@ def main() -> int:
         table = measure(args, cleanup)
     print(table.render())
     print(f"conditions at the end: {conditions()}")
+    if args.google_seconds > 0:
+        print(f"\nGoogle beside AWS, --interval 5, {args.google_seconds:g} s ...", flush=True)
+        with Cleanup() as cleanup:
+            print(measure_google(args.google_seconds, cleanup).render())
+        print(f"conditions at the end: {conditions()}")
     return 0
 
 
