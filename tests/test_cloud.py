@@ -68,3 +68,33 @@ def test_nothing_answers_means_aws_by_default(tmp_path: Path) -> None:
     decision = cloud.decide("auto", "http://127.0.0.1:9", dmi_dir=tmp_path)
     assert (decision.cloud, decision.how) == ("aws", "default")
     assert "--cloud" in decision.reason
+
+
+# -- settings ------------------------------------------------------------------------
+
+
+def test_cloud_settings_from_flags_and_environment() -> None:
+    from spotwatch.config import resolve
+
+    assert resolve({}, {}).cloud == "auto"
+    assert resolve({"--cloud": "GCP"}, {}).cloud == "gcp"
+    assert resolve({}, {"SPOTWATCH_CLOUD": "azure"}).cloud == "azure"
+    assert resolve({"--no-approve": "1"}, {}).no_approve
+    assert not resolve({}, {}).interval_given
+    assert resolve({"--interval": "5"}, {}).interval_given
+
+
+def test_unknown_cloud_is_a_usage_error() -> None:
+    from spotwatch.config import resolve
+    from spotwatch.errors import UsageError
+
+    with pytest.raises(UsageError, match="SPOTWATCH_CLOUD: expected one of auto, aws, gcp, azure"):
+        resolve({}, {"SPOTWATCH_CLOUD": "oracle"})
+
+
+def test_azure_polls_every_second_unless_told() -> None:
+    from spotwatch.cloud_sources import interval_for
+
+    assert interval_for("azure", 5.0, given=False) == 1.0
+    assert interval_for("azure", 5.0, given=True) == 5.0
+    assert interval_for("gcp", 5.0, given=False) == 5.0

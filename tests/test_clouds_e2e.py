@@ -277,3 +277,22 @@ def test_auto_picks_the_cloud_by_probing_and_from_dmi(
                       env={"SPOTWATCH_DMI_DIR": str(dmi)})  # fmt: skip
     decided = from_dmi.wait_for_event("cloud.decided")[0]
     assert (decided["cloud"], decided["how"]) == (cloud, "dmi")
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "azure"])
+def test_idle_watching_never_imports_boto3(
+    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon], cloud: str
+) -> None:
+    sim_type = GceSimulator if cloud == "gcp" else AzureSimulator
+    with sim_type() as sim:
+        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, cloud,
+                        env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
+        daemon.wait_for_event("identity.read")
+        time.sleep(1.5)
+        imported = [
+            line.rsplit("|", 1)[-1].strip()
+            for line in daemon.log_path.read_text().splitlines()
+            if line.startswith("import time:")
+        ]
+        assert "spotwatch.feed" in imported  # the list is real
+        assert not [m for m in imported if m.split(".")[0] in ("boto3", "botocore")]
