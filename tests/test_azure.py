@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -195,9 +196,11 @@ def test_no_approval_when_turned_off_or_not_ours(sim: AzureSimulator) -> None:
     registry[notice.id] = "E-1"
     assert not approver.applies(notice)
     approver.finished(notice, [])
+    # A notice no Azure monitor made (no EventId in its env, none registered).
+    foreign = dataclasses.replace(notice, env=(), source="spot/instance-action")
     stranger = azure.Approver(sim.url, {})
-    assert not stranger.applies(notice)
-    stranger.finished(notice, [])
+    assert not stranger.applies(foreign)
+    stranger.finished(foreign, [])
     time.sleep(0.2)
     assert sim.approvals == []
 

@@ -140,11 +140,11 @@ def test_monitor_sees_preemption_at_once_and_wakes_the_loop(sim: GceSimulator) -
     try:
         spot = monitors[0]
         assert spot.name == SPOT_INTERRUPTION
-        assert woken.wait(5)  # the first value
+        # Both feeds read their first value, then sit in hanging GETs.
+        assert sim.wait_for(lambda: sim.arrived(BASE_PATH + PREEMPTED) >= 2, 5)
+        assert sim.wait_for(lambda: sim.arrived(BASE_PATH + MAINTENANCE_EVENT) >= 2, 5)
         assert spot.check() is None
         woken.clear()
-        # Both feeds now sit in hanging GETs.
-        assert sim.wait_for(lambda: sim.arrived(BASE_PATH + PREEMPTED) >= 2, 5)
         changed = time.time()
         sim.set_value(PREEMPTED, "TRUE")
         assert woken.wait(5)
