@@ -166,6 +166,11 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
     values["interval_given"] = "interval" in values  # issue 12: Azure defaults to 1 s
     settings = RunConfig(**values)
     _check_maintenance_lead(settings)
+    if settings.asg_lifecycle_hook and "asg" not in settings.sources:
+        raise UsageError(
+            "--asg-lifecycle-hook needs the asg source: add asg to --watch "
+            "(e.g. --watch spot,asg or SPOTWATCH_WATCH=spot,asg)"
+        )
     return settings
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from spotwatch.cloud_sources import interval_for
 from spotwatch.config import RunConfig
@@ -15,6 +16,11 @@ from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
 from spotwatch.watcher import Listener, Watcher, WatchSettings
+
+if TYPE_CHECKING:
+    from spotwatch.followup import FollowUp
+    from spotwatch.imds import ImdsClient
+    from spotwatch.notice import Identity
 
 
 def check_directories(config: RunConfig) -> None:
@@ -58,25 +64,32 @@ def build_watcher(
     # One poll (retries included) must fit well inside the interval.
     budget = max(0.5, min(4.0, config.interval * 0.8))
     client = ImdsClient(config.imds_url, budget=budget, stop=stop)
-    monitors: list[object] = [SpotInterruptionMonitor(client)]
-    if config.on_rebalance:
+    sources = config.sources
+    monitors: list[object] = []
+    if "spot" in sources:
+        monitors.append(SpotInterruptionMonitor(client))
+    if "rebalance" in sources:
         monitors.append(RebalanceMonitor(client))
-    from spotwatch.install import environ_for_hooks
-
     # Issue 12: on Google and Azure, their own monitors, identity and follow-ups.
     cloud = decide_cloud(config)
+    if cloud == "aws":
+        monitors += _aws_monitors(config, client)
+    from spotwatch.install import environ_for_hooks
+
     interval = interval_for(cloud, config.interval, config.interval_given)
     read_identity_now = lambda: read_identity(client)  # noqa: E731
     followups: list[object] = []
-    if cloud != "aws":
+    if cloud == "aws":
+        followups = list(_followups(config, client, read_identity))
+    else:
         from spotwatch import cloud_sources
 
-        sources = cloud_sources.build(
+        other = cloud_sources.build(
             cloud, config.imds_url, config.sources, interval=interval,
             approve=not config.no_approve, wake=stop.wake,
         )  # fmt: skip
-        monitors, read_identity_now = list(sources.monitors), sources.read_identity
-        followups = list(sources.followups)
+        monitors, read_identity_now = list(other.monitors), other.read_identity
+        followups = list(other.followups)
     environ = {**environ_for_hooks(os.environ), "SPOTWATCH_CLOUD": cloud}
     settings = WatchSettings(
         interval=interval,
@@ -130,6 +143,53 @@ _SOURCES_ON = {
 }
 
 
+def _aws_monitors(config: RunConfig, client: ImdsClient) -> list[object]:
+    """The Auto Scaling and scheduled maintenance monitors, if watched."""
+    monitors: list[object] = []
+    if "maintenance" in config.sources:
+        from spotwatch.maintenance import MaintenanceMonitor
+
+        monitors.append(MaintenanceMonitor(client, lead=config.maintenance_lead))
+    if "asg" in config.sources:
+        from spotwatch.asg import AsgTerminationMonitor
+
+        monitors.append(
+            AsgTerminationMonitor(
+                client, deadline_seconds=config.asg_deadline, group_name=config.asg_name
+            )
+        )
+    return monitors
+
+
+def _followups(
+    config: RunConfig, client: ImdsClient, read_identity: Callable[[ImdsClient], Identity]
+) -> list[FollowUp]:
+    """``--asg-lifecycle-hook``: heartbeats and CompleteLifecycleAction around the hooks.
+    The Auto Scaling client (boto3) is made on the follow-up's thread, when needed."""
+    if "asg" not in config.sources or not config.asg_lifecycle_hook:
+        return []
+    from spotwatch import lifecycle
+    from spotwatch.asg import LifecycleFollowUp
+
+    known: list[Identity] = []
+
+    def identity() -> Identity:
+        if not known:
+            known.append(read_identity(client))
+        return known[0]
+
+    return [
+        LifecycleFollowUp(
+            hook=config.asg_lifecycle_hook,
+            group=config.asg_name,
+            make_client=lambda: lifecycle.make_client(
+                identity().region, endpoint=lifecycle.endpoint_url()
+            ),
+            instance_id=lambda: identity().instance_id,
+        )
+    ]
+
+
 def run_daemon(config: RunConfig) -> int:
     """``spotwatch run``: watch until SIGTERM or SIGINT."""
     check_directories(config)
@@ -152,6 +212,7 @@ def run_daemon(config: RunConfig) -> int:
             hook_timeout=config.hook_timeout,
             deadline_margin=config.deadline_margin,
             on_rebalance=config.on_rebalance,
+            watch=list(config.sources),
             interval=watcher.settings.interval,
         )
         status = watcher.run()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spotwatch.config import DEFAULT_HOOKS_DIR, seconds
+from spotwatch.config import DEFAULT_HOOKS_DIR, seconds, watch_list
 
 
 def _seconds(text: str) -> float:
@@ -21,6 +21,13 @@ def _seconds(text: str) -> float:
 def _margin(text: str) -> float:
     try:
         return seconds(text, allow_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _watch(text: str) -> tuple[str, ...]:
+    try:
+        return watch_list(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -86,6 +93,21 @@ def add_parser(subparsers: Any) -> None:
         help="hooks must end this long before the interruption (default %(default)g)",
     )
     add(
+        "--event",
+        choices=("spot", "rebalance", "maintenance", "asg"),
+        default="spot",
+        help="what to rehearse: the spot notice, a rebalance recommendation, a scheduled "
+        "maintenance event (--action terminate: instance-retirement, stop/hibernate: "
+        "instance-stop) or an Auto Scaling termination (default %(default)s)",
+    )
+    add(
+        "--watch",
+        metavar="LIST",
+        type=_watch,
+        default=(),
+        help="sources the watcher watches, as for 'spotwatch run' (the event's is added)",
+    )
+    add(
         "--cloud",
         choices=("aws", "gcp", "azure"),
         default="aws",
@@ -117,6 +139,8 @@ def _main(args: argparse.Namespace) -> int:
             interval=args.interval,
             hook_timeout=args.hook_timeout,
             deadline_margin=args.deadline_margin,
+            event=args.event,
+            watch=args.watch,
             cloud=args.cloud,
         )
     )
