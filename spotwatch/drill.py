@@ -87,6 +87,7 @@ class DrillReport:
     skipped: tuple[str, ...] = ()
     problems: tuple[str, ...] = field(default=())
     event: str = "spot"
+    cloud: str = "aws"  # issue 12
 
     @property
     def seconds_left(self) -> float:
@@ -186,6 +187,14 @@ def render_text(report: DrillReport) -> str:
 
 def _describe(report: DrillReport) -> tuple[str, str]:
     """(what is rehearsed, what the "notice out" line says)."""
+    if report.cloud == "gcp":
+        if report.event == "maintenance":
+            what = "instance/maintenance-event TERMINATE_ON_HOST_MAINTENANCE"
+            return "Google host maintenance", f"{what}, deadline {report.notice_time}"
+        return "Google preemption", f"instance/preempted TRUE, deadline {report.notice_time}"
+    if report.cloud == "azure":
+        kind = "Terminate" if report.event == "maintenance" else "Preempt"
+        return f"Azure {kind} event", f"{kind} event, NotBefore {report.notice_time}"
     if report.event == "rebalance":
         return "rebalance recommendation", "rebalance recommendation"
     if report.event == "asg":
@@ -242,6 +251,12 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
         raise SpotwatchError(
             f"hooks directory {options.hooks_dir} does not exist: "
             "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
+            exit_code=2,
+        )
+    if options.cloud != "aws" and options.event not in ("spot", "maintenance"):
+        raise SpotwatchError(
+            f"--event {options.event} exists on AWS only; with --cloud {options.cloud} "
+            "rehearse --event spot or maintenance",
             exit_code=2,
         )
     plan = plan_hooks(options.hooks_dir)
@@ -309,6 +324,7 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
         ),
         problems=tuple(problems),
         event=options.event,
+        cloud=options.cloud,
     )
 
 
@@ -324,17 +340,24 @@ def _simulator(options: DrillOptions) -> Any:
 
 
 def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[float, str]:
-    """Google: preempted=TRUE (30 s lead, as Google gives); Azure: a Preempt event
-    whose NotBefore is --lead after it appears. Returns (deadline, as shown)."""
+    """Google: preempted=TRUE (30 s to go, as Google gives), or with ``--event
+    maintenance`` TERMINATE_ON_HOST_MAINTENANCE (60 s); Azure: a Preempt (or
+    Terminate) event whose NotBefore is --lead after it appears. Returns (deadline,
+    as shown)."""
     if options.cloud == "gcp":
-        from spotwatch.gcp import PREEMPT_LEAD_SECONDS, PREEMPTED
+        from spotwatch import gcp
 
-        sim.schedule(PREEMPTED, "TRUE", appear_at)
-        deadline = appear_at + PREEMPT_LEAD_SECONDS
+        if options.event == "maintenance":
+            sim.schedule(gcp.MAINTENANCE_EVENT, gcp.TERMINATING[0], appear_at)
+            deadline = appear_at + gcp.MAINTENANCE_LEAD_SECONDS
+        else:
+            sim.schedule(gcp.PREEMPTED, "TRUE", appear_at)
+            deadline = appear_at + gcp.PREEMPT_LEAD_SECONDS
         return deadline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
     from spotwatch.imdssim_azure import rfc1123
 
-    sim.add_event("Preempt", at=appear_at, lead=options.lead)
+    kind = "Terminate" if options.event == "maintenance" else "Preempt"
+    sim.add_event(kind, at=appear_at, lead=options.lead)
     return appear_at + options.lead, rfc1123(appear_at + options.lead)
 
 
