@@ -284,8 +284,14 @@ class EventsStep:
         self._log = get_logger(cloud="azure")
 
     def __call__(self) -> tuple[Events, float]:
+        name_error: ImdsError | None = None
         if not self._vm_name:
-            self._vm_name = read_identity_named(self._client)[0]
+            try:
+                self._vm_name = read_identity_named(self._client)[0]
+            except ImdsError as err:
+                # Poll the events anyway (the first call turns the service on); without
+                # the name none can be ours, so the fault is raised below.
+                name_error = err
         started = self._clock()
         if not self._answered and not self._starting_logged:
             self._starting_logged = True
@@ -309,6 +315,8 @@ class EventsStep:
         if odd and not self._odd_logged:
             self._odd_logged = True
             self._log.warning("azure.events_odd", detail=odd)
+        if name_error is not None:
+            raise name_error
         pause = max(0.0, self._interval - (self._clock() - started))
         return Events(self._vm_name, incarnation, events), pause
 

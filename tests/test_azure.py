@@ -231,3 +231,21 @@ def test_faults_surface_and_clear(sim: AzureSimulator) -> None:
         assert _wait_notice(monitors[0]) is not None
     finally:
         feed.close()
+
+
+def test_events_are_polled_even_while_this_vms_name_cannot_be_read(sim: AzureSimulator) -> None:
+    from spotwatch.imdssim_azure import COMPUTE_PATH
+
+    sim.inject("500", count=None, path=COMPUTE_PATH)
+    registry: dict[str, str] = {}
+    monitors, feed = azure.monitors(sim.url, frozenset(), 0.1, registry)
+    try:
+        sim.add_event("Preempt")
+        assert sim.wait_for(lambda: sim.arrived(EVENTS_PATH) >= 1, 5)  # the service turns on
+        time.sleep(0.5)
+        with pytest.raises(ImdsError):  # nothing is ours without the name: a fault, logged
+            monitors[0].check()
+        sim.clear_faults()
+        assert _wait_notice(monitors[0]) is not None
+    finally:
+        feed.close()
