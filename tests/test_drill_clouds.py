@@ -56,3 +56,33 @@ def test_aws_only_events_are_a_usage_error_elsewhere(hooks_dir: Path) -> None:
     assert proc.returncode == 2
     assert "--event asg exists on AWS only" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "azure"])
+def test_the_simulator_runs_alone(cloud: str) -> None:
+    import signal
+    import time
+
+    import requests
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spotwatch.imdssim", "--cloud", cloud, "--port", "0",
+         "--notice-in", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        time.sleep(0.3)
+        if cloud == "gcp":
+            resp = requests.get(url + "/computeMetadata/v1/instance/preempted",
+                                headers={"Metadata-Flavor": "Google"}, timeout=5)  # fmt: skip
+            assert resp.text == "TRUE"
+        else:
+            resp = requests.get(url + "/metadata/scheduledevents?api-version=2020-07-01",
+                                headers={"Metadata": "true"}, timeout=5)  # fmt: skip
+            assert [e["EventType"] for e in resp.json()["Events"]] == ["Preempt"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
