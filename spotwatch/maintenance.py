@@ -196,6 +196,7 @@ class MaintenanceMonitor:
         self._failing: ImdsError | None = None
         self._problem = ""
         self._planned: set[str] = set()
+        self._handed_out: set[str] = set()  # keys of events already given as notices
         self._log = get_logger(monitor=self.name)
 
     def check(self) -> Notice | None:
@@ -206,7 +207,7 @@ class MaintenanceMonitor:
             except ImdsError:
                 pass  # self._failing: raised below unless an event from the plan is due
         event = due(self._events, self._wall(), self._lead)
-        if event is not None and self._clock() - (self._read_at or float("-inf")) > FRESH_SECONDS:
+        if event is not None and event.key not in self._handed_out and self._stale():
             # A cancel or reschedule since the last read must be honoured.
             try:
                 self._read()
@@ -214,10 +215,16 @@ class MaintenanceMonitor:
                 pass  # better the hooks on the last plan than none
             event = due(self._events, self._wall(), self._lead)
         if event is not None:
+            # Handed out again on later ticks (the journal knows it is done), without
+            # a read each time: the list is read once a minute again.
+            self._handed_out.add(event.key)
             return to_notice(event, self._wall())
         if self._failing is not None:
             raise self._failing
         return None
+
+    def _stale(self) -> bool:
+        return self._read_at is None or self._clock() - self._read_at > FRESH_SECONDS
 
     def status_note(self) -> str | None:
         """The next planned maintenance, for the STATUS line; None when there is none."""

@@ -185,7 +185,8 @@ def test_maintenance_canceled_before_its_time_runs_no_hooks(
     sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
-    not_before = int(time.time()) + 9
+    # Hooks would be due 6 s in: time for the daemon's first read, then the cancel.
+    not_before = int(time.time()) + 11
     sim.schedule_maintenance(EVENT_ID, not_before)
     daemon = start(daemons, sim, hooks_dir, tmp_path, *MAINTENANCE)
     sim.wait_for_requests(MAINTENANCE_SCHEDULED_PATH, 1, timeout=15)
@@ -202,11 +203,11 @@ def test_maintenance_rescheduled_runs_at_the_new_time_only(
     sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
-    old = int(time.time()) + 9
+    old = int(time.time()) + 11
     sim.schedule_maintenance(EVENT_ID, old)
     daemon = start(daemons, sim, hooks_dir, tmp_path, *MAINTENANCE)
     sim.wait_for_requests(MAINTENANCE_SCHEDULED_PATH, 1, timeout=15)
-    new = old + 5
+    new = old + 4
     sim.schedule_maintenance(EVENT_ID, new)  # same EventId, later NotBefore
     daemon.wait_for_event("notice.handled", timeout=25)
     began = start_time(record, "10-a")
@@ -252,10 +253,11 @@ def test_lifecycle_heartbeats_while_hooks_run_then_one_continue_and_no_boto3_bef
     sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
-    recording_hook(hooks_dir, "20-long", record, extra="sleep 4")
+    # Long enough for heartbeats even when boto3's first import is slow on a loaded machine.
+    recording_hook(hooks_dir, "20-long", record, extra="sleep 5")
     sim.schedule_lifecycle_state("InService")
     with FakeAutoScaling() as fake:
-        fake.add_instance(INSTANCE, group="web", hooks={"drain": 3})  # heartbeat every 1.5 s
+        fake.add_instance(INSTANCE, group="web", hooks={"drain": 2})  # heartbeat every 1 s
         daemon = start(
             daemons, sim, hooks_dir, tmp_path,
             "--watch", "spot,rebalance,maintenance,asg", "--asg-lifecycle-hook", "drain",

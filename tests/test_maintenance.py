@@ -140,6 +140,11 @@ def test_monitor_reads_once_a_minute_and_again_just_before_the_hooks(
     notice = m.check()
     assert notice is not None and notice.ends_instance and notice.deadline == T0 + 1000
     assert sim.count(MAINTENANCE_SCHEDULED_PATH) == reads + 1
+    # Handed out: later ticks answer it from the plan, without a read each time.
+    for _ in range(5):
+        clock.now += 5
+        assert m.check() == notice
+    assert sim.count(MAINTENANCE_SCHEDULED_PATH) == reads + 1
 
 
 def test_monitor_honours_a_cancel_seen_just_before(
