@@ -28,6 +28,7 @@ class Stopper:
         os.set_blocking(self._write_fd, False)
         self.signum: int | None = None
         self._requested = False
+        self._closed = False
         self._previous: dict[int, object] = {}
         self._previous_wakeup_fd: int | None = None
 
@@ -46,6 +47,7 @@ class Stopper:
             self._previous_wakeup_fd = None
 
     def close(self) -> None:
+        self._closed = True
         self.uninstall()
         for fd in (self._read_fd, self._write_fd):
             try:
@@ -73,6 +75,8 @@ class Stopper:
 
     def wake(self) -> None:
         """Cut a sleep short without asking for a stop: a source has news (any thread)."""
+        if self._closed:
+            return  # the fd number may belong to another file by now
         try:
             os.write(self._write_fd, b"\1")
         except OSError:
