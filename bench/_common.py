@@ -189,6 +189,7 @@ class Daemon:
         self.log_path = log_path
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # never talk to a real systemd
+        env.setdefault("SPOTWATCH_CLOUD", "aws")  # the AWS simulator unless extra says otherwise
         log = cleanup.open(log_path, "ab")
         argv = spotwatch_argv(
             imds_url,

@@ -24,9 +24,11 @@ DEFAULT_HOOK_OUTPUT_HEAD = 100
 DEFAULT_HOOK_OUTPUT_TAIL = 100
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg")
+WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg", "migrate")  # migrate: issue 12, Google
 DEFAULT_ASG_DEADLINE = 300.0
 DEFAULT_MAINTENANCE_LEAD = 300.0
+# Issue 12: which cloud.
+CLOUDS = ("auto", "aws", "gcp", "azure")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -55,6 +57,10 @@ class RunConfig:
     asg_name: str | None = None
     asg_deadline: float = DEFAULT_ASG_DEADLINE
     maintenance_lead: float = DEFAULT_MAINTENANCE_LEAD
+    # Issue 12: which cloud (auto, aws, gcp, azure); Azure's event approval.
+    cloud: str = "auto"
+    no_approve: bool = False
+    interval_given: bool = False  # --interval set: it wins over Azure's 1 s default
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -158,6 +164,9 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "--asg-name": (nonempty, "asg_name"),
     "--asg-deadline": (seconds, "asg_deadline"),
     "--maintenance-lead": (seconds, "maintenance_lead"),
+    # Issue 12: Google Compute Engine and Azure.
+    "--cloud": (choice(CLOUDS), "cloud"),
+    "--no-approve": (boolean, "no_approve"),
 }
 
 RUN_FLAGS = tuple(_FIELDS)
@@ -178,6 +187,7 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
             values[field] = parse(raw)
         except ValueError as exc:
             raise UsageError(f"{source}: {exc}") from None
+    values["interval_given"] = "interval" in values  # issue 12: Azure defaults to 1 s
     settings = RunConfig(**values)
     _check_maintenance_lead(settings)
     if settings.asg_lifecycle_hook and "asg" not in settings.sources:

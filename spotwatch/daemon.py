@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from spotwatch.cloud_sources import interval_for
 from spotwatch.config import RunConfig
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
@@ -70,12 +71,29 @@ def build_watcher(
         monitors.append(SpotInterruptionMonitor(client))
     if "rebalance" in sources:
         monitors.append(RebalanceMonitor(client))
-    monitors += _aws_monitors(config, client)
+    # Issue 12: on Google and Azure, their own monitors, identity and follow-ups.
+    cloud = decide_cloud(config)
+    if cloud == "aws":
+        monitors += _aws_monitors(config, client)
     from spotwatch.install import environ_for_hooks
 
-    environ = environ_for_hooks(os.environ)
+    interval = interval_for(cloud, config.interval, config.interval_given)
+    read_identity_now = lambda: read_identity(client)  # noqa: E731
+    followups: list[object] = []
+    if cloud == "aws":
+        followups = list(_followups(config, client, read_identity))
+    else:
+        from spotwatch import cloud_sources
+
+        other = cloud_sources.build(
+            cloud, config.imds_url, config.sources, interval=interval,
+            approve=not config.no_approve, wake=stop.wake,
+        )  # fmt: skip
+        monitors, read_identity_now = list(other.monitors), other.read_identity
+        followups = list(other.followups)
+    environ = {**environ_for_hooks(os.environ), "SPOTWATCH_CLOUD": cloud}
     settings = WatchSettings(
-        interval=config.interval,
+        interval=interval,
         hooks_dir=config.hooks_dir,
         hook_timeout=config.hook_timeout,
         deadline_margin=config.deadline_margin,
@@ -85,7 +103,7 @@ def build_watcher(
     return Watcher(
         settings,
         monitors=monitors,  # type: ignore[arg-type]
-        read_identity=lambda: read_identity(client),
+        read_identity=read_identity_now,
         journal=Journal(config.state_dir),
         stop=stop,
         notifier=Notifier(),
@@ -99,8 +117,35 @@ def build_watcher(
         fault_types=(ImdsError,),
         environ=environ,
         listener=listener,
-        followups=_followups(config, client, read_identity),
+        followups=followups,  # type: ignore[arg-type]
     )
+
+
+def decide_cloud(config: RunConfig) -> str:
+    """The cloud to watch, logged once with why (issue 12). SPOTWATCH_DMI_DIR: tests."""
+    from spotwatch import cloud
+
+    dmi_dir = Path(os.environ.get("SPOTWATCH_DMI_DIR") or cloud.DMI_DIR)
+    decision = cloud.decide(config.cloud, config.imds_url, dmi_dir=dmi_dir)
+    get_logger().info(
+        "cloud.decided", cloud=decision.cloud, how=decision.how, reason=decision.reason
+    )
+    ignored = [s for s in config.sources if s not in _SOURCES_ON[decision.cloud]]
+    if ignored:
+        get_logger().warning(
+            "cloud.sources_ignored",
+            cloud=decision.cloud,
+            sources=ignored,
+            note=f"not available on {decision.cloud}; see the README's table of sources per cloud",
+        )
+    return decision.cloud
+
+
+_SOURCES_ON = {
+    "aws": ("spot", "rebalance", "maintenance", "asg"),
+    "gcp": ("spot", "maintenance", "migrate"),
+    "azure": ("spot", "maintenance"),
+}
 
 
 def _aws_monitors(config: RunConfig, client: ImdsClient) -> list[object]:
@@ -184,6 +229,7 @@ def run_daemon(config: RunConfig) -> int:
             on_rebalance=config.on_rebalance,
             metrics_file=str(config.metrics_file) if config.metrics_file else None,
             watch=list(config.sources),
+            interval=watcher.settings.interval,
         )
         status = watcher.run()
         if stop.signum is not None:

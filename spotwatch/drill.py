@@ -42,6 +42,7 @@ class DrillOptions:
     deadline_margin: float = 10.0
     event: str = "spot"  # which source to rehearse (EVENTS)
     watch: tuple[str, ...] = ()  # what the watcher watches; the event's source is added
+    cloud: str = "aws"  # issue 12: the simulator speaks this cloud's protocol
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class DrillReport:
     skipped: tuple[str, ...] = ()
     problems: tuple[str, ...] = field(default=())
     event: str = "spot"
+    cloud: str = "aws"  # issue 12
 
     @property
     def seconds_left(self) -> float:
@@ -185,6 +187,14 @@ def render_text(report: DrillReport) -> str:
 
 def _describe(report: DrillReport) -> tuple[str, str]:
     """(what is rehearsed, what the "notice out" line says)."""
+    if report.cloud == "gcp":
+        if report.event == "maintenance":
+            what = "instance/maintenance-event TERMINATE_ON_HOST_MAINTENANCE"
+            return "Google host maintenance", f"{what}, deadline {report.notice_time}"
+        return "Google preemption", f"instance/preempted TRUE, deadline {report.notice_time}"
+    if report.cloud == "azure":
+        kind = "Terminate" if report.event == "maintenance" else "Preempt"
+        return f"Azure {kind} event", f"{kind} event, NotBefore {report.notice_time}"
     if report.event == "rebalance":
         return "rebalance recommendation", "rebalance recommendation"
     if report.event == "asg":
@@ -243,12 +253,19 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
             exit_code=2,
         )
+    if options.cloud != "aws" and options.event not in ("spot", "maintenance"):
+        raise SpotwatchError(
+            f"--event {options.event} exists on AWS only; with --cloud {options.cloud} "
+            "rehearse --event spot or maintenance",
+            exit_code=2,
+        )
     plan = plan_hooks(options.hooks_dir)
     stop = Stopper()
     stop.install()
     try:
         with (
-            ImdsSimulator(require_token=True) as sim,
+            (ImdsSimulator(require_token=True) if options.cloud == "aws" else _simulator(options))
+            as sim,
             tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
         ):
             config = RunConfig(
@@ -261,13 +278,17 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
                 watch=(*options.watch, options.event),
                 asg_deadline=options.lead,
                 maintenance_lead=options.lead,
+                cloud=options.cloud,
             )
             began_mono = time.monotonic()
             timeline = _Timeline(began_mono)
             appear_at = timeline.began_wall + options.notice_in
             notice_time = appear_at + options.lead
             notice_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(notice_time))
-            _schedule(sim, options, appear_at, notice_text)
+            if options.cloud == "aws":
+                _schedule(sim, options, appear_at, notice_text)
+            else:
+                notice_time, notice_text = _schedule_cloud(sim, options, appear_at)
             watcher = build_watcher(config, stop=stop, drill=True, max_notices=1, listener=timeline)
             # If the notice is never seen (it should be, within one interval), give up.
             give_up = options.notice_in + 3 * options.interval + 10.0
@@ -285,7 +306,7 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
     deadline = float(seen_deadline) - timeline.began_wall
     return DrillReport(
         action=options.action,
-        lead=options.lead,
+        lead=round(notice_time - appear_at, 3),
         interval=options.interval,
         hooks_dir=str(options.hooks_dir),
         deadline_margin=options.deadline_margin,
@@ -303,7 +324,41 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
         ),
         problems=tuple(problems),
         event=options.event,
+        cloud=options.cloud,
     )
+
+
+def _simulator(options: DrillOptions) -> Any:
+    """Google's or Azure's metadata simulator (issue 12)."""
+    if options.cloud == "gcp":
+        from spotwatch.imdssim_gcp import GceSimulator
+
+        return GceSimulator()
+    from spotwatch.imdssim_azure import AzureSimulator
+
+    return AzureSimulator()
+
+
+def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[float, str]:
+    """Google: preempted=TRUE (30 s to go, as Google gives), or with ``--event
+    maintenance`` TERMINATE_ON_HOST_MAINTENANCE (60 s); Azure: a Preempt (or
+    Terminate) event whose NotBefore is --lead after it appears. Returns (deadline,
+    as shown)."""
+    if options.cloud == "gcp":
+        from spotwatch import gcp
+
+        if options.event == "maintenance":
+            sim.schedule(gcp.MAINTENANCE_EVENT, gcp.TERMINATING[0], appear_at)
+            deadline = appear_at + gcp.MAINTENANCE_LEAD_SECONDS
+        else:
+            sim.schedule(gcp.PREEMPTED, "TRUE", appear_at)
+            deadline = appear_at + gcp.PREEMPT_LEAD_SECONDS
+        return deadline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
+    from spotwatch.imdssim_azure import rfc1123
+
+    kind = "Terminate" if options.event == "maintenance" else "Preempt"
+    sim.add_event(kind, at=appear_at, lead=options.lead)
+    return appear_at + options.lead, rfc1123(appear_at + options.lead)
 
 
 def _schedule(sim: Any, options: DrillOptions, appear_at: float, notice_text: str) -> None:

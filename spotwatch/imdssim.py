@@ -634,23 +634,40 @@ def main(argv: list[str] | None = None) -> int:
         default="system-reboot",
         help="its code (default system-reboot; instance-stop, instance-retirement, ...)",
     )
+    parser.add_argument(
+        "--cloud",
+        default="aws",
+        choices=("aws", "gcp", "azure"),
+        help="protocol to speak (gcp: preempted after --notice-in; azure: a Preempt event "
+        "--lead s ahead)",
+    )
     args = parser.parse_args(argv)
-    sim = ImdsSimulator(host=args.host, port=args.port, require_token=args.require_token)
+    sim: Any
     try:
-        sim.start()
+        if args.cloud == "gcp":
+            from spotwatch import imdssim_gcp
+
+            sim = imdssim_gcp.serve(args.port, args.notice_in, None, "")
+        elif args.cloud == "azure":
+            from spotwatch import imdssim_azure
+
+            sim = imdssim_azure.serve(args.port, args.notice_in, "Preempt", args.lead)
+        else:
+            sim = ImdsSimulator(host=args.host, port=args.port, require_token=args.require_token)
+            sim.start()
     except OSError as err:
         print(f"imdssim: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
     now = time.time()
-    if args.notice_in is not None:
+    if args.cloud == "aws" and args.notice_in is not None:
         at = now + args.notice_in
         sim.schedule_notice(args.action, at, format_time(at + args.lead))
-    if args.rebalance_in is not None:
+    if args.cloud == "aws" and args.rebalance_in is not None:
         sim.schedule_rebalance(now + args.rebalance_in)
-    if args.asg_terminated_in is not None:
+    if args.cloud == "aws" and args.asg_terminated_in is not None:
         sim.schedule_lifecycle_state("InService", now)
         sim.schedule_lifecycle_state("Terminated", now + args.asg_terminated_in)
-    if args.maintenance_in is not None:
+    if args.cloud == "aws" and args.maintenance_in is not None:
         sim.schedule_maintenance(
             "instance-event-0123456789abcdef0",
             now + args.maintenance_in,

@@ -28,6 +28,7 @@ class Stopper:
         os.set_blocking(self._write_fd, False)
         self.signum: int | None = None
         self._requested = False
+        self._closed = False
         self._previous: dict[int, object] = {}
         self._previous_wakeup_fd: int | None = None
 
@@ -46,6 +47,7 @@ class Stopper:
             self._previous_wakeup_fd = None
 
     def close(self) -> None:
+        self._closed = True
         self.uninstall()
         for fd in (self._read_fd, self._write_fd):
             try:
@@ -70,6 +72,15 @@ class Stopper:
             pass  # pipe full: a wake-up is already pending
 
     request = set
+
+    def wake(self) -> None:
+        """Cut a sleep short without asking for a stop: a source has news (any thread)."""
+        if self._closed:
+            return  # the fd number may belong to another file by now
+        try:
+            os.write(self._write_fd, b"\1")
+        except OSError:
+            pass
 
     def wait(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early on a stop request."""

@@ -213,6 +213,8 @@ class Watcher:
                 return
             ping = self._notifier.watchdog_interval()
             self._stop.sleep(remaining if ping is None else min(remaining, ping / 2))
+            if any(_has_news(m) for m in self._monitors):
+                return  # a background feed saw a change (Google, Azure): poll now
 
     def _wait_tick(self) -> float | None:
         # As in _sleep_until: checking every half ping interval keeps the longest
@@ -609,6 +611,11 @@ class Watcher:
     def _emit(self, event: str, fields: Mapping[str, Any]) -> None:
         if self._listener is not None:
             self._listener(event, fields)
+
+
+def _has_news(monitor: Monitor) -> bool:
+    news = getattr(monitor, "has_news", None)
+    return bool(news()) if callable(news) else False
 
 
 def _status_note(monitor: Monitor) -> str | None:

@@ -37,7 +37,7 @@ class Daemon:
         state_dir: Path,
         log_path: Path,
         *,
-        interval: float = 1.0,
+        interval: float | None = 1.0,  # None: spotwatch's own default
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -45,7 +45,7 @@ class Daemon:
         argv = [
             sys.executable, "-m", "spotwatch", "run",
             "--imds-url", imds_url,
-            "--interval", str(interval),
+            *(["--interval", str(interval)] if interval is not None else []),
             "--hooks-dir", str(hooks_dir),
             "--state-dir", str(state_dir),
             "--log-format", "json",
@@ -53,6 +53,8 @@ class Daemon:
         ]  # fmt: skip
         full_env = dict(os.environ)
         full_env.pop("NOTIFY_SOCKET", None)
+        # The simulators here speak AWS unless a test says otherwise: no cloud probing.
+        full_env.setdefault("SPOTWATCH_CLOUD", "aws")
         full_env.update(env or {})
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

@@ -107,6 +107,14 @@ def add_parser(subparsers: Any) -> None:
         default=(),
         help="sources the watcher watches, as for 'spotwatch run' (the event's is added)",
     )
+    add(
+        "--cloud",
+        choices=("aws", "gcp", "azure"),
+        default="aws",
+        help="the metadata protocol to rehearse: aws (spot notice), gcp (preempted=TRUE, "
+        "30 s to go), azure (a Preempt event --lead s ahead, then its approval) "
+        "(default %(default)s)",
+    )
     add("--json", action="store_true", help="print the timeline as JSON")
     add(
         "--log-level",
@@ -133,6 +141,7 @@ def _main(args: argparse.Namespace) -> int:
             deadline_margin=args.deadline_margin,
             event=args.event,
             watch=args.watch,
+            cloud=args.cloud,
         )
     )
     print(render_json(report) if args.json else render_text(report), file=sys.stdout)

@@ -71,6 +71,19 @@ def add_parser(subparsers: Any) -> None:
         help="run the hooks this long before a scheduled maintenance event "
         f"(default {config.DEFAULT_MAINTENANCE_LEAD:g})",
     )
+    # Issue 12: Google Compute Engine and Azure.
+    add(
+        "--cloud",
+        metavar="CLOUD",
+        help="auto, aws, gcp or azure (default auto: DMI strings, else ask each metadata "
+        "service once); on gcp, --watch migrate adds host migrations",
+    )
+    add(
+        "--no-approve",
+        action="store_const",
+        const="1",
+        help="Azure: do not approve (StartRequests) an event once its hooks are done",
+    )
     add("--log-format", metavar="json|console", help="default: console on a TTY, else JSON")
     add("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
     # Chatty hooks (issue 14).

@@ -1,0 +1,88 @@
+"""``spotwatch drill --cloud gcp|azure``: the simulator speaks that cloud's protocol."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_helpers import REPO, write_hook
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def hooks_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "hooks.d"
+    d.mkdir()
+    d.chmod(0o755)
+    write_hook(d, "10-show", 'echo "$SPOTWATCH_CLOUD $SPOTWATCH_EVENT $SPOTWATCH_ACTION"')
+    return d
+
+
+@pytest.mark.parametrize(
+    ("cloud", "event", "expected", "lead"),
+    [
+        ("gcp", "spot", "gcp spot-interruption terminate", 30.0),
+        ("gcp", "maintenance", "gcp scheduled-maintenance terminate", 60.0),
+        ("azure", "spot", "azure spot-interruption terminate", 20.0),
+        ("azure", "maintenance", "azure scheduled-maintenance terminate", 20.0),
+    ],
+)
+def test_drill_rehearses_each_cloud(
+    hooks_dir: Path, cloud: str, event: str, expected: str, lead: float
+) -> None:
+    from spotwatch.drill import DrillOptions, render_text, run_drill
+
+    report = run_drill(
+        DrillOptions(hooks_dir=hooks_dir, notice_in=0.5, lead=20.0, cloud=cloud, event=event)
+    )
+    assert report.ok, render_text(report)
+    assert report.cloud == cloud and report.notice_seen is not None
+    assert report.notice_seen - 0.5 < 1.5  # Google: at once; Azure: within its 1 s poll
+    (hook,) = report.hooks
+    assert hook.output[0].text == expected
+    assert abs(report.deadline - report.notice_seen - lead) < 2.0
+
+
+def test_aws_only_events_are_a_usage_error_elsewhere(hooks_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotwatch", "drill", "--hooks-dir", str(hooks_dir),
+         "--cloud", "gcp", "--event", "asg"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--event asg exists on AWS only" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "azure"])
+def test_the_simulator_runs_alone(cloud: str) -> None:
+    import signal
+    import time
+
+    import requests
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spotwatch.imdssim", "--cloud", cloud, "--port", "0",
+         "--notice-in", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        time.sleep(0.3)
+        if cloud == "gcp":
+            resp = requests.get(url + "/computeMetadata/v1/instance/preempted",
+                                headers={"Metadata-Flavor": "Google"}, timeout=5)  # fmt: skip
+            assert resp.text == "TRUE"
+        else:
+            resp = requests.get(url + "/metadata/scheduledevents?api-version=2020-07-01",
+                                headers={"Metadata": "true"}, timeout=5)  # fmt: skip
+            assert [e["EventType"] for e in resp.json()["Events"]] == ["Preempt"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
