@@ -11,6 +11,8 @@ from spotwatch.config import LOG_FORMATS, LOG_LEVELS
 from spotwatch.errors import EXIT_USAGE, UsageError
 
 QUEUE_URL_ENV = "SPOTWATCH_QUEUE_URL"
+WORKERS_ENV = "SPOTWATCH_FLEET_WORKERS"
+DEFAULT_WORKERS = 16
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,7 +48,8 @@ def add_parser(subparsers: Any) -> None:
         help="consume the queue: print each event and run the fleet hooks",
         description="Long-poll the queue, print one line per EC2 event and run the hooks "
         "in --hooks-dir with the event in the environment. A message is deleted only once "
-        "its hooks succeeded. Stops on SIGTERM after the message in hand.",
+        "its hooks succeeded. Up to --workers events run at once. On SIGTERM: receives no more, "
+        "hands back what did not start, lets running hooks finish.",
     )
     watch.add_argument("--queue-url", metavar="URL",
                        help=f"the queue 'fleet setup' printed (default: ${QUEUE_URL_ENV})")
@@ -64,6 +67,10 @@ def add_parser(subparsers: Any) -> None:
     watch.add_argument("--hook-timeout", type=_float_arg, default=30.0, metavar="S",
                        help="seconds each hook may run (default 30); the watcher keeps the "
                        "message hidden from other watchers for as long as its hooks run")
+    watch.add_argument("--workers", type=_int_arg, metavar="N",
+                       help="events whose hooks run at once (default 16, or "
+                       f"${WORKERS_ENV}); one instance's events still run one at a time, "
+                       "in order")
     _log_args(watch)
     watch.set_defaults(func=_watch)
     parser.set_defaults(func=_missing_subcommand, fleet_parser=parser)
@@ -116,6 +123,13 @@ def _watch(args: argparse.Namespace) -> int:
     queue_url = args.queue_url if args.queue_url is not None else os.environ.get(QUEUE_URL_ENV)
     if not queue_url:
         raise UsageError(f"no queue URL: pass --queue-url or set {QUEUE_URL_ENV}")
+    workers = args.workers
+    if workers is None:
+        text = os.environ.get(WORKERS_ENV, "").strip()
+        try:
+            workers = int(text) if text else DEFAULT_WORKERS
+        except ValueError:
+            raise UsageError(f"{WORKERS_ENV}={text!r} is not a whole number") from None
     logs.configure(args.log_format, args.log_level)
     settings = WatchSettings(
         queue_url=str(queue_url),
@@ -125,5 +139,6 @@ def _watch(args: argparse.Namespace) -> int:
         wait_seconds=int(args.wait_seconds),
         visibility_timeout=args.visibility_timeout,
         hook_timeout=float(args.hook_timeout),
+        workers=int(workers),
     )
     return watch(settings, region=args.region)
