@@ -22,6 +22,9 @@ DEFAULT_HOOK_TIMEOUT = 60.0
 DEFAULT_DEADLINE_MARGIN = 10.0
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg")
+DEFAULT_ASG_DEADLINE = 300.0
+DEFAULT_MAINTENANCE_LEAD = 300.0
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -38,6 +41,18 @@ class RunConfig:
     on_rebalance: bool = False
     log_format: str | None = None  # None: console on a TTY, JSON otherwise
     log_level: str = "info"
+    # Issue 11: what to watch (spot, rebalance, maintenance, asg) and their settings.
+    watch: tuple[str, ...] = ("spot",)
+    asg_lifecycle_hook: str | None = None
+    asg_name: str | None = None
+    asg_deadline: float = DEFAULT_ASG_DEADLINE
+    maintenance_lead: float = DEFAULT_MAINTENANCE_LEAD
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The sources watched, in WATCH_SOURCES order; --on-rebalance adds rebalance."""
+        chosen = set(self.watch) | ({"rebalance"} if self.on_rebalance else set())
+        return tuple(s for s in WATCH_SOURCES if s in chosen)
 
 
 def env_name(flag: str) -> str:
@@ -82,6 +97,26 @@ def choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def watch_list(text: str) -> tuple[str, ...]:
+    """``spot,asg`` -> ("spot", "asg"); an unknown or missing name is an error."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"name at least one of {', '.join(WATCH_SOURCES)}")
+    unknown = [n for n in names if n not in WATCH_SOURCES]
+    if unknown:
+        raise ValueError(
+            f"unknown source {unknown[0]!r}; expected a comma-separated list of "
+            f"{', '.join(WATCH_SOURCES)}"
+        )
+    return tuple(s for s in WATCH_SOURCES if s in names)
+
+
+def nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a name, got nothing")
+    return text.strip()
+
+
 # flag name -> (parser, RunConfig field)
 _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "--imds-url": (url, "imds_url"),
@@ -93,6 +128,12 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "--on-rebalance": (boolean, "on_rebalance"),
     "--log-format": (choice(LOG_FORMATS), "log_format"),
     "--log-level": (choice(LOG_LEVELS), "log_level"),
+    # Issue 11: sources beyond the spot notice.
+    "--watch": (watch_list, "watch"),
+    "--asg-lifecycle-hook": (nonempty, "asg_lifecycle_hook"),
+    "--asg-name": (nonempty, "asg_name"),
+    "--asg-deadline": (seconds, "asg_deadline"),
+    "--maintenance-lead": (seconds, "maintenance_lead"),
 }
 
 RUN_FLAGS = tuple(_FIELDS)
@@ -113,4 +154,17 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
             values[field] = parse(raw)
         except ValueError as exc:
             raise UsageError(f"{source}: {exc}") from None
-    return RunConfig(**values)
+    settings = RunConfig(**values)
+    _check_maintenance_lead(settings)
+    return settings
+
+
+def _check_maintenance_lead(settings: RunConfig) -> None:
+    # Hooks must end --deadline-margin before NotBefore: a lead no longer than the
+    # margin would leave them no time at all.
+    if "maintenance" in settings.sources and settings.maintenance_lead <= settings.deadline_margin:
+        raise UsageError(
+            f"--maintenance-lead ({settings.maintenance_lead:g} s) must exceed "
+            f"--deadline-margin ({settings.deadline_margin:g} s): the hooks would get no time; "
+            "raise the lead or lower the margin"
+        )

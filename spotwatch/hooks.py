@@ -323,6 +323,7 @@ def hook_environment(
             "SPOTWATCH_AZ": identity.availability_zone,
         }
     )
+    env.update(notice.env)
     if drill:
         env["SPOTWATCH_DRILL"] = "1"
     return env
@@ -344,5 +345,7 @@ _NOTICE_VARIABLES = frozenset(
         "SPOTWATCH_REGION",
         "SPOTWATCH_AZ",
         "SPOTWATCH_DRILL",
+        "SPOTWATCH_ASG_NAME",
+        "SPOTWATCH_MAINTENANCE_EVENT_ID",
     }
 )

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from spotwatch.errors import SpotwatchError
 from spotwatch.logs import get_logger
-from spotwatch.notice import Notice
+from spotwatch.notice import REBALANCE_RECOMMENDATION, Notice
 
 if TYPE_CHECKING:
     from spotwatch.hooks import Hook
@@ -102,22 +102,27 @@ class Journal:
         for notice_id, entry in self._notices.items():
             if entry.get("complete"):
                 continue
-            try:
-                deadline = float(entry["deadline"])
-                notice = Notice(
-                    kind=str(entry["kind"]),
-                    action=str(entry["action"]),
-                    raw_time=str(entry.get("raw_time", "")),
-                    time=None,
-                    deadline=deadline,
-                    id=notice_id,
-                    source="journal",
-                )
-            except (KeyError, TypeError, ValueError):
-                continue
-            if deadline > now:
+            notice = _notice_of(notice_id, entry)
+            if notice is not None and notice.deadline > now:
                 out.append(notice)
         return out
+
+    def end_in_progress(self, now: float) -> Notice | None:
+        """The latest notice that ends the instance and whose deadline is still ahead of
+        ``now`` (complete or not, folded ones aside): a further end folds into it."""
+        for notice_id in reversed(list(self._notices)):
+            entry = self._notices[notice_id]
+            if entry.get("folded_into") or not entry.get("ends_instance", _ends(entry)):
+                continue
+            notice = _notice_of(notice_id, entry)
+            if notice is not None and notice.deadline > now:
+                return notice
+        return None
+
+    def folded_into(self, notice_id: str) -> str | None:
+        entry = self._notices.get(notice_id)
+        into = entry.get("folded_into") if entry else None
+        return into if isinstance(into, str) else None
 
     def running_hook(self, notice_id: str) -> str | None:
         """The hook started and not finished for ``notice_id`` (interrupted by a restart)."""
@@ -137,16 +142,41 @@ class Journal:
             "raw_time": notice.raw_time,
             "deadline": notice.deadline,
             "source": notice.source,
+            "ends_instance": notice.ends_instance,
+            "env": [list(pair) for pair in notice.env],
             "begun_at": self._wall_clock(),
             "finished": {},
             "running": None,
             "complete": False,
         }
-        while len(self._notices) > KEEP_NOTICES:
-            del self._notices[next(iter(self._notices))]
+        self._trim()
         # No fsync: on the path to the first hook's start, and a notice with no
         # finished hook reruns all its hooks whether or not it was recorded.
         self._save(durable=False)
+
+    def fold(self, notice: Notice, into: str) -> None:
+        """Record that ``notice`` announces the same end as ``into``: it never runs hooks
+        of its own (complete, ``folded_into``), and ``into``'s deadline becomes the
+        earlier of the two, so a restart resumes with it and folds the same way."""
+        owner = self._entry(into)
+        owner["deadline"] = min(float(owner.get("deadline", notice.deadline)), notice.deadline)
+        owner.setdefault("folded", []).append(notice.id)
+        self._notices[notice.id] = {
+            "kind": notice.kind,
+            "action": notice.action,
+            "raw_time": notice.raw_time,
+            "deadline": notice.deadline,
+            "source": notice.source,
+            "ends_instance": notice.ends_instance,
+            "env": [list(pair) for pair in notice.env],
+            "begun_at": self._wall_clock(),
+            "finished": {},
+            "running": None,
+            "complete": True,
+            "folded_into": into,
+        }
+        self._trim()
+        self._save()
 
     def hook_started(self, notice_id: str, name: str) -> None:
         self._entry(notice_id)["running"] = name
@@ -173,6 +203,10 @@ class Journal:
         self._save()
 
     # --- storage -------------------------------------------------------------
+
+    def _trim(self) -> None:
+        while len(self._notices) > KEEP_NOTICES:
+            del self._notices[next(iter(self._notices))]
 
     def _entry(self, notice_id: str) -> dict[str, Any]:
         entry = self._notices.get(notice_id)
@@ -308,6 +342,30 @@ def write_atomically(path: Path, payload: bytes, mode: int = 0o600, durable: boo
 
 def _mkstemp(directory: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=directory)
+
+
+def _ends(entry: dict[str, Any]) -> bool:
+    # Entries written before ends_instance was recorded: only a rebalance did not.
+    return entry.get("kind") != REBALANCE_RECOMMENDATION
+
+
+def _notice_of(notice_id: str, entry: dict[str, Any]) -> Notice | None:
+    """The Notice a journal entry records (source "journal"); None if malformed."""
+    try:
+        env = tuple((str(k), str(v)) for k, v in entry.get("env", ()))
+        return Notice(
+            kind=str(entry["kind"]),
+            action=str(entry["action"]),
+            raw_time=str(entry.get("raw_time", "")),
+            time=None,
+            deadline=float(entry["deadline"]),
+            id=notice_id,
+            source="journal",
+            ends_instance=bool(entry.get("ends_instance", _ends(entry))),
+            env=env,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _validate(data: Any) -> dict[str, dict[str, Any]]:

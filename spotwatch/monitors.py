@@ -182,6 +182,7 @@ def parse_rebalance(body: bytes, seen_at: float) -> Notice:
         id=notice_id(REBALANCE_RECOMMENDATION, REBALANCE_ACTION, _key(parsed, body)),
         source=SOURCE_REBALANCE,
         problem=problem,
+        ends_instance=False,
     )
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 SPOT_INTERRUPTION = "spot-interruption"
 REBALANCE_RECOMMENDATION = "rebalance-recommendation"
+ASG_TERMINATION = "asg-termination"
+SCHEDULED_MAINTENANCE = "scheduled-maintenance"
 
 ACTIONS = ("terminate", "stop", "hibernate")
 # SPOTWATCH_ACTION for a rebalance recommendation, which has no action of its own.
@@ -49,6 +51,11 @@ class Notice:
     id: str
     source: str
     problem: str = ""  # why the answer was malformed, if it was
+    # The notice announces the end of the instance (so it folds with another that
+    # does: one end, one run); False for rebalance, reboots, system-maintenance.
+    ends_instance: bool = True
+    # Source-specific extra hook environment, e.g. SPOTWATCH_ASG_NAME.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def notice_id(kind: str, action: str, key: str) -> str:

@@ -7,6 +7,7 @@ with fakes and in ``spotwatch run`` and ``spotwatch drill`` with the real things
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.schedule import deadline_on_monotonic, next_tick
 
 if TYPE_CHECKING:
+    from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
     from spotwatch.runner import HookResult
 
@@ -63,6 +65,10 @@ class JournalLike(Protocol):
 
     def unfinished(self, now: float) -> list[Notice]: ...
 
+    def end_in_progress(self, now: float) -> Notice | None: ...
+
+    def fold(self, notice: Notice, into: str) -> None: ...
+
 
 IDENTITY_RETRY_SECONDS = 60.0
 
@@ -78,6 +84,28 @@ class WatchSettings:
     deadline_margin: float
     drill: bool = False
     max_notices: int | None = None  # stop after handling this many (the drill: 1)
+
+
+@dataclass
+class _Handling:
+    """The notice whose hooks are running, and the notices folded into it since.
+
+    ``deadline`` (epoch seconds) is the earliest of theirs; ``lowered`` says a fold
+    brought it forward since the runner started, so the hooks still to run are
+    started again with it.
+    """
+
+    notice: Notice
+    deadline: float
+    env: tuple[tuple[str, str], ...]
+    checked_at: float  # clock() of the last look for another notice of the same end
+    followups: list[tuple[FollowUp, Notice]] = field(default_factory=list)
+    lowered: bool = False
+    superseded: bool = False
+
+    def effective(self) -> Notice:
+        """The first notice, with the earliest deadline and every folded notice's env."""
+        return dataclasses.replace(self.notice, deadline=self.deadline, env=self.env)
 
 
 @dataclass
@@ -108,6 +136,7 @@ class Watcher:
         environ: Mapping[str, str] = os.environ,
         listener: Listener | None = None,
         log: Any = None,
+        followups: Sequence[FollowUp] = (),
     ) -> None:
         self.settings = settings
         self._monitors = list(monitors)
@@ -133,6 +162,8 @@ class Watcher:
         self.polls = 0
         self.last_results: list[HookResult] = []
         self._poll_now = False
+        self._followups = list(followups)
+        self._current: _Handling | None = None
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> int:
@@ -214,22 +245,30 @@ class Watcher:
             ):
                 self._try_identity()
             return seen
-        # An interruption outranks a rebalance recommendation seen in the same poll.
-        seen.sort(key=lambda n: n.kind != SPOT_INTERRUPTION)
-        for notice in seen:
+        # A notice that ends the instance outranks a rebalance recommendation (or a
+        # reboot) seen in the same poll; among them the spot notice comes first.
+        seen.sort(key=lambda n: (not n.ends_instance, n.kind != SPOT_INTERRUPTION))
+        new = [n for n in seen if not self._is_done(n)]
+        for notice in new:
             if self._stop.is_set():
                 break
-            if notice.id in self._handled or self._journal.is_complete(notice.id):
+            if self._is_done(notice) or self._fold_into_end_in_progress(notice):
                 continue
-            self.handle(notice)
+            # Further ends seen in this same poll fold into this one before its hooks start.
+            together = [n for n in new if n is not notice and n.ends_instance]
+            self.handle(notice, together=together if notice.ends_instance else ())
         return seen
+
+    def _is_done(self, notice: Notice) -> bool:
+        return notice.id in self._handled or self._journal.is_complete(notice.id)
 
     def _idle_status(self) -> str:
         if self._faults.states:
             kinds = sorted({s.kind or "?" for s in self._faults.states.values()})
             return f"watching; IMDS fault: {', '.join(kinds)}"
         stamp = time.strftime("%H:%M:%SZ", time.gmtime(self._wall()))
-        return f"watching; last poll {stamp}: no notice"
+        notes = [note for m in self._monitors if (note := _status_note(m))]
+        return "; ".join([f"watching; last poll {stamp}: no notice", *notes])
 
     def _record_fault(self, source: str, exc: BaseException | None) -> None:
         kind = None if exc is None else fault_kind(exc)
@@ -288,10 +327,38 @@ class Watcher:
         return self._identity
 
     # -- a notice -------------------------------------------------------------
-    def handle(self, notice: Notice) -> list[HookResult]:
-        """Run the hooks still due for ``notice``, journaling each, within its deadline."""
-        wall_now, mono_now = self._wall(), self._clock()
-        deadline_mono = deadline_on_monotonic(notice.deadline, wall_now, mono_now)
+    def handle(self, notice: Notice, *, together: Sequence[Notice] = ()) -> list[HookResult]:
+        """Run the hooks still due for ``notice``, journaling each, within its deadline.
+
+        ``together``: notices of the same end seen in the same poll, folded in first.
+        """
+        self._log_detected(notice)
+        identity = self._try_identity()
+        plan = self._plan(self.settings.hooks_dir)
+        self._log_plan(plan)
+        pending = self._journal.pending_hooks(notice, plan.hooks)
+        skipped = len(plan.hooks) - len(pending)
+        if skipped:
+            self._log.info("journal.resumed", notice_id=notice.id, already_done=skipped)
+        self._journal.begin(notice)
+        run = _Handling(notice, notice.deadline, notice.env, checked_at=self._clock())
+        self._current = run
+        try:
+            for other in together:
+                if not self._is_done(other):
+                    self._fold(other, run)
+            self._start_followups(run, notice)
+            self._notifier.status(f"{notice.kind} {notice.action}: running {len(pending)} hooks")
+            results = self._run_pending(run, pending, identity)
+            for followup, about in run.followups:
+                self._followup_call(followup, "finished", about, results)
+        finally:
+            self._current = None
+        self.last_results = results
+        return self._conclude(run, len(pending), results)
+
+    def _log_detected(self, notice: Notice) -> None:
+        wall_now = self._wall()
         fields = {
             "notice_id": notice.id,
             "kind": notice.kind,
@@ -305,77 +372,93 @@ class Watcher:
             fields["problem"] = notice.problem
         self._log.warning("notice.detected", **fields)
         self._emit("notice.detected", {**fields, "seen_at": wall_now})
-        identity = self._try_identity()
 
-        plan = self._plan(self.settings.hooks_dir)
-        self._log_plan(plan)
-        pending = self._journal.pending_hooks(notice, plan.hooks)
-        skipped = len(plan.hooks) - len(pending)
-        if skipped:
-            self._log.info("journal.resumed", notice_id=notice.id, already_done=skipped)
-        self._journal.begin(notice)
-        env = self._hook_environment(self._environ, notice, identity, drill=self.settings.drill)
-        self._notifier.status(f"{notice.kind} {notice.action}: running {len(pending)} hooks")
+    def _run_pending(
+        self, run: _Handling, pending: list[Hook], identity: Identity
+    ) -> list[HookResult]:
+        """Run ``pending``; when a fold brings the deadline forward, the hooks still to
+        run start again from there with it."""
+        notice_id = run.notice.id
 
         def on_start(hook: Hook) -> None:
-            self._journal.hook_started(notice.id, hook.name)
-            self._notifier.status(f"{notice.kind} {notice.action}: running {hook.name}")
+            self._journal.hook_started(notice_id, hook.name)
+            self._notifier.status(f"{run.notice.kind} {run.notice.action}: running {hook.name}")
             self._notifier.watchdog_if_due()
             self._emit("hook.started", {"hook": hook.name})
 
         def on_finish(result: HookResult) -> None:
-            self._journal.hook_finished(notice.id, result)
+            self._journal.hook_finished(notice_id, result)
             self._notifier.watchdog_if_due()
             self._emit("hook.finished", {"hook": result.name, "result": result})
 
-        superseded = False
+        def on_wait() -> None:
+            self._notifier.watchdog_if_due()
+            for followup, about in run.followups:
+                self._followup_call(followup, "tick", about)
 
-        def should_stop() -> bool:
-            # Between the hooks of a rebalance recommendation, which may take long,
-            # an interruption notice must not wait: it cuts them short.
-            nonlocal superseded
-            if self._stop.is_set():
-                return True
-            if notice.kind != SPOT_INTERRUPTION and self._interruption_pending():
-                superseded = True
-            return superseded
+        results: list[HookResult] = []
+        while True:
+            run.lowered = False
+            env = self._hook_environment(
+                self._environ, run.effective(), identity, drill=self.settings.drill
+            )
+            batch = self._runner(
+                pending,
+                env,
+                deadline_mono=deadline_on_monotonic(run.deadline, self._wall(), self._clock()),
+                hook_timeout=self.settings.hook_timeout,
+                deadline_margin=self.settings.deadline_margin,
+                should_stop=lambda: self._should_stop(run),
+                on_start=on_start,
+                on_finish=on_finish,
+                clock=self._clock,
+                wall_clock=self._wall,
+                on_wait=on_wait,
+                wait_tick=self._wait_tick(),
+            )
+            results += batch
+            pending = pending[len(batch) :]
+            if not (run.lowered and pending) or run.superseded or self._stop.is_set():
+                return results
 
-        results = self._runner(
-            pending,
-            env,
-            deadline_mono=deadline_mono,
-            hook_timeout=self.settings.hook_timeout,
-            deadline_margin=self.settings.deadline_margin,
-            should_stop=should_stop,
-            on_start=on_start,
-            on_finish=on_finish,
-            clock=self._clock,
-            wall_clock=self._wall,
-            on_wait=self._notifier.watchdog_if_due,
-            wait_tick=self._wait_tick(),
-        )
-        self.last_results = results
-        interrupted = len(results) < len(pending)
-        if superseded:
+    def _should_stop(self, run: _Handling) -> bool:
+        """Asked between hooks. A notice that does not end the instance (a rebalance
+        recommendation, a reboot) must not hold up one that does: it is cut short. For
+        one that ends it, another notice of the same end folds in; the runner stops if
+        that brought the deadline forward, and starts again with it."""
+        if self._stop.is_set():
+            return True
+        if run.notice.ends_instance:
+            self._look_for_same_end(run)
+            return run.lowered
+        if self._end_pending():
+            run.superseded = True
+        return run.superseded
+
+    def _conclude(
+        self, run: _Handling, planned: int, results: list[HookResult]
+    ) -> list[HookResult]:
+        notice = run.notice
+        if run.superseded:
             self._log.warning(
                 "notice.superseded",
                 notice_id=notice.id,
                 kind=notice.kind,
                 done=len(results),
-                left=len(pending) - len(results),
-                note="a spot interruption notice came; its hooks run now instead",
+                left=planned - len(results),
+                note="a notice that ends the instance came; its hooks run now instead",
             )
             self._journal.complete(notice.id)
             self._handled.add(notice.id)
             self._poll_now = True
             return results
-        if interrupted:
+        if len(results) < planned:
             # Stopped between hooks: the journal keeps the rest for the next start.
             self._log.warning(
                 "notice.interrupted",
                 notice_id=notice.id,
                 done=len(results),
-                left=len(pending) - len(results),
+                left=planned - len(results),
                 note="the remaining hooks run when spotwatch starts again",
             )
             return results
@@ -383,7 +466,7 @@ class Watcher:
         self._handled.add(notice.id)
         self.notices_handled += 1
         failed = [r.name for r in results if not r.ok]
-        left = round(deadline_mono - self._clock(), 1)
+        left = round(run.deadline - self._wall(), 1)
         self._log.log(
             30 if failed else 20,
             "notice.handled",
@@ -401,18 +484,97 @@ class Watcher:
         )
         return results
 
-    def _interruption_pending(self) -> bool:
-        """A quick look for a spot interruption notice not yet handled."""
+    # -- one end, one run ---------------------------------------------------------
+    def _fold_into_end_in_progress(self, notice: Notice) -> bool:
+        """Fold ``notice`` into the end whose deadline has not passed, if it ends the
+        instance and there is one (after its hooks: nothing more runs)."""
+        if not notice.ends_instance:
+            return False
+        owner = self._journal.end_in_progress(self._wall())
+        if owner is None or owner.id == notice.id:
+            return False
+        self._fold(notice, None, owner)
+        return True
+
+    def _fold(self, notice: Notice, run: _Handling | None, owner: Notice | None = None) -> None:
+        """Record ``notice`` as the same end as ``run`` (running) or ``owner`` (done)."""
+        into = run.notice if run is not None else owner
+        assert into is not None
+        self._journal.fold(notice, into.id)
+        self._handled.add(notice.id)
+        current = run.deadline if run is not None else into.deadline
+        self._log.warning(
+            "notice.folded",
+            notice_id=notice.id,
+            kind=notice.kind,
+            into=into.id,
+            into_kind=into.kind,
+            deadline=round(min(current, notice.deadline), 3),
+            earlier=notice.deadline < current,
+            note="one end of the instance, one run of the hooks",
+        )
+        self._emit("notice.folded", {"notice_id": notice.id, "into": into.id})
+        if run is None:
+            # The hooks already ran for this end: the follow-up's work comes at once.
+            for followup in self._applicable(notice):
+                self._followup_call(followup, "started", notice)
+                self._followup_call(followup, "finished", notice, [])
+            return
+        if notice.deadline < run.deadline:
+            run.deadline = notice.deadline
+            run.lowered = True
+        known = {name for name, _ in run.env}
+        run.env += tuple(pair for pair in notice.env if pair[0] not in known)
+        self._start_followups(run, notice)
+
+    def _look_for_same_end(self, run: _Handling) -> None:
+        # Between hooks, at most once an interval: the runner asks before every hook.
+        now = self._clock()
+        if now - run.checked_at < self.settings.interval:
+            return
+        run.checked_at = now
         for monitor in self._monitors:
-            if monitor.name != SPOT_INTERRUPTION:
-                continue
             try:
                 found = monitor.check()
             except self._fault_types:
-                return False  # the next poll logs the fault
-            if found is not None and found.id not in self._handled:
-                return not self._journal.is_complete(found.id)
+                continue  # the next poll logs the fault
+            if found is None or found.id == run.notice.id:
+                continue
+            if found.ends_instance and not self._is_done(found):
+                self._fold(found, run)
+
+    def _end_pending(self) -> bool:
+        """A quick look for a notice that ends the instance, not yet handled."""
+        for monitor in self._monitors:
+            try:
+                found = monitor.check()
+            except self._fault_types:
+                continue  # the next poll logs the fault
+            if found is not None and found.ends_instance and not self._is_done(found):
+                return True
         return False
+
+    # -- follow-ups ---------------------------------------------------------------
+    def _applicable(self, notice: Notice) -> list[FollowUp]:
+        return [f for f in self._followups if self._followup_call(f, "applies", notice)]
+
+    def _start_followups(self, run: _Handling, notice: Notice) -> None:
+        for followup in self._applicable(notice):
+            run.followups.append((followup, notice))
+            self._followup_call(followup, "started", notice)
+
+    def _followup_call(self, followup: FollowUp, method: str, *args: Any) -> Any:
+        # A follow-up's trouble never stops the hooks.
+        try:
+            return getattr(followup, method)(*args)
+        except Exception as exc:
+            self._log.error(
+                "followup.failed",
+                followup=type(followup).__name__,
+                step=method,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return False
 
     def _log_plan(self, plan: HookPlan) -> None:
         if plan.problem:
@@ -430,3 +592,9 @@ class Watcher:
     def _emit(self, event: str, fields: Mapping[str, Any]) -> None:
         if self._listener is not None:
             self._listener(event, fields)
+
+
+def _status_note(monitor: Monitor) -> str | None:
+    """What a monitor adds to the idle STATUS line (the next planned maintenance)."""
+    note = getattr(monitor, "status_note", None)
+    return note() if callable(note) else None

@@ -65,3 +65,43 @@ def test_margin_may_be_zero_but_timeout_may_not() -> None:
     assert resolve({"--deadline-margin": "0"}, {}).deadline_margin == 0.0
     with pytest.raises(UsageError):
         resolve({"--hook-timeout": "0"}, {})
+
+
+def test_watch_list_and_on_rebalance() -> None:
+    assert resolve(NONE, {}).sources == ("spot",)
+    cfg = resolve({"--watch": "asg, Maintenance,spot"}, {})
+    assert cfg.watch == ("spot", "maintenance", "asg")
+    assert cfg.sources == ("spot", "maintenance", "asg")
+    assert resolve({"--watch": "asg", "--on-rebalance": "1"}, {}).sources == ("rebalance", "asg")
+    assert resolve(NONE, {"SPOTWATCH_WATCH": "spot,rebalance"}).sources == ("spot", "rebalance")
+    assert resolve({"--watch": "spot"}, {"SPOTWATCH_WATCH": "asg"}).sources == ("spot",)
+
+
+@pytest.mark.parametrize("text", ["spot,gcp", "", " , ", "spotty"])
+def test_unknown_watch_source_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError) as err:
+        resolve({"--watch": text}, {})
+    assert str(err.value).startswith("--watch:")
+    assert err.value.exit_code == 2
+
+
+def test_asg_and_maintenance_settings() -> None:
+    cfg = resolve(NONE, {})
+    assert (cfg.asg_deadline, cfg.maintenance_lead) == (300.0, 300.0)
+    assert cfg.asg_lifecycle_hook is None and cfg.asg_name is None
+    cfg = resolve(
+        {"--asg-lifecycle-hook": "drain", "--asg-deadline": "90"},
+        {"SPOTWATCH_ASG_NAME": "web", "SPOTWATCH_MAINTENANCE_LEAD": "60"},
+    )
+    assert (cfg.asg_lifecycle_hook, cfg.asg_name) == ("drain", "web")
+    assert (cfg.asg_deadline, cfg.maintenance_lead) == (90.0, 60.0)
+
+
+def test_maintenance_lead_must_exceed_the_margin() -> None:
+    flags = {"--watch": "maintenance", "--maintenance-lead": "5", "--deadline-margin": "5"}
+    with pytest.raises(UsageError) as err:
+        resolve(flags, {})
+    assert "--maintenance-lead" in str(err.value) and err.value.exit_code == 2
+    assert resolve({**flags, "--deadline-margin": "1"}, {}).maintenance_lead == 5.0
+    # Not watched: the lead does not matter.
+    assert resolve({**flags, "--watch": "spot"}, {}).deadline_margin == 5.0

@@ -118,6 +118,8 @@ def test_file_records_the_notice(state_dir: Path) -> None:
         "raw_time": "2026-11-26T03:00:25Z",
         "deadline": 1795662025.0,
         "source": "instance-action",
+        "ends_instance": True,
+        "env": [],
         "begun_at": 42.0,
         "finished": {},
         "running": None,
@@ -268,3 +270,42 @@ def test_unfinished_lists_begun_notices_whose_deadline_is_ahead(state_dir: Path)
     assert restarted.unfinished(ahead.deadline + 1) == []
     restarted.complete(ahead.id)
     assert Journal(state_dir).unfinished(ahead.deadline - 1) == []
+
+
+def test_a_fold_is_recorded_and_survives_a_restart(state_dir: Path) -> None:
+    import dataclasses
+
+    journal = Journal(state_dir, wall_clock=lambda: 100.0)
+    first = dataclasses.replace(notice("spot"), deadline=1000.0)
+    journal.begin(first)
+    journal.hook_finished(first.id, result("10-a"))
+    asg = dataclasses.replace(
+        notice("asg"), kind="asg-termination", deadline=400.0, env=(("SPOTWATCH_ASG_NAME", "web"),)
+    )
+    assert journal.end_in_progress(100.0) == dataclasses.replace(first, source="journal", time=None)
+    journal.fold(asg, into=first.id)
+
+    restarted = Journal(state_dir)
+    assert restarted.is_complete("asg") and restarted.folded_into("asg") == "spot"
+    assert restarted.folded_into("spot") is None
+    (resumed,) = restarted.unfinished(100.0)
+    assert resumed.id == "spot" and resumed.deadline == 400.0  # the earlier of the two
+    assert names(restarted.pending_hooks(resumed, HOOKS)) == ["20-b", "30-c"]
+    # The owner, not the folded notice, is the end in progress; past its deadline, none.
+    owner = restarted.end_in_progress(399.0)
+    assert owner is not None and owner.id == "spot"
+    assert restarted.end_in_progress(400.0) is None
+
+
+def test_a_rebalance_is_no_end_in_progress(state_dir: Path) -> None:
+    import dataclasses
+
+    journal = Journal(state_dir)
+    journal.begin(
+        dataclasses.replace(
+            notice("r"), kind="rebalance-recommendation", deadline=1e12, ends_instance=False
+        )
+    )
+    assert journal.end_in_progress(0.0) is None
+    (resumed,) = journal.unfinished(0.0)
+    assert resumed.ends_instance is False

@@ -340,6 +340,11 @@ def test_proxy_variables_are_ignored(
             "hooks directory /nonexistent/hooks.d does not exist",
         ),
         (["--log-format", "xml"], "--log-format"),
+        (["--watch", "spot,gce"], "--watch: unknown source 'gce'"),
+        (
+            ["--watch", "maintenance", "--maintenance-lead", "5", "--deadline-margin", "10"],
+            "--maintenance-lead (5 s) must exceed --deadline-margin (10 s)",
+        ),
     ],
 )
 def test_bad_command_line_input_is_one_line_and_exit_2(

@@ -117,6 +117,22 @@ class FakeJournal:
     def unfinished(self, now: float) -> list[Notice]:
         return [n for n in self.begun_notices if n.id not in self.completed and n.deadline > now]
 
+    folds: dict[str, str] = field(default_factory=dict)
+    deadlines: dict[str, float] = field(default_factory=dict)
+
+    def end_in_progress(self, now: float) -> Notice | None:
+        for n in reversed(self.begun_notices):
+            deadline = self.deadlines.get(n.id, n.deadline)
+            if n.ends_instance and n.id not in self.folds and deadline > now:
+                return n
+        return None
+
+    def fold(self, notice: Notice, into: str) -> None:
+        self.folds[notice.id] = into
+        self.completed.add(notice.id)
+        owner = next(n for n in self.begun_notices if n.id == into)
+        self.deadlines[into] = min(self.deadlines.get(into, owner.deadline), notice.deadline)
+
 
 class FakeNotifier:
     def __init__(self, clock: FakeClock, watchdog: float | None = None) -> None:
@@ -159,6 +175,7 @@ def notice(
         deadline=wall + lead,
         id=nid,
         source="test",
+        ends_instance=kind != REBALANCE_RECOMMENDATION,
     )
 
 
@@ -172,6 +189,7 @@ class Harness:
         max_notices: int | None = None,
         watchdog: float | None = None,
         stop_in_hook: str | None = None,
+        followups: tuple[Any, ...] = (),
     ) -> None:
         self.clock = FakeClock()
         self.stop = FakeStop(self.clock)
@@ -201,12 +219,16 @@ class Harness:
             hook_environment=lambda base, n, ident, drill=False: {
                 "SPOTWATCH_NOTICE_ID": n.id,
                 "SPOTWATCH_INSTANCE_ID": ident.instance_id,
+                "SPOTWATCH_EVENT": n.kind,
+                "SPOTWATCH_DEADLINE": str(int(n.deadline)),
+                **dict(n.env),
             },
             fault_types=(Fault,),
             clock=lambda: self.clock.mono,
             wall_clock=lambda: self.clock.wall,
             environ={},
             listener=lambda e, f: self.events.append((e, dict(f))),
+            followups=followups,
         )
         original = self.watcher.poll_once
 
@@ -348,7 +370,10 @@ def test_the_runner_is_asked_to_wake_every_half_ping_interval() -> None:
     h.monitors[0].script = [notice(clock=h.clock)]
     h.watcher.run()
     assert h.runs[0]["wait_tick"] == 0.5
-    assert h.runs[0]["on_wait"] == h.notifier.watchdog_if_due
+    pings = len(h.notifier.pings)
+    h.clock.advance(1.0)
+    h.runs[0]["on_wait"]()  # pings the watchdog when one is due
+    assert len(h.notifier.pings) == pings + 1
 
     no_watchdog = Harness({"spot-interruption": []}, max_notices=1)
     no_watchdog.monitors[0].script = [notice(clock=no_watchdog.clock)]

@@ -46,6 +46,31 @@ def add_parser(subparsers: Any) -> None:
         const="1",
         help="also run the hooks on a rebalance recommendation",
     )
+    # Issue 11: sources beyond the spot notice.
+    add(
+        "--watch",
+        metavar="LIST",
+        help="comma-separated sources: spot, rebalance, maintenance, asg (default spot)",
+    )
+    add(
+        "--asg-lifecycle-hook",
+        metavar="NAME",
+        help="the group's termination lifecycle hook: heartbeat it while the hooks run, "
+        "then complete it with CONTINUE",
+    )
+    add("--asg-name", metavar="NAME", help="the Auto Scaling group (default: looked up)")
+    add(
+        "--asg-deadline",
+        metavar="S",
+        help="seconds the hooks get after an Auto Scaling termination is seen "
+        f"(default {config.DEFAULT_ASG_DEADLINE:g})",
+    )
+    add(
+        "--maintenance-lead",
+        metavar="S",
+        help="run the hooks this long before a scheduled maintenance event "
+        f"(default {config.DEFAULT_MAINTENANCE_LEAD:g})",
+    )
     add("--log-format", metavar="json|console", help="default: console on a TTY, else JSON")
     add("--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)")
     parser.set_defaults(func=_main)

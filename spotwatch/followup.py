@@ -1,0 +1,32 @@
+"""Work some sources need around the hooks of a notice (the FollowUp protocol).
+
+An Auto Scaling termination with a lifecycle hook wants heartbeats while the
+hooks run and ``CompleteLifecycleAction`` after them; Azure wants its event
+approved. The watcher calls every follow-up whose ``applies`` is true:
+
+- ``started`` just before the first hook (it must not hold it up more than ~2 s),
+- ``tick`` often while hooks run (cheap, never blocking),
+- ``finished`` after the last hook, whether the hooks failed or not.
+
+Slow network work belongs on a thread the follow-up owns: the hooks never wait on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from spotwatch.notice import Notice
+
+if TYPE_CHECKING:
+    from spotwatch.runner import HookResult
+
+
+class FollowUp(Protocol):
+    def applies(self, notice: Notice) -> bool: ...
+
+    def started(self, notice: Notice) -> None: ...
+
+    def tick(self, notice: Notice) -> None: ...
+
+    def finished(self, notice: Notice, results: Sequence[HookResult]) -> None: ...

@@ -1,0 +1,158 @@
+"""One end, one run: notices that announce the same end of the instance share one
+run of the hooks (the watcher on a fake clock; the journal's side in test_journal)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from spotwatch.notice import ASG_TERMINATION, REBALANCE_RECOMMENDATION, Notice
+from tests.test_watcher import Harness, notice
+
+HOOKS = ("10-a", "20-b", "30-c", "40-d")
+
+
+def asg(h: Harness, nid: str = "asg1", lead: float = 300.0) -> Notice:
+    return dataclasses.replace(
+        notice(kind=ASG_TERMINATION, nid=nid, lead=lead, clock=h.clock),
+        env=(("SPOTWATCH_ASG_NAME", "web"),),
+    )
+
+
+class RecordingFollowUp:
+    def __init__(self, kind: str = ASG_TERMINATION) -> None:
+        self.kind = kind
+        self.calls: list[tuple[str, str]] = []
+
+    def applies(self, n: Notice) -> bool:
+        return n.kind == self.kind
+
+    def started(self, n: Notice) -> None:
+        self.calls.append(("started", n.id))
+
+    def tick(self, n: Notice) -> None:
+        self.calls.append(("tick", n.id))
+
+    def finished(self, n: Notice, results: Any) -> None:
+        self.calls.append(("finished", n.id))
+
+
+def test_garbled_then_proper_spot_notice_runs_the_hooks_once() -> None:
+    h = Harness({"spot-interruption": []}, stop_after_polls=4)
+    garbled = dataclasses.replace(notice(nid="garbled", clock=h.clock), problem="not JSON")
+    proper = notice(nid="proper", lead=90.0, clock=h.clock)
+    h.monitors[0].script = [garbled, proper, proper, proper]
+    with capture_logs() as logs:
+        h.watcher.run()
+    assert len(h.runs) == 1
+    assert h.journal.folds == {"proper": "garbled"}
+    assert h.journal.deadlines["garbled"] == proper.deadline
+    (folded,) = [e for e in logs if e["event"] == "notice.folded"]
+    assert folded["into"] == "garbled" and folded["earlier"] is True
+
+
+def test_spot_then_asg_in_the_next_poll_is_one_run_and_completes_the_lifecycle() -> None:
+    followup = RecordingFollowUp()
+    h = Harness({"spot-interruption": [], "asg": []}, stop_after_polls=3, followups=(followup,))
+    h.monitors[0].script = [notice(nid="spot", clock=h.clock)] * 3
+    h.monitors[1].script = [None, asg(h), asg(h)]
+    h.watcher.run()
+    assert len(h.runs) == 1 and h.runs[0]["env"]["SPOTWATCH_EVENT"] == "spot-interruption"
+    assert h.journal.folds == {"asg1": "spot"}
+    # The hooks already ran: the Auto Scaling follow-up is started and finished at once.
+    assert followup.calls == [("started", "asg1"), ("finished", "asg1")]
+
+
+def test_seen_in_the_same_poll_the_hooks_get_the_earlier_deadline() -> None:
+    h = Harness({"asg": [], "spot-interruption": []}, stop_after_polls=2)
+    early = asg(h, lead=60.0)
+    spot = notice(nid="spot", lead=120.0, clock=h.clock)
+    h.monitors[0].script = [early, early]
+    h.monitors[1].script = [spot, spot]
+    h.watcher.run()
+    (run,) = h.runs
+    # The spot notice is the one run (it comes first); the deadline is the ASG one.
+    assert run["env"]["SPOTWATCH_EVENT"] == "spot-interruption"
+    assert run["env"]["SPOTWATCH_NOTICE_ID"] == "spot"
+    assert run["env"]["SPOTWATCH_DEADLINE"] == str(int(early.deadline))
+    assert run["env"]["SPOTWATCH_ASG_NAME"] == "web"
+    assert h.journal.folds == {"asg1": "spot"}
+
+
+def test_an_earlier_end_arriving_mid_run_brings_the_deadline_forward_for_the_rest() -> None:
+    followup = RecordingFollowUp()
+    h = Harness(
+        {"asg": [], "spot-interruption": []},
+        hooks=HOOKS,
+        stop_after_polls=2,
+        followups=(followup,),
+    )
+    first = asg(h, lead=300.0)
+    spot = notice(nid="spot", lead=100.0, clock=h.clock)
+    # Poll 1: the ASG notice only. Between hooks (once an interval) the spot notice.
+    h.monitors[0].script = [first] * 10
+    h.monitors[1].script = [None] + [spot] * 10
+    h.watcher.run()
+    assert [r["hooks"] for r in h.runs] == [list(HOOKS), ["40-d"]]
+    assert h.runs[0]["env"]["SPOTWATCH_DEADLINE"] == str(int(first.deadline))
+    assert h.runs[1]["env"]["SPOTWATCH_DEADLINE"] == str(int(spot.deadline))
+    assert h.runs[1]["env"]["SPOTWATCH_NOTICE_ID"] == "asg1"  # the first notice's
+    assert h.journal.folds == {"spot": "asg1"}
+    assert h.watcher.notices_handled == 1
+    assert followup.calls[0] == ("started", "asg1")
+    assert followup.calls[-1] == ("finished", "asg1")
+
+
+def test_after_the_deadline_a_new_end_is_a_new_run() -> None:
+    h = Harness({"spot-interruption": []}, stop_after_polls=3)
+    first = notice(nid="stop1", lead=20.0, clock=h.clock)
+    later = notice(nid="stop2", lead=500.0, clock=h.clock)
+    h.monitors[0].script = [first, None, later]
+    h.clock.advance(0)
+    original = h.run_hooks
+
+    def slow(hooks: list[Any], env: dict[str, str], **kw: Any) -> list[Any]:
+        h.clock.advance(30.0)  # past the first deadline
+        return original(hooks, env, **kw)
+
+    h.watcher._runner = slow
+    h.watcher.run()
+    assert [r["env"]["SPOTWATCH_NOTICE_ID"] for r in h.runs] == ["stop1", "stop2"]
+    assert h.journal.folds == {}
+
+
+def test_a_rebalance_does_not_fold_and_gives_way_to_an_asg_termination() -> None:
+    h = Harness({"rebalance": [], "asg": []}, hooks=HOOKS, stop_after_polls=3)
+    rebalance = notice(kind=REBALANCE_RECOMMENDATION, nid="r1", clock=h.clock)
+    h.monitors[0].script = [rebalance] * 10
+    h.monitors[1].script = [None, asg(h)] + [asg(h)] * 10
+    h.watcher.run()
+    assert [r["env"]["SPOTWATCH_NOTICE_ID"] for r in h.runs] == ["r1", "asg1"]
+    assert h.runs[0]["hooks"] == list(HOOKS) and len(h.runs) == 2
+    assert h.journal.folds == {}
+
+
+def test_followups_see_started_ticks_and_finished() -> None:
+    followup = RecordingFollowUp()
+    h = Harness({"asg": []}, max_notices=1, followups=(followup,))
+    h.monitors[0].script = [asg(h)]
+    h.watcher.run()
+    assert followup.calls[0] == ("started", "asg1")
+    h.runs[0]["on_wait"]()
+    assert ("tick", "asg1") in followup.calls
+    assert ("finished", "asg1") in followup.calls
+
+
+def test_a_failing_followup_never_stops_the_hooks() -> None:
+    class Broken(RecordingFollowUp):
+        def started(self, n: Notice) -> None:
+            raise RuntimeError("boom")
+
+    h = Harness({"asg": []}, max_notices=1, followups=(Broken(),))
+    h.monitors[0].script = [asg(h)]
+    with capture_logs() as logs:
+        h.watcher.run()
+    assert len(h.runs) == 1 and h.watcher.notices_handled == 1
+    assert any(e["event"] == "followup.failed" and e["step"] == "started" for e in logs)
