@@ -58,6 +58,7 @@ from spotwatch.fleet_events import (
     event_line,
     event_record,
     hook_environment,
+    lifecycle_action,
     parse_message,
 )
 from spotwatch.fleet_schedule import MAX_BATCH, Slot
@@ -65,6 +66,7 @@ from spotwatch.hooks import REFUSED
 from spotwatch.logs import get_logger
 
 if TYPE_CHECKING:
+    from spotwatch.fleet_lifecycle import LifecycleActions
     from spotwatch.hooks import HookPlan
     from spotwatch.runner import HookResult
 
@@ -114,6 +116,7 @@ class WatchSettings:
     hook_timeout: float = 30.0
     kill_grace: float = 5.0
     workers: int = DEFAULT_WORKERS  # events whose hooks may run at once
+    lifecycle_heartbeat: float | None = None  # None: half the lifecycle hook's HeartbeatTimeout
     status: bool | None = None  # a status line every few seconds; None: on a terminal
 
 
@@ -143,6 +146,9 @@ def check_settings(settings: WatchSettings) -> None:
         raise UsageError("--max-messages must be 0 or more")
     if settings.hook_timeout <= 0:
         raise UsageError("--hook-timeout must be more than 0 seconds")
+    beat = settings.lifecycle_heartbeat
+    if beat is not None and not 1 <= beat <= 3600:
+        raise UsageError("--lifecycle-heartbeat must be 1..3600 seconds")
     if not 1 <= settings.workers <= MAX_WORKERS:
         raise UsageError(f"--workers must be 1..{MAX_WORKERS} (or set {WORKERS_ENV})")
 
@@ -381,7 +387,7 @@ class FleetWatcher:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         log: Any = None,
-        lifecycle: Any = None,
+        lifecycle: LifecycleActions | None = None,
         backoff: Callable[[float], object] | None = None,
     ) -> None:
         self.settings = settings
@@ -716,7 +722,11 @@ class FleetWatcher:
                       note="hooks not run; left in the queue for redelivery")
             self._set_visibility(item, self._visibility or 0, log)
             return FAILED
+        action = lifecycle_action(event) if self._lifecycle is not None else None
+        beats = None
         try:
+            if action is not None and self._lifecycle is not None:
+                beats = self._lifecycle.heartbeats(event.region, action, log)
             env = hook_environment(self._environ, event, tags, str(path))
             results = self._runner(
                 plan.hooks,
@@ -731,6 +741,8 @@ class FleetWatcher:
             )
         finally:
             _unlink(path)
+            if beats is not None:
+                beats.stop()
         failed = [f"{r.name}: {r.description}" for r in results if not r.ok]
         refused = [f"{r.name}: {r.reason}" for r in plan.rejected if r.severity == REFUSED]
         if plan.problem:
@@ -745,6 +757,10 @@ class FleetWatcher:
                         receive_count=item.receive_count,
                         note="left in the queue for redelivery")
             self._set_visibility(item, retry_in, log)
+            return FAILED
+        if action is not None and self._lifecycle is not None and not self._lifecycle.complete(
+                event.region, action, log):
+            self._set_visibility(item, self._visibility or 0, log)
             return FAILED
         self._done(item, event)
         log.info("fleet.handled", hooks=len(results), duration=duration)
@@ -958,6 +974,17 @@ def watch(settings: WatchSettings, *, region: str | None = None) -> int:
 
     environ = environ_for_hooks(os.environ)
 
+    from spotwatch import lifecycle
+    from spotwatch.fleet_lifecycle import LifecycleActions
+
+    endpoint = lifecycle.endpoint_url()
+    actions = LifecycleActions(
+        lambda event_region: lifecycle.make_client(event_region, endpoint=endpoint,
+                                                   max_attempts=3),
+        heartbeat=settings.lifecycle_heartbeat,
+        log=get_logger(),
+    )
+
     stop = Stopper()
     stop.install()
     workdir = Path(tempfile.mkdtemp(prefix="spotwatch-fleet-"))
@@ -971,6 +998,7 @@ def watch(settings: WatchSettings, *, region: str | None = None) -> int:
             runner=runner.run_hooks,
             workdir=workdir,
             environ=environ,
+            lifecycle=actions,
         )
         return watcher.run()
     finally:

@@ -71,6 +71,10 @@ def add_parser(subparsers: Any) -> None:
                        help="events whose hooks run at once (default 16, or "
                        f"${WORKERS_ENV}); one instance's events still run one at a time, "
                        "in order")
+    watch.add_argument("--lifecycle-heartbeat", type=_float_arg, metavar="S",
+                       help="seconds between Auto Scaling lifecycle heartbeats while an "
+                       "asg-termination event's hooks run (default: half the lifecycle "
+                       "hook's HeartbeatTimeout)")
     _log_args(watch)
     watch.set_defaults(func=_watch)
     parser.set_defaults(func=_missing_subcommand, fleet_parser=parser)
@@ -140,5 +144,6 @@ def _watch(args: argparse.Namespace) -> int:
         visibility_timeout=args.visibility_timeout,
         hook_timeout=float(args.hook_timeout),
         workers=int(workers),
+        lifecycle_heartbeat=args.lifecycle_heartbeat,
     )
     return watch(settings, region=args.region)
