@@ -7,7 +7,8 @@ queue depth, so a preloaded queue of N would measure moto, not the consumers):
 
 - baseline: a plain boto3 loop (receive 10, delete_message_batch), in its own
   process, one and two of them on the queue;
-- spotwatch fleet watch, hook-less, one and two watchers;
+- spotwatch fleet watch, hook-less, one and two watchers, with and without
+  ``--no-tags`` (DescribeInstances per batch is the one call the loop does not make);
 - spotwatch fleet watch with a trivial hook (``exit 0``), one and two watchers;
 - ``--workers`` 1, 8, 32, 64, 128 with hooks that sleep 1 s (4 x N events,
   at least 16, queued before the watcher starts) and with the trivial hook;
@@ -182,7 +183,7 @@ def run_baseline(count: int, workers: int, depth: int) -> float:
 
 
 def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
-                 scratch: Path, pool: int = 16) -> float:
+                 scratch: Path, pool: int = 16, extra: tuple[str, ...] = ()) -> float:
     queue_url = fresh_queue()
     feeder = Feeder(queue_url, count, depth)
     feeder.send(depth)
@@ -195,6 +196,7 @@ def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
                 "--log-format", "json", "--workers", str(pool)]
         if hooks_dir is not None:
             args += ["--hooks-dir", str(hooks_dir)]
+        args += extra
         with open(log, "wb") as err:
             procs.append((subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err), log))
     starts, stops = [], []
@@ -380,6 +382,10 @@ def main() -> None:
                     rows.append((f"boto3 receive+delete loop, {consumers} consumer(s)", base, 1.0))
                     rate = run_watchers(n, consumers, args.depth, None, scratch)
                     rows.append((f"fleet watch, no hooks, {consumers} watcher(s)", rate,
+                                 rate / base))
+                    rate = run_watchers(n, consumers, args.depth, None, scratch,
+                                        extra=("--no-tags",))
+                    rows.append((f"fleet watch, no hooks, --no-tags, {consumers} watcher(s)", rate,
                                  rate / base))
                     rate = run_watchers(n, consumers, args.depth, trivial, scratch)
                     rows.append((f"fleet watch, trivial hook, {consumers} watcher(s)", rate,

@@ -117,6 +117,7 @@ class WatchSettings:
     kill_grace: float = 5.0
     workers: int = DEFAULT_WORKERS  # events whose hooks may run at once
     lifecycle_heartbeat: float | None = None  # None: half the lifecycle hook's HeartbeatTimeout
+    tags: bool = True  # look instances' tags up (DescribeInstances); False: --no-tags
     status: bool | None = None  # a status line every few seconds; None: on a terminal
 
 
@@ -252,6 +253,18 @@ class InstanceTags:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
 
 
+class NoTags:
+    """``--no-tags``: every instance has none, and EC2 is never asked."""
+
+    calls = 0
+
+    def prefetch(self, wanted: Iterable[tuple[str, str]]) -> None:
+        pass
+
+    def peek(self, region: str, instance_id: str) -> dict[str, str]:
+        return {}
+
+
 def lookable(region: str, instance_id: str) -> bool:
     """Whether DescribeInstances could know this instance."""
     return region != "unknown" and instance_id.startswith("i-")
@@ -267,6 +280,7 @@ class TagLookup:
     """
 
     def __init__(self, tags: Any, *, log: Any = None) -> None:
+        self.tags = tags
         self._tags = tags
         self._log = log if log is not None else get_logger()
         self._cv = threading.Condition()
@@ -389,6 +403,7 @@ class FleetWatcher:
         log: Any = None,
         lifecycle: LifecycleActions | None = None,
         backoff: Callable[[float], object] | None = None,
+        status_interval: float = STATUS_INTERVAL,
     ) -> None:
         self.settings = settings
         self._sqs = sqs
@@ -402,6 +417,7 @@ class FleetWatcher:
         self._wall_clock = wall_clock
         self._log = log if log is not None else get_logger()
         self._lifecycle = lifecycle
+        self._status_interval = status_interval
         self._lookup = TagLookup(tags, log=self._log)
         self._seen = SeenEvents()
         self._visibility = settings.visibility_timeout
@@ -432,6 +448,7 @@ class FleetWatcher:
         self._receiver_done = False
         self._handled_at: deque[float] = deque(maxlen=100000)
         self.released = 0
+        self.calls: dict[str, int] = {"receive": 0, "delete": 0, "extend": 0, "release": 0}
         self.counts: dict[str, int] = {
             k: 0 for k in (DONE, FAILED, DUPLICATE, BAD, IGNORED, LOST)
         }
@@ -496,11 +513,12 @@ class FleetWatcher:
             receiver.join(timeout=self.settings.wait_seconds + 30)
             self._lookup.close()
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
+                       sqs_calls=self.calls, tags_calls=getattr(self._lookup.tags, "calls", None),
                        **self.counts)
         return 0
 
     def _keep_books(self) -> None:
-        next_status = self._clock() + STATUS_INTERVAL
+        next_status = self._clock() + self._status_interval
         while True:
             if self._stop.is_set():
                 self._begin_stop()
@@ -516,7 +534,7 @@ class FleetWatcher:
             self._extend_due()
             self._flush_deletes()
             if self._status and self._clock() >= next_status:
-                next_status = self._clock() + STATUS_INTERVAL
+                next_status = self._clock() + self._status_interval
                 self._print_status()
             if finished:
                 return
@@ -600,6 +618,7 @@ class FleetWatcher:
         }
         if self.settings.visibility_timeout is not None:
             request["VisibilityTimeout"] = self.settings.visibility_timeout
+        self.calls["receive"] += 1
         messages: list[dict[str, Any]] = self._sqs.receive_message(**request).get("Messages", [])
         return messages
 
@@ -831,6 +850,7 @@ class FleetWatcher:
             asked = self._clock()
             entries = [{"Id": str(n), "ReceiptHandle": item.receipt, "VisibilityTimeout": seconds}
                        for n, (_, item) in enumerate(chunk)]
+            self.calls["extend"] += 1
             try:
                 response = self._sqs.change_message_visibility_batch(
                     QueueUrl=self.settings.queue_url, Entries=entries)
@@ -887,6 +907,7 @@ class FleetWatcher:
         for chunk in schedule.batches(items):
             entries = [{"Id": str(i), "ReceiptHandle": r.receipt, "VisibilityTimeout": 0}
                        for i, r in enumerate(chunk)]
+            self.calls["release"] += 1
             try:
                 self._sqs.change_message_visibility_batch(
                     QueueUrl=self.settings.queue_url, Entries=entries
@@ -923,6 +944,7 @@ class FleetWatcher:
         if not items:
             return
         entries = [{"Id": str(i), "ReceiptHandle": r.receipt} for i, r in enumerate(items)]
+        self.calls["delete"] += 1
         try:
             response = self._sqs.delete_message_batch(
                 QueueUrl=self.settings.queue_url, Entries=entries
@@ -992,7 +1014,7 @@ def watch(settings: WatchSettings, *, region: str | None = None) -> int:
         watcher = FleetWatcher(
             settings,
             sqs=sqs,
-            tags=InstanceTags(ec2_for),
+            tags=InstanceTags(ec2_for) if settings.tags else NoTags(),
             stop=stop,
             plan=hooks.plan_hooks,
             runner=runner.run_hooks,

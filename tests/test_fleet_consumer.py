@@ -309,3 +309,97 @@ def test_duplicates_and_other_event_types_are_deleted_without_hooks(tmp_path: Pa
     assert sorted(sqs.deleted()) == ["r0", "r1", "r2"]
     assert watcher.counts["duplicate"] == 1 and watcher.counts["ignored"] == 1
     assert len(out.getvalue().splitlines()) == 1
+
+
+def test_a_status_line_every_few_seconds_on_a_terminal_not_with_json(tmp_path: Path) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def watcher_on(out: io.StringIO, json_output: bool) -> FleetWatcher:
+        hooks_dir = tmp_path / f"hooks-{json_output}"
+        hooks_dir.mkdir(mode=0o755)
+        hook = hooks_dir / "10-hook"
+        hook.write_text("#!/bin/sh\nsleep 0.6\n")
+        hook.chmod(0o755)
+        return FleetWatcher(
+            WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
+                          max_messages=3, wait_seconds=0, json_output=json_output),
+            sqs=FakeSqs([[(n, body(f"i-{n}")) for n in range(3)]]), tags=_NoTags(),
+            stop=Stop(), plan=hooks.plan_hooks, runner=runner.run_hooks,
+            workdir=tmp_path / "work", out=out, log=Log(), status_interval=0.2,
+        )
+
+    terminal = Terminal()
+    watcher_on(terminal, json_output=False).run()
+    lines = terminal.getvalue().splitlines()
+    status = [line for line in lines if line.startswith("status: ")]
+    assert status and len(lines) == 3 + len(status)
+    assert "3 running, 3 in hand" in "\n".join(status)  # three instances side by side
+    assert all(" events/s, " in line and "oldest message" in line for line in status)
+
+    piped = Terminal()
+    watcher_on(piped, json_output=True).run()
+    assert all(line.startswith("{") for line in piped.getvalue().splitlines())
+
+
+def test_a_worker_whose_tags_are_cached_never_waits_for_another_lookup() -> None:
+    import threading
+    import time
+
+    from spotwatch.fleet_watch import TagLookup
+
+    release = threading.Event()
+
+    class SlowTags:
+        def __init__(self) -> None:
+            self.cache = {("us-east-1", "i-0cached"): {"Name": "web"}}
+            self.asked: list[list[tuple[str, str]]] = []
+
+        def prefetch(self, wanted: list[tuple[str, str]]) -> None:
+            self.asked.append(list(wanted))
+            release.wait(10)  # EC2 is slow today
+            for key in wanted:
+                self.cache[key] = {"Name": key[1]}
+
+        def peek(self, region: str, instance_id: str) -> dict[str, str] | None:
+            return self.cache.get((region, instance_id))
+
+    tags = SlowTags()
+    lookup = TagLookup(tags)
+    lookup.start()
+    try:
+        lookup.want([("us-east-1", "i-0new1"), ("us-east-1", "i-0new2"),
+                     ("us-east-1", "i-0cached")])
+        started = time.monotonic()
+        assert lookup.get("us-east-1", "i-0cached") == {"Name": "web"}
+        assert time.monotonic() - started < 0.5
+        assert lookup.get("us-east-1", "i-0new1", wait=0.2) == {}  # gives up, goes on
+        release.set()
+        assert lookup.get("us-east-1", "i-0new2") == {"Name": "i-0new2"}
+        # One call for everything asked at once; the cached one was not asked again.
+        assert tags.asked[0] == [("us-east-1", "i-0new1"), ("us-east-1", "i-0new2")]
+    finally:
+        release.set()
+        lookup.close()
+
+
+def test_workers_setting_from_the_environment_and_bad_values_are_one_line(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "spotwatch", "fleet", "watch", "--queue-url",
+             "http://127.0.0.1:9/123456789012/q", *args],
+            capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+    zero = run("--workers", "0")
+    assert zero.returncode == 2 and "--workers must be 1..1024" in zero.stderr
+    bad_env = run(SPOTWATCH_FLEET_WORKERS="many")
+    assert bad_env.returncode == 2
+    assert "SPOTWATCH_FLEET_WORKERS='many' is not a whole number" in bad_env.stderr
+    assert "Traceback" not in zero.stderr + bad_env.stderr
