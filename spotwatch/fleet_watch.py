@@ -427,6 +427,8 @@ class FleetWatcher:
         self._receive_fault: str | None = None
         self._extend_fault: str | None = None
         self._print_failed = False
+        self._print_lock = threading.Lock()
+        self._extend_after = 0.0  # after a failed extension call: not before this
         self._status = (
             settings.status if settings.status is not None
             else (not settings.json_output and _isatty(self._out))
@@ -811,7 +813,9 @@ class FleetWatcher:
         self._write(line)
 
     def _write(self, line: str) -> None:
-        with self._lock:  # one line at a time from many workers
+        # One line at a time from many workers; a lock of its own, so a slow
+        # reader of stdout does not hold up the book-keeping.
+        with self._print_lock:
             try:
                 self._out.write(line + "\n")
                 self._out.flush()
@@ -841,6 +845,8 @@ class FleetWatcher:
     def _extend_due(self) -> None:
         """Keep every message in hand hidden: one batch call for those running low."""
         now = self._clock()
+        if now < self._extend_after:
+            return
         with self._lock:
             due = [(s, self._items[s.key])
                    for s in schedule.to_extend(self._slots.values(), now,
@@ -861,7 +867,8 @@ class FleetWatcher:
                     self._log.warning("fleet.extend_failed", error=text, count=len(chunk),
                                       note="retrying; a message whose timeout runs out may "
                                       "go to another watcher")
-                continue
+                self._extend_after = self._clock() + 1.0  # not ten calls a second to a fault
+                return
             self._extend_fault = None
             failed = {str(f.get("Id")): f for f in (response or {}).get("Failed", [])}
             lost: list[tuple[_Received, str]] = []
