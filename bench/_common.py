@@ -158,6 +158,7 @@ def spotwatch_argv(
     hooks_dir: Path,
     state_dir: Path,
     python_flags: Sequence[str] = (),
+    extra: Sequence[str] = (),
 ) -> list[str]:
     return [
         sys.executable, *python_flags, "-m", "spotwatch", "run",
@@ -166,6 +167,7 @@ def spotwatch_argv(
         "--hooks-dir", str(hooks_dir),
         "--state-dir", str(state_dir),
         "--log-format", "json",
+        *extra,
     ]  # fmt: skip
 
 
@@ -182,6 +184,7 @@ class Daemon:
         state_dir: Path,
         log_path: Path,
         python_flags: Sequence[str] = (),
+        extra: Sequence[str] = (),  # more flags, e.g. --cloud gcp
     ) -> None:
         self.log_path = log_path
         env = dict(os.environ)
@@ -193,6 +196,7 @@ class Daemon:
             hooks_dir=hooks_dir,
             state_dir=state_dir,
             python_flags=python_flags,
+            extra=extra,
         )
         self.proc = cleanup.popen(argv, cwd=REPO, stdout=log, stderr=log, env=env)
         self._read_upto = 0

@@ -41,9 +41,13 @@ from _common import (
     wait_until,
 )
 
-from spotwatch.imdssim import INSTANCE_ACTION_PATH, ImdsSimulator
+from spotwatch.imdssim import INSTANCE_ACTION_PATH, LIFECYCLE_PATH, ImdsSimulator
 
 GOAL_CPU_FRACTION = 0.2  # of the shell loop's CPU per poll
+# Every AWS source (issue 11): three GETs a poll (spot, rebalance, lifecycle state)
+# and the maintenance list once a minute, against the loop's one path.
+ALL_AWS = ("--watch", "spot,rebalance,maintenance,asg")
+GOAL_ALL_AWS_CPU_FRACTION = 0.3
 GOAL_RSS_MIB = 35.0
 FORBIDDEN = ("boto3", "botocore", "s3transfer")
 
@@ -84,11 +88,17 @@ class Counter:
         self._sim = sim
 
     def count(self, agent_prefix: str) -> int:
-        return sum(
+        polls = sum(
             1
             for r in self._sim.requests(INSTANCE_ACTION_PATH)
             if r.headers.get("user-agent", "").startswith(agent_prefix)
         )
+        # The all-sources daemon's polls (the only one asking for the lifecycle state)
+        # are not the single-source daemon's.
+        return polls - self.all_aws() if agent_prefix == "spotwatch/" else polls
+
+    def all_aws(self) -> int:
+        return self._sim.count(LIFECYCLE_PATH)
 
 
 def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
@@ -112,20 +122,30 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
         state_dir=work / "state",
         log_path=work / "daemon.log",
     )
+    all_aws = Daemon(
+        cleanup,
+        sim.url,
+        interval=args.interval,
+        hooks_dir=hooks_dir,
+        state_dir=work / "state-all-aws",
+        log_path=work / "daemon-all-aws.log",
+        extra=ALL_AWS,
+    )
     loop = cleanup.popen(
         ["bash", "-c", SHELL_LOOP, "bash", sim.url, str(last), f"{args.interval:g}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
-    marks: dict[str, dict[str, float]] = {"spotwatch": {}, "loop": {}}
+    marks: dict[str, dict[str, float]] = {"spotwatch": {}, "loop": {}, "all_aws": {}}
     started = time.monotonic()
-    while not ("end" in marks["spotwatch"] and "end" in marks["loop"]):
+    while not all("end" in mark for mark in marks.values()):
         if time.monotonic() - started > timeout:
             raise BenchError(f"the watchers did not reach {last} polls within {timeout:.0f} s")
         if daemon.proc.poll() is not None:
             raise BenchError(f"spotwatch run exited early; see {daemon.log_path}")
         watchers = (("spotwatch", "spotwatch/", daemon.pid), ("loop", "curl/", loop.pid))
+        _mark_all_aws(marks["all_aws"], counter.all_aws(), all_aws, first, last)
         for name, agent, pid in watchers:
             mark = marks[name]
             if "end" in mark:
@@ -150,13 +170,15 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
                     mark["end"] = usage.ru_utime + usage.ru_stime
         time.sleep(0.01)
 
-    daemon.proc.terminate()
-    daemon.proc.wait(timeout=10)
+    for proc in (daemon.proc, all_aws.proc):
+        proc.terminate()
+        proc.wait(timeout=10)
     # Both must have polled properly (404: no notice), not collected 401s.
     odd = sorted({r.status for r in sim.requests(INSTANCE_ACTION_PATH) if r.status != 404})
     if odd:
         raise BenchError(f"polls answered {odd}, not 404: the comparison would be unfair")
     boto = imported_forbidden(cleanup, sim, hooks_dir, work)
+    boto_all = imported_forbidden(cleanup, sim, hooks_dir, work, extra=ALL_AWS)
 
     sw, sh = marks["spotwatch"], marks["loop"]
     sw_cpu = (sw["end"] - sw["start"]) / args.polls
@@ -194,9 +216,49 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
         "no",
         not boto,
     )
+    aw = marks["all_aws"]
+    aw_cpu = (aw["end"] - aw["start"]) / args.polls
+    aw_rss = aw["hwm"] / 1024
+    table.add(
+        "all AWS sources: CPU per poll (ms)",
+        f"{aw_cpu * 1000:.2f}",
+        f"{sh_cpu * 1000:.2f}",
+        ratio(aw_cpu, sh_cpu),
+        f"<= {GOAL_ALL_AWS_CPU_FRACTION:g} x baseline",
+        aw_cpu <= GOAL_ALL_AWS_CPU_FRACTION * sh_cpu,
+    )
+    table.add(
+        "all AWS sources: peak RSS (MiB)",
+        f"{aw_rss:.1f}",
+        f"{sh_rss:.1f}",
+        ratio(aw_rss, sh_rss),
+        f"<= {GOAL_RSS_MIB:g} MiB",
+        aw_rss <= GOAL_RSS_MIB,
+    )
+    table.add(
+        "all AWS sources: boto3 imported",
+        ", ".join(boto_all) if boto_all else "no",
+        "-",
+        "-",
+        "no",
+        not boto_all,
+    )
     table.add("CPU share at --interval 5 (%)", f"{sw_cpu / 5 * 100:.3f}", f"{sh_cpu / 5 * 100:.3f}")
     table.add("seconds per poll (measured)", f"{sw_period:.3f}", f"{sh_period:.3f}")
     return table
+
+
+def _mark_all_aws(mark: dict[str, float], seen: int, daemon: Daemon, first: int, last: int) -> None:
+    """CPU and peak RSS of the all-sources daemon at its ``first`` and ``last`` polls."""
+    if "end" in mark:
+        return
+    if daemon.proc.poll() is not None:
+        raise BenchError(f"spotwatch run {' '.join(ALL_AWS)} exited early; see {daemon.log_path}")
+    if "start" not in mark and seen >= first:
+        mark["start"] = cpu_seconds(daemon.pid)
+    if "start" in mark and seen >= last:
+        mark["end"] = cpu_seconds(daemon.pid)
+        mark["hwm"] = status_kib(daemon.pid, "VmHWM")
 
 
 def curl_peak_kib(cleanup: Cleanup, url: str, work: Path, tries: int = 3) -> float:
@@ -218,23 +280,31 @@ def curl_peak_kib(cleanup: Cleanup, url: str, work: Path, tries: int = 3) -> flo
 
 
 def imported_forbidden(
-    cleanup: Cleanup, sim: ImdsSimulator, hooks_dir: Path, work: Path, polls: int = 3
+    cleanup: Cleanup,
+    sim: ImdsSimulator,
+    hooks_dir: Path,
+    work: Path,
+    polls: int = 3,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
     """Modules of FORBIDDEN packages imported by a short ``-X importtime`` run of the daemon."""
     counter = Counter(sim)
-    before = counter.count("spotwatch/")
-    log = work / "importtime.log"
+    polled = counter.all_aws if extra else lambda: counter.count("spotwatch/")
+    before = polled()
+    tag = "-all-aws" if extra else ""
+    log = work / f"importtime{tag}.log"
     daemon = Daemon(
         cleanup,
         sim.url,
         interval=0.2,
         hooks_dir=hooks_dir,
-        state_dir=work / "state-importtime",
+        state_dir=work / f"state-importtime{tag}",
         log_path=log,
         python_flags=("-X", "importtime"),
+        extra=extra,
     )
     daemon.wait_for_event("watcher.started")
-    wait_until(lambda: counter.count("spotwatch/") >= before + polls, 20, f"{polls} polls")
+    wait_until(lambda: polled() >= before + polls, 20, f"{polls} polls")
     daemon.proc.terminate()
     daemon.proc.wait(timeout=10)
     modules = [

@@ -156,6 +156,11 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
             raise UsageError(f"{source}: {exc}") from None
     settings = RunConfig(**values)
     _check_maintenance_lead(settings)
+    if settings.asg_lifecycle_hook and "asg" not in settings.sources:
+        raise UsageError(
+            "--asg-lifecycle-hook needs the asg source: add asg to --watch "
+            "(e.g. --watch spot,asg or SPOTWATCH_WATCH=spot,asg)"
+        )
     return settings
 
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from spotwatch.config import RunConfig
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
 from spotwatch.watcher import Listener, Watcher, WatchSettings
+
+if TYPE_CHECKING:
+    from spotwatch.followup import FollowUp
+    from spotwatch.imds import ImdsClient
+    from spotwatch.notice import Identity
 
 
 def check_directories(config: RunConfig) -> None:
@@ -57,9 +63,13 @@ def build_watcher(
     # One poll (retries included) must fit well inside the interval.
     budget = max(0.5, min(4.0, config.interval * 0.8))
     client = ImdsClient(config.imds_url, budget=budget, stop=stop)
-    monitors: list[object] = [SpotInterruptionMonitor(client)]
-    if config.on_rebalance:
+    sources = config.sources
+    monitors: list[object] = []
+    if "spot" in sources:
+        monitors.append(SpotInterruptionMonitor(client))
+    if "rebalance" in sources:
         monitors.append(RebalanceMonitor(client))
+    monitors += _aws_monitors(config, client)
     from spotwatch.install import environ_for_hooks
 
     environ = environ_for_hooks(os.environ)
@@ -84,7 +94,55 @@ def build_watcher(
         fault_types=(ImdsError,),
         environ=environ,
         listener=listener,
+        followups=_followups(config, client, read_identity),
     )
+
+
+def _aws_monitors(config: RunConfig, client: ImdsClient) -> list[object]:
+    """The Auto Scaling and scheduled maintenance monitors, if watched."""
+    monitors: list[object] = []
+    if "maintenance" in config.sources:
+        from spotwatch.maintenance import MaintenanceMonitor
+
+        monitors.append(MaintenanceMonitor(client, lead=config.maintenance_lead))
+    if "asg" in config.sources:
+        from spotwatch.asg import AsgTerminationMonitor
+
+        monitors.append(
+            AsgTerminationMonitor(
+                client, deadline_seconds=config.asg_deadline, group_name=config.asg_name
+            )
+        )
+    return monitors
+
+
+def _followups(
+    config: RunConfig, client: ImdsClient, read_identity: Callable[[ImdsClient], Identity]
+) -> list[FollowUp]:
+    """``--asg-lifecycle-hook``: heartbeats and CompleteLifecycleAction around the hooks.
+    The Auto Scaling client (boto3) is made on the follow-up's thread, when needed."""
+    if "asg" not in config.sources or not config.asg_lifecycle_hook:
+        return []
+    from spotwatch import lifecycle
+    from spotwatch.asg import LifecycleFollowUp
+
+    known: list[Identity] = []
+
+    def identity() -> Identity:
+        if not known:
+            known.append(read_identity(client))
+        return known[0]
+
+    return [
+        LifecycleFollowUp(
+            hook=config.asg_lifecycle_hook,
+            group=config.asg_name,
+            make_client=lambda: lifecycle.make_client(
+                identity().region, endpoint=lifecycle.endpoint_url()
+            ),
+            instance_id=lambda: identity().instance_id,
+        )
+    ]
 
 
 def run_daemon(config: RunConfig) -> int:
@@ -109,6 +167,7 @@ def run_daemon(config: RunConfig) -> int:
             hook_timeout=config.hook_timeout,
             deadline_margin=config.deadline_margin,
             on_rebalance=config.on_rebalance,
+            watch=list(config.sources),
         )
         status = watcher.run()
         if stop.signum is not None:

@@ -21,6 +21,14 @@ from spotwatch.config import RunConfig
 from spotwatch.errors import SpotwatchError
 
 ACTIONS = ("terminate", "stop", "hibernate")
+EVENTS = ("spot", "rebalance", "maintenance", "asg")
+# The maintenance event a drill of --action A schedules.
+MAINTENANCE_CODES = {
+    "terminate": "instance-retirement",
+    "stop": "instance-stop",
+    "hibernate": "instance-stop",
+}
+DRILL_EVENT_ID = "instance-event-0drill000000000000"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,8 @@ class DrillOptions:
     interval: float = 1.0
     hook_timeout: float = 60.0
     deadline_margin: float = 10.0
+    event: str = "spot"  # which source to rehearse (EVENTS)
+    watch: tuple[str, ...] = ()  # what the watcher watches; the event's source is added
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class DrillReport:
     refused: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     problems: tuple[str, ...] = field(default=())
+    event: str = "spot"
 
     @property
     def seconds_left(self) -> float:
@@ -129,9 +140,10 @@ def _stamp(seconds: float) -> str:
 
 def render_text(report: DrillReport) -> str:
     """The timeline a person reads at a glance."""
+    what, out_line = _describe(report)
+    lead = 120.0 if report.event == "rebalance" else report.lead
     lines = [
-        f"spotwatch drill: {report.action} notice, deadline {report.lead:g} s after it, "
-        f"hooks from {report.hooks_dir}",
+        f"spotwatch drill: {what}, deadline {lead:g} s after it, hooks from {report.hooks_dir}",
         f"{_stamp(0.0)}  watching       IMDS simulator {report.imds_url}, "
         f"polling every {report.interval:g} s",
     ]
@@ -140,10 +152,7 @@ def render_text(report: DrillReport) -> str:
     for name in report.refused:
         lines.append(f"{'':8}  REFUSED        {name}: unsafe owner or mode, see 'spotwatch hooks'")
     if report.notice_appeared is not None:
-        lines.append(
-            f"{_stamp(report.notice_appeared)}  notice out     "
-            f"{report.action} at {report.notice_time}"
-        )
+        lines.append(f"{_stamp(report.notice_appeared)}  notice out     {out_line}")
     if report.notice_seen is not None:
         detect = report.detection_seconds
         after = f", {detect:.2f} s after it appeared" if detect is not None else ""
@@ -174,18 +183,35 @@ def render_text(report: DrillReport) -> str:
     return "\n".join(lines)
 
 
+def _describe(report: DrillReport) -> tuple[str, str]:
+    """(what is rehearsed, what the "notice out" line says)."""
+    if report.event == "rebalance":
+        return "rebalance recommendation", "rebalance recommendation"
+    if report.event == "asg":
+        return "Auto Scaling termination", "lifecycle state Terminated"
+    if report.event == "maintenance":
+        code = MAINTENANCE_CODES[report.action]
+        return (
+            f"scheduled maintenance {code}",
+            f"{code} due, NotBefore {report.notice_time} ({report.lead:g} s lead)",
+        )
+    return f"{report.action} notice", f"{report.action} at {report.notice_time}"
+
+
 class _Timeline:
     """Collects the watcher's events, in seconds since the drill began."""
 
     def __init__(self, began_mono: float) -> None:
         self.began_mono = began_mono
         self.seen: float | None = None
+        self.deadline: float | None = None  # epoch, as the notice gave it to the hooks
         self.hooks: list[HookEntry] = []
         self.began_wall = time.time()
 
     def __call__(self, event: str, fields: Mapping[str, Any]) -> None:
         if event == "notice.detected" and self.seen is None:
             self.seen = time.monotonic() - self.began_mono
+            self.deadline = float(fields["deadline"])
         elif event == "hook.finished":
             result = fields["result"]
             self.hooks.append(
@@ -232,13 +258,16 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
                 state_dir=Path(state_dir),
                 hook_timeout=options.hook_timeout,
                 deadline_margin=options.deadline_margin,
+                watch=(*options.watch, options.event),
+                asg_deadline=options.lead,
+                maintenance_lead=options.lead,
             )
             began_mono = time.monotonic()
             timeline = _Timeline(began_mono)
             appear_at = timeline.began_wall + options.notice_in
             notice_time = appear_at + options.lead
             notice_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(notice_time))
-            sim.schedule_notice(action=options.action, appear_at=appear_at, notice_time=notice_text)
+            _schedule(sim, options, appear_at, notice_text)
             watcher = build_watcher(config, stop=stop, drill=True, max_notices=1, listener=timeline)
             # If the notice is never seen (it should be, within one interval), give up.
             give_up = options.notice_in + 3 * options.interval + 10.0
@@ -250,8 +279,10 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
     problems: list[str] = []
     if plan.problem:
         problems.append(plan.problem)
-    # The formatted notice time has whole seconds: the deadline hooks saw.
-    deadline = float(int(notice_time)) - timeline.began_wall
+    # The deadline the hooks saw (whole seconds from a notice time; seen + lead for
+    # Auto Scaling and rebalance, which give none).
+    seen_deadline = timeline.deadline if timeline.deadline is not None else int(notice_time)
+    deadline = float(seen_deadline) - timeline.began_wall
     return DrillReport(
         action=options.action,
         lead=options.lead,
@@ -271,7 +302,27 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             f"{r.name}: {r.reason} ({r.fix})" for r in plan.rejected if r.severity == "skipped"
         ),
         problems=tuple(problems),
+        event=options.event,
     )
+
+
+def _schedule(sim: Any, options: DrillOptions, appear_at: float, notice_text: str) -> None:
+    """Put the drill's event on the simulator: it appears ``options.notice_in`` s in."""
+    if options.event == "spot":
+        sim.schedule_notice(action=options.action, appear_at=appear_at, notice_time=notice_text)
+    elif options.event == "rebalance":
+        sim.schedule_rebalance(appear_at=appear_at)
+    elif options.event == "asg":
+        sim.schedule_lifecycle_state("InService", at=appear_at - options.notice_in)
+        sim.schedule_lifecycle_state("Terminated", at=appear_at)
+    else:
+        # Listed from the start, as AWS announces days ahead; due --lead before NotBefore.
+        sim.schedule_maintenance(
+            DRILL_EVENT_ID,
+            int(appear_at + options.lead),
+            code=MAINTENANCE_CODES[options.action],
+            at=appear_at - options.notice_in,
+        )
 
 
 def _stop_if_unseen(stop: Any, timeline: _Timeline, after: float) -> None:

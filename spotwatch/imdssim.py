@@ -36,6 +36,9 @@ TERMINATION_TIME_PATH = "/latest/meta-data/spot/termination-time"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 IDENTITY_PATH = "/latest/dynamic/instance-identity/document"
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
+LIFECYCLE_PATH = "/latest/meta-data/autoscaling/target-lifecycle-state"
+MAINTENANCE_SCHEDULED_PATH = "/latest/meta-data/events/maintenance/scheduled"
+MAINTENANCE_HISTORY_PATH = "/latest/meta-data/events/maintenance/history"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 MAX_TOKEN_TTL = 21600
@@ -81,6 +84,24 @@ _NOT_FOUND = (
 def format_time(epoch: float) -> str:
     """``epoch`` as IMDS writes times: RFC 3339, UTC, whole seconds."""
     return time.strftime(TIME_FORMAT, time.gmtime(epoch))
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_event_time(epoch: float) -> str:
+    """``epoch`` as maintenance events write times: ``21 Jan 2019 09:00:43 GMT``."""
+    t = time.gmtime(epoch)
+    clock = f"{t.tm_hour:02}:{t.tm_min:02}:{t.tm_sec:02}"
+    return f"{t.tm_mday} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {clock} GMT"
+
+
+@dataclass(frozen=True)
+class _EventVersion:
+    """What a maintenance event looks like from ``at`` on (until a later version)."""
+
+    at: float
+    event: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -149,6 +170,8 @@ class ImdsSimulator:
         self._faults: list[_Fault] = []
         self._notice: _Scheduled | None = None
         self._rebalance: _Scheduled | None = None
+        self._lifecycle: list[tuple[float, str]] = []  # (from, state), in time order
+        self._events: dict[str, list[_EventVersion]] = {}  # EventId -> its versions
         self._first_served: float | None = None
         self._identity = dict(DEFAULT_IDENTITY)
         if identity:
@@ -255,6 +278,56 @@ class ImdsSimulator:
     def clear_rebalance(self) -> None:
         with self._cond:
             self._rebalance = None
+
+    def schedule_lifecycle_state(self, state: str, at: float | None = None) -> None:
+        """Serve ``state`` (e.g. ``Terminated``; any text) on target-lifecycle-state
+        from ``at`` (epoch; default now). 404 before the first state."""
+        when = self._wall() if at is None else at
+        with self._cond:
+            self._lifecycle.append((when, state))
+            self._lifecycle.sort(key=lambda item: item[0])
+
+    def schedule_maintenance(
+        self,
+        event_id: str,
+        not_before: float,
+        *,
+        code: str = "system-reboot",
+        at: float | None = None,
+        not_after: float | None = None,
+        description: str = "scheduled maintenance",
+    ) -> None:
+        """List an active maintenance event from ``at`` (default now). Called again with
+        the same ``event_id``: a reschedule from ``at`` (the new ``not_before``)."""
+        event = {
+            "NotBefore": format_event_time(not_before),
+            "Code": code,
+            "Description": description,
+            "EventId": event_id,
+            "State": "active",
+        }
+        if not_after is not None:
+            event["NotAfter"] = format_event_time(not_after)
+        self._add_version(event_id, event, at)
+
+    def end_maintenance(
+        self, event_id: str, state: str = "canceled", at: float | None = None
+    ) -> None:
+        """From ``at`` (default now), ``event_id`` leaves the scheduled list for the
+        history, ``canceled`` or ``completed``."""
+        with self._cond:
+            versions = self._events.get(event_id)
+            if not versions:
+                raise KeyError(event_id)
+            event = dict(versions[-1].event, State=state)
+        self._add_version(event_id, event, at)
+
+    def _add_version(self, event_id: str, event: Mapping[str, str], at: float | None) -> None:
+        when = self._wall() if at is None else at
+        with self._cond:
+            versions = self._events.setdefault(event_id, [])
+            versions.append(_EventVersion(when, dict(event)))
+            versions.sort(key=lambda v: v.at)
 
     def set_identity(self, **fields: Any) -> None:
         """Override identity document fields, e.g. ``instanceId="i-1"``."""
@@ -416,11 +489,28 @@ class ImdsSimulator:
         rebalance = self._rebalance
         if path == REBALANCE_PATH and rebalance is not None and now >= rebalance.appear_at:
             return _Reply(200, json.dumps(rebalance.body).encode())
+        if path == LIFECYCLE_PATH:
+            states = [state for at, state in self._lifecycle if at <= now]
+            if states:
+                return _Reply(200, states[-1].encode())
+        if path in (MAINTENANCE_SCHEDULED_PATH, MAINTENANCE_HISTORY_PATH):
+            return _Reply(200, self._maintenance(path, now))
         if path == IDENTITY_PATH:
             return _Reply(200, json.dumps(self._identity, indent=2).encode())
         if path == INSTANCE_ID_PATH:
             return _Reply(200, str(self._identity.get("instanceId", "")).encode())
         return _Reply(404, _NOT_FOUND, content_type="text/html")
+
+    def _maintenance(self, path: str, now: float) -> bytes:
+        listed = []
+        for versions in self._events.values():
+            current = [v.event for v in versions if v.at <= now]
+            if not current:
+                continue
+            active = current[-1].get("State") == "active"
+            if active == (path == MAINTENANCE_SCHEDULED_PATH):
+                listed.append(current[-1])
+        return json.dumps(listed, indent=2).encode()
 
 
 @dataclass(frozen=True)
@@ -530,6 +620,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--require-token", action="store_true", help="IMDSv2 only: GETs need a token"
     )
+    parser.add_argument(
+        "--asg-terminated-in", type=float, metavar="S", help="lifecycle state Terminated after S s"
+    )
+    parser.add_argument(
+        "--maintenance-in",
+        type=float,
+        metavar="S",
+        help="a scheduled maintenance event with NotBefore S s from now",
+    )
+    parser.add_argument(
+        "--maintenance-code",
+        default="system-reboot",
+        help="its code (default system-reboot; instance-stop, instance-retirement, ...)",
+    )
     args = parser.parse_args(argv)
     sim = ImdsSimulator(host=args.host, port=args.port, require_token=args.require_token)
     try:
@@ -543,6 +647,15 @@ def main(argv: list[str] | None = None) -> int:
         sim.schedule_notice(args.action, at, format_time(at + args.lead))
     if args.rebalance_in is not None:
         sim.schedule_rebalance(now + args.rebalance_in)
+    if args.asg_terminated_in is not None:
+        sim.schedule_lifecycle_state("InService", now)
+        sim.schedule_lifecycle_state("Terminated", now + args.asg_terminated_in)
+    if args.maintenance_in is not None:
+        sim.schedule_maintenance(
+            "instance-event-0123456789abcdef0",
+            now + args.maintenance_in,
+            code=args.maintenance_code,
+        )
     done = threading.Event()
 
     def _on_term(signum: int, frame: FrameType | None) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from spotwatch import faults
 from spotwatch.logs import get_logger
-from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice
+from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.schedule import deadline_on_monotonic, next_tick
 
 if TYPE_CHECKING:
@@ -163,7 +163,6 @@ class Watcher:
         self.last_results: list[HookResult] = []
         self._poll_now = False
         self._followups = list(followups)
-        self._current: _Handling | None = None
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> int:
@@ -342,18 +341,17 @@ class Watcher:
             self._log.info("journal.resumed", notice_id=notice.id, already_done=skipped)
         self._journal.begin(notice)
         run = _Handling(notice, notice.deadline, notice.env, checked_at=self._clock())
-        self._current = run
-        try:
-            for other in together:
-                if not self._is_done(other):
-                    self._fold(other, run)
-            self._start_followups(run, notice)
-            self._notifier.status(f"{notice.kind} {notice.action}: running {len(pending)} hooks")
-            results = self._run_pending(run, pending, identity)
+        for other in together:
+            if not self._is_done(other):
+                self._fold(other, run)
+        self._start_followups(run, notice)
+        self._notifier.status(f"{notice.kind} {notice.action}: running {len(pending)} hooks")
+        results = self._run_pending(run, pending, identity)
+        # Stopped mid-run (SIGTERM): the journal resumes the hooks on the next start,
+        # so the follow-ups' closing step (CompleteLifecycleAction) waits for that.
+        if not self._stop.is_set():
             for followup, about in run.followups:
                 self._followup_call(followup, "finished", about, results)
-        finally:
-            self._current = None
         self.last_results = results
         return self._conclude(run, len(pending), results)
 
@@ -420,6 +418,13 @@ class Watcher:
             pending = pending[len(batch) :]
             if not (run.lowered and pending) or run.superseded or self._stop.is_set():
                 return results
+            self._log.info(
+                "notice.deadline_lowered",
+                notice_id=notice_id,
+                deadline=round(run.deadline, 3),
+                left=[h.name for h in pending],
+                note="a notice of the same end came with an earlier deadline",
+            )
 
     def _should_stop(self, run: _Handling) -> bool:
         """Asked between hooks. A notice that does not end the instance (a rebalance
@@ -533,7 +538,7 @@ class Watcher:
         if now - run.checked_at < self.settings.interval:
             return
         run.checked_at = now
-        for monitor in self._monitors:
+        for monitor in self._end_monitors():
             try:
                 found = monitor.check()
             except self._fault_types:
@@ -545,7 +550,7 @@ class Watcher:
 
     def _end_pending(self) -> bool:
         """A quick look for a notice that ends the instance, not yet handled."""
-        for monitor in self._monitors:
+        for monitor in self._end_monitors():
             try:
                 found = monitor.check()
             except self._fault_types:
@@ -553,6 +558,10 @@ class Watcher:
             if found is not None and found.ends_instance and not self._is_done(found):
                 return True
         return False
+
+    def _end_monitors(self) -> list[Monitor]:
+        # A rebalance recommendation never ends the instance: no need to ask.
+        return [m for m in self._monitors if m.name != REBALANCE_RECOMMENDATION]
 
     # -- follow-ups ---------------------------------------------------------------
     def _applicable(self, notice: Notice) -> list[FollowUp]:
@@ -562,6 +571,11 @@ class Watcher:
         for followup in self._applicable(notice):
             run.followups.append((followup, notice))
             self._followup_call(followup, "started", notice)
+            # Optional: what the follow-up learnt for the hooks (SPOTWATCH_ASG_NAME).
+            if hasattr(followup, "environment"):
+                known = {name for name, _ in run.env}
+                extra = self._followup_call(followup, "environment", notice) or ()
+                run.env += tuple(pair for pair in extra if pair[0] not in known)
 
     def _followup_call(self, followup: FollowUp, method: str, *args: Any) -> Any:
         # A follow-up's trouble never stops the hooks.

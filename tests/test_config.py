@@ -90,7 +90,7 @@ def test_asg_and_maintenance_settings() -> None:
     assert (cfg.asg_deadline, cfg.maintenance_lead) == (300.0, 300.0)
     assert cfg.asg_lifecycle_hook is None and cfg.asg_name is None
     cfg = resolve(
-        {"--asg-lifecycle-hook": "drain", "--asg-deadline": "90"},
+        {"--asg-lifecycle-hook": "drain", "--asg-deadline": "90", "--watch": "asg"},
         {"SPOTWATCH_ASG_NAME": "web", "SPOTWATCH_MAINTENANCE_LEAD": "60"},
     )
     assert (cfg.asg_lifecycle_hook, cfg.asg_name) == ("drain", "web")
@@ -105,3 +105,9 @@ def test_maintenance_lead_must_exceed_the_margin() -> None:
     assert resolve({**flags, "--deadline-margin": "1"}, {}).maintenance_lead == 5.0
     # Not watched: the lead does not matter.
     assert resolve({**flags, "--watch": "spot"}, {}).deadline_margin == 5.0
+
+
+def test_a_lifecycle_hook_without_the_asg_source_is_a_usage_error() -> None:
+    with pytest.raises(UsageError) as err:
+        resolve({"--asg-lifecycle-hook": "drain"}, {})
+    assert "add asg to --watch" in str(err.value) and err.value.exit_code == 2

@@ -98,3 +98,23 @@ def test_a_missing_hooks_directory_is_one_line_and_exit_2(tmp_path: Path) -> Non
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("event", ["rebalance", "maintenance", "asg"])
+def test_each_source_is_rehearsed(hooks_dir: Path, event: str) -> None:
+    from spotwatch.drill import DrillOptions, render_text, report_as_dict, run_drill
+
+    write_hook(hooks_dir, "10-show", 'echo "$SPOTWATCH_EVENT $SPOTWATCH_ACTION"')
+    report = run_drill(
+        DrillOptions(hooks_dir=hooks_dir, notice_in=0.5, lead=20.0, event=event, watch=("spot",))
+    )
+    assert report.ok, render_text(report)
+    assert report.event == event and report.notice_seen is not None
+    (hook,) = report.hooks
+    kind = {"rebalance": "rebalance-recommendation", "maintenance": "scheduled-maintenance",
+            "asg": "asg-termination"}[event]  # fmt: skip
+    assert hook.output[0].text.startswith(kind)
+    # Auto Scaling and maintenance: --lead from the notice; rebalance: two minutes.
+    expected = 120.0 if event == "rebalance" else 20.0
+    assert abs(report.deadline - report.notice_seen - expected) < 2.0
+    assert json.loads(json.dumps(report_as_dict(report)))["event"] == event

@@ -4,6 +4,7 @@ run of the hooks (the watcher on a fake clock; the journal's side in test_journa
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -156,3 +157,37 @@ def test_a_failing_followup_never_stops_the_hooks() -> None:
         h.watcher.run()
     assert len(h.runs) == 1 and h.watcher.notices_handled == 1
     assert any(e["event"] == "followup.failed" and e["step"] == "started" for e in logs)
+
+
+def test_the_idle_status_line_shows_the_next_planned_maintenance() -> None:
+    h = Harness({"scheduled-maintenance": []}, stop_after_polls=2)
+    note = "next maintenance system-reboot e1 at 2027-01-01 00:00:00Z (hooks from 23:55:00Z)"
+    h.monitors[0].status_note = lambda: note  # type: ignore[attr-defined]
+    h.watcher.run()
+    idle = [m for m in h.notifier.messages if m.startswith("STATUS=watching; last poll")]
+    assert idle and all(m.endswith("; " + note) for m in idle)
+
+
+def test_a_restart_folds_the_same_way(tmp_path: Path) -> None:
+    from spotwatch.journal import Journal
+
+    first = Harness({"spot-interruption": [], "asg": []}, stop_after_polls=1, hooks=())
+    first.watcher._journal = Journal(tmp_path, wall_clock=lambda: first.clock.wall)
+    spot = notice(nid="spot", lead=120.0, clock=first.clock)
+    first.monitors[0].script = [spot]
+    first.watcher.run()
+    assert len(first.runs) == 1 and first.watcher.notices_handled == 1
+
+    # A new daemon (same journal), 30 s later: the spot notice is still out and done,
+    # and the Auto Scaling notice that now appears is the same end.
+    second = Harness({"spot-interruption": [], "asg": []}, stop_after_polls=2, hooks=())
+    second.clock.advance(30.0)
+    journal = Journal(tmp_path, wall_clock=lambda: second.clock.wall)
+    second.watcher._journal = journal
+    second.monitors[0].script = [spot, spot]
+    second.monitors[1].script = [None, asg(second)]
+    with capture_logs() as logs:
+        second.watcher.run()
+    assert second.runs == []
+    assert journal.folded_into("asg1") == "spot"
+    assert any(e["event"] == "notice.folded" for e in logs)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spotwatch.config import DEFAULT_HOOKS_DIR, seconds
+from spotwatch.config import DEFAULT_HOOKS_DIR, seconds, watch_list
 
 
 def _seconds(text: str) -> float:
@@ -21,6 +21,13 @@ def _seconds(text: str) -> float:
 def _margin(text: str) -> float:
     try:
         return seconds(text, allow_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _watch(text: str) -> tuple[str, ...]:
+    try:
+        return watch_list(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -85,6 +92,21 @@ def add_parser(subparsers: Any) -> None:
         default=10.0,
         help="hooks must end this long before the interruption (default %(default)g)",
     )
+    add(
+        "--event",
+        choices=("spot", "rebalance", "maintenance", "asg"),
+        default="spot",
+        help="what to rehearse: the spot notice, a rebalance recommendation, a scheduled "
+        "maintenance event (--action terminate: instance-retirement, stop/hibernate: "
+        "instance-stop) or an Auto Scaling termination (default %(default)s)",
+    )
+    add(
+        "--watch",
+        metavar="LIST",
+        type=_watch,
+        default=(),
+        help="sources the watcher watches, as for 'spotwatch run' (the event's is added)",
+    )
     add("--json", action="store_true", help="print the timeline as JSON")
     add(
         "--log-level",
@@ -109,6 +131,8 @@ def _main(args: argparse.Namespace) -> int:
             interval=args.interval,
             hook_timeout=args.hook_timeout,
             deadline_margin=args.deadline_margin,
+            event=args.event,
+            watch=args.watch,
         )
     )
     print(render_json(report) if args.json else render_text(report), file=sys.stdout)
