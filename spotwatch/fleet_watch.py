@@ -448,6 +448,7 @@ class FleetWatcher:
         self._closing = False  # receive no more
         self._stopping = False  # start no more hooks either
         self._receiver_done = False
+        self._receiver_failed = False
         self._handled_at: deque[float] = deque(maxlen=100000)
         self.released = 0
         self.calls: dict[str, int] = {"receive": 0, "delete": 0, "extend": 0, "release": 0}
@@ -517,7 +518,7 @@ class FleetWatcher:
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
                        sqs_calls=self.calls, tags_calls=getattr(self._lookup.tags, "calls", None),
                        **self.counts)
-        return 0
+        return 1 if self._receiver_failed else 0
 
     def _keep_books(self) -> None:
         next_status = self._clock() + self._status_interval
@@ -530,8 +531,9 @@ class FleetWatcher:
                     self._quit.set()
                     self._work.notify_all()
                     self._room.notify_all()
-                finished = (self._closing or self._stopping) and self._receiver_done and (
-                    not self._slots)
+                # Nothing more comes once the receiver is done (stopping, enough, or
+                # a bug of ours in it): finish what is in hand, then return.
+                finished = self._receiver_done and not self._slots
                 busy = bool(self._slots)
             self._extend_due()
             self._flush_deletes()
@@ -566,6 +568,8 @@ class FleetWatcher:
     def _stop_reason(self) -> str:
         if self._stop.is_set():
             return "signal"
+        if self._receiver_failed:
+            return "error"
         return "max-messages" if self._enough() else "done"
 
     # -- the receiver thread --------------------------------------------------------------
@@ -603,8 +607,11 @@ class FleetWatcher:
                     self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                     self._receive_fault = None
                 self._take([self._parse(m, asked) for m in messages], asked)
-        except Exception:  # a bug of ours: stop receiving, finish what is in hand
-            self._log.exception("fleet.receiver_failed", note="no further messages received")
+        except Exception:  # a bug of ours: finish what is in hand, exit 1 (to be restarted)
+            self._receiver_failed = True
+            self._log.exception("fleet.receiver_failed",
+                                note="no further messages received; exiting once the "
+                                "messages in hand are handled")
         finally:
             with self._lock:
                 self._receiver_done = True

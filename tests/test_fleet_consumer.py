@@ -403,3 +403,18 @@ def test_workers_setting_from_the_environment_and_bad_values_are_one_line(
     assert bad_env.returncode == 2
     assert "SPOTWATCH_FLEET_WORKERS='many' is not a whole number" in bad_env.stderr
     assert "Traceback" not in zero.stderr + bad_env.stderr
+
+
+def test_a_bug_in_the_receiver_finishes_what_is_in_hand_and_exits_1(tmp_path: Path) -> None:
+    class Broken(FakeSqs):
+        def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+            if self.batches:
+                return super().receive_message(**kwargs)
+            return {"Messages": None}  # not a list: iterating it fails in our code
+
+    sqs = Broken([[(0, body("i-0")), (1, body("i-1"))]])
+    watcher, log, _ = make_watcher(tmp_path, sqs)
+    assert watcher.run() == 1
+    assert sorted(sqs.deleted()) == ["r0", "r1"]
+    assert log.events("fleet.receiver_failed")
+    assert log.events("fleet.stopped")[0]["reason"] == "error"
