@@ -68,7 +68,7 @@ def test_completed_by_token_after_the_hooks_succeed_with_heartbeats_while_they_r
     out.mkdir()
     hooks = make_hooks(tmp_path, ("10-drain", (
         'env | grep "^SPOTWATCH_" | sort > "$OUT_DIR/env"\n'
-        "sleep 2.5\n"
+        "sleep 3.5\n"
     )))
     token = str(uuid.uuid4())
     event_id = put_lifecycle_action(fleet, "i-0a5", token)
@@ -88,7 +88,7 @@ def test_completed_by_token_after_the_hooks_succeed_with_heartbeats_while_they_r
 
     beats = autoscaling.calls_of("RecordLifecycleActionHeartbeat", ok_only=True)
     (completion,) = autoscaling.calls_of("CompleteLifecycleAction", ok_only=True)
-    assert len(beats) >= 2  # 2.5 s of hook, a beat a second
+    assert len(beats) >= 2  # 3.5 s of hook, a beat a second
     assert all(b.params["LifecycleActionToken"] == token for b in beats)
     assert completion.params == {"AutoScalingGroupName": "web-asg", "LifecycleHookName": "drain",
                                  "LifecycleActionToken": token, "LifecycleActionResult": "CONTINUE"}

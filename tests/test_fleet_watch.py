@@ -419,7 +419,7 @@ def test_sigterm_lets_8_running_finish_and_hands_back_the_30_waiting_at_once(
     (out / "started").mkdir(parents=True)
     hooks = make_hooks(tmp_path, ("10-slow", (
         'touch "$OUT_DIR/started/$SPOTWATCH_EVENT_ID"\n'
-        "sleep 2\n"
+        "sleep 4\n"  # the 8 start well within this, even on a busy machine
         'echo "$SPOTWATCH_EVENT_ID" >> "$OUT_DIR/acted"\n'
     )))
     sent = fleet.put(*[
@@ -506,17 +506,18 @@ def test_a_hook_longer_than_the_visibility_timeout_keeps_its_message_from_the_ot
     out.mkdir()
     hooks = make_hooks(tmp_path, ("10-long", (
         'echo "$SPOTWATCH_EVENT_ID $WATCHER start" >> "$OUT_DIR/acted"\n'
-        "sleep 5\n"
+        "sleep 7\n"
         'echo "$SPOTWATCH_EVENT_ID $WATCHER end" >> "$OUT_DIR/acted"\n'
     )))
     (event_id,) = fleet.put((INTERRUPTION, {"instance-id": "i-0a1", "instance-action": "stop"}))
     args = ["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--wait-seconds", "1",
-            "--visibility-timeout", "2"]
+            "--visibility-timeout", "3"]
     first = watches(args, env=hook_env(out, WATCHER="a"), label="a")
     wait_until(lambda: read_lines(out / "acted"), 60, "the hook to start")
     second = watches(args, env=hook_env(out, WATCHER="b"), label="b")
     second.wait_for("fleet.started")
-    # 5 s of hook against a 2 s timeout: the second watcher polls all along.
+    # 7 s of hook against a 3 s timeout (extended to 6 s at a time): the second
+    # watcher polls all along.
     wait_until(lambda: len(read_lines(out / "acted")) >= 2, 30, "the hook to end")
     wait_until(lambda: fleet.counts() == (0, 0), 20, "the message to be deleted")
     assert [first.terminate(), second.terminate()] == [0, 0]
