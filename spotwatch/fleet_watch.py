@@ -589,7 +589,7 @@ class FleetWatcher:
                             break
                         if limit is not None and self.handled + held >= limit:
                             return  # the rest of the work is in hand
-                        self._room.wait()
+                        self._room.wait(1.0)
                 asked = self._clock()  # SQS hides the messages from about now
                 try:
                     messages = self._receive(want)
@@ -679,7 +679,7 @@ class FleetWatcher:
                         break
                     if self._receiver_done and not self._slots:
                         return
-                    self._work.wait()
+                    self._work.wait(1.0)  # woken by notify; the timeout only bounds a slip
                 self._slots[slot.key] = replace(slot, running=True)
                 item = self._items[slot.key]
                 if schedule.next_to_run(self._slots.values(), self._clock()) is not None:
