@@ -7,15 +7,23 @@ queue depth, so a preloaded queue of N would measure moto, not the consumers):
 
 - baseline: a plain boto3 loop (receive 10, delete_message_batch), in its own
   process, one and two of them on the queue;
-- spotwatch fleet watch, hook-less, one and two watchers;
-- spotwatch fleet watch with a trivial hook (``exit 0``), one and two watchers.
+- spotwatch fleet watch, hook-less, one and two watchers, with and without
+  ``--no-tags`` (DescribeInstances per batch is the one call the loop does not make);
+- spotwatch fleet watch with a trivial hook (``exit 0``), one and two watchers;
+- ``--workers`` 1, 8, 32, 64, 128 with hooks that sleep 1 s (4 x N events,
+  at least 16, queued before the watcher starts) and with the trivial hook;
+- the wave: 2,000 interruption warnings for 2,000 instances already queued,
+  hooks that sleep 1 s, one watcher with ``--workers 64``: when each hook
+  started after the watcher was launched (the goal: all within 60 s), and the
+  watcher's peak RSS.
 
 Rates are N / (last stop - first start), where start and stop are taken inside
 each consumer (the watchers' own ``fleet.started`` and ``fleet.stopped`` log
 timestamps), so interpreter start-up is not counted for either side. moto's
 server runs in its own process on 127.0.0.1.
 
-    .venv/bin/python bench/fleet.py [--events 1000] [--depth 30]
+    .venv/bin/python bench/fleet.py [--events 1000] [--depth 30] [--wave 2000]
+                                    [--only rates,workers,wave]
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ def free_port() -> int:
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, str(HERE), "--moto-server", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
@@ -60,6 +68,29 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
                 proc.kill()
                 raise SystemExit("moto server did not start") from None
             time.sleep(0.1)
+
+
+def serve_moto(port: str) -> None:
+    """moto's server, with one quadratic step made linear.
+
+    moto checks each message it hands out against the queue's retention period
+    by computing every queue attribute, and so counting the whole queue, once
+    per message: a receive of 10 from a queue 2,000 deep took about 1.4 s, and
+    a plain receive+delete loop drained such a queue at 17 messages/s. SQS does
+    not slow down with depth. Here the check reads the retention period alone;
+    both sides of every comparison run against this same server.
+    """
+    from moto.core.utils import unix_time
+    from moto.server import main as moto_main
+    from moto.sqs.models import SQSBackend
+
+    def retained(self: SQSBackend, queue_name: str, message: object) -> bool:
+        period = float(self.get_queue(queue_name).message_retention_period)
+        sent = getattr(message, "sent_timestamp", None) or 0
+        return bool(period + sent / 1000 > unix_time())
+
+    SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+    moto_main(["-H", "127.0.0.1", "-p", port])
 
 
 def envelope(n: int) -> str:
@@ -152,7 +183,7 @@ def run_baseline(count: int, workers: int, depth: int) -> float:
 
 
 def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
-                 scratch: Path) -> float:
+                 scratch: Path, pool: int = 16, extra: tuple[str, ...] = ()) -> float:
     queue_url = fresh_queue()
     feeder = Feeder(queue_url, count, depth)
     feeder.send(depth)
@@ -162,9 +193,10 @@ def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
         log = scratch / f"watch-{uuid.uuid4().hex[:6]}-{k}.log"
         args = [sys.executable, "-m", "spotwatch", "fleet", "watch", "--queue-url", queue_url,
                 "--max-messages", str(count // workers), "--wait-seconds", "1",
-                "--log-format", "json"]
+                "--log-format", "json", "--workers", str(pool)]
         if hooks_dir is not None:
             args += ["--hooks-dir", str(hooks_dir)]
+        args += extra
         with open(log, "wb") as err:
             procs.append((subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err), log))
     starts, stops = [], []
@@ -186,16 +218,143 @@ def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
     return count / (max(stops) - min(starts))
 
 
+def stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def fill_queue(queue_url: str, count: int) -> None:
+    """``count`` warnings for ``count`` instances, sent straight to the queue, 10 a call,
+    from 8 threads (EventBridge would take longer to put them there, to no purpose)."""
+    import boto3
+
+    sqs = boto3.client("sqs")
+    lock = threading.Lock()
+    todo = list(range(0, count, 10))
+
+    def send() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                start = todo.pop()
+            entries = [{"Id": str(i), "MessageBody": envelope(start + i)}
+                       for i in range(min(10, count - start))]
+            sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+class Sampler(threading.Thread):
+    """Reads a process's peak RSS (VmHWM) until it exits; the last reading is its peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kib = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                text = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+            self.done.wait(0.2)
+
+
+def run_preloaded(count: int, pool: int, hooks_dir: Path, scratch: Path) -> dict[str, float]:
+    """One watcher on a queue already holding ``count`` warnings: when it was launched,
+    when it said it started, each hook's start (its own log), when it stopped, peak RSS."""
+    queue_url = fresh_queue()
+    fill_queue(queue_url, count)
+    log = scratch / f"preloaded-{uuid.uuid4().hex[:6]}.log"
+    args = [sys.executable, "-m", "spotwatch", "fleet", "watch", "--queue-url", queue_url,
+            "--max-messages", str(count), "--wait-seconds", "1", "--log-format", "json",
+            "--workers", str(pool), "--hooks-dir", str(hooks_dir)]
+    with open(log, "wb") as err:
+        launched = time.time()
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    if proc.wait(timeout=3600) != 0:
+        raise SystemExit(f"fleet watch failed: {log.read_text()[-2000:]}")
+    sampler.done.set()
+    sampler.join()
+    started = stopped = 0.0
+    hook_starts: list[float] = []
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if record["event"] == "hook.started":
+            hook_starts.append(stamp(record["timestamp"]))
+        elif record["event"] == "fleet.started":
+            started = stamp(record["timestamp"])
+        elif record["event"] == "fleet.stopped":
+            stopped = stamp(record["timestamp"])
+            if record["done"] != count:
+                raise SystemExit(f"only {record['done']} of {count} handled: {log}")
+    if len(hook_starts) != count:
+        raise SystemExit(f"{len(hook_starts)} hooks started for {count} events: {log}")
+    hook_starts.sort()
+    return {
+        "launched": launched, "started": started, "stopped": stopped,
+        "first": hook_starts[0] - launched,
+        "median": hook_starts[len(hook_starts) // 2] - launched,
+        "p95": hook_starts[int(len(hook_starts) * 0.95) - 1] - launched,
+        "last": hook_starts[-1] - launched,
+        "rate": count / (stopped - started),
+        "rss_mib": sampler.peak_kib / 1024,
+    }
+
+
+def drain_preloaded(count: int) -> float:
+    """Seconds the plain receive+delete loop takes to empty a queue holding ``count``."""
+    queue_url = fresh_queue()
+    fill_queue(queue_url, count)
+    proc = subprocess.Popen([sys.executable, str(HERE), "--baseline-worker", queue_url,
+                             str(count)], stdout=subprocess.PIPE, text=True)
+    span = json.loads(proc.communicate(timeout=3600)[0])
+    return float(span["stopped"] - span["started"])
+
+
+def make_hooks(scratch: Path, name: str, body: str) -> Path:
+    hooks = scratch / name
+    hooks.mkdir(mode=0o755)
+    hook = hooks / "10-hook"
+    hook.write_text("#!/bin/sh\n" + body)
+    hook.chmod(0o755)
+    return hooks
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--depth", type=int, default=30, help="queue depth kept by the feeder")
+    parser.add_argument("--wave", type=int, default=2000, help="warnings queued for the wave")
+    parser.add_argument("--only", default="rates,workers,wave",
+                        help="which parts to run (comma-separated: rates, workers, wave)")
     parser.add_argument("--baseline-worker", nargs=2, metavar=("QUEUE_URL", "COUNT"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--moto-server", metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.moto_server:
+        serve_moto(args.moto_server)
+        return
     if args.baseline_worker:
         baseline_worker(args.baseline_worker[0], int(args.baseline_worker[1]))
         return
+    parts = set(args.only.split(","))
 
     moto, url = start_moto()
     os.environ.update({
@@ -205,6 +364,8 @@ def main() -> None:
     from spotwatch import logs
 
     logs.configure("json", "warning")
+    print(f"moto server on 127.0.0.1, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
+          f"at the start: {load_note()}")
     try:
         import boto3
 
@@ -212,24 +373,56 @@ def main() -> None:
         n = args.events - args.events % 2
         with tempfile.TemporaryDirectory(prefix="spotwatch-bench-") as tmp:
             scratch = Path(tmp)
-            hooks = scratch / "hooks"
-            hooks.mkdir(mode=0o755)
-            hook = hooks / "10-true"
-            hook.write_text("#!/bin/sh\nexit 0\n")
-            hook.chmod(0o755)
-            rows = []
-            for workers in (1, 2):
-                rows.append((f"boto3 receive+delete loop, {workers} consumer(s)",
-                             run_baseline(n, workers, args.depth)))
-                rows.append((f"fleet watch, no hooks, {workers} watcher(s)",
-                             run_watchers(n, workers, args.depth, None, scratch)))
-                rows.append((f"fleet watch, trivial hook, {workers} watcher(s)",
-                             run_watchers(n, workers, args.depth, hooks, scratch)))
-        print(f"{n} events per run, queue kept ~{args.depth} deep, moto server on 127.0.0.1, "
-              f"{os.cpu_count()} CPUs")
-        width = max(len(name) for name, _ in rows)
-        for name, rate in rows:
-            print(f"  {name:<{width}}  {rate:8.1f} events/s")
+            trivial = make_hooks(scratch, "trivial", "exit 0\n")
+            sleepy = make_hooks(scratch, "sleep1", "sleep 1\n")
+            if "rates" in parts:
+                rows = []
+                for consumers in (1, 2):
+                    base = run_baseline(n, consumers, args.depth)
+                    rows.append((f"boto3 receive+delete loop, {consumers} consumer(s)", base, 1.0))
+                    rate = run_watchers(n, consumers, args.depth, None, scratch)
+                    rows.append((f"fleet watch, no hooks, {consumers} watcher(s)", rate,
+                                 rate / base))
+                    rate = run_watchers(n, consumers, args.depth, None, scratch,
+                                        extra=("--no-tags",))
+                    rows.append((f"fleet watch, no hooks, --no-tags, {consumers} watcher(s)", rate,
+                                 rate / base))
+                    rate = run_watchers(n, consumers, args.depth, trivial, scratch)
+                    rows.append((f"fleet watch, trivial hook, {consumers} watcher(s)", rate,
+                                 rate / base))
+                print(f"\n{n} events per run, queue kept ~{args.depth} deep, "
+                      "--workers 16 (the default); x = over the loop with as many consumers")
+                width = max(len(name) for name, _, _ in rows)
+                for name, rate, ratio in rows:
+                    print(f"  {name:<{width}}  {rate:8.1f} events/s  {ratio:5.2f} x")
+                print(f"  ({load_note()})")
+            if "workers" in parts:
+                print("\nevents/s by --workers, one watcher, events queued before it starts")
+                print(f"  {'workers':>7}  {'hook: sleep 1 s':>22}  {'hook: exit 0':>18}")
+                for pool in (1, 8, 32, 64, 128):
+                    count = max(16, 4 * pool)
+                    slow = run_preloaded(count, pool, sleepy, scratch)
+                    quick = run_preloaded(400, pool, trivial, scratch)
+                    print(f"  {pool:>7}  {slow['rate']:8.1f} ({count:>4} events)  "
+                          f"{quick['rate']:8.1f} (400 events)", flush=True)
+                print(f"  ({load_note()})")
+            if "wave" in parts:
+                drained = drain_preloaded(args.wave)
+                wave = run_preloaded(args.wave, 64, sleepy, scratch)
+                print(f"\nwave: {args.wave} warnings queued, hooks sleep 1 s, one watcher, "
+                      "--workers 64; seconds after the watcher was launched")
+                since = wave["launched"]
+                print(f"  watcher started (fleet.started)  {wave['started'] - since:7.1f}")
+                for key in ("first", "median", "p95", "last"):
+                    print(f"  hook started, {key:<6}              {wave[key]:7.1f}")
+                print(f"  all handled                      {wave['stopped'] - since:7.1f}")
+                print(f"  events/s                         {wave['rate']:7.1f}")
+                print(f"  (the boto3 receive+delete loop, no hooks, empties the same queue in "
+                      f"{drained:.1f} s: {args.wave / drained:.0f} events/s)")
+                print(f"  peak RSS                         {wave['rss_mib']:7.1f} MiB")
+                print(f"  goal: every hook started within 60 s: "
+                      f"{'met' if wave['last'] <= 60 else 'NOT met'}")
+                print(f"  ({load_note()})")
     finally:
         moto.terminate()
         moto.wait(timeout=10)

@@ -15,16 +15,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spotwatch.notice import REBALANCE_ACTION, REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION
+from spotwatch.notice import (
+    ASG_TERMINATION,
+    REBALANCE_ACTION,
+    REBALANCE_RECOMMENDATION,
+    SPOT_INTERRUPTION,
+)
 
 EVENT_SOURCE = "aws.ec2"
+AUTOSCALING_SOURCE = "aws.autoscaling"
 
 INTERRUPTION_WARNING = "EC2 Spot Instance Interruption Warning"
 REBALANCE = "EC2 Instance Rebalance Recommendation"
 FULFILLMENT = "EC2 Spot Instance Request Fulfillment"
 STATE_CHANGE = "EC2 Instance State-change Notification"
+LIFECYCLE_ACTION = "EC2 Instance-terminate Lifecycle Action"  # from aws.autoscaling
 
-DETAIL_TYPES = (INTERRUPTION_WARNING, REBALANCE, FULFILLMENT, STATE_CHANGE)
+DETAIL_TYPES = (INTERRUPTION_WARNING, REBALANCE, FULFILLMENT, STATE_CHANGE, LIFECYCLE_ACTION)
 
 # SPOTWATCH_EVENT for each detail type; the first two match what `spotwatch run` sets.
 SPOT_FULFILLMENT = "spot-fulfillment"
@@ -34,12 +41,22 @@ EVENT_KINDS: Mapping[str, str] = {
     REBALANCE: REBALANCE_RECOMMENDATION,
     FULFILLMENT: SPOT_FULFILLMENT,
     STATE_CHANGE: STATE_CHANGED,
+    LIFECYCLE_ACTION: ASG_TERMINATION,
+}
+# The source each detail type must come from to be acted on.
+EVENT_SOURCES: Mapping[str, str] = {
+    **{detail_type: EVENT_SOURCE for detail_type in DETAIL_TYPES},
+    LIFECYCLE_ACTION: AUTOSCALING_SOURCE,
 }
 FULFILLED_ACTION = "fulfilled"
+TERMINATE_ACTION = "terminate"
 UNKNOWN = "unknown"
 
+# Both sources with all the detail types: no AWS service sends another's detail
+# types, and a rule that matches the pair exactly needs "$or", which not every
+# EventBridge implementation (or CloudFormation linter) knows.
 EVENT_PATTERN: Mapping[str, Any] = {
-    "source": [EVENT_SOURCE],
+    "source": [EVENT_SOURCE, AUTOSCALING_SOURCE],
     "detail-type": list(DETAIL_TYPES),
 }
 
@@ -61,9 +78,10 @@ class FleetEvent:
     """One EventBridge event about an instance.
 
     ``kind`` is SPOTWATCH_EVENT (``spot-interruption``, ``rebalance-recommendation``,
-    ``spot-fulfillment``, ``state-change``; empty for a detail type spotwatch does
-    not act on); ``action`` is SPOTWATCH_ACTION (the interruption's
-    ``instance-action``, ``rebalance``, ``fulfilled``, or the new instance state).
+    ``spot-fulfillment``, ``state-change``, ``asg-termination``; empty for a
+    detail type spotwatch does not act on); ``action`` is SPOTWATCH_ACTION (the
+    interruption's ``instance-action``, ``rebalance``, ``fulfilled``, the new
+    instance state, or ``terminate`` for an Auto Scaling lifecycle action).
     ``body`` is the message body exactly as received.
     """
 
@@ -83,7 +101,29 @@ class FleetEvent:
     @property
     def actionable(self) -> bool:
         """True for the detail types spotwatch acts on."""
-        return self.source == EVENT_SOURCE and bool(self.kind)
+        return bool(self.kind)
+
+
+@dataclass(frozen=True)
+class LifecycleAction:
+    """The Auto Scaling lifecycle action an ``asg-termination`` event waits on."""
+
+    group: str
+    hook: str
+    token: str
+    instance_id: str
+
+
+def lifecycle_action(event: FleetEvent) -> LifecycleAction | None:
+    """The lifecycle action to complete once the hooks succeeded; None for other
+    events, or when the event lacks the group, the hook name or the token."""
+    if event.kind != ASG_TERMINATION:
+        return None
+    group, hook, token = (_text(event.detail.get(k)) for k in
+                          ("AutoScalingGroupName", "LifecycleHookName", "LifecycleActionToken"))
+    if not (group and hook and token):
+        return None
+    return LifecycleAction(group, hook, token, event.instance_id)
 
 
 def parse_message(body: str) -> FleetEvent:
@@ -116,11 +156,16 @@ def parse_message(body: str) -> FleetEvent:
     if not instance_id:
         problems.append("no instance id")
         instance_id = UNKNOWN
-    kind = EVENT_KINDS.get(detail_type, "") if source == EVENT_SOURCE else ""
+    kind = EVENT_KINDS.get(detail_type, "") if source == EVENT_SOURCES.get(detail_type) else ""
     action = _action(detail_type, detail)
     if kind and not action:
         problems.append("no action")
         action = UNKNOWN
+    if kind == ASG_TERMINATION:
+        missing = [k for k in ("AutoScalingGroupName", "LifecycleHookName", "LifecycleActionToken")
+                   if not _text(detail.get(k))]
+        if missing:
+            problems.append(f"no {', '.join(missing)}: the lifecycle action cannot be completed")
     return FleetEvent(
         event_id=event_id,
         detail_type=detail_type,
@@ -138,7 +183,7 @@ def parse_message(body: str) -> FleetEvent:
 
 
 def _instance_id(detail: Mapping[str, Any], resources: Any) -> str:
-    value = _text(detail.get("instance-id"))
+    value = _text(detail.get("instance-id")) or _text(detail.get("EC2InstanceId"))
     if value:
         return value
     if isinstance(resources, list):
@@ -158,6 +203,8 @@ def _action(detail_type: str, detail: Mapping[str, Any]) -> str:
         return FULFILLED_ACTION
     if detail_type == STATE_CHANGE:
         return _text(detail.get("state"))
+    if detail_type == LIFECYCLE_ACTION:
+        return TERMINATE_ACTION
     return ""
 
 
@@ -182,6 +229,9 @@ FLEET_VARIABLES = frozenset(
         "SPOTWATCH_ACCOUNT",
         "SPOTWATCH_INSTANCE_NAME",
         "SPOTWATCH_INSTANCE_TAGS_JSON",
+        "SPOTWATCH_ASG_NAME",
+        "SPOTWATCH_ASG_LIFECYCLE_HOOK",
+        "SPOTWATCH_ASG_LIFECYCLE_TOKEN",
         # set by `spotwatch run` or the runner; meaningless or stale here
         "SPOTWATCH_HOOK_DEADLINE",
         "SPOTWATCH_NOTICE_TIME",
@@ -222,6 +272,10 @@ def hook_environment(
             "SPOTWATCH_INSTANCE_TAGS_JSON": json.dumps(dict(tags), sort_keys=True),
         }
     )
+    if event.kind == ASG_TERMINATION:
+        env["SPOTWATCH_ASG_NAME"] = _text(event.detail.get("AutoScalingGroupName"))
+        env["SPOTWATCH_ASG_LIFECYCLE_HOOK"] = _text(event.detail.get("LifecycleHookName"))
+        env["SPOTWATCH_ASG_LIFECYCLE_TOKEN"] = _text(event.detail.get("LifecycleActionToken"))
     return env
 
 

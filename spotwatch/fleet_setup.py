@@ -23,7 +23,10 @@ from spotwatch.logs import get_logger
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 DLQ_SUFFIX = "-dlq"
 TARGET_ID = "spotwatch-sqs"
-RULE_DESCRIPTION = "spotwatch fleet: EC2 spot interruption, rebalance, fulfillment, state change"
+RULE_DESCRIPTION = (
+    "spotwatch fleet: EC2 spot interruption, rebalance, fulfillment, state change, "
+    "ASG termination"
+)
 
 DEFAULT_VISIBILITY_TIMEOUT = 60
 DEFAULT_MAX_RECEIVE_COUNT = 5

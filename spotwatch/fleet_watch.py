@@ -1,27 +1,36 @@
 """``spotwatch fleet watch``: consume EC2 events from SQS and run the fleet hooks.
 
-The loop long-polls the queue (batches of up to 10), parses each EventBridge
-envelope (``spotwatch.fleet_events``), looks up the instances' tags (one
-DescribeInstances per region per batch, cached), prints a line per event and
-runs the hooks with ``spotwatch.hooks`` / ``spotwatch.runner``, the same rules
-as on the instance.
+One receiver thread long-polls the queue (batches of up to 10) while up to
+``--workers`` worker threads run events' hooks (``spotwatch.hooks`` /
+``spotwatch.runner``, the same rules as on the instance); the main thread keeps
+the books. The watcher holds at most ``2 x workers`` messages (the hand), so its
+memory stays flat however deep the queue is. What may run next, what to extend,
+when to delete are pure decisions in ``spotwatch.fleet_schedule``.
 
 Delivery rules:
 
-- a message is deleted only once every hook for it succeeded; on a failure it
-  is made visible again after the visibility timeout (counted from the failure);
+- events for one instance never run at once and keep their order of arrival
+  (a rebalance recommendation, then its interruption warning, then the state
+  change); events for different instances run side by side;
+- every message in hand stays hidden from other watchers: the main thread
+  extends the ones running low in one ``ChangeMessageVisibilityBatch``;
+- a message is deleted only once every hook for it succeeded, in
+  ``DeleteMessageBatch`` calls sent as soon as 10 are ready (or at once when
+  nothing else is in hand, or after DELETE_DELAY); on a failure it is made
+  visible again after the visibility timeout (counted from the failure);
 - an event id already acted on by this watcher is deleted without running hooks
   (EventBridge delivers at least once);
 - a body that is not an EventBridge event is logged and left alone, so the
   queue's redrive policy moves it to the dead-letter queue;
-- several watchers share a queue: SQS hides a received message from the others
-  for the visibility timeout, which the watcher extends before long hook runs.
+- instance tags come from one DescribeInstances per region for the messages in
+  hand (``TagLookup``'s thread); a worker waits only for its own instance's.
 
-SIGTERM/SIGINT only set a flag (``spotwatch.stopper``). The watcher finishes the
-message in hand and returns the rest of its batch to the queue at once. A
-receive in progress is a long poll of up to ``--wait-seconds``; it is allowed to
-return (its messages are handed back too), so a stop takes at most that long
-plus the hooks in hand.
+SIGTERM/SIGINT only set a flag (``spotwatch.stopper``). The watcher then stops
+receiving, returns every message not started to the queue at once
+(``ChangeMessageVisibilityBatch`` with 0), lets the running events' hooks finish
+(each within ``--hook-timeout``) and exits 0. A receive in progress is a long
+poll of up to ``--wait-seconds``; it is allowed to return (its messages are
+handed back too).
 """
 
 from __future__ import annotations
@@ -32,12 +41,15 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
+from spotwatch import fleet_schedule as schedule
 from spotwatch.errors import SpotwatchError, UsageError
 from spotwatch.fleet_events import (
     FleetEvent,
@@ -46,24 +58,32 @@ from spotwatch.fleet_events import (
     event_line,
     event_record,
     hook_environment,
+    lifecycle_action,
     parse_message,
 )
+from spotwatch.fleet_schedule import MAX_BATCH, Slot
 from spotwatch.hooks import REFUSED
 from spotwatch.logs import get_logger
-from spotwatch.metrics import FleetMetrics
 
 if TYPE_CHECKING:
+    from spotwatch.fleet_lifecycle import LifecycleActions
     from spotwatch.hooks import HookPlan
     from spotwatch.runner import HookResult
 
-MAX_BATCH = 10  # SQS ReceiveMessage limit
 MAX_WAIT_SECONDS = 20  # SQS long-poll limit
 MAX_VISIBILITY_TIMEOUT = 43200
+MAX_WORKERS = 1024
+DEFAULT_WORKERS = 16
+WORKERS_ENV = "SPOTWATCH_FLEET_WORKERS"
 TAGS_TTL = 300.0
 UNKNOWN_TAGS_TTL = 60.0  # an instance DescribeInstances did not know may appear soon
-HOLD_MARGIN = 10.0  # visibility asked for on top of a hook's worst case
+TAGS_WAIT = 5.0  # seconds a worker waits for its instance's tags before going on without
 DELETE_DELAY = 1.0  # seconds a handled message may wait to be deleted in a batch
 BACKOFF_MAX = 30.0
+TICK = 0.1  # the book-keeper's beat while messages are in hand
+IDLE_TICK = 0.25
+STATUS_INTERVAL = 5.0
+RATE_WINDOW = 10.0
 
 DONE = "done"
 FAILED = "failed"
@@ -71,6 +91,7 @@ DUPLICATE = "duplicate"
 BAD = "bad"
 IGNORED = "ignored"
 LOST = "lost"
+RELEASED = "released"
 
 _QUEUE_URL_REGION = (
     re.compile(r"^https?://sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"),
@@ -94,6 +115,10 @@ class WatchSettings:
     visibility_timeout: int | None = None  # None: the queue's own
     hook_timeout: float = 30.0
     kill_grace: float = 5.0
+    workers: int = DEFAULT_WORKERS  # events whose hooks may run at once
+    lifecycle_heartbeat: float | None = None  # None: half the lifecycle hook's HeartbeatTimeout
+    tags: bool = True  # look instances' tags up (DescribeInstances); False: --no-tags
+    status: bool | None = None  # a status line every few seconds; None: on a terminal
 
 
 def region_from_queue_url(url: str) -> str | None:
@@ -122,13 +147,19 @@ def check_settings(settings: WatchSettings) -> None:
         raise UsageError("--max-messages must be 0 or more")
     if settings.hook_timeout <= 0:
         raise UsageError("--hook-timeout must be more than 0 seconds")
+    beat = settings.lifecycle_heartbeat
+    if beat is not None and not 1 <= beat <= 3600:
+        raise UsageError("--lifecycle-heartbeat must be 1..3600 seconds")
+    if not 1 <= settings.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be 1..{MAX_WORKERS} (or set {WORKERS_ENV})")
 
 
 class InstanceTags:
     """Instance tags by region and id: one DescribeInstances per region per batch, cached.
 
     Best effort: an instance EC2 does not know, or a failed call, gives no tags
-    and never fails the event.
+    and never fails the event. ``prefetch`` is called from one thread at a time
+    (``TagLookup``'s); ``peek`` from any.
     """
 
     def __init__(
@@ -154,7 +185,7 @@ class InstanceTags:
         now = self._clock()
         by_region: dict[str, set[str]] = {}
         for region, instance_id in wanted:
-            if region == "unknown" or not instance_id.startswith("i-"):
+            if not lookable(region, instance_id):
                 continue
             hit = self._cache.get((region, instance_id))
             if hit is None or hit[0] <= now:
@@ -162,12 +193,21 @@ class InstanceTags:
         for region, ids in by_region.items():
             self._fetch(region, sorted(ids))
 
-    def get(self, region: str, instance_id: str) -> dict[str, str]:
+    def peek(self, region: str, instance_id: str) -> dict[str, str] | None:
+        """The cached tags, fresh ones only; None when a lookup is needed. Never calls."""
+        if not lookable(region, instance_id):
+            return {}
         hit = self._cache.get((region, instance_id))
         if hit is None or hit[0] <= self._clock():
+            return None
+        return dict(hit[1])
+
+    def get(self, region: str, instance_id: str) -> dict[str, str]:
+        hit = self.peek(region, instance_id)
+        if hit is None:
             self.prefetch([(region, instance_id)])
-            hit = self._cache.get((region, instance_id))
-        return dict(hit[1]) if hit is not None else {}
+            hit = self.peek(region, instance_id)
+        return hit if hit is not None else {}
 
     def _fetch(self, region: str, ids: Sequence[str]) -> None:
         found: dict[str, dict[str, str]] = {}
@@ -213,12 +253,103 @@ class InstanceTags:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
 
 
+class NoTags:
+    """``--no-tags``: every instance has none, and EC2 is never asked."""
+
+    calls = 0
+
+    def prefetch(self, wanted: Iterable[tuple[str, str]]) -> None:
+        pass
+
+    def peek(self, region: str, instance_id: str) -> dict[str, str]:
+        return {}
+
+
+def lookable(region: str, instance_id: str) -> bool:
+    """Whether DescribeInstances could know this instance."""
+    return region != "unknown" and instance_id.startswith("i-")
+
+
+class TagLookup:
+    """Tags for the messages in hand, looked up on a thread of their own.
+
+    ``want`` queues instances (the receiver, as messages arrive); the thread
+    takes everything queued at once and makes one ``prefetch`` of it. ``get``
+    waits only until its own instance is known (or ``wait`` seconds), so a worker
+    whose tags are cached never waits behind another region's slow call.
+    """
+
+    def __init__(self, tags: Any, *, log: Any = None) -> None:
+        self.tags = tags
+        self._tags = tags
+        self._log = log if log is not None else get_logger()
+        self._cv = threading.Condition()
+        self._queued: set[tuple[str, str]] = set()
+        self._asked: set[tuple[str, str]] = set()  # queued or being looked up
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="fleet-tags", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def want(self, keys: Iterable[tuple[str, str]]) -> None:
+        with self._cv:
+            for key in keys:
+                if key not in self._asked and self._tags.peek(*key) is None:
+                    self._queued.add(key)
+                    self._asked.add(key)
+            if self._queued:
+                self._cv.notify_all()
+
+    def get(self, region: str, instance_id: str, wait: float = TAGS_WAIT) -> dict[str, str]:
+        hit: dict[str, str] | None = self._tags.peek(region, instance_id)
+        if hit is not None:
+            return hit
+        key = (region, instance_id)
+        end = time.monotonic() + wait
+        with self._cv:
+            while True:
+                hit = self._tags.peek(region, instance_id)
+                if hit is not None:
+                    return hit
+                if key not in self._asked:
+                    self._queued.add(key)
+                    self._asked.add(key)
+                    self._cv.notify_all()
+                left = end - time.monotonic()
+                if left <= 0 or self._closed or not self._thread.is_alive():
+                    return {}
+                self._cv.wait(left)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queued and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                batch, self._queued = self._queued, set()
+            try:
+                self._tags.prefetch(sorted(batch))
+            except Exception:  # InstanceTags never raises; a bug must not stall the workers
+                self._log.exception("fleet.tags_failed", note="events go on without tags")
+            with self._cv:
+                self._asked -= batch
+                self._cv.notify_all()
+
+
 @dataclass
 class _Received:
     message: dict[str, Any]
-    hidden_until: float  # monotonic: when other watchers may receive it again
     event: FleetEvent | None
     problem: str  # why it is not an event, when event is None
+    received: float  # monotonic
+    lost: bool = False  # another watcher may have it now: run no further hook
 
     @property
     def message_id(self) -> str:
@@ -232,16 +363,35 @@ class _Received:
     def receive_count(self) -> str:
         return str(self.message.get("Attributes", {}).get("ApproximateReceiveCount", ""))
 
+    @property
+    def sent(self) -> float | None:
+        """When SQS got it (epoch seconds), if it said."""
+        try:
+            return int(self.message.get("Attributes", {})["SentTimestamp"]) / 1000.0
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def order_key(self, key: str) -> str:
+        """What must not run twice at once: the instance, else the event, else the message."""
+        event = self.event
+        if event is None:
+            return f"message:{key}"
+        if lookable(event.region, event.instance_id) or event.instance_id != "unknown":
+            return f"instance:{event.region}/{event.instance_id}"
+        return f"event:{event.event_id}"
+
 
 class FleetWatcher:
-    """The consumer loop. Clients, hook planning, the runner and the clock are passed in."""
+    """The consumer: a receiver thread, ``settings.workers`` workers, and the main
+    thread keeping the books (visibility, deletes, status, stopping). Clients, hook
+    planning, the runner and the clock are passed in."""
 
     def __init__(
         self,
         settings: WatchSettings,
         *,
         sqs: Any,
-        tags: InstanceTags,
+        tags: Any,
         stop: StopFlag,
         plan: Callable[[Path], HookPlan],
         runner: Callable[..., list[HookResult]],
@@ -249,13 +399,14 @@ class FleetWatcher:
         out: TextIO | None = None,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         log: Any = None,
-        metrics: FleetMetrics | None = None,
+        lifecycle: LifecycleActions | None = None,
+        backoff: Callable[[float], object] | None = None,
+        status_interval: float = STATUS_INTERVAL,
     ) -> None:
         self.settings = settings
-        self._metrics = metrics if metrics is not None else FleetMetrics()  # counts only
         self._sqs = sqs
-        self._tags = tags
         self._stop = stop
         self._plan = plan
         self._runner = runner
@@ -263,14 +414,44 @@ class FleetWatcher:
         self._out = out if out is not None else sys.stdout
         self._environ = environ if environ is not None else os.environ
         self._clock = clock
+        self._wall_clock = wall_clock
         self._log = log if log is not None else get_logger()
+        self._lifecycle = lifecycle
+        self._status_interval = status_interval
+        self._lookup = TagLookup(tags, log=self._log)
         self._seen = SeenEvents()
-        self._pending_deletes: list[_Received] = []
-        self._pending_since = 0.0
         self._visibility = settings.visibility_timeout
+        self._extend_to, self._renew_below = schedule.hold_for(self._visibility or 0)
+        self._capacity = schedule.capacity_for(settings.workers)
         self._last_plan_warnings: tuple[Any, ...] | None = None
         self._receive_fault: str | None = None
+        self._extend_fault: str | None = None
         self._print_failed = False
+        self._print_lock = threading.Lock()
+        self._extend_after = 0.0  # after a failed extension call: not before this
+        self._status = (
+            settings.status if settings.status is not None
+            else (not settings.json_output and _isatty(self._out))
+        )
+        # Everything below is shared between threads: guarded by _lock.
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # workers wait here for a slot
+        self._room = threading.Condition(self._lock)  # the receiver waits here for room
+        self._wake = threading.Event()  # nudges the book-keeper (deletes ready, hand empty)
+        self._quit = threading.Event()  # ends the receiver's back-off sleeps
+        self._backoff = backoff if backoff is not None else self._quit.wait
+        self._slots: dict[str, Slot] = {}
+        self._items: dict[str, _Received] = {}
+        self._seq = 0
+        self._ready: list[_Received] = []  # handled, to be deleted
+        self._ready_since = 0.0
+        self._closing = False  # receive no more
+        self._stopping = False  # start no more hooks either
+        self._receiver_done = False
+        self._receiver_failed = False
+        self._handled_at: deque[float] = deque(maxlen=100000)
+        self.released = 0
+        self.calls: dict[str, int] = {"receive": 0, "delete": 0, "extend": 0, "release": 0}
         self.counts: dict[str, int] = {
             k: 0 for k in (DONE, FAILED, DUPLICATE, BAD, IGNORED, LOST)
         }
@@ -279,7 +460,7 @@ class FleetWatcher:
     def handled(self) -> int:
         return sum(self.counts.values())
 
-    # -- the loop -------------------------------------------------------------------
+    # -- start and the book-keeping loop ------------------------------------------------
     def start(self) -> None:
         """Check the queue is there and learn its visibility timeout; fail fast if not."""
         try:
@@ -294,6 +475,7 @@ class FleetWatcher:
             ) from None
         if self._visibility is None:
             self._visibility = int(attrs.get("VisibilityTimeout", "30"))
+            self._extend_to, self._renew_below = schedule.hold_for(self._visibility)
         if "RedrivePolicy" not in attrs:
             self._log.warning(
                 "fleet.no_dead_letter_queue",
@@ -310,18 +492,74 @@ class FleetWatcher:
             wait_seconds=self.settings.wait_seconds,
             hooks_dir=str(self.settings.hooks_dir) if self.settings.hooks_dir else None,
             max_messages=self.settings.max_messages,
+            workers=self.settings.workers,
+            hand=self._capacity,
         )
 
     def run(self) -> int:
         self.start()
+        self._lookup.start()
+        receiver = threading.Thread(target=self._receive_loop, name="fleet-receive", daemon=True)
+        workers = [
+            threading.Thread(target=self._work_loop, name=f"fleet-worker-{n}", daemon=True)
+            for n in range(self.settings.workers)
+        ]
+        for thread in (receiver, *workers):
+            thread.start()
         try:
-            while not self._stop.is_set() and not self._enough():
-                batch = self._receive()
-                self._handle_batch(batch)
+            self._keep_books()
         finally:
+            self._begin_stop()  # after an error of ours: still hand back what did not start
+            for worker in workers:
+                worker.join()
+            self._flush_deletes(force=True)
+            receiver.join(timeout=self.settings.wait_seconds + 30)
+            self._lookup.close()
+        self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
+                       sqs_calls=self.calls, tags_calls=getattr(self._lookup.tags, "calls", None),
+                       **self.counts)
+        return 1 if self._receiver_failed else 0
+
+    def _keep_books(self) -> None:
+        next_status = self._clock() + self._status_interval
+        while True:
+            if self._stop.is_set():
+                self._begin_stop()
+            with self._lock:
+                if self._enough() and not self._closing:
+                    self._closing = True
+                    self._quit.set()
+                    self._work.notify_all()
+                    self._room.notify_all()
+                # Nothing more comes once the receiver is done (stopping, enough, or
+                # a bug of ours in it): finish what is in hand, then return.
+                finished = self._receiver_done and not self._slots
+                busy = bool(self._slots)
+            self._extend_due()
             self._flush_deletes()
-        self._log.info("fleet.stopped", reason=self._stop_reason(), **self.counts)
-        return 0
+            if self._status and self._clock() >= next_status:
+                next_status = self._clock() + self._status_interval
+                self._print_status()
+            if finished:
+                return
+            self._wake.wait(TICK if busy or self._ready else IDLE_TICK)
+            self._wake.clear()
+
+    def _begin_stop(self) -> None:
+        """Receive no more, start no more; hand back at once what did not start."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = self._closing = True
+            waiting = [key for key, slot in self._slots.items() if not slot.running]
+            items = [self._items.pop(key) for key in waiting]
+            for key in waiting:
+                del self._slots[key]
+            self.released += len(items)
+            self._work.notify_all()
+            self._room.notify_all()
+        self._quit.set()
+        self._release(items)
 
     def _enough(self) -> bool:
         limit = self.settings.max_messages
@@ -330,71 +568,138 @@ class FleetWatcher:
     def _stop_reason(self) -> str:
         if self._stop.is_set():
             return "signal"
+        if self._receiver_failed:
+            return "error"
         return "max-messages" if self._enough() else "done"
 
-    def _receive(self) -> list[_Received]:
-        want = MAX_BATCH
-        if self.settings.max_messages is not None:
-            want = min(want, self.settings.max_messages - self.handled)
+    # -- the receiver thread --------------------------------------------------------------
+    def _receive_loop(self) -> None:
+        delay = 1.0
+        try:
+            while True:
+                with self._lock:
+                    while True:
+                        if self._closing:
+                            return
+                        limit = self.settings.max_messages
+                        held = len(self._slots)
+                        want = schedule.room(held, self._capacity, limit=limit,
+                                             taken=self.handled + held)
+                        if want > 0:
+                            break
+                        if limit is not None and self.handled + held >= limit:
+                            return  # the rest of the work is in hand
+                        self._room.wait(1.0)
+                asked = self._clock()  # SQS hides the messages from about now
+                try:
+                    messages = self._receive(want)
+                except Exception as exc:  # log once, back off, keep watching
+                    text = _error_text(exc)
+                    if text != self._receive_fault:
+                        self._log.error("fleet.receive_failed", error=text, retry_in=delay,
+                                        queue_url=self.settings.queue_url)
+                        self._receive_fault = text
+                    self._backoff(delay)
+                    delay = min(BACKOFF_MAX, delay * 2)
+                    continue
+                delay = 1.0
+                if self._receive_fault is not None:
+                    self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
+                    self._receive_fault = None
+                self._take([self._parse(m, asked) for m in messages], asked)
+        except Exception:  # a bug of ours: finish what is in hand, exit 1 (to be restarted)
+            self._receiver_failed = True
+            self._log.exception("fleet.receiver_failed",
+                                note="no further messages received; exiting once the "
+                                "messages in hand are handled")
+        finally:
+            with self._lock:
+                self._receiver_done = True
+                self._work.notify_all()
+            self._wake.set()
+
+    def _receive(self, want: int) -> list[dict[str, Any]]:
         request: dict[str, Any] = {
             "QueueUrl": self.settings.queue_url,
-            "MaxNumberOfMessages": max(1, want),
+            "MaxNumberOfMessages": want,
             "WaitTimeSeconds": self.settings.wait_seconds,
-            "AttributeNames": ["ApproximateReceiveCount"],
+            "AttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
         }
         if self.settings.visibility_timeout is not None:
             request["VisibilityTimeout"] = self.settings.visibility_timeout
-        delay = 1.0
-        while not self._stop.is_set():
-            asked = self._clock()  # SQS hides the messages from about now
-            try:
-                response = self._sqs.receive_message(**request)
-            except Exception as exc:  # log once, back off, keep watching
-                self._metrics.receive_failed()
-                text = _error_text(exc)
-                if text != self._receive_fault:
-                    self._log.error("fleet.receive_failed", error=text, retry_in=delay,
-                                    queue_url=self.settings.queue_url)
-                    self._receive_fault = text
-                self._stop.sleep(delay)
-                delay = min(BACKOFF_MAX, delay * 2)
-                continue
-            if self._receive_fault is not None:
-                self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
-                self._receive_fault = None
-            hidden_until = asked + (self._visibility or 0)
-            self._metrics.receive_ok(len(response.get("Messages", [])))
-            return [self._parse(m, hidden_until) for m in response.get("Messages", [])]
-        return []
+        self.calls["receive"] += 1
+        messages: list[dict[str, Any]] = self._sqs.receive_message(**request).get("Messages", [])
+        return messages
 
     @staticmethod
-    def _parse(message: dict[str, Any], hidden_until: float) -> _Received:
+    def _parse(message: dict[str, Any], received: float) -> _Received:
         try:
             event = parse_message(str(message.get("Body", "")))
         except NotAnEvent as exc:
-            return _Received(message, hidden_until, None, exc.reason)
-        return _Received(message, hidden_until, event, "")
+            return _Received(message, None, exc.reason, received)
+        return _Received(message, event, "", received)
 
-    def _handle_batch(self, batch: list[_Received]) -> None:
-        self._tags.prefetch(
-            (r.event.region, r.event.instance_id)
-            for r in batch
-            if r.event is not None and r.event.actionable and r.event.event_id not in self._seen
-        )
-        for index, item in enumerate(batch):
-            if self._stop.is_set():
-                self._release(batch[index:])
-                break
-            self._metrics.started()
+    def _take(self, received: list[_Received], asked: float) -> None:
+        """Put freshly received messages in the hand (or straight back, when stopping)."""
+        if not received:
+            return
+        hidden_until = asked + (self._visibility or 0)
+        with self._lock:
+            if self._stopping:
+                self.released += len(received)
+                back = received
+            else:
+                back = []
+                for item in received:
+                    self._seq += 1
+                    key = str(self._seq)
+                    self._items[key] = item
+                    self._slots[key] = Slot(key, item.order_key(key), self._seq, hidden_until)
+                self._work.notify(len(received))
+        if back:
+            self._release(back)
+            return
+        with self._lock:
+            seen = self._seen
+            wanted = [
+                (r.event.region, r.event.instance_id) for r in received
+                if r.event is not None and r.event.actionable and r.event.event_id not in seen
+            ]
+        self._lookup.want(wanted)
+
+    # -- the workers ----------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    if self._stopping or self._stop.is_set():
+                        return  # the book-keeper hands back what waits
+                    slot = schedule.next_to_run(self._slots.values(), self._clock())
+                    if slot is not None:
+                        break
+                    if self._receiver_done and not self._slots:
+                        return
+                    self._work.wait(1.0)  # woken by notify; the timeout only bounds a slip
+                self._slots[slot.key] = replace(slot, running=True)
+                item = self._items[slot.key]
+                if schedule.next_to_run(self._slots.values(), self._clock()) is not None:
+                    self._work.notify()  # more is runnable: pass the word on
             try:
                 outcome = self.handle(item)
             except Exception:  # a bug or a full disk must not stop the fleet's watcher
                 self._log.exception("fleet.handle_failed", message_id=item.message_id,
                                     note="left in the queue for redelivery")
                 outcome = FAILED
-            self.counts[outcome] += 1
-            self._metrics.finished(outcome)
-        self._flush_deletes()
+            with self._lock:
+                self._slots.pop(slot.key, None)
+                self._items.pop(slot.key, None)
+                self.counts[outcome] += 1
+                self._handled_at.append(self._clock())
+                self._work.notify()  # its instance's next event may run now
+                self._room.notify()
+                idle = not self._slots
+            if idle:
+                self._wake.set()
 
     # -- one message --------------------------------------------------------------------
     def handle(self, item: _Received) -> str:
@@ -410,12 +715,14 @@ class FleetWatcher:
                      reason="not an EC2 event type spotwatch acts on")
             self._delete(item)
             return IGNORED
-        if event.event_id in self._seen:
+        with self._lock:
+            duplicate = event.event_id in self._seen
+        if duplicate:
             log.info("fleet.duplicate", instance_id=event.instance_id, kind=event.kind,
                      note="already acted on by this watcher; deleted without running hooks")
             self._delete(item)
             return DUPLICATE
-        tags = self._tags.get(event.region, event.instance_id)
+        tags = self._lookup.get(event.region, event.instance_id)
         self._print(event, tags)
         fields = {"kind": event.kind, "action": event.action, "instance_id": event.instance_id,
                   "region": event.region, "event_time": event.time}
@@ -423,8 +730,7 @@ class FleetWatcher:
             fields["problem"] = event.problem
         log.info("fleet.event", receive_count=item.receive_count, **fields)
         if self.settings.hooks_dir is None:
-            self._seen.add(event.event_id)
-            self._delete(item)
+            self._done(item, event)
             return DONE
         return self._run_hooks(item, event, tags, log)
 
@@ -433,18 +739,6 @@ class FleetWatcher:
         assert self.settings.hooks_dir is not None
         plan = self._plan(self.settings.hooks_dir)
         self._log_plan(plan)
-        if self._pending_deletes and self._clock() - self._pending_since > DELETE_DELAY:
-            self._flush_deletes()  # never hold a success back long behind slow hooks
-        per_hook = self.settings.hook_timeout + self.settings.kill_grace + HOLD_MARGIN
-        lost: list[bool] = []
-
-        def lost_it() -> bool:
-            # Asked before each hook: keep the message hidden from other watchers
-            # for that hook's worst case, or stop if it is no longer ours.
-            if not lost and not self._hold(item, per_hook, log):
-                lost.append(True)
-            return bool(lost)
-
         started = self._clock()
         path = self._workdir / f"{_safe_name(event.event_id)}.json"
         try:
@@ -456,7 +750,11 @@ class FleetWatcher:
                       note="hooks not run; left in the queue for redelivery")
             self._set_visibility(item, self._visibility or 0, log)
             return FAILED
+        action = lifecycle_action(event) if self._lifecycle is not None else None
+        beats = None
         try:
+            if action is not None and self._lifecycle is not None:
+                beats = self._lifecycle.heartbeats(event.region, action, log)
             env = hook_environment(self._environ, event, tags, str(path))
             results = self._runner(
                 plan.hooks,
@@ -466,18 +764,19 @@ class FleetWatcher:
                 kill_grace=self.settings.kill_grace,
                 # Finish the message in hand: a stop request does not cut its hooks
                 # short; only losing the message to another watcher does.
-                should_stop=lost_it,
+                should_stop=lambda: item.lost,
                 log=log,
             )
         finally:
             _unlink(path)
-        self._metrics.hook_results(results)
+            if beats is not None:
+                beats.stop()
         failed = [f"{r.name}: {r.description}" for r in results if not r.ok]
         refused = [f"{r.name}: {r.reason}" for r in plan.rejected if r.severity == REFUSED]
         if plan.problem:
             refused.insert(0, plan.problem)
         duration = round(self._clock() - started, 3)
-        if lost:
+        if item.lost:
             return LOST
         if failed or refused or len(results) < len(plan.hooks):
             retry_in = self._visibility or 0
@@ -487,16 +786,25 @@ class FleetWatcher:
                         note="left in the queue for redelivery")
             self._set_visibility(item, retry_in, log)
             return FAILED
-        self._seen.add(event.event_id)
-        self._delete(item)
+        if action is not None and self._lifecycle is not None and not self._lifecycle.complete(
+                event.region, action, log):
+            self._set_visibility(item, self._visibility or 0, log)
+            return FAILED
+        self._done(item, event)
         log.info("fleet.handled", hooks=len(results), duration=duration)
         return DONE
 
+    def _done(self, item: _Received, event: FleetEvent) -> None:
+        with self._lock:
+            self._seen.add(event.event_id)
+        self._delete(item)
+
     def _log_plan(self, plan: HookPlan) -> None:
         warnings = (plan.problem, *plan.warnings)
-        if warnings == self._last_plan_warnings:
-            return  # said once; not again for every event
-        self._last_plan_warnings = warnings
+        with self._lock:
+            if warnings == self._last_plan_warnings:
+                return  # said once; not again for every event
+            self._last_plan_warnings = warnings
         if plan.problem:
             self._log.error("hooks.refused", directory=str(plan.directory),
                             problem=plan.problem, fix=plan.fix)
@@ -509,35 +817,91 @@ class FleetWatcher:
             line = json.dumps(event_record(event, tags), sort_keys=False)
         else:
             line = event_line(event, tags)
-        try:
-            self._out.write(line + "\n")
-            self._out.flush()
-        except (OSError, ValueError) as exc:
-            if not self._print_failed:
+        self._write(line)
+
+    def _write(self, line: str) -> None:
+        # One line at a time from many workers; a lock of its own, so a slow
+        # reader of stdout does not hold up the book-keeping.
+        with self._print_lock:
+            try:
+                self._out.write(line + "\n")
+                self._out.flush()
+            except (OSError, ValueError) as exc:
+                if self._print_failed:
+                    return
                 self._print_failed = True
-                self._log.warning("fleet.print_failed", error=str(exc),
-                                  note="events are still acted on; see the log")
+                error = str(exc)
+            else:
+                return
+        self._log.warning("fleet.print_failed", error=error,
+                          note="events are still acted on; see the log")
+
+    def _print_status(self) -> None:
+        now, wall = self._clock(), self._wall_clock()
+        with self._lock:
+            running = sum(1 for s in self._slots.values() if s.running)
+            held = len(self._slots)
+            ages = [wall - sent if (sent := i.sent) is not None else now - i.received
+                    for i in self._items.values()]
+            events_per_s = schedule.rate(self._handled_at, now, RATE_WINDOW)
+        oldest = f"{max(ages):.0f} s" if ages else "-"
+        self._write(f"status: {events_per_s:.1f} events/s, {running} running, "
+                    f"{held} in hand, oldest message {oldest}")
 
     # -- SQS bookkeeping --------------------------------------------------------------
-    def _hold(self, item: _Received, seconds: float, log: Any) -> bool:
-        """Make sure ``item`` stays invisible to other watchers for ``seconds`` more."""
+    def _extend_due(self) -> None:
+        """Keep every message in hand hidden: one batch call for those running low."""
         now = self._clock()
-        if item.hidden_until - now >= seconds:
-            return True
-        wanted = int(min(MAX_VISIBILITY_TIMEOUT, seconds + 1))
-        try:
-            self._sqs.change_message_visibility(
-                QueueUrl=self.settings.queue_url,
-                ReceiptHandle=item.receipt,
-                VisibilityTimeout=wanted,
-            )
-        except Exception as exc:
-            log.warning("fleet.lost_message", error=_error_text(exc),
-                        note="its visibility timeout ran out before its turn; "
-                        "another watcher has it or will")
-            return False
-        item.hidden_until = now + wanted
-        return True
+        if now < self._extend_after:
+            return
+        with self._lock:
+            due = [(s, self._items[s.key])
+                   for s in schedule.to_extend(self._slots.values(), now,
+                                               renew_below=self._renew_below)]
+        seconds = int(min(MAX_VISIBILITY_TIMEOUT, self._extend_to))
+        for chunk in schedule.batches(due):
+            asked = self._clock()
+            entries = [{"Id": str(n), "ReceiptHandle": item.receipt, "VisibilityTimeout": seconds}
+                       for n, (_, item) in enumerate(chunk)]
+            self.calls["extend"] += 1
+            try:
+                response = self._sqs.change_message_visibility_batch(
+                    QueueUrl=self.settings.queue_url, Entries=entries)
+            except Exception as exc:  # tried again next tick; logged once
+                text = _error_text(exc)
+                if text != self._extend_fault:
+                    self._extend_fault = text
+                    self._log.warning("fleet.extend_failed", error=text, count=len(chunk),
+                                      note="retrying; a message whose timeout runs out may "
+                                      "go to another watcher")
+                self._extend_after = self._clock() + 1.0  # not ten calls a second to a fault
+                return
+            self._extend_fault = None
+            failed = {str(f.get("Id")): f for f in (response or {}).get("Failed", [])}
+            lost: list[tuple[_Received, str]] = []
+            with self._lock:
+                for n, (slot, item) in enumerate(chunk):
+                    current = self._slots.get(slot.key)
+                    if current is None:
+                        continue  # finished meanwhile
+                    failure = failed.get(str(n))
+                    if failure is None:
+                        self._slots[slot.key] = replace(current, hidden_until=asked + seconds)
+                        if not current.running:
+                            self._work.notify()  # it may have been waiting for this
+                    elif current.hidden_until <= asked:  # its time ran out: maybe not ours
+                        lost.append((item, f"{failure.get('Code')}: {failure.get('Message', '')}"))
+                        item.lost = True
+                        if not current.running:
+                            del self._slots[slot.key]
+                            del self._items[slot.key]
+                            self.counts[LOST] += 1
+                            self._room.notify()
+                            self._work.notify()
+            for item, error in lost:
+                self._log.warning("fleet.lost_message", message_id=item.message_id, error=error,
+                                  note="its visibility timeout ran out; another watcher has it "
+                                  "or will")
 
     def _set_visibility(self, item: _Received, seconds: int, log: Any) -> None:
         try:
@@ -551,34 +915,50 @@ class FleetWatcher:
 
     def _release(self, items: Sequence[_Received]) -> None:
         """Hand messages not yet started back to the queue, visible at once."""
-        entries = [
-            {"Id": str(i), "ReceiptHandle": r.receipt, "VisibilityTimeout": 0}
-            for i, r in enumerate(items)
-        ]
-        if not entries:
+        if not items:
             return
-        try:
-            self._sqs.change_message_visibility_batch(
-                QueueUrl=self.settings.queue_url, Entries=entries
-            )
-        except Exception as exc:
-            self._log.warning("fleet.release_failed", error=_error_text(exc), count=len(items),
+        failed, error = 0, ""
+        for chunk in schedule.batches(items):
+            entries = [{"Id": str(i), "ReceiptHandle": r.receipt, "VisibilityTimeout": 0}
+                       for i, r in enumerate(chunk)]
+            self.calls["release"] += 1
+            try:
+                self._sqs.change_message_visibility_batch(
+                    QueueUrl=self.settings.queue_url, Entries=entries
+                )
+            except Exception as exc:
+                failed += len(chunk)
+                error = _error_text(exc)
+        if failed:
+            self._log.warning("fleet.release_failed", error=error, count=failed,
                               note="they come back when their visibility timeout ends")
-            return
-        self._log.info("fleet.released", count=len(items), reason="stopping")
+        self._log.info("fleet.released", count=len(items) - failed, reason="stopping")
 
     def _delete(self, item: _Received) -> None:
-        if not self._pending_deletes:
-            self._pending_since = self._clock()
-        self._pending_deletes.append(item)
-        if len(self._pending_deletes) >= MAX_BATCH:
-            self._flush_deletes()
+        with self._lock:
+            if not self._ready:
+                self._ready_since = self._clock()
+            self._ready.append(item)
+            full = len(self._ready) >= MAX_BATCH
+        if full:
+            self._wake.set()
 
-    def _flush_deletes(self) -> None:
-        items, self._pending_deletes = self._pending_deletes, []
+    def _flush_deletes(self, *, force: bool = False) -> None:
+        with self._lock:
+            flush = force or schedule.flush_deletes(
+                len(self._ready), oldest_age=self._clock() - self._ready_since,
+                busy=bool(self._slots), max_delay=DELETE_DELAY)
+            if not flush:
+                return
+            items, self._ready = self._ready, []
+        for chunk in schedule.batches(items):
+            self._delete_batch(chunk)
+
+    def _delete_batch(self, items: Sequence[_Received]) -> None:
         if not items:
             return
         entries = [{"Id": str(i), "ReceiptHandle": r.receipt} for i, r in enumerate(items)]
+        self.calls["delete"] += 1
         try:
             response = self._sqs.delete_message_batch(
                 QueueUrl=self.settings.queue_url, Entries=entries
@@ -593,16 +973,9 @@ class FleetWatcher:
                               error=f"{failure.get('Code')}: {failure.get('Message', '')}")
 
 
-def watch(
-    settings: WatchSettings, *, region: str | None = None, metrics_file: Path | None = None
-) -> int:
+def watch(settings: WatchSettings, *, region: str | None = None) -> int:
     """``spotwatch fleet watch``: real clients, signals and a scratch directory."""
     check_settings(settings)
-    recorder = None
-    if metrics_file is not None:
-        from spotwatch.metrics import MetricsFile, check_path
-
-        recorder = FleetMetrics(MetricsFile(check_path(metrics_file)))
     from spotwatch import hooks, runner
     from spotwatch.stopper import Stopper
 
@@ -618,8 +991,11 @@ def watch(
     region = region or region_from_queue_url(settings.queue_url) or session.region_name
     if not region:
         raise UsageError("no region: pass --region or set AWS_DEFAULT_REGION")
+    # A connection for the receiver's long poll, the book-keeper and every worker
+    # (a failed hook's visibility change), so none waits for a free one.
     config = Config(retries={"mode": "standard", "max_attempts": 3},
-                    read_timeout=settings.wait_seconds + 15)
+                    read_timeout=settings.wait_seconds + 15,
+                    max_pool_connections=settings.workers + 4)
     sqs = session.client("sqs", region_name=region, config=config)
     ec2_clients: dict[str, Any] = {}
 
@@ -634,6 +1010,17 @@ def watch(
 
     environ = environ_for_hooks(os.environ)
 
+    from spotwatch import lifecycle
+    from spotwatch.fleet_lifecycle import LifecycleActions
+
+    endpoint = lifecycle.endpoint_url()
+    actions = LifecycleActions(
+        lambda event_region: lifecycle.make_client(event_region, endpoint=endpoint,
+                                                   max_attempts=3),
+        heartbeat=settings.lifecycle_heartbeat,
+        log=get_logger(),
+    )
+
     stop = Stopper()
     stop.install()
     workdir = Path(tempfile.mkdtemp(prefix="spotwatch-fleet-"))
@@ -641,18 +1028,25 @@ def watch(
         watcher = FleetWatcher(
             settings,
             sqs=sqs,
-            tags=InstanceTags(ec2_for),
+            tags=InstanceTags(ec2_for) if settings.tags else NoTags(),
             stop=stop,
             plan=hooks.plan_hooks,
             runner=runner.run_hooks,
             workdir=workdir,
             environ=environ,
-            metrics=recorder,
+            lifecycle=actions,
         )
         return watcher.run()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         stop.close()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _error_text(exc: BaseException) -> str:

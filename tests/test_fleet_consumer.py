@@ -63,8 +63,12 @@ class FakeSqs:
         if kwargs["ReceiptHandle"] in self.lose:
             raise FakeError("ReceiptHandleIsInvalid")
 
-    def change_message_visibility_batch(self, **kwargs: Any) -> None:
-        self.calls.append(("release", kwargs))
+    def change_message_visibility_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("visibility_batch", kwargs))
+        failed = [{"Id": e["Id"], "Code": "ReceiptHandleIsInvalid", "SenderFault": True}
+                  for e in kwargs["Entries"] if e["ReceiptHandle"] in self.lose]
+        return {"Successful": [{"Id": e["Id"]} for e in kwargs["Entries"]
+                               if e["ReceiptHandle"] not in self.lose], "Failed": failed}
 
     def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(("delete", kwargs))
@@ -76,6 +80,11 @@ class FakeSqs:
 
     def named(self, name: str) -> list[dict[str, Any]]:
         return [kw for n, kw in self.calls if n == name]
+
+    def batched_visibility(self) -> list[tuple[str, int]]:
+        """(receipt, timeout) of every ChangeMessageVisibilityBatch entry, in order."""
+        return [(e["ReceiptHandle"], e["VisibilityTimeout"])
+                for kw in self.named("visibility_batch") for e in kw["Entries"]]
 
 
 class Stop:
@@ -125,7 +134,8 @@ class Log:
 
 def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: Stop | None = None,
                  hook: str | None = "exit 0\n", max_messages: int | None = None,
-                 run: Any = None) -> tuple[FleetWatcher, Log, io.StringIO]:
+                 run: Any = None, workers: int = 4,
+                 backoff: Any = None) -> tuple[FleetWatcher, Log, io.StringIO]:
     hooks_dir = None
     if hook is not None:
         hooks_dir = tmp_path / "hooks"
@@ -137,7 +147,8 @@ def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: Stop | None = None,
     out = io.StringIO()
     watcher = FleetWatcher(
         WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
-                      max_messages=max_messages, wait_seconds=0, hook_timeout=30),
+                      max_messages=max_messages, wait_seconds=0, hook_timeout=30,
+                      workers=workers),
         sqs=sqs,
         tags=_NoTags(),  # type: ignore[arg-type]
         stop=stop or Stop(),
@@ -146,6 +157,7 @@ def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: Stop | None = None,
         workdir=tmp_path / "work",
         out=out,
         log=log,
+        backoff=backoff,
     )
     return watcher, log, out
 
@@ -156,7 +168,7 @@ class _NoTags:
     def prefetch(self, wanted: Any) -> None:
         list(wanted)
 
-    def get(self, region: str, instance_id: str) -> dict[str, str]:
+    def peek(self, region: str, instance_id: str) -> dict[str, str]:
         return {}
 
 
@@ -170,34 +182,46 @@ def test_deletes_go_in_one_batch_per_receive_without_hooks(tmp_path: Path) -> No
     assert sqs.named("receive")[0]["MaxNumberOfMessages"] == 10
 
 
-def test_no_visibility_call_when_the_queue_timeout_covers_a_hook(tmp_path: Path) -> None:
-    sqs = FakeSqs([[(0, body())]], visibility=60)  # 60 s >= 30 s hook + 5 s grace + 10 s
+def test_no_visibility_call_while_the_queue_timeout_has_time_left(tmp_path: Path) -> None:
+    sqs = FakeSqs([[(0, body())]], visibility=60)
     watcher, _, _ = make_watcher(tmp_path, sqs, max_messages=1)
     watcher.run()
+    assert sqs.named("visibility") == [] and sqs.named("visibility_batch") == []
+    assert sqs.deleted() == ["r0"]
+
+
+def test_a_short_visibility_timeout_is_extended_in_batches_while_hooks_run(
+    tmp_path: Path,
+) -> None:
+    # 2 s timeouts, hooks of 2.5 s: each message is extended (to 6 s) at least once,
+    # several messages per call, never one call per message.
+    sqs = FakeSqs([[(n, body(f"i-{n}")) for n in range(4)]], visibility=2)
+    watcher, _, _ = make_watcher(tmp_path, sqs, hook="sleep 2.5\n", max_messages=4)
+    watcher.run()
+    extended = sqs.batched_visibility()
+    assert {receipt for receipt, _ in extended} == {"r0", "r1", "r2", "r3"}
+    assert {seconds for _, seconds in extended} == {6}
+    calls = sqs.named("visibility_batch")
+    assert len(calls) < len(extended)
     assert sqs.named("visibility") == []
-    assert sqs.deleted() == ["r0"]
-
-
-def test_a_short_visibility_timeout_is_extended_for_the_hook(tmp_path: Path) -> None:
-    sqs = FakeSqs([[(0, body())]], visibility=10)
-    watcher, _, _ = make_watcher(tmp_path, sqs, max_messages=1)
-    watcher.run()
-    assert [kw["VisibilityTimeout"] for kw in sqs.named("visibility")] == [46]
-    assert sqs.deleted() == ["r0"]
+    assert sorted(sqs.deleted()) == ["r0", "r1", "r2", "r3"]
 
 
 def test_a_message_lost_to_another_watcher_is_neither_acted_on_nor_deleted(
     tmp_path: Path,
 ) -> None:
-    sqs = FakeSqs([[(0, body())]], visibility=10)
+    # Visibility 0: no message is surely ours until an extension says so; this one's
+    # extension fails (another watcher holds it now).
+    sqs = FakeSqs([[(0, body("i-0")), (1, body("i-1"))]], visibility=0)
     sqs.lose.add("r0")
     marker = tmp_path / "ran"
-    watcher, log, _ = make_watcher(tmp_path, sqs, hook=f"touch {marker}\n", max_messages=1)
+    watcher, log, _ = make_watcher(tmp_path, sqs, hook=f"echo $SPOTWATCH_INSTANCE_ID >> {marker}\n",
+                                   max_messages=2)
     watcher.run()
-    assert not marker.exists()
-    assert sqs.deleted() == []
-    assert watcher.counts["lost"] == 1
-    assert log.events("fleet.lost_message")
+    assert marker.read_text().split() == ["i-1"]
+    assert sqs.deleted() == ["r1"]
+    assert watcher.counts["lost"] == 1 and watcher.counts["done"] == 1
+    assert log.events("fleet.lost_message")[0]["message_id"] == "m0"
 
 
 def test_failed_hook_makes_the_message_visible_after_the_timeout(tmp_path: Path) -> None:
@@ -227,11 +251,12 @@ def test_a_refused_hook_fails_the_message_but_the_safe_ones_still_run(tmp_path: 
 def test_receive_errors_are_logged_once_and_backed_off(tmp_path: Path) -> None:
     throttled = FakeError("ThrottlingException")
     sqs = FakeSqs([throttled, throttled, throttled, [(0, body())]])
-    stop = Stop()
-    watcher, log, _ = make_watcher(tmp_path, sqs, stop=stop, hook=None, max_messages=1)
+    slept: list[float] = []
+    watcher, log, _ = make_watcher(tmp_path, sqs, hook=None, max_messages=1,
+                                   backoff=slept.append)
     assert watcher.run() == 0
     assert len(log.events("fleet.receive_failed")) == 1
-    assert stop.slept == [1.0, 2.0, 4.0]
+    assert slept == [1.0, 2.0, 4.0]
     assert log.events("fleet.receive_recovered")
     assert sqs.deleted() == ["r0"]
 
@@ -245,12 +270,11 @@ def test_stop_finishes_the_message_in_hand_and_releases_the_rest(tmp_path: Path)
         stop.flag = True  # SIGTERM arrives while the first message's hooks run
         return results
 
-    watcher, log, _ = make_watcher(tmp_path, sqs, stop=stop, run=run_and_stop)
+    watcher, log, _ = make_watcher(tmp_path, sqs, stop=stop, run=run_and_stop, workers=1)
     assert watcher.run() == 0
     assert sqs.deleted() == ["r0"]
-    released = sqs.named("release")[0]["Entries"]
-    assert [(e["ReceiptHandle"], e["VisibilityTimeout"]) for e in released] == [
-        ("r1", 0), ("r2", 0)]
+    assert sqs.batched_visibility() == [("r1", 0), ("r2", 0)]
+    assert watcher.released == 2
     assert log.events("fleet.stopped")[0]["reason"] == "signal"
 
 
@@ -264,7 +288,7 @@ def test_an_unexpected_error_in_one_message_does_not_stop_the_watcher(tmp_path: 
             raise RuntimeError("boom")
         return runner.run_hooks(*args, **kwargs)
 
-    watcher, log, _ = make_watcher(tmp_path, sqs, run=flaky, max_messages=2)
+    watcher, log, _ = make_watcher(tmp_path, sqs, run=flaky, max_messages=2, workers=1)
     assert watcher.run() == 0
     assert log.events("fleet.handle_failed")[0]["message_id"] == "m0"
     assert sqs.deleted() == ["r1"]
@@ -285,3 +309,112 @@ def test_duplicates_and_other_event_types_are_deleted_without_hooks(tmp_path: Pa
     assert sorted(sqs.deleted()) == ["r0", "r1", "r2"]
     assert watcher.counts["duplicate"] == 1 and watcher.counts["ignored"] == 1
     assert len(out.getvalue().splitlines()) == 1
+
+
+def test_a_status_line_every_few_seconds_on_a_terminal_not_with_json(tmp_path: Path) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def watcher_on(out: io.StringIO, json_output: bool) -> FleetWatcher:
+        hooks_dir = tmp_path / f"hooks-{json_output}"
+        hooks_dir.mkdir(mode=0o755)
+        hook = hooks_dir / "10-hook"
+        hook.write_text("#!/bin/sh\nsleep 0.6\n")
+        hook.chmod(0o755)
+        return FleetWatcher(
+            WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
+                          max_messages=3, wait_seconds=0, json_output=json_output),
+            sqs=FakeSqs([[(n, body(f"i-{n}")) for n in range(3)]]), tags=_NoTags(),
+            stop=Stop(), plan=hooks.plan_hooks, runner=runner.run_hooks,
+            workdir=tmp_path / "work", out=out, log=Log(), status_interval=0.2,
+        )
+
+    terminal = Terminal()
+    watcher_on(terminal, json_output=False).run()
+    lines = terminal.getvalue().splitlines()
+    status = [line for line in lines if line.startswith("status: ")]
+    assert status and len(lines) == 3 + len(status)
+    assert "3 running, 3 in hand" in "\n".join(status)  # three instances side by side
+    assert all(" events/s, " in line and "oldest message" in line for line in status)
+
+    piped = Terminal()
+    watcher_on(piped, json_output=True).run()
+    assert all(line.startswith("{") for line in piped.getvalue().splitlines())
+
+
+def test_a_worker_whose_tags_are_cached_never_waits_for_another_lookup() -> None:
+    import threading
+    import time
+
+    from spotwatch.fleet_watch import TagLookup
+
+    release = threading.Event()
+
+    class SlowTags:
+        def __init__(self) -> None:
+            self.cache = {("us-east-1", "i-0cached"): {"Name": "web"}}
+            self.asked: list[list[tuple[str, str]]] = []
+
+        def prefetch(self, wanted: list[tuple[str, str]]) -> None:
+            self.asked.append(list(wanted))
+            release.wait(10)  # EC2 is slow today
+            for key in wanted:
+                self.cache[key] = {"Name": key[1]}
+
+        def peek(self, region: str, instance_id: str) -> dict[str, str] | None:
+            return self.cache.get((region, instance_id))
+
+    tags = SlowTags()
+    lookup = TagLookup(tags)
+    lookup.start()
+    try:
+        lookup.want([("us-east-1", "i-0new1"), ("us-east-1", "i-0new2"),
+                     ("us-east-1", "i-0cached")])
+        started = time.monotonic()
+        assert lookup.get("us-east-1", "i-0cached") == {"Name": "web"}
+        assert time.monotonic() - started < 0.5
+        assert lookup.get("us-east-1", "i-0new1", wait=0.2) == {}  # gives up, goes on
+        release.set()
+        assert lookup.get("us-east-1", "i-0new2") == {"Name": "i-0new2"}
+        # One call for everything asked at once; the cached one was not asked again.
+        assert tags.asked[0] == [("us-east-1", "i-0new1"), ("us-east-1", "i-0new2")]
+    finally:
+        release.set()
+        lookup.close()
+
+
+def test_workers_setting_from_the_environment_and_bad_values_are_one_line(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "spotwatch", "fleet", "watch", "--queue-url",
+             "http://127.0.0.1:9/123456789012/q", *args],
+            capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+    zero = run("--workers", "0")
+    assert zero.returncode == 2 and "--workers must be 1..1024" in zero.stderr
+    bad_env = run(SPOTWATCH_FLEET_WORKERS="many")
+    assert bad_env.returncode == 2
+    assert "SPOTWATCH_FLEET_WORKERS='many' is not a whole number" in bad_env.stderr
+    assert "Traceback" not in zero.stderr + bad_env.stderr
+
+
+def test_a_bug_in_the_receiver_finishes_what_is_in_hand_and_exits_1(tmp_path: Path) -> None:
+    class Broken(FakeSqs):
+        def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+            if self.batches:
+                return super().receive_message(**kwargs)
+            return {"Messages": None}  # not a list: iterating it fails in our code
+
+    sqs = Broken([[(0, body("i-0")), (1, body("i-1"))]])
+    watcher, log, _ = make_watcher(tmp_path, sqs)
+    assert watcher.run() == 1
+    assert sorted(sqs.deleted()) == ["r0", "r1"]
+    assert log.events("fleet.receiver_failed")
+    assert log.events("fleet.stopped")[0]["reason"] == "error"

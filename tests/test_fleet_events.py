@@ -10,11 +10,13 @@ from spotwatch.fleet_events import (
     DETAIL_TYPES,
     EVENT_PATTERN,
     FleetEvent,
+    LifecycleAction,
     NotAnEvent,
     SeenEvents,
     event_line,
     event_record,
     hook_environment,
+    lifecycle_action,
     parse_message,
 )
 from spotwatch.fleet_watch import region_from_queue_url
@@ -84,18 +86,64 @@ def test_each_detail_type_parses(
     assert event.problem == ""
 
 
-def test_pattern_covers_exactly_the_four_detail_types() -> None:
+def test_pattern_covers_exactly_the_five_detail_types() -> None:
     pattern = dict(EVENT_PATTERN)
     assert pattern == {
-        "source": ["aws.ec2"],
+        "source": ["aws.ec2", "aws.autoscaling"],
         "detail-type": [
             "EC2 Spot Instance Interruption Warning",
             "EC2 Instance Rebalance Recommendation",
             "EC2 Spot Instance Request Fulfillment",
             "EC2 Instance State-change Notification",
+            "EC2 Instance-terminate Lifecycle Action",
         ],
     }
     assert list(DETAIL_TYPES) == pattern["detail-type"]
+
+
+LIFECYCLE_DETAIL = {
+    "LifecycleActionToken": "87654321-4321-4321-4321-210987654321",
+    "AutoScalingGroupName": "web-asg",
+    "LifecycleHookName": "drain",
+    "EC2InstanceId": "i-0abc123def4567890",
+    "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+    "NotificationMetadata": "extra",
+    "Origin": "AutoScalingGroup",
+    "Destination": "EC2",
+}
+
+
+def test_an_auto_scaling_termination_lifecycle_action_is_an_asg_termination() -> None:
+    body = envelope("EC2 Instance-terminate Lifecycle Action", LIFECYCLE_DETAIL,
+                    source="aws.autoscaling",
+                    resources=["arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:"
+                               "1a2b:autoScalingGroupName/web-asg"])
+    event = parse_message(body)
+    assert event.actionable and event.problem == ""
+    assert (event.kind, event.action, event.instance_id) == (
+        "asg-termination", "terminate", "i-0abc123def4567890")
+    assert lifecycle_action(event) == LifecycleAction(
+        "web-asg", "drain", "87654321-4321-4321-4321-210987654321", "i-0abc123def4567890")
+    env = hook_environment({"SPOTWATCH_ASG_NAME": "stale"}, event, {}, "/tmp/e.json")
+    assert env["SPOTWATCH_EVENT"] == "asg-termination"
+    assert env["SPOTWATCH_ASG_NAME"] == "web-asg"
+    assert env["SPOTWATCH_ASG_LIFECYCLE_HOOK"] == "drain"
+    assert env["SPOTWATCH_ASG_LIFECYCLE_TOKEN"] == "87654321-4321-4321-4321-210987654321"
+
+
+def test_a_lifecycle_action_without_its_token_is_still_run_but_cannot_be_completed() -> None:
+    detail = {k: v for k, v in LIFECYCLE_DETAIL.items() if k != "LifecycleActionToken"}
+    event = parse_message(envelope("EC2 Instance-terminate Lifecycle Action", detail,
+                                   source="aws.autoscaling"))
+    assert event.actionable and "LifecycleActionToken" in event.problem
+    assert lifecycle_action(event) is None
+    # The same detail type from another source, and other kinds, carry no action.
+    assert not parse_message(envelope("EC2 Instance-terminate Lifecycle Action",
+                                      LIFECYCLE_DETAIL)).actionable
+    other = parse_message(envelope("EC2 Instance Rebalance Recommendation",
+                                   {"instance-id": "i-1"}))
+    assert lifecycle_action(other) is None
+    assert "SPOTWATCH_ASG_NAME" not in hook_environment({"SPOTWATCH_ASG_NAME": "x"}, other, {}, "")
 
 
 @pytest.mark.parametrize(

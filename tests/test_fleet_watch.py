@@ -411,32 +411,121 @@ def test_two_watchers_share_200_events_each_handled_exactly_once(
 # -- stopping ------------------------------------------------------------------------------
 
 
-def test_sigterm_finishes_the_message_in_hand_and_hands_back_the_rest(
+def test_sigterm_lets_8_running_finish_and_hands_back_the_30_waiting_at_once(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    fleet = make_fleet()  # visibility timeout 60 s: a message not handed back stays hidden
+    out = tmp_path / "out"
+    (out / "started").mkdir(parents=True)
+    hooks = make_hooks(tmp_path, ("10-slow", (
+        'touch "$OUT_DIR/started/$SPOTWATCH_EVENT_ID"\n'
+        "sleep 4\n"  # the 8 start well within this, even on a busy machine
+        'echo "$SPOTWATCH_EVENT_ID" >> "$OUT_DIR/acted"\n'
+    )))
+    sent = fleet.put(*[
+        (INTERRUPTION, {"instance-id": f"i-{n:017x}", "instance-action": "terminate"})
+        for n in range(38)
+    ])
+    watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
+                     "--wait-seconds", "1", "--workers", "8"], env=hook_env(out))
+    wait_until(lambda: len(list((out / "started").iterdir())) >= 8, 60, "8 hooks to start")
+    assert watch.terminate() == 0
+    no_crash(watch)
+    started = sorted(p.name for p in (out / "started").iterdir())
+    assert len(started) == 8  # no new hook after the signal
+    assert sorted(read_lines(out / "acted")) == started  # the 8 running ones finished
+    assert set(started) <= set(sent)
+    (stopped,) = watch.logs("fleet.stopped")
+    assert stopped["reason"] == "signal" and stopped["done"] == 8
+    # The 30 others are visible again at once, not after the 60 s visibility timeout.
+    assert fleet.counts() == (30, 0)
+
+
+@pytest.mark.timeout(120)
+def test_200_events_across_50_instances_with_8_workers_once_each_one_instance_at_a_time(
     make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
 ) -> None:
     fleet = make_fleet()
     out = tmp_path / "out"
     out.mkdir()
-    hooks = make_hooks(tmp_path, ("10-slow", (
-        'touch "$OUT_DIR/started"\n'
-        "sleep 2\n"
-        'echo "$SPOTWATCH_EVENT_ID" >> "$OUT_DIR/acted"\n'
+    # Start and end of each event's hook, one short append each (atomic with O_APPEND).
+    hooks = make_hooks(tmp_path, ("10-record", (
+        'echo "start $(date +%s.%N) $SPOTWATCH_INSTANCE_ID $SPOTWATCH_EVENT_ID" >> "$OUT_DIR/log"\n'
+        "sleep 0.05\n"
+        'echo "end $(date +%s.%N) $SPOTWATCH_INSTANCE_ID $SPOTWATCH_EVENT_ID" >> "$OUT_DIR/log"\n'
     )))
-    sent = fleet.put(*[
-        (INTERRUPTION, {"instance-id": f"i-0{n}", "instance-action": "terminate"})
-        for n in range(3)
-    ])
-    watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
-                     "--wait-seconds", "1"], env=hook_env(out))
-    wait_until(lambda: (out / "started").exists(), 60, "the first hook to start")
-    assert watch.terminate() == 0
+    instances = [f"i-{n:017x}" for n in range(50)]
+    steps: list[tuple[str, dict[str, Any]]] = []
+    # Instances in groups of 6, each group's four rounds of events one after the
+    # other: the hand of 16 then holds several events of one instance at once.
+    for group in range(0, 50, 6):
+        for detail_type, detail in [
+            (REBALANCE, {}),
+            (INTERRUPTION, {"instance-action": "terminate"}),
+            (STATE_CHANGE, {"state": "shutting-down"}),
+            (STATE_CHANGE, {"state": "terminated"}),
+        ]:
+            steps += [(detail_type, {"instance-id": i, **detail})
+                      for i in instances[group : group + 6]]
+    sent = fleet.put(*steps)  # each instance's four events, in this order
+    order = {event_id: n for n, event_id in enumerate(sent)}
+    watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--json",
+                     "--wait-seconds", "1", "--workers", "8", "--max-messages", "200"],
+                    env=hook_env(out))
+    assert watch.wait(timeout=100) == 0, watch.stderr()
     no_crash(watch)
-    acted = read_lines(out / "acted")
-    assert len(acted) == 1 and acted[0] in sent  # the one in hand was finished
-    assert len(watch.lines()) == 1
-    assert [r["reason"] for r in watch.logs("fleet.stopped")] == ["signal"]
-    # The other two are back in the queue at once, not after a visibility timeout.
-    assert fleet.counts() == (2, 0)
+    assert watch.logs("fleet.started")[0]["hand"] == 16  # 2 x workers
+
+    records = [line.split() for line in read_lines(out / "log")]
+    starts = {r[3]: (float(r[1]), r[2]) for r in records if r[0] == "start"}
+    ends = {r[3]: float(r[1]) for r in records if r[0] == "end"}
+    assert sorted(starts) == sorted(sent) == sorted(ends)  # each exactly once
+    assert len(records) == 400
+    assert len(watch.lines()) == 200 and fleet.counts() == (0, 0)
+    for instance in instances:
+        mine = sorted((start, event_id) for event_id, (start, i) in starts.items()
+                      if i == instance)
+        assert [order[e] for _, e in mine] == sorted(order[e] for _, e in mine)  # in order
+        for (_, earlier), (later_start, _) in zip(mine, mine[1:]):
+            assert ends[earlier] <= later_start  # never two of one instance at once
+    # Up to 8 at once, and more than one: the workers did run side by side.
+    moments = sorted([(t, 1) for t, _ in starts.values()] + [(t, -1) for t in ends.values()],
+                     key=lambda m: (m[0], m[1]))
+    running, most = 0, 0
+    for _, step in moments:
+        running += step
+        most = max(most, running)
+    assert 1 < most <= 8
+
+
+def test_a_hook_longer_than_the_visibility_timeout_keeps_its_message_from_the_other_watcher(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    fleet = make_fleet()
+    out = tmp_path / "out"
+    out.mkdir()
+    hooks = make_hooks(tmp_path, ("10-long", (
+        'echo "$SPOTWATCH_EVENT_ID $WATCHER start" >> "$OUT_DIR/acted"\n'
+        "sleep 7\n"
+        'echo "$SPOTWATCH_EVENT_ID $WATCHER end" >> "$OUT_DIR/acted"\n'
+    )))
+    (event_id,) = fleet.put((INTERRUPTION, {"instance-id": "i-0a1", "instance-action": "stop"}))
+    args = ["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--wait-seconds", "1",
+            "--visibility-timeout", "3"]
+    first = watches(args, env=hook_env(out, WATCHER="a"), label="a")
+    wait_until(lambda: read_lines(out / "acted"), 60, "the hook to start")
+    second = watches(args, env=hook_env(out, WATCHER="b"), label="b")
+    second.wait_for("fleet.started")
+    # 7 s of hook against a 3 s timeout (extended to 6 s at a time): the second
+    # watcher polls all along.
+    wait_until(lambda: len(read_lines(out / "acted")) >= 2, 30, "the hook to end")
+    wait_until(lambda: fleet.counts() == (0, 0), 20, "the message to be deleted")
+    assert [first.terminate(), second.terminate()] == [0, 0]
+    assert read_lines(out / "acted") == [f"{event_id} a start", f"{event_id} a end"]
+    assert second.logs("fleet.event") == []
+    assert first.logs("fleet.lost_message") == []
+    for watch in (first, second):
+        no_crash(watch)
 
 
 def test_usage_and_queue_errors_are_one_line(

@@ -12,6 +12,8 @@ from spotwatch.errors import EXIT_USAGE, UsageError
 
 QUEUE_URL_ENV = "SPOTWATCH_QUEUE_URL"
 METRICS_FILE_ENV = "SPOTWATCH_METRICS_FILE"
+WORKERS_ENV = "SPOTWATCH_FLEET_WORKERS"
+DEFAULT_WORKERS = 16
 
 
 def add_parser(subparsers: Any) -> None:
@@ -47,7 +49,8 @@ def add_parser(subparsers: Any) -> None:
         help="consume the queue: print each event and run the fleet hooks",
         description="Long-poll the queue, print one line per EC2 event and run the hooks "
         "in --hooks-dir with the event in the environment. A message is deleted only once "
-        "its hooks succeeded. Stops on SIGTERM after the message in hand.",
+        "its hooks succeeded. Up to --workers events run at once. On SIGTERM: receives no more, "
+        "hands back what did not start, lets running hooks finish.",
     )
     watch.add_argument("--queue-url", metavar="URL",
                        help=f"the queue 'fleet setup' printed (default: ${QUEUE_URL_ENV})")
@@ -68,6 +71,17 @@ def add_parser(subparsers: Any) -> None:
     watch.add_argument("--metrics-file", type=Path, metavar="PATH",
                        help="write Prometheus metrics here for node_exporter's textfile "
                        f"collector, a *.prom file (default: ${METRICS_FILE_ENV}, else none)")
+    watch.add_argument("--workers", type=_int_arg, metavar="N",
+                       help="events whose hooks run at once (default 16, or "
+                       f"${WORKERS_ENV}); one instance's events still run one at a time, "
+                       "in order")
+    watch.add_argument("--no-tags", action="store_true",
+                       help="do not look up instance names and tags (no DescribeInstances: "
+                       "one call fewer per batch, no ec2:DescribeInstances permission)")
+    watch.add_argument("--lifecycle-heartbeat", type=_float_arg, metavar="S",
+                       help="seconds between Auto Scaling lifecycle heartbeats while an "
+                       "asg-termination event's hooks run (default: half the lifecycle "
+                       "hook's HeartbeatTimeout)")
     _log_args(watch)
     watch.set_defaults(func=_watch)
     parser.set_defaults(func=_missing_subcommand, fleet_parser=parser)
@@ -120,6 +134,13 @@ def _watch(args: argparse.Namespace) -> int:
     queue_url = args.queue_url if args.queue_url is not None else os.environ.get(QUEUE_URL_ENV)
     if not queue_url:
         raise UsageError(f"no queue URL: pass --queue-url or set {QUEUE_URL_ENV}")
+    workers = args.workers
+    if workers is None:
+        text = os.environ.get(WORKERS_ENV, "").strip()
+        try:
+            workers = int(text) if text else DEFAULT_WORKERS
+        except ValueError:
+            raise UsageError(f"{WORKERS_ENV}={text!r} is not a whole number") from None
     logs.configure(args.log_format, args.log_level)
     settings = WatchSettings(
         queue_url=str(queue_url),
@@ -129,6 +150,9 @@ def _watch(args: argparse.Namespace) -> int:
         wait_seconds=int(args.wait_seconds),
         visibility_timeout=args.visibility_timeout,
         hook_timeout=float(args.hook_timeout),
+        workers=int(workers),
+        lifecycle_heartbeat=args.lifecycle_heartbeat,
+        tags=not args.no_tags,
     )
     metrics_file = args.metrics_file
     if metrics_file is None and os.environ.get(METRICS_FILE_ENV):
