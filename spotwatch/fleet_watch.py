@@ -64,6 +64,7 @@ from spotwatch.fleet_events import (
 from spotwatch.fleet_schedule import MAX_BATCH, Slot
 from spotwatch.hooks import REFUSED
 from spotwatch.logs import get_logger
+from spotwatch.metrics import FleetMetrics
 
 if TYPE_CHECKING:
     from spotwatch.fleet_lifecycle import LifecycleActions
@@ -404,8 +405,12 @@ class FleetWatcher:
         lifecycle: LifecycleActions | None = None,
         backoff: Callable[[float], object] | None = None,
         status_interval: float = STATUS_INTERVAL,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         self.settings = settings
+        # Thread-safe; called from the receiver and the workers, never under self._lock
+        # (a write of the metrics file must not hold up the book-keeping).
+        self._metrics = metrics if metrics is not None else FleetMetrics()  # counts only
         self._sqs = sqs
         self._stop = stop
         self._plan = plan
@@ -594,6 +599,7 @@ class FleetWatcher:
                 try:
                     messages = self._receive(want)
                 except Exception as exc:  # log once, back off, keep watching
+                    self._metrics.receive_failed()
                     text = _error_text(exc)
                     if text != self._receive_fault:
                         self._log.error("fleet.receive_failed", error=text, retry_in=delay,
@@ -606,6 +612,7 @@ class FleetWatcher:
                 if self._receive_fault is not None:
                     self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                     self._receive_fault = None
+                self._metrics.receive_ok(len(messages))
                 self._take([self._parse(m, asked) for m in messages], asked)
         except Exception:  # a bug of ours: finish what is in hand, exit 1 (to be restarted)
             self._receiver_failed = True
@@ -684,6 +691,7 @@ class FleetWatcher:
                 item = self._items[slot.key]
                 if schedule.next_to_run(self._slots.values(), self._clock()) is not None:
                     self._work.notify()  # more is runnable: pass the word on
+            self._metrics.started()
             try:
                 outcome = self.handle(item)
             except Exception:  # a bug or a full disk must not stop the fleet's watcher
@@ -698,6 +706,7 @@ class FleetWatcher:
                 self._work.notify()  # its instance's next event may run now
                 self._room.notify()
                 idle = not self._slots
+            self._metrics.finished(outcome)
             if idle:
                 self._wake.set()
 
@@ -771,6 +780,7 @@ class FleetWatcher:
             _unlink(path)
             if beats is not None:
                 beats.stop()
+        self._metrics.hook_results(results)
         failed = [f"{r.name}: {r.description}" for r in results if not r.ok]
         refused = [f"{r.name}: {r.reason}" for r in plan.rejected if r.severity == REFUSED]
         if plan.problem:
@@ -879,6 +889,7 @@ class FleetWatcher:
             self._extend_fault = None
             failed = {str(f.get("Id")): f for f in (response or {}).get("Failed", [])}
             lost: list[tuple[_Received, str]] = []
+            dropped = 0  # lost while waiting for a worker: no worker will report them
             with self._lock:
                 for n, (slot, item) in enumerate(chunk):
                     current = self._slots.get(slot.key)
@@ -896,8 +907,11 @@ class FleetWatcher:
                             del self._slots[slot.key]
                             del self._items[slot.key]
                             self.counts[LOST] += 1
+                            dropped += 1
                             self._room.notify()
                             self._work.notify()
+            for _ in range(dropped):
+                self._metrics.finished(LOST, started=False)
             for item, error in lost:
                 self._log.warning("fleet.lost_message", message_id=item.message_id, error=error,
                                   note="its visibility timeout ran out; another watcher has it "
@@ -973,9 +987,16 @@ class FleetWatcher:
                               error=f"{failure.get('Code')}: {failure.get('Message', '')}")
 
 
-def watch(settings: WatchSettings, *, region: str | None = None) -> int:
+def watch(
+    settings: WatchSettings, *, region: str | None = None, metrics_file: Path | None = None
+) -> int:
     """``spotwatch fleet watch``: real clients, signals and a scratch directory."""
     check_settings(settings)
+    recorder = None
+    if metrics_file is not None:  # a bad path is a usage error before any AWS call
+        from spotwatch.metrics import MetricsFile, check_path
+
+        recorder = FleetMetrics(MetricsFile(check_path(metrics_file)))
     from spotwatch import hooks, runner
     from spotwatch.stopper import Stopper
 
@@ -1035,6 +1056,7 @@ def watch(settings: WatchSettings, *, region: str | None = None) -> int:
             workdir=workdir,
             environ=environ,
             lifecycle=actions,
+            metrics=recorder,
         )
         return watcher.run()
     finally:

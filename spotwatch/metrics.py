@@ -479,6 +479,7 @@ class FleetMetrics:
         self.handled: dict[Labels, float] = {(("outcome", o),): 0 for o in FLEET_HANDLED}
         self.hooks: dict[Labels, float] = {}
         self.durations: dict[str, Histogram] = {}
+        self._broken = False
 
     def receive_ok(self, messages: int) -> None:
         with self._lock:
@@ -515,8 +516,19 @@ class FleetMetrics:
                 self.durations.setdefault(result.name, Histogram()).observe(result.duration)
 
     def _flush(self) -> None:
-        if self._out is not None:
+        # Never raises: the callers are the fleet watcher's receiver and workers, and a
+        # worker that died here would leave its message in hand for good.
+        if self._out is None:
+            return
+        try:
             self._out.write(render(self.families()))
+        except Exception:
+            if not self._broken:
+                self._broken = True
+                get_logger().exception(
+                    "metrics.failed",
+                    note="logged once; spotwatch keeps watching, the metrics may be incomplete",
+                )
 
     def families(self) -> list[Family]:
         durations: list[Sample] = []

@@ -1,4 +1,6 @@
-"""`spotwatch fleet watch --metrics-file` against moto's SQS and EventBridge on 127.0.0.1."""
+"""`spotwatch fleet watch --metrics-file`: FleetMetrics alone, the worker pool with an
+in-memory queue (test_fleet_consumer's), and the command against moto's SQS and
+EventBridge on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -7,11 +9,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from structlog.testing import capture_logs
 
+from spotwatch import hooks, runner
+from spotwatch.fleet_watch import FleetWatcher, WatchSettings
 from spotwatch.metrics import FleetMetrics, render
 from spotwatch.runner import HookResult
 from tests import test_fleet_watch
 from tests.prom_text import parse, value
+from tests.test_fleet_consumer import FakeError, FakeSqs, Log, Stop, _NoTags, body
 from tests.test_fleet_watch import (
     INTERRUPTION,
     Fleet,
@@ -54,6 +60,65 @@ def test_counts_are_safe_from_several_threads() -> None:
     m.finished("lost", started=False)  # lost while it waited for a worker
     families = parse(render(m.families()))
     assert value(families, "spotwatch_fleet_events_handled_total", outcome="lost") == 1
+    assert value(families, "spotwatch_fleet_events_in_flight") == 0
+
+
+class _BrokenFile:
+    def write(self, text: str) -> bool:
+        raise RuntimeError("a bug in the writer")
+
+
+def test_a_fault_in_the_recorder_is_logged_once_and_never_raises() -> None:
+    # Workers call it: one that raised here would leave its message in hand for good.
+    m = FleetMetrics(_BrokenFile())  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        m.receive_ok(2)
+        m.started()
+        m.finished("done")
+        m.finished("lost", started=False)
+    assert [e["event"] for e in logs] == ["metrics.failed"]
+    families = parse(render(m.families()))
+    assert value(families, "spotwatch_fleet_events_handled_total", outcome="lost") == 1
+    assert value(families, "spotwatch_fleet_events_in_flight") == 0
+
+
+def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting(
+    tmp_path: Path,
+) -> None:
+    # In-memory SQS (test_fleet_consumer's): a failed receive, then two messages with a
+    # 0 s visibility timeout; r0's extension fails (another watcher has it) before any
+    # worker took it, r1 runs its hook.
+    sqs = FakeSqs([FakeError("ThrottlingException"), [(0, body("i-0")), (1, body("i-1"))]],
+                  visibility=0)
+    sqs.lose.add("r0")
+    hooks_dir = tmp_path / "hooks"
+    hooks_dir.mkdir()
+    hook = hooks_dir / "10-hook"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(0o755)
+    m = FleetMetrics()
+    watcher = FleetWatcher(
+        WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
+                      max_messages=2, wait_seconds=0, hook_timeout=30, workers=4),
+        sqs=sqs,
+        tags=_NoTags(),
+        stop=Stop(),
+        plan=hooks.plan_hooks,
+        runner=runner.run_hooks,
+        workdir=tmp_path / "work",
+        log=Log(),
+        backoff=lambda seconds: None,
+        metrics=m,
+    )
+    assert watcher.run() == 0
+    assert watcher.counts["lost"] == 1 and watcher.counts["done"] == 1
+    families = parse(render(m.families()))
+    assert value(families, "spotwatch_fleet_receive_errors_total") == 1
+    assert value(families, "spotwatch_fleet_receives_total") >= 1
+    assert value(families, "spotwatch_fleet_events_received_total") == 2
+    assert value(families, "spotwatch_fleet_events_handled_total", outcome="lost") == 1
+    assert value(families, "spotwatch_fleet_events_handled_total", outcome="done") == 1
+    assert value(families, "spotwatch_fleet_hooks_total", hook="10-hook", outcome="ok") == 1
     assert value(families, "spotwatch_fleet_events_in_flight") == 0
 
 
