@@ -1,31 +1,47 @@
 """What spotwatch costs while it waits, next to the classic curl-and-sleep shell loop.
 
-Both watchers poll the same IMDS simulator (IMDSv2 tokens required) at the same
-interval, at the same time. Measured over ``--polls`` polls after ``--warmup``
-polls (start-up is a one-off and is left out of the per-poll figure):
+``spotwatch run`` daemons and the shell loop poll IMDS simulators (IMDSv2 tokens
+required) at the same interval, all at the same time, side by side. The plain
+daemon (one source, the spot notice) shares its simulator with the loop (told
+apart by User-Agent); every other daemon has a simulator of its own, so its polls
+are counted apart. Measured over ``--polls`` polls after ``--warmup`` polls
+(start-up is a one-off and is left out of the per-poll figure):
 
 - CPU seconds per poll: utime + stime from /proc/<pid>/stat; for the shell
   loop, bash plus its reaped children (every curl and sleep it ran).
+  Goal: at most 0.2 x the loop's.
 - Peak RSS: VmHWM of the daemon just before it is stopped; for the loop, bash's
   VmHWM (read during the loop) plus the peak of one curl poll, measured by GNU
   time (a curl runs beside bash at every poll). Not wait4's ru_maxrss of the
   loop: a process spawned with vfork carries the spawner's (this Python's)
-  peak into its own, which would inflate the baseline.
-- With ``--metrics-file``: a third watcher, ``spotwatch run --metrics-file``
-  (its own simulator, so its polls are counted apart), runs at the same time;
-  its CPU per poll and peak RSS are measured the same way, and its file must
-  have counted every poll. At this interval it rewrites the file only every
-  ROUTINE_WRITE_PERIOD (15 s) when nothing but the poll count changed; so one
-  write's CPU is also timed here (in the same directory) and the CPU per poll
-  at ``--interval 5`` (one write every third poll) is estimated from it.
-- ``--prometheus-client``: a fourth watcher, a daemon that imports
-  prometheus_client before starting, measured the same way: what using that
-  library instead of the hand-written format would cost at least.
-- boto3 not imported: a separate short run of the daemon under
-  ``python -X importtime`` lists every module it imported while starting and
-  polling; none may be boto3, botocore or s3transfer.
+  peak into its own, which would inflate the baseline. Goal: at most 35 MiB,
+  for every daemon row.
+- ``--metrics-file``: a daemon that writes the metrics file, measured the same
+  way with the same goals; its file must have counted every poll. At this
+  interval it rewrites the file only every ROUTINE_WRITE_PERIOD (15 s) when
+  nothing but the poll count changed; so one write's CPU is also timed here (in
+  the same directory) and the CPU per poll at ``--interval 5`` (one write every
+  third poll) is estimated from it.
+- ``--prometheus-client`` (optional): a daemon that imports prometheus_client
+  before starting, measured the same way: what using that library instead of
+  the hand-written format would cost at least.
+- Every AWS source (``--watch spot,rebalance,maintenance,asg``): a daemon
+  making three GETs a poll (spot, rebalance, lifecycle state) and reading the
+  maintenance list once a minute, against the loop's one path. Goal: CPU per
+  poll at most 0.3 x the loop's; peak RSS at most 35 MiB.
+- boto3 not imported: separate short runs of the daemon under
+  ``python -X importtime``, once with the default source and once with every
+  AWS source, list every module it imported while starting and polling; none
+  may be boto3, botocore or s3transfer.
 
-Usage: ``.venv/bin/python bench/idle.py [--polls 500] [--interval 0.1] [--prometheus-client]``.
+Google row (``--google-seconds``, default 120; 0 skips it): ``spotwatch run --cloud
+gcp`` against the Google simulator and ``spotwatch run`` against the AWS one, both
+at ``--interval 5``, side by side for that long after a 10 s warm-up: CPU seconds
+per minute of each. Goal: Google's at most AWS's (its hanging GETs ask once per
+20 s per value; the AWS watcher asks every 5 s).
+
+Usage: ``.venv/bin/python bench/idle.py [--polls 500] [--interval 0.1]
+[--prometheus-client] [--google-seconds 120]``.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ import argparse
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from _common import (
@@ -57,6 +74,10 @@ from spotwatch.metrics import ROUTINE_WRITE_PERIOD, MetricsFile
 GOAL_CPU_FRACTION = 0.2  # of the shell loop's CPU per poll
 GOAL_RSS_MIB = 35.0
 FORBIDDEN = ("boto3", "botocore", "s3transfer")
+# Every AWS source (issue 11): three GETs a poll (spot, rebalance, lifecycle state)
+# and the maintenance list once a minute, against the loop's one path.
+ALL_AWS = ("--watch", "spot,rebalance,maintenance,asg")
+GOAL_ALL_AWS_CPU_FRACTION = 0.3
 
 SHELL_LOOP = r"""
 set -u
@@ -77,7 +98,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--polls", type=int, default=500, help="polls measured (default 500)")
     parser.add_argument(
-        "--interval", type=float, default=0.1, help="seconds between polls, both (default 0.1)"
+        "--interval", type=float, default=0.1, help="seconds between polls, all (default 0.1)"
     )
     parser.add_argument(
         "--warmup", type=int, default=20, help="polls left out at the start (default 20)"
@@ -87,6 +108,12 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also run a daemon that imports prometheus_client first (what using it would "
         "cost at least; needs it installed)",
+    )
+    parser.add_argument(
+        "--google-seconds",
+        type=float,
+        default=120.0,
+        help="length of the Google row, idle at --interval 5 (default 120; 0 skips it)",
     )
     args = parser.parse_args()
     if args.polls < 1 or args.warmup < 2 or args.interval <= 0:
@@ -111,73 +138,55 @@ class Counter:
 def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     need_tool("curl", "curl")
     need_tool("bash", "bash")
-    sim = ImdsSimulator(require_token=True).start()
-    cleanup.on_close(sim.stop)
-    sim_m = ImdsSimulator(require_token=True).start()  # the --metrics-file daemon's own
-    cleanup.on_close(sim_m.stop)
     work = cleanup.tempdir("idle")
     hooks_dir = work / "hooks.d"
     hooks_dir.mkdir(mode=0o755)
-    counter = Counter(sim)
-    counter_m = Counter(sim_m)
     first, last = args.warmup, args.warmup + args.polls
     period_guess = args.interval + 0.05
     timeout = 30 + last * period_guess * 2
 
-    daemon = Daemon(
-        cleanup,
-        sim.url,
-        interval=args.interval,
-        hooks_dir=hooks_dir,
-        state_dir=work / "state",
-        log_path=work / "daemon.log",
-    )
     textfile_dir = work / "textfile"
     textfile_dir.mkdir()
     prom = textfile_dir / "spotwatch.prom"
-    daemon_m = Daemon(
-        cleanup,
-        sim_m.url,
-        interval=args.interval,
-        hooks_dir=hooks_dir,
-        state_dir=work / "state-metrics",
-        log_path=work / "daemon-metrics.log",
-        extra=("--metrics-file", str(prom)),
-    )
+    # The daemons measured side by side: name, extra flags, python flags. Each polls
+    # a simulator of its own; the plain one shares its simulator with the loop.
+    variants: list[tuple[str, Sequence[str], Sequence[str]]] = [
+        ("spotwatch", (), ()),
+        ("metrics", ("--metrics-file", str(prom)), ()),
+        ("all_aws", ALL_AWS, ()),
+    ]
+    if args.prometheus_client:
+        variants.append(("prometheus_client", (), ("-c", WITH_PROMETHEUS_CLIENT)))
+    sims: dict[str, ImdsSimulator] = {}
+    daemons: dict[str, Daemon] = {}
+    for name, extra, python_flags in variants:
+        sims[name] = ImdsSimulator(require_token=True).start()
+        cleanup.on_close(sims[name].stop)
+        daemons[name] = Daemon(
+            cleanup,
+            sims[name].url,
+            interval=args.interval,
+            hooks_dir=hooks_dir,
+            state_dir=work / f"state-{name}",
+            log_path=work / f"daemon-{name}.log",
+            python_flags=python_flags,
+            extra=extra,
+        )
+    sim = sims["spotwatch"]
     loop = cleanup.popen(
         ["bash", "-c", SHELL_LOOP, "bash", sim.url, str(last), f"{args.interval:g}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
-    daemons = [daemon, daemon_m]
-    watched = [
-        ("spotwatch", counter, "spotwatch/", daemon.pid),
-        ("metrics", counter_m, "spotwatch/", daemon_m.pid),
-        ("loop", counter, "curl/", loop.pid),
-    ]
-    sims = [sim, sim_m]
-    if args.prometheus_client:
-        sim_p = ImdsSimulator(require_token=True).start()
-        cleanup.on_close(sim_p.stop)
-        daemon_p = Daemon(
-            cleanup,
-            sim_p.url,
-            interval=args.interval,
-            hooks_dir=hooks_dir,
-            state_dir=work / "state-prom",
-            log_path=work / "daemon-prom.log",
-            python_flags=("-c", WITH_PROMETHEUS_CLIENT),
-        )
-        daemons.append(daemon_p)
-        sims.append(sim_p)
-        watched.append(("prometheus_client", Counter(sim_p), "spotwatch/", daemon_p.pid))
+    watched = [(name, Counter(sims[name]), "spotwatch/", d.pid) for name, d in daemons.items()]
+    watched.append(("loop", Counter(sim), "curl/", loop.pid))
     marks: dict[str, dict[str, float]] = {name: {} for name, *_ in watched}
     started = time.monotonic()
     while not all("end" in mark for mark in marks.values()):
         if time.monotonic() - started > timeout:
             raise BenchError(f"the watchers did not reach {last} polls within {timeout:.0f} s")
-        for d in daemons:
+        for d in daemons.values():
             if d.proc.poll() is not None:
                 raise BenchError(f"spotwatch run exited early; see {d.log_path}")
         for name, count_of, agent, pid in watched:
@@ -206,94 +215,81 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
 
     # Written after its last counted poll: give that write a moment.
     wait_until(lambda: polls_total(prom) >= last, 10, f"{last} polls in {prom}")
-    for d in daemons:
+    for d in daemons.values():
         d.proc.terminate()
         d.proc.wait(timeout=10)
     # All must have polled properly (404: no notice), not collected 401s.
-    for s in sims:
+    for s in sims.values():
         odd = sorted({r.status for r in s.requests(INSTANCE_ACTION_PATH) if r.status != 404})
         if odd:
             raise BenchError(f"polls answered {odd}, not 404: the comparison would be unfair")
     boto = imported_forbidden(cleanup, sim, hooks_dir, work)
+    boto_all = imported_forbidden(cleanup, sim, hooks_dir, work, extra=ALL_AWS)
 
     one_write = write_cpu(prom)
-    sw, sh, sm = marks["spotwatch"], marks["loop"], marks["metrics"]
-    sm_cpu = (sm["end"] - sm["start"]) / args.polls
-    sm_rss = sm["hwm"] / 1024
-    sw_cpu = (sw["end"] - sw["start"]) / args.polls
-    sh_cpu = (sh["end"] - sh["start"]) / args.polls
-    sw_rss = sw["hwm"] / 1024
+    polls: int = args.polls
+
+    def cpu_per_poll(name: str) -> float:
+        return (marks[name]["end"] - marks[name]["start"]) / polls
+
+    def peak_mib(name: str) -> float:
+        return marks[name]["hwm"] / 1024
+
+    sh = marks["loop"]
+    sw_cpu, sm_cpu, aw_cpu = (cpu_per_poll(n) for n in ("spotwatch", "metrics", "all_aws"))
+    sw_rss, sm_rss, aw_rss = (peak_mib(n) for n in ("spotwatch", "metrics", "all_aws"))
+    sh_cpu = (sh["end"] - sh["start"]) / polls
     sh_rss = (sh["bash_hwm"] + curl_peak_kib(cleanup, sim.url, work)) / 1024
-    sw_period = (sw["t_end"] - sw["t_start"]) / args.polls
-    sh_period = (sh["t_end"] - sh["t_start"]) / args.polls
+    sw_period = (marks["spotwatch"]["t_end"] - marks["spotwatch"]["t_start"]) / polls
+    sh_period = (sh["t_end"] - sh["t_start"]) / polls
 
     table = Table(
         f"idle: {args.polls} polls after {args.warmup} warm-up polls, "
-        f"--interval {args.interval:g} for both, IMDSv2"
+        f"--interval {args.interval:g} for all, IMDSv2"
     )
-    table.add(
-        "CPU per poll (ms)",
-        f"{sw_cpu * 1000:.2f}",
-        f"{sh_cpu * 1000:.2f}",
-        ratio(sw_cpu, sh_cpu),
-        f"<= {GOAL_CPU_FRACTION:g} x baseline",
-        sw_cpu <= GOAL_CPU_FRACTION * sh_cpu,
-    )
-    table.add(
-        "peak RSS (MiB)",
-        f"{sw_rss:.1f}",
-        f"{sh_rss:.1f}",
-        ratio(sw_rss, sh_rss),
-        f"<= {GOAL_RSS_MIB:g} MiB",
-        sw_rss <= GOAL_RSS_MIB,
-    )
-    table.add(
-        "CPU per poll, --metrics-file (ms)",
-        f"{sm_cpu * 1000:.2f}",
-        f"{sh_cpu * 1000:.2f}",
-        ratio(sm_cpu, sh_cpu),
-        f"<= {GOAL_CPU_FRACTION:g} x baseline",
-        sm_cpu <= GOAL_CPU_FRACTION * sh_cpu,
-    )
-    table.add(
-        "peak RSS, --metrics-file (MiB)",
-        f"{sm_rss:.1f}",
-        f"{sh_rss:.1f}",
-        ratio(sm_rss, sh_rss),
-        f"<= {GOAL_RSS_MIB:g} MiB",
-        sm_rss <= GOAL_RSS_MIB,
-    )
-    at_5 = sm_cpu + one_write * 5 / ROUTINE_WRITE_PERIOD
-    table.add(
+
+    def cpu_row(label: str, cpu: float, goal: float = GOAL_CPU_FRACTION) -> None:
+        table.add(
+            label,
+            f"{cpu * 1000:.2f}",
+            f"{sh_cpu * 1000:.2f}",
+            ratio(cpu, sh_cpu),
+            f"<= {goal:g} x baseline",
+            cpu <= goal * sh_cpu,
+        )
+
+    def rss_row(label: str, rss: float) -> None:
+        table.add(
+            label,
+            f"{rss:.1f}",
+            f"{sh_rss:.1f}",
+            ratio(rss, sh_rss),
+            f"<= {GOAL_RSS_MIB:g} MiB",
+            rss <= GOAL_RSS_MIB,
+        )
+
+    def boto_row(label: str, imported: list[str]) -> None:
+        table.add(label, ", ".join(imported) if imported else "no", "-", "-", "no", not imported)
+
+    cpu_row("CPU per poll (ms)", sw_cpu)
+    rss_row("peak RSS (MiB)", sw_rss)
+    boto_row("boto3/botocore imported", boto)
+    cpu_row("CPU per poll, --metrics-file (ms)", sm_cpu)
+    rss_row("peak RSS, --metrics-file (MiB)", sm_rss)
+    cpu_row(
         "CPU per poll at --interval 5, --metrics-file (ms, est.)",
-        f"{at_5 * 1000:.2f}",
-        f"{sh_cpu * 1000:.2f}",
-        ratio(at_5, sh_cpu),
-        f"<= {GOAL_CPU_FRACTION:g} x baseline",
-        at_5 <= GOAL_CPU_FRACTION * sh_cpu,
+        sm_cpu + one_write * 5 / ROUTINE_WRITE_PERIOD,
     )
     table.add("one metrics file write (ms CPU)", f"{one_write * 1000:.3f}")
     if "prometheus_client" in marks:
-        sp = marks["prometheus_client"]
-        sp_rss = sp["hwm"] / 1024
-        sp_cpu = (sp["end"] - sp["start"]) / args.polls
+        rss_row("peak RSS, prometheus_client imported (MiB)", peak_mib("prometheus_client"))
         table.add(
-            "peak RSS, prometheus_client imported (MiB)",
-            f"{sp_rss:.1f}",
-            f"{sh_rss:.1f}",
-            ratio(sp_rss, sh_rss),
-            f"<= {GOAL_RSS_MIB:g} MiB",
-            sp_rss <= GOAL_RSS_MIB,
+            "CPU per poll, prometheus_client imported (ms)",
+            f"{cpu_per_poll('prometheus_client') * 1000:.2f}",
         )
-        table.add("CPU per poll, prometheus_client imported (ms)", f"{sp_cpu * 1000:.2f}")
-    table.add(
-        "boto3/botocore imported",
-        ", ".join(boto) if boto else "no",
-        "-",
-        "-",
-        "no",
-        not boto,
-    )
+    cpu_row("all AWS sources: CPU per poll (ms)", aw_cpu, GOAL_ALL_AWS_CPU_FRACTION)
+    rss_row("all AWS sources: peak RSS (MiB)", aw_rss)
+    boto_row("all AWS sources: boto3 imported", boto_all)
     table.add("CPU share at --interval 5 (%)", f"{sw_cpu / 5 * 100:.3f}", f"{sh_cpu / 5 * 100:.3f}")
     table.add("seconds per poll (measured)", f"{sw_period:.3f}", f"{sh_period:.3f}")
     return table
@@ -349,20 +345,30 @@ def curl_peak_kib(cleanup: Cleanup, url: str, work: Path, tries: int = 3) -> flo
 
 
 def imported_forbidden(
-    cleanup: Cleanup, sim: ImdsSimulator, hooks_dir: Path, work: Path, polls: int = 3
+    cleanup: Cleanup,
+    sim: ImdsSimulator,
+    hooks_dir: Path,
+    work: Path,
+    polls: int = 3,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
-    """Modules of FORBIDDEN packages imported by a short ``-X importtime`` run of the daemon."""
+    """Modules of FORBIDDEN packages imported by a short ``-X importtime`` run of the daemon.
+
+    The only daemon polling ``sim`` while it runs (the measured ones are stopped).
+    """
     counter = Counter(sim)
     before = counter.count("spotwatch/")
-    log = work / "importtime.log"
+    tag = "-all-aws" if extra else ""
+    log = work / f"importtime{tag}.log"
     daemon = Daemon(
         cleanup,
         sim.url,
         interval=0.2,
         hooks_dir=hooks_dir,
-        state_dir=work / "state-importtime",
+        state_dir=work / f"state-importtime{tag}",
         log_path=log,
         python_flags=("-X", "importtime"),
+        extra=extra,
     )
     daemon.wait_for_event("watcher.started")
     wait_until(lambda: counter.count("spotwatch/") >= before + polls, 20, f"{polls} polls")
@@ -378,16 +384,82 @@ def imported_forbidden(
     return sorted({m for m in modules if m.split(".")[0] in FORBIDDEN})
 
 
+GOOGLE_INTERVAL = 5.0
+GOOGLE_WARMUP = 10.0
+
+
+def measure_google(seconds: float, cleanup: Cleanup) -> Table:
+    """CPU per minute, idle, --interval 5: Google's watcher next to the AWS one."""
+    from spotwatch.imdssim_gcp import GceSimulator
+
+    aws = ImdsSimulator(require_token=True).start()
+    cleanup.on_close(aws.stop)
+    gce = GceSimulator()
+    gce.start()
+    cleanup.on_close(gce.stop)
+    work = cleanup.tempdir("idle-google")
+    hooks_dir = work / "hooks.d"
+    hooks_dir.mkdir(mode=0o755)
+    daemons: dict[str, Daemon] = {}
+    for name, url in (("gcp", gce.url), ("aws", aws.url)):
+        daemons[name] = Daemon(
+            cleanup,
+            url,
+            interval=GOOGLE_INTERVAL,
+            hooks_dir=hooks_dir,
+            state_dir=work / f"state-{name}",
+            log_path=work / f"{name}.log",
+            extra=["--cloud", name],
+        )
+    for daemon in daemons.values():
+        daemon.wait_for_event("watcher.started")
+    time.sleep(GOOGLE_WARMUP)
+    start = {name: cpu_seconds(d.pid) for name, d in daemons.items()}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    per_minute = {
+        name: (cpu_seconds(d.pid) - start[name]) * 60 / elapsed for name, d in daemons.items()
+    }
+    rss = {name: status_kib(d.pid, "VmHWM") / 1024 for name, d in daemons.items()}
+    for daemon in daemons.values():
+        daemon.proc.terminate()
+        daemon.proc.wait(timeout=10)
+    g, a = per_minute["gcp"], per_minute["aws"]
+    table = Table(
+        f"idle --cloud gcp: {elapsed:.0f} s after a {GOOGLE_WARMUP:g} s warm-up, --interval "
+        f"{GOOGLE_INTERVAL:g}; baseline: spotwatch run on AWS (IMDSv2) beside it"
+    )
+    table.add(
+        "CPU per minute (ms)", f"{g * 1000:.1f}", f"{a * 1000:.1f}", ratio(g, a),
+        "<= baseline", g <= a,
+    )  # fmt: skip
+    table.add(
+        "peak RSS (MiB)", f"{rss['gcp']:.1f}", f"{rss['aws']:.1f}", ratio(rss["gcp"], rss["aws"])
+    )
+    table.add(
+        "metadata requests per minute",
+        f"{len(gce.requests()) * 60 / (elapsed + GOOGLE_WARMUP):.1f}",
+        f"{len(aws.requests()) * 60 / (elapsed + GOOGLE_WARMUP):.1f}",
+    )
+    return table
+
+
 def main() -> int:
     args = parse_args()
     print(f"machine: {machine()}", flush=True)
     est = (args.warmup + args.polls) * (args.interval + 0.02)
     total = args.warmup + args.polls
-    print(f"running both watchers for {total} polls (~{est:.0f} s) ...", flush=True)
+    print(f"running the watchers side by side for {total} polls (~{est:.0f} s) ...", flush=True)
     with Cleanup() as cleanup:
         table = measure(args, cleanup)
     print(table.render())
     print(f"conditions at the end: {conditions()}")
+    if args.google_seconds > 0:
+        print(f"\nGoogle beside AWS, --interval 5, {args.google_seconds:g} s ...", flush=True)
+        with Cleanup() as cleanup:
+            print(measure_google(args.google_seconds, cleanup).render())
+        print(f"conditions at the end: {conditions()}")
     return 0
 
 
