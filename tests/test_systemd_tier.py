@@ -49,6 +49,7 @@ MOTO_PORT = 5000
 WEBHOOK_PORT = 8080
 # The tests' hooks append a word here each time they run (writable under both hardenings).
 RUNS = "/var/log/spotwatch/runs"
+STATE = "/var/lib/spotwatch"
 
 TEST_DROPIN = f"""[Service]
 Environment=SPOTWATCH_IMDS_URL=http://127.0.0.1:{IMDS_PORT} SPOTWATCH_INTERVAL=0.5
@@ -125,6 +126,21 @@ class Box:
                     pass
         return out
 
+    def diagnostics(self, lines: int = 80) -> str:
+        """What to read when a step fails: the unit's state and the end of its journal."""
+        try:
+            state = self.c.run("systemctl", "status", UNIT, "--no-pager", "-n", "0",
+                               check=False, timeout=15).stdout  # fmt: skip
+            journal = self.c.run("journalctl", "-u", UNIT, "-o", "short-monotonic",
+                                 "--no-pager", "-n", str(lines), check=False,
+                                 timeout=15).stdout  # fmt: skip
+        except Exception as err:  # the container may be gone; the failure still counts
+            return f"(no diagnostics: {err!r})"
+        return (
+            f"--- systemctl status {UNIT}\n{state}"
+            f"--- journalctl -u {UNIT} (last {lines})\n{journal}"
+        )
+
     def journal_text(self) -> str:
         return self.c.run("journalctl", "-u", UNIT, "-o", "cat", "--no-pager").stdout
 
@@ -155,6 +171,19 @@ class Box:
             PY, "-m", "spotwatch.imdssim", "--port", str(IMDS_PORT), "--notice-in", "0.3",
         )  # fmt: skip
         return before
+
+    def new_instance(self) -> None:
+        """Start over as on a fresh instance: no notice served, spotwatch stopped, its
+        state directory emptied, started again. The fold rule keys on the journal: a
+        notice that ends the instance, seen before the previous one's deadline (the
+        simulator's 2 minutes) has passed, is folded into it and runs no hooks. So a
+        step that wants its notice's hooks to run needs a new instance first."""
+        self.c.run("systemctl", "stop", "spotwatch-imds-*.service", check=False)
+        self.c.run("systemctl", "stop", UNIT, timeout=60)
+        for entry in self.c.path(STATE).iterdir():
+            entry.unlink()
+        self.c.run("systemctl", "start", UNIT)
+        self.active()
 
     def handled(self, before: int, timeout: float = 45.0) -> list[dict[str, Any]]:
         """The events since ``before`` once a notice.handled is among them."""
@@ -268,6 +297,17 @@ def step_a_notice_runs_the_example_hooks_under_the_strict_dropin(box: Box) -> No
     assert "created /etc/systemd/system/spotwatch.service.d/strict.conf" in out
     box.c.run("systemctl", "restart", UNIT)
     box.active()
+    # The previous notice's deadline is still ahead: this one is the same end of the
+    # instance, folded into it from the journal across the restart; no hook runs.
+    first = [e["notice_id"] for e in box.events() if e["event"] == "notice.handled"][-1]
+    before = box.notice()
+    folded = wait_until(
+        "notice.folded",
+        lambda: [e for e in box.events()[before:] if e["event"] == "notice.folded"],
+    )
+    assert folded[0]["into"] == first, folded
+    assert not [e for e in box.events()[before:] if e["event"] == "hook.started"]
+    box.new_instance()
     before = box.notice()
     new = box.handled(before)
     finished = {e["hook"]: e["outcome"] for e in new if e["event"] == "hook.finished"}
@@ -301,6 +341,7 @@ def step_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest(box: Box
         "10-slow": f"#!/bin/sh\necho slow-start >> {RUNS}\nsleep 3\necho slow-done >> {RUNS}\n",
         "20-rest": f"#!/bin/sh\necho rest >> {RUNS}\n",
     })  # fmt: skip
+    box.new_instance()
     before = box.notice()
     wait_until("the slow hook to start", lambda: "slow-start" in box.runs())
     box.c.run("systemctl", "stop", UNIT, timeout=60)
@@ -320,8 +361,7 @@ def step_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hoo
     box.c.write("/etc/systemd/system/spotwatch.service.d/watchdog.conf",
                 "[Service]\nWatchdogSec=2\n")  # fmt: skip
     box.c.run("systemctl", "daemon-reload")
-    box.c.run("systemctl", "restart", UNIT)
-    box.active()
+    box.new_instance()
     box.hooks({
         "10-first": f"#!/bin/sh\necho first >> {RUNS}\n",
         # Waits for the test's go-ahead: the daemon is frozen meanwhile.
@@ -357,6 +397,7 @@ def step_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal(box: Box) 
         "10-chatty": "#!/bin/sh\nseq 1 100000\n",
         "20-after": "#!/bin/sh\necho after-the-chatty-one\n",
     })  # fmt: skip
+    box.new_instance()
     before = box.notice()
     new = box.handled(before)
     names = [e["event"] for e in new]
@@ -423,5 +464,5 @@ def test_spotwatch_as_a_service_under_a_real_systemd(box: Box) -> None:
         try:
             step(box)
         except AssertionError as exc:
-            raise AssertionError(f"{step.__name__}: {exc}") from exc
+            raise AssertionError(f"{step.__name__}: {exc}\n{box.diagnostics()}") from exc
         print(f"{step.__name__}: {time.monotonic() - started:.1f} s")
