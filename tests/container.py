@@ -90,17 +90,11 @@ class Container:
                 argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT
             )
         end = time.monotonic() + timeout
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         while not self.leader:
             if self.proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"systemd-nspawn did not start:\n{self.console_text()}")
-            try:
-                first = children.read_text().split()
-            except OSError:
-                first = []
-            if first:
-                self.leader = int(first[0])
-            else:
+            self.leader = _container_init(self.proc.pid)
+            if not self.leader:
                 time.sleep(0.05)
         # Until systemd inside has started what it starts at boot.
         while True:
@@ -175,3 +169,31 @@ class Container:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         target.chmod(mode)
+
+
+def _container_init(nspawn_pid: int) -> int:
+    """The pid (on this side) of the container's init, or 0 while there is none yet.
+
+    Not simply nspawn's first child: under load that may still be the short-lived
+    outer child that sets the container up, and nsenter into it finds nothing.
+    The init is the descendant that is pid 1 of its own pid namespace.
+    """
+    todo = [nspawn_pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            try:
+                status = Path(f"/proc/{child}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                fields = line.split()
+                # "NSpid: 12345 1": pid 1 in a namespace nested in ours.
+                if fields[:1] == ["NSpid:"] and len(fields) > 2 and fields[-1] == "1":
+                    return child
+            todo.append(child)
+    return 0
