@@ -79,12 +79,16 @@ class Container:
             "systemd-nspawn", "-D", str(self.root), "-b", "--private-network",
             "--register=no", "--keep-unit", "-M", self.name, "--console=read-only",
         ]  # fmt: skip
-        # The test's Python and the repository, where they are not on / (the overlay
-        # holds only the root file system).
+        # The test's Python and the repository, where the container would not see
+        # them: not on / (the overlay holds only the root file system), or under
+        # /tmp or /var/tmp (nspawn mounts a fresh tmpfs on /tmp; a checkout there
+        # would vanish).
         root_dev = os.stat("/").st_dev
         for path in sorted({sys.prefix, sys.base_prefix, str(Path(__file__).parent.parent)}):
-            if os.stat(path).st_dev != root_dev:
-                argv.append(f"--bind-ro={path}")
+            real = os.path.realpath(path)
+            hidden = any(real == d or real.startswith(d + "/") for d in ("/tmp", "/var/tmp"))
+            if hidden or os.stat(path).st_dev != root_dev:
+                argv.append(f"--bind-ro={real}")
         with open(self.console, "wb") as console:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT

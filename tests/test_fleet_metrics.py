@@ -142,8 +142,16 @@ def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
         return parse(prom.read_text()) if prom.exists() else {}
 
     watch.wait_for("fleet.hooks_failed")
-    m = wait_until(lambda: metrics().get("spotwatch_fleet_events_handled_total") and metrics(),
-                   20, "the failure in the file")
+    def failed() -> dict[str, Any] | None:
+        # The log line comes before the recorder counts the outcome: wait for the count.
+        m = metrics()
+        try:
+            counted = value(m, "spotwatch_fleet_events_handled_total", outcome="failed")
+        except KeyError:
+            return None
+        return m if counted >= 1 else None
+
+    m = wait_until(failed, 20, "the failure in the file")
     assert value(m, "spotwatch_fleet_events_handled_total", outcome="failed") >= 1
     assert value(m, "spotwatch_fleet_hooks_total", hook="10-act", outcome="failed") >= 1
     (out / "fail").unlink()
