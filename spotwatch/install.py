@@ -24,10 +24,10 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from spotwatch import shipped
 from spotwatch.errors import SpotwatchError, UsageError
 
 UNIT_NAME = "spotwatch.service"
@@ -104,24 +104,6 @@ def sha256(data: bytes) -> str:
 # -- the files ---------------------------------------------------------------
 
 
-def data_file(*parts: str) -> bytes:
-    """A packaged copy from spotwatch/data (kept equal to systemd/ and hooks.d/ by a test)."""
-    node = resources.files("spotwatch") / "data"
-    for part in parts:
-        node = node / part
-    return node.read_bytes()
-
-
-def example_hooks() -> dict[str, bytes]:
-    """The packaged example hooks, by name."""
-    folder = resources.files("spotwatch") / "data" / "hooks.d"
-    return {
-        entry.name: entry.read_bytes()
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-        if entry.is_file() and not entry.name.startswith(".")
-    }
-
-
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9/._+@:,=%$-]+")
 
 
@@ -186,11 +168,52 @@ def planned_items(
 def packaged_items(spotwatch_path: str) -> list[Item]:
     return planned_items(
         spotwatch_path,
-        unit_template=data_file("spotwatch.service").decode(),
-        strict_conf=data_file("strict.conf"),
-        env_template=data_file("spotwatch.env"),
-        hooks=example_hooks(),
+        unit_template=shipped.read(shipped.UNIT).decode(),
+        strict_conf=shipped.read(shipped.STRICT),
+        env_template=shipped.read(shipped.ENV),
+        hooks=shipped.example_hooks(),
     )
+
+
+def render_fleet_unit(template: str, spotwatch_path: str) -> str:
+    """The fleet unit with its ExecStart= running ``spotwatch_path`` (its arguments kept)."""
+    word = exec_word(spotwatch_path)
+    lines = template.splitlines(keepends=True)
+    where = [i for i, text in enumerate(lines) if text.startswith("ExecStart=")]
+    if len(where) != 1:
+        raise SpotwatchError("the packaged fleet unit must have exactly one ExecStart= line")
+    _, _, arguments = lines[where[0]].partition(" ")
+    lines[where[0]] = f"ExecStart={word} {arguments}"
+    return "".join(lines)
+
+
+PRINTABLE = ("unit", "env", "hooks", "fleet-unit", "strict")
+
+
+def printable(what: str, spotwatch_path: str) -> str:
+    """The shipped file ``what`` (one of PRINTABLE) as install writes it; units run
+    ``spotwatch_path``. ``hooks`` is every example, each under a ``==> NAME <==`` line."""
+    if what == "unit":
+        return render_unit(shipped.read(shipped.UNIT).decode(), spotwatch_path)
+    if what == "fleet-unit":
+        return render_fleet_unit(shipped.read(shipped.FLEET_UNIT).decode(), spotwatch_path)
+    if what == "env":
+        return shipped.read(shipped.ENV).decode()
+    if what == "strict":
+        return shipped.read(shipped.STRICT).decode()
+    if what == "hooks":
+        return "\n".join(
+            f"==> {name} <==\n{content.decode()}"
+            for name, content in shipped.example_hooks().items()
+        )
+    raise UsageError(f"nothing to print called {what!r}: choose one of {', '.join(PRINTABLE)}")
+
+
+def print_shipped(what: str, write: Callable[[str], object] = sys.stdout.write) -> int:
+    """``spotwatch install --print WHAT``: writes nothing to disk."""
+    program = unit_program() if what in ("unit", "fleet-unit") else ""
+    write(printable(what, program))
+    return 0
 
 
 # -- decisions (pure) ----------------------------------------------------------
@@ -416,6 +439,14 @@ def run_command(argv: Sequence[str]) -> int:
         return subprocess.run(list(argv), check=False).returncode
     except FileNotFoundError:
         return 127
+
+
+def unit_program() -> str:
+    """What the units run: the one-file install's wrapper when this is the .pyz, else
+    the installed spotwatch script."""
+    from spotwatch import onefile
+
+    return onefile.WRAPPER_PATH if onefile.running_pyz() is not None else find_spotwatch()
 
 
 def find_spotwatch(
