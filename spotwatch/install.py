@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -28,13 +27,15 @@ from pathlib import Path
 from typing import Callable
 
 from spotwatch import shipped
+from spotwatch.config import DEFAULT_HOOKS_DIR
 from spotwatch.errors import SpotwatchError, UsageError
+from spotwatch.hook_env import find_spotwatch
 
 UNIT_NAME = "spotwatch.service"
 UNIT_PATH = "/etc/systemd/system/spotwatch.service"
 STRICT_PATH = "/etc/systemd/system/spotwatch.service.d/strict.conf"
 CONFIG_DIR = "/etc/spotwatch"
-HOOKS_DIR = "/etc/spotwatch/hooks.d"
+HOOKS_DIR = DEFAULT_HOOKS_DIR
 ENV_PATH = "/etc/spotwatch/spotwatch.env"
 MANIFEST_PATH = "/var/lib/spotwatch/install-manifest.json"
 DISABLED = ".disabled"
@@ -447,43 +448,6 @@ def unit_program() -> str:
     from spotwatch import onefile
 
     return onefile.WRAPPER_PATH if onefile.running_pyz() is not None else find_spotwatch()
-
-
-def find_spotwatch(
-    argv0: str | None = None,
-    executable: str | None = None,
-    which: Callable[[str], str | None] = shutil.which,
-) -> str:
-    """Absolute path of the installed ``spotwatch`` script, for ExecStart=."""
-    argv0 = sys.argv[0] if argv0 is None else argv0
-    executable = sys.executable if executable is None else executable
-    candidates = []
-    if Path(argv0).name == "spotwatch":
-        candidates.append(os.path.abspath(argv0))
-    # Beside the interpreter: a venv's or pipx's bin directory.
-    candidates.append(os.path.join(os.path.dirname(executable), "spotwatch"))
-    found = which("spotwatch")
-    if found:
-        candidates.append(os.path.abspath(found))
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise SpotwatchError(
-        "cannot find the installed 'spotwatch' script for the unit's ExecStart=: "
-        "install spotwatch with pip or pipx first and run 'spotwatch install' from it"
-    )
-
-
-def environ_for_hooks(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` plus SPOTWATCH_BIN, the installed spotwatch, for hooks that call it
-    (``spotwatch ship``): systemd's PATH may not reach a pipx or venv install."""
-    out = dict(environ)
-    if "SPOTWATCH_BIN" not in out:
-        try:
-            out["SPOTWATCH_BIN"] = find_spotwatch()
-        except SpotwatchError:
-            pass
-    return out
 
 
 def _need_root(root: Path | None, command: str, system_root: Path) -> Path:

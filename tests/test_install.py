@@ -337,24 +337,6 @@ def test_exec_word_refuses(path: str) -> None:
         inst.exec_word(path)
 
 
-def test_find_spotwatch_prefers_the_running_script(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    script = bin_dir / "spotwatch"
-    script.write_text("#!/bin/sh\n")
-    script.chmod(0o755)
-    other = tmp_path / "other"
-    other.mkdir()
-    assert inst.find_spotwatch(str(script), "/usr/bin/python3", lambda n: None) == str(script)
-    # Run as `python -m spotwatch`: the script beside the interpreter.
-    found = inst.find_spotwatch("/x/spotwatch/__main__.py", str(bin_dir / "python"), lambda n: None)
-    assert found == str(script)
-    # Neither: whatever is on PATH.
-    assert inst.find_spotwatch("-c", "/usr/bin/python3", lambda n: str(script)) == str(script)
-    with pytest.raises(SpotwatchError, match="cannot find the installed 'spotwatch'"):
-        inst.find_spotwatch("-c", str(other / "python"), lambda n: None)
-
-
 def test_plan_install_decisions() -> None:
     item = inst.Item("/etc/spotwatch/spotwatch.env", b"new", 0o600, inst.CONFIG)
     old = inst.sha256(b"old")
