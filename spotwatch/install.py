@@ -20,13 +20,13 @@ import re
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from spotwatch import shipped
+from spotwatch.atomicfile import write_atomically
 from spotwatch.config import DEFAULT_HOOKS_DIR
 from spotwatch.errors import SpotwatchError, UsageError
 from spotwatch.hook_env import find_spotwatch
@@ -360,24 +360,6 @@ def read_manifest(root: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()}
 
 
-def write_atomic(path: Path, content: bytes, mode: int) -> None:
-    """Write ``content`` to ``path`` with ``mode``, replacing it in one rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_manifest(root: Path, files: Mapping[str, str]) -> None:
     path = target(root, MANIFEST_PATH)
     if not files:
@@ -388,7 +370,7 @@ def write_manifest(root: Path, files: Mapping[str, str]) -> None:
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n"
-    write_atomic(path, body.encode(), 0o644)
+    write_atomically(path, body.encode(), 0o644)
 
 
 def ensure_directories(
@@ -421,7 +403,7 @@ def apply(root: Path, steps: Sequence[Step], out: Callable[[str], None]) -> None
         full = target(root, step.path)
         if step.action in (CREATE, UPDATE) and step.item is not None:
             full.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(full, step.item.content, step.item.mode)
+            write_atomically(full, step.item.content, step.item.mode)
         elif step.action == REMOVE:
             full.unlink()
         if step.action != ABSENT:
