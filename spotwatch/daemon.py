@@ -75,7 +75,7 @@ def build_watcher(
     cloud = decide_cloud(config)
     if cloud == "aws":
         monitors += _aws_monitors(config, client)
-    from spotwatch.install import environ_for_hooks
+    from spotwatch.hook_env import environ_for_hooks
 
     interval = interval_for(cloud, config.interval, config.interval_given)
     read_identity_now = lambda: read_identity(client)  # noqa: E731
@@ -113,7 +113,7 @@ def build_watcher(
             output_head=config.hook_output_head,
             output_tail=config.hook_output_tail,
         ),
-        hook_environment=hooks.hook_environment,
+        hook_environment=hooks.notice_environment,
         fault_types=(ImdsError,),
         environ=environ,
         listener=listener,

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from spotwatch.hook_env import hook_environment
 from spotwatch.notice import (
     ASG_TERMINATION,
     REBALANCE_ACTION,
@@ -241,42 +242,37 @@ FLEET_VARIABLES = frozenset(
         "SPOTWATCH_INSTANCE_TYPE",
         "SPOTWATCH_AZ",
         "SPOTWATCH_DRILL",
-        # the watcher's own systemd link is not the hooks' business
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
     }
 )
 
 
-def hook_environment(
+def event_environment(
     base_env: Mapping[str, str],
     event: FleetEvent,
     tags: Mapping[str, str],
     event_json_path: str,
 ) -> dict[str, str]:
     """``base_env`` plus the SPOTWATCH_* variables that describe ``event``."""
-    env = {k: v for k, v in base_env.items() if k not in FLEET_VARIABLES}
-    env.update(
-        {
-            "SPOTWATCH_EVENT": event.kind,
-            "SPOTWATCH_ACTION": event.action,
-            "SPOTWATCH_INSTANCE_ID": event.instance_id,
-            "SPOTWATCH_REGION": event.region,
-            "SPOTWATCH_EVENT_TIME": event.time,
-            "SPOTWATCH_EVENT_ID": event.event_id,
-            "SPOTWATCH_EVENT_JSON": event_json_path,
-            "SPOTWATCH_DETAIL_TYPE": event.detail_type,
-            "SPOTWATCH_ACCOUNT": event.account,
-            "SPOTWATCH_INSTANCE_NAME": tags.get("Name", ""),
-            "SPOTWATCH_INSTANCE_TAGS_JSON": json.dumps(dict(tags), sort_keys=True),
-        }
-    )
+    variables = {
+        "SPOTWATCH_EVENT": event.kind,
+        "SPOTWATCH_ACTION": event.action,
+        "SPOTWATCH_INSTANCE_ID": event.instance_id,
+        "SPOTWATCH_REGION": event.region,
+        "SPOTWATCH_EVENT_TIME": event.time,
+        "SPOTWATCH_EVENT_ID": event.event_id,
+        "SPOTWATCH_EVENT_JSON": event_json_path,
+        "SPOTWATCH_DETAIL_TYPE": event.detail_type,
+        "SPOTWATCH_ACCOUNT": event.account,
+        "SPOTWATCH_INSTANCE_NAME": tags.get("Name", ""),
+        "SPOTWATCH_INSTANCE_TAGS_JSON": json.dumps(dict(tags), sort_keys=True),
+    }
     if event.kind == ASG_TERMINATION:
-        env["SPOTWATCH_ASG_NAME"] = _text(event.detail.get("AutoScalingGroupName"))
-        env["SPOTWATCH_ASG_LIFECYCLE_HOOK"] = _text(event.detail.get("LifecycleHookName"))
-        env["SPOTWATCH_ASG_LIFECYCLE_TOKEN"] = _text(event.detail.get("LifecycleActionToken"))
-    return env
+        variables["SPOTWATCH_ASG_NAME"] = _text(event.detail.get("AutoScalingGroupName"))
+        variables["SPOTWATCH_ASG_LIFECYCLE_HOOK"] = _text(event.detail.get("LifecycleHookName"))
+        variables["SPOTWATCH_ASG_LIFECYCLE_TOKEN"] = _text(
+            event.detail.get("LifecycleActionToken")
+        )
+    return hook_environment(base_env, variables, FLEET_VARIABLES)
 
 
 def event_line(event: FleetEvent, tags: Mapping[str, str]) -> str:

@@ -55,9 +55,9 @@ from spotwatch.fleet_events import (
     FleetEvent,
     NotAnEvent,
     SeenEvents,
+    event_environment,
     event_line,
     event_record,
-    hook_environment,
     lifecycle_action,
     parse_message,
 )
@@ -764,7 +764,7 @@ class FleetWatcher:
         try:
             if action is not None and self._lifecycle is not None:
                 beats = self._lifecycle.heartbeats(event.region, action, log)
-            env = hook_environment(self._environ, event, tags, str(path))
+            env = event_environment(self._environ, event, tags, str(path))
             results = self._runner(
                 plan.hooks,
                 env,
@@ -1027,7 +1027,7 @@ def watch(
             )
         return ec2_clients[event_region]
 
-    from spotwatch.install import environ_for_hooks
+    from spotwatch.hook_env import environ_for_hooks
 
     environ = environ_for_hooks(os.environ)
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from spotwatch.hook_env import hook_environment
 from spotwatch.notice import Identity, Notice
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -291,7 +292,7 @@ def _quote(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def hook_environment(
+def notice_environment(
     base_env: Mapping[str, str],
     notice: Notice,
     identity: Identity,
@@ -301,35 +302,25 @@ def hook_environment(
     """``base_env`` plus the SPOTWATCH_* variables that describe ``notice``.
 
     SPOTWATCH_SECONDS_LEFT is not here: the runner sets it at each hook's start.
-    Stale SPOTWATCH_* values inherited from ``base_env`` are replaced or dropped,
-    and so are systemd's notify and watchdog variables: they are the daemon's,
-    and a notify-aware program started by a hook must not talk to systemd for it.
+    Stale SPOTWATCH_* values inherited from ``base_env`` are replaced or dropped
+    (see ``hook_env.hook_environment``).
     """
-    env = {
-        k: v
-        for k, v in base_env.items()
-        if k not in _NOTICE_VARIABLES and k not in _DAEMON_ONLY_VARIABLES
+    variables = {
+        "SPOTWATCH_EVENT": notice.kind,
+        "SPOTWATCH_ACTION": notice.action,
+        "SPOTWATCH_NOTICE_TIME": notice.raw_time,
+        "SPOTWATCH_DEADLINE": str(int(notice.deadline)),
+        "SPOTWATCH_NOTICE_ID": notice.id,
+        "SPOTWATCH_INSTANCE_ID": identity.instance_id,
+        "SPOTWATCH_INSTANCE_TYPE": identity.instance_type,
+        "SPOTWATCH_REGION": identity.region,
+        "SPOTWATCH_AZ": identity.availability_zone,
     }
-    env.update(
-        {
-            "SPOTWATCH_EVENT": notice.kind,
-            "SPOTWATCH_ACTION": notice.action,
-            "SPOTWATCH_NOTICE_TIME": notice.raw_time,
-            "SPOTWATCH_DEADLINE": str(int(notice.deadline)),
-            "SPOTWATCH_NOTICE_ID": notice.id,
-            "SPOTWATCH_INSTANCE_ID": identity.instance_id,
-            "SPOTWATCH_INSTANCE_TYPE": identity.instance_type,
-            "SPOTWATCH_REGION": identity.region,
-            "SPOTWATCH_AZ": identity.availability_zone,
-        }
-    )
-    env.update(notice.env)
+    variables.update(notice.env)
     if drill:
-        env["SPOTWATCH_DRILL"] = "1"
-    return env
+        variables["SPOTWATCH_DRILL"] = "1"
+    return hook_environment(base_env, variables, _NOTICE_VARIABLES)
 
-
-_DAEMON_ONLY_VARIABLES = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 
 _NOTICE_VARIABLES = frozenset(
     {

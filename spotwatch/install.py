@@ -17,24 +17,25 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from spotwatch import shipped
+from spotwatch.atomicfile import write_atomically
+from spotwatch.config import DEFAULT_HOOKS_DIR
 from spotwatch.errors import SpotwatchError, UsageError
+from spotwatch.hook_env import find_spotwatch
 
 UNIT_NAME = "spotwatch.service"
 UNIT_PATH = "/etc/systemd/system/spotwatch.service"
 STRICT_PATH = "/etc/systemd/system/spotwatch.service.d/strict.conf"
 CONFIG_DIR = "/etc/spotwatch"
-HOOKS_DIR = "/etc/spotwatch/hooks.d"
+HOOKS_DIR = DEFAULT_HOOKS_DIR
 ENV_PATH = "/etc/spotwatch/spotwatch.env"
 MANIFEST_PATH = "/var/lib/spotwatch/install-manifest.json"
 DISABLED = ".disabled"
@@ -104,24 +105,6 @@ def sha256(data: bytes) -> str:
 # -- the files ---------------------------------------------------------------
 
 
-def data_file(*parts: str) -> bytes:
-    """A packaged copy from spotwatch/data (kept equal to systemd/ and hooks.d/ by a test)."""
-    node = resources.files("spotwatch") / "data"
-    for part in parts:
-        node = node / part
-    return node.read_bytes()
-
-
-def example_hooks() -> dict[str, bytes]:
-    """The packaged example hooks, by name."""
-    folder = resources.files("spotwatch") / "data" / "hooks.d"
-    return {
-        entry.name: entry.read_bytes()
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-        if entry.is_file() and not entry.name.startswith(".")
-    }
-
-
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9/._+@:,=%$-]+")
 
 
@@ -186,11 +169,52 @@ def planned_items(
 def packaged_items(spotwatch_path: str) -> list[Item]:
     return planned_items(
         spotwatch_path,
-        unit_template=data_file("spotwatch.service").decode(),
-        strict_conf=data_file("strict.conf"),
-        env_template=data_file("spotwatch.env"),
-        hooks=example_hooks(),
+        unit_template=shipped.read(shipped.UNIT).decode(),
+        strict_conf=shipped.read(shipped.STRICT),
+        env_template=shipped.read(shipped.ENV),
+        hooks=shipped.example_hooks(),
     )
+
+
+def render_fleet_unit(template: str, spotwatch_path: str) -> str:
+    """The fleet unit with its ExecStart= running ``spotwatch_path`` (its arguments kept)."""
+    word = exec_word(spotwatch_path)
+    lines = template.splitlines(keepends=True)
+    where = [i for i, text in enumerate(lines) if text.startswith("ExecStart=")]
+    if len(where) != 1:
+        raise SpotwatchError("the packaged fleet unit must have exactly one ExecStart= line")
+    _, _, arguments = lines[where[0]].partition(" ")
+    lines[where[0]] = f"ExecStart={word} {arguments}"
+    return "".join(lines)
+
+
+PRINTABLE = ("unit", "env", "hooks", "fleet-unit", "strict")
+
+
+def printable(what: str, spotwatch_path: str) -> str:
+    """The shipped file ``what`` (one of PRINTABLE) as install writes it; units run
+    ``spotwatch_path``. ``hooks`` is every example, each under a ``==> NAME <==`` line."""
+    if what == "unit":
+        return render_unit(shipped.read(shipped.UNIT).decode(), spotwatch_path)
+    if what == "fleet-unit":
+        return render_fleet_unit(shipped.read(shipped.FLEET_UNIT).decode(), spotwatch_path)
+    if what == "env":
+        return shipped.read(shipped.ENV).decode()
+    if what == "strict":
+        return shipped.read(shipped.STRICT).decode()
+    if what == "hooks":
+        return "\n".join(
+            f"==> {name} <==\n{content.decode()}"
+            for name, content in shipped.example_hooks().items()
+        )
+    raise UsageError(f"nothing to print called {what!r}: choose one of {', '.join(PRINTABLE)}")
+
+
+def print_shipped(what: str, write: Callable[[str], object] = sys.stdout.write) -> int:
+    """``spotwatch install --print WHAT``: writes nothing to disk."""
+    program = unit_program() if what in ("unit", "fleet-unit") else ""
+    write(printable(what, program))
+    return 0
 
 
 # -- decisions (pure) ----------------------------------------------------------
@@ -336,24 +360,6 @@ def read_manifest(root: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()}
 
 
-def write_atomic(path: Path, content: bytes, mode: int) -> None:
-    """Write ``content`` to ``path`` with ``mode``, replacing it in one rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_manifest(root: Path, files: Mapping[str, str]) -> None:
     path = target(root, MANIFEST_PATH)
     if not files:
@@ -364,7 +370,7 @@ def write_manifest(root: Path, files: Mapping[str, str]) -> None:
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n"
-    write_atomic(path, body.encode(), 0o644)
+    write_atomically(path, body.encode(), 0o644)
 
 
 def ensure_directories(
@@ -397,7 +403,7 @@ def apply(root: Path, steps: Sequence[Step], out: Callable[[str], None]) -> None
         full = target(root, step.path)
         if step.action in (CREATE, UPDATE) and step.item is not None:
             full.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(full, step.item.content, step.item.mode)
+            write_atomically(full, step.item.content, step.item.mode)
         elif step.action == REMOVE:
             full.unlink()
         if step.action != ABSENT:
@@ -418,41 +424,12 @@ def run_command(argv: Sequence[str]) -> int:
         return 127
 
 
-def find_spotwatch(
-    argv0: str | None = None,
-    executable: str | None = None,
-    which: Callable[[str], str | None] = shutil.which,
-) -> str:
-    """Absolute path of the installed ``spotwatch`` script, for ExecStart=."""
-    argv0 = sys.argv[0] if argv0 is None else argv0
-    executable = sys.executable if executable is None else executable
-    candidates = []
-    if Path(argv0).name == "spotwatch":
-        candidates.append(os.path.abspath(argv0))
-    # Beside the interpreter: a venv's or pipx's bin directory.
-    candidates.append(os.path.join(os.path.dirname(executable), "spotwatch"))
-    found = which("spotwatch")
-    if found:
-        candidates.append(os.path.abspath(found))
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise SpotwatchError(
-        "cannot find the installed 'spotwatch' script for the unit's ExecStart=: "
-        "install spotwatch with pip or pipx first and run 'spotwatch install' from it"
-    )
+def unit_program() -> str:
+    """What the units run: the one-file install's wrapper when this is the .pyz, else
+    the installed spotwatch script."""
+    from spotwatch import onefile
 
-
-def environ_for_hooks(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` plus SPOTWATCH_BIN, the installed spotwatch, for hooks that call it
-    (``spotwatch ship``): systemd's PATH may not reach a pipx or venv install."""
-    out = dict(environ)
-    if "SPOTWATCH_BIN" not in out:
-        try:
-            out["SPOTWATCH_BIN"] = find_spotwatch()
-        except SpotwatchError:
-            pass
-    return out
+    return onefile.WRAPPER_PATH if onefile.running_pyz() is not None else find_spotwatch()
 
 
 def _need_root(root: Path | None, command: str, system_root: Path) -> Path:

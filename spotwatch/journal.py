@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from spotwatch.atomicfile import remove_stale_temps, write_atomically
 from spotwatch.errors import SpotwatchError
 from spotwatch.logs import get_logger
 from spotwatch.notice import REBALANCE_RECOMMENDATION, Notice
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 JOURNAL_NAME = "journal.json"
 FORMAT_VERSION = 1
 KEEP_NOTICES = 100
-_TEMP_PREFIX = ".journal.json."
-_TEMP_SUFFIX = ".tmp"
 
 
 class JournalError(SpotwatchError):
@@ -237,19 +235,7 @@ class Journal:
                 f"state directory {self.state_dir} is not writable by uid {os.geteuid()}"
                 " (fix its owner, or pass --state-dir)"
             )
-        self._remove_stale_temps()
-
-    def _remove_stale_temps(self) -> None:
-        try:
-            names = os.listdir(self.state_dir)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
-                try:
-                    os.unlink(self.state_dir / name)
-                except OSError:
-                    pass
+        remove_stale_temps(self.path)
 
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -303,45 +289,6 @@ class Journal:
         if self._write_failed:
             self._log.info("journal.write_recovered", path=str(self.path))
             self._write_failed = False
-
-
-def write_atomically(path: Path, payload: bytes, mode: int = 0o600, durable: bool = True) -> None:
-    """Replace ``path`` with ``payload``: old content or new, never a mix, even on a crash.
-
-    ``durable`` adds the fsyncs (file, then directory) that make the new content
-    survive a power loss, not just a crash of spotwatch.
-    """
-    directory = path.parent
-    fd, temp = _mkstemp(directory)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(payload)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    if not durable:
-        return
-    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _mkstemp(directory: Path) -> tuple[int, str]:
-    return tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=directory)
 
 
 def _ends(entry: dict[str, Any]) -> bool:

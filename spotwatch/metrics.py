@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spotwatch import __version__
+from spotwatch.atomicfile import remove_stale_temps, write_atomically
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 
@@ -195,7 +196,6 @@ class MetricsFile:
 
     def __init__(self, path: Path, *, log: Any = None) -> None:
         self.path = path
-        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self._log: Any = log if log is not None else get_logger()
         self._last: str | None = None
         self._failing: str | None = None
@@ -205,19 +205,12 @@ class MetricsFile:
         """Replace the file with ``text`` unless it already holds it. False on failure."""
         if text == self._last:
             return True
-        data = text.encode()
         try:
-            fd = self._create()
-            try:
-                # node_exporter runs as another user; the strict unit's UMask=0077
-                # would otherwise leave the file readable by root only.
-                os.fchmod(fd, 0o644)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.replace(self._tmp, self.path)
+            if not self.writes:
+                remove_stale_temps(self.path)  # a crash's, or planted
+            # 0644: node_exporter runs as another user; the strict unit's UMask=0077
+            # would otherwise leave the file readable by root only.
+            write_atomically(self.path, text.encode(), 0o644, durable=False)
         except OSError as exc:
             self._failed(exc)
             return False
@@ -228,21 +221,7 @@ class MetricsFile:
         self.writes += 1
         return True
 
-    def _create(self) -> int:
-        # A new file, never one already there: in a directory others can write to,
-        # a planted symlink at the temp name must not make root truncate its target.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            return os.open(self._tmp, flags, 0o644)
-        except FileExistsError:
-            os.unlink(self._tmp)  # left by a crash, or planted
-            return os.open(self._tmp, flags, 0o644)
-
     def _failed(self, exc: OSError) -> None:
-        try:
-            os.unlink(self._tmp)
-        except OSError:
-            pass
         what = exc.strerror or str(exc)
         if what == self._failing:
             return

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
+from spotwatch.atomicfile import write_atomically
+
 CODE_DIR = "/opt/spotwatch"
 PYZ_PATH = "/opt/spotwatch/spotwatch.pyz"
 LIB_DIR = "/opt/spotwatch/lib"
@@ -92,18 +94,12 @@ def place(
         sub.mkdir(mode=0o755, parents=True, exist_ok=True)
     changed = not (dest.exists() and _same_file(pyz, dest))
     if changed:
-        tmp = dest.with_name(f".{dest.name}.new")
-        shutil.copyfile(pyz, tmp)
-        tmp.chmod(0o644)
-        os.replace(tmp, dest)
+        write_atomically(dest, pyz.read_bytes(), 0o644)
         out(f"installed {dest} (from {pyz})")
     wrapper = root / WRAPPER_PATH.lstrip("/")
     text = wrapper_text(python)
     if not wrapper.exists() or wrapper.read_text() != text:
-        tmp = wrapper.with_name(".spotwatch.new")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        os.replace(tmp, wrapper)
+        write_atomically(wrapper, text.encode(), 0o755)
         out(f"wrote {wrapper}")
     # Unpack now, as root, with the interpreter the service uses.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIV_")}

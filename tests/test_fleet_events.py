@@ -13,9 +13,9 @@ from spotwatch.fleet_events import (
     LifecycleAction,
     NotAnEvent,
     SeenEvents,
+    event_environment,
     event_line,
     event_record,
-    hook_environment,
     lifecycle_action,
     parse_message,
 )
@@ -124,7 +124,7 @@ def test_an_auto_scaling_termination_lifecycle_action_is_an_asg_termination() ->
         "asg-termination", "terminate", "i-0abc123def4567890")
     assert lifecycle_action(event) == LifecycleAction(
         "web-asg", "drain", "87654321-4321-4321-4321-210987654321", "i-0abc123def4567890")
-    env = hook_environment({"SPOTWATCH_ASG_NAME": "stale"}, event, {}, "/tmp/e.json")
+    env = event_environment({"SPOTWATCH_ASG_NAME": "stale"}, event, {}, "/tmp/e.json")
     assert env["SPOTWATCH_EVENT"] == "asg-termination"
     assert env["SPOTWATCH_ASG_NAME"] == "web-asg"
     assert env["SPOTWATCH_ASG_LIFECYCLE_HOOK"] == "drain"
@@ -143,7 +143,7 @@ def test_a_lifecycle_action_without_its_token_is_still_run_but_cannot_be_complet
     other = parse_message(envelope("EC2 Instance Rebalance Recommendation",
                                    {"instance-id": "i-1"}))
     assert lifecycle_action(other) is None
-    assert "SPOTWATCH_ASG_NAME" not in hook_environment({"SPOTWATCH_ASG_NAME": "x"}, other, {}, "")
+    assert "SPOTWATCH_ASG_NAME" not in event_environment({"SPOTWATCH_ASG_NAME": "x"}, other, {}, "")
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_hook_environment_sets_the_event_and_drops_stale_values() -> None:
         "SPOTWATCH_QUEUE_URL": "kept",
         "NOTIFY_SOCKET": "/run/systemd/notify",  # the watcher's, not the hooks'
     }
-    env = hook_environment(base, _event(), {"Name": "web-1", "team": "search"}, "/tmp/e.json")
+    env = event_environment(base, _event(), {"Name": "web-1", "team": "search"}, "/tmp/e.json")
     assert env["PATH"] == "/usr/bin"
     assert env["SPOTWATCH_QUEUE_URL"] == "kept"
     assert "SPOTWATCH_DEADLINE" not in env

@@ -297,10 +297,13 @@ def test_fleet_unit_file_verifies(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (.ci/run installs systemd)")
-    # verify wants ExecStart's program to exist: point it at this checkout's spotwatch.
+    # verify wants ExecStart's program to exist: the unit as `spotwatch install --print
+    # fleet-unit` shows it, run by this checkout's spotwatch.
+    from spotwatch.install import render_fleet_unit
+
     script = Path(sys.executable).with_name("spotwatch")
     unit = tmp_path / "spotwatch-fleet.service"
-    unit.write_text(text.replace("ExecStart=/usr/local/bin/spotwatch", f"ExecStart={script}"))
+    unit.write_text(render_fleet_unit(text, str(script)))
     result = subprocess.run(
         [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
     )

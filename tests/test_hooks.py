@@ -17,8 +17,8 @@ from spotwatch.hooks import (
     HookPlan,
     Rejected,
     check_hook,
-    hook_environment,
     name_problem,
+    notice_environment,
     plan_hooks,
     safety_problem,
 )
@@ -332,7 +332,7 @@ IDENTITY = Identity("i-0abc", "m5.large", "eu-west-1", "eu-west-1b", "1234567890
 
 def test_hook_environment_has_every_variable() -> None:
     base = {"PATH": "/usr/bin:/bin", "HOME": "/root", "SPOTWATCH_HOOKS_DIR": "/x"}
-    env = hook_environment(base, NOTICE, IDENTITY)
+    env = notice_environment(base, NOTICE, IDENTITY)
     assert env == {
         **base,
         "SPOTWATCH_EVENT": "spot-interruption",
@@ -350,25 +350,25 @@ def test_hook_environment_has_every_variable() -> None:
 
 def test_hook_environment_drill_flag_and_stale_values() -> None:
     base = {"SPOTWATCH_DRILL": "1", "SPOTWATCH_SECONDS_LEFT": "99", "SPOTWATCH_EVENT": "old"}
-    env = hook_environment(base, NOTICE, IDENTITY)
+    env = notice_environment(base, NOTICE, IDENTITY)
     assert "SPOTWATCH_DRILL" not in env and "SPOTWATCH_SECONDS_LEFT" not in env
     assert env["SPOTWATCH_EVENT"] == "spot-interruption"
-    assert hook_environment({}, NOTICE, IDENTITY, drill=True)["SPOTWATCH_DRILL"] == "1"
+    assert notice_environment({}, NOTICE, IDENTITY, drill=True)["SPOTWATCH_DRILL"] == "1"
 
 
 def test_hook_environment_keeps_an_empty_notice_time() -> None:
     malformed = Notice("spot-interruption", "terminate", "", None, 100.0, "id", "x", "no time")
-    env = hook_environment({}, malformed, Identity())
+    env = notice_environment({}, malformed, Identity())
     assert env["SPOTWATCH_NOTICE_TIME"] == "" and env["SPOTWATCH_DEADLINE"] == "100"
     assert env["SPOTWATCH_INSTANCE_ID"] == "unknown"
 
 
 def test_hook_environment_drops_systemd_notify_and_watchdog_variables() -> None:
-    from spotwatch.hooks import hook_environment
+    from spotwatch.hooks import notice_environment
     from spotwatch.notice import Identity, Notice
 
     notice = Notice("spot-interruption", "terminate", "", None, 1.0, "abc", "test")
     base = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "2", "PATH": "/bin"}
-    env = hook_environment(base, notice, Identity())
+    env = notice_environment(base, notice, Identity())
     assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env and "WATCHDOG_PID" not in env
     assert env["PATH"] == "/bin"

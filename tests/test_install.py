@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from spotwatch import install as inst
+from spotwatch import shipped
 from spotwatch.errors import SpotwatchError, UsageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,29 +49,19 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def example_names() -> list[str]:
-    return sorted(inst.example_hooks())
+    return sorted(shipped.example_hooks())
 
 
 # -- the packaged copies ------------------------------------------------------------
 
 
-def test_packaged_copies_match_the_repo() -> None:
-    """spotwatch/data holds what install writes; systemd/ and hooks.d/ are what people read."""
-    pairs = [
-        (REPO / "systemd" / "spotwatch.service", DATA / "spotwatch.service"),
-        (REPO / "systemd" / "spotwatch.service.d" / "strict.conf", DATA / "strict.conf"),
-        (REPO / "systemd" / "spotwatch.env", DATA / "spotwatch.env"),
-    ]
-    repo_hooks = sorted(p.name for p in (REPO / "hooks.d").iterdir() if p.is_file())
-    assert sorted(p.name for p in (DATA / "hooks.d").iterdir()) == repo_hooks, (
-        "spotwatch/data/hooks.d must hold exactly the hooks in hooks.d/"
-    )
-    pairs += [(REPO / "hooks.d" / name, DATA / "hooks.d" / name) for name in repo_hooks]
-    for source, copy in pairs:
-        assert copy.read_bytes() == source.read_bytes(), (
-            f"{copy.relative_to(REPO)} differs from {source.relative_to(REPO)}: "
-            f"cp {source.relative_to(REPO)} {copy.relative_to(REPO)}"
-        )
+def test_one_copy_of_each_shipped_file() -> None:
+    """The package's files are the only ones: the repository's hooks.d/ and systemd/ are
+    links to them, so what people read is what every install ships."""
+    for top in ("hooks.d", "systemd"):
+        assert os.readlink(REPO / top) == f"spotwatch/data/{top}"
+    for name in (shipped.UNIT, shipped.STRICT, shipped.ENV, shipped.FLEET_UNIT):
+        assert shipped.read(name) == (DATA / name).read_bytes()
 
 
 def test_example_hooks_are_packaged() -> None:
@@ -97,7 +88,7 @@ def test_install_into_a_root(tmp_path: Path) -> None:
     assert mode(tmp_path / HOOKS) == 0o755
     assert (tmp_path / HOOKS).stat().st_uid == os.geteuid()
     env = tmp_path / ENV
-    assert env.read_bytes() == (DATA / "spotwatch.env").read_bytes()
+    assert env.read_bytes() == (DATA / shipped.ENV).read_bytes()
     assert mode(env) == 0o600  # may hold a webhook URL
     installed = sorted(p.name for p in (tmp_path / HOOKS).iterdir())
     assert installed == [f"{name}.disabled" for name in example_names()]
@@ -178,7 +169,7 @@ def test_file_install_never_wrote_is_kept(tmp_path: Path) -> None:
 def test_strict_dropin_comes_and_goes_with_the_flag(tmp_path: Path) -> None:
     inst.install(tmp_path, strict=True, out=lambda line: None)
     dropin = tmp_path / STRICT
-    assert dropin.read_bytes() == (DATA / "strict.conf").read_bytes()
+    assert dropin.read_bytes() == (DATA / shipped.STRICT).read_bytes()
     assert mode(dropin) == 0o644
     lines: list[str] = []
     inst.install(tmp_path, out=lines.append)
@@ -346,24 +337,6 @@ def test_exec_word_refuses(path: str) -> None:
         inst.exec_word(path)
 
 
-def test_find_spotwatch_prefers_the_running_script(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    script = bin_dir / "spotwatch"
-    script.write_text("#!/bin/sh\n")
-    script.chmod(0o755)
-    other = tmp_path / "other"
-    other.mkdir()
-    assert inst.find_spotwatch(str(script), "/usr/bin/python3", lambda n: None) == str(script)
-    # Run as `python -m spotwatch`: the script beside the interpreter.
-    found = inst.find_spotwatch("/x/spotwatch/__main__.py", str(bin_dir / "python"), lambda n: None)
-    assert found == str(script)
-    # Neither: whatever is on PATH.
-    assert inst.find_spotwatch("-c", "/usr/bin/python3", lambda n: str(script)) == str(script)
-    with pytest.raises(SpotwatchError, match="cannot find the installed 'spotwatch'"):
-        inst.find_spotwatch("-c", str(other / "python"), lambda n: None)
-
-
 def test_plan_install_decisions() -> None:
     item = inst.Item("/etc/spotwatch/spotwatch.env", b"new", 0o600, inst.CONFIG)
     old = inst.sha256(b"old")
@@ -384,3 +357,46 @@ def test_plan_install_decisions() -> None:
 def test_machine_without_systemd_is_told_to_use_no_enable(tmp_path: Path) -> None:
     with pytest.raises(SpotwatchError, match=r"systemctl not found.*--no-enable"):
         inst.install(None, run=lambda argv: 127, out=lambda line: None, system_root=tmp_path)
+
+
+# -- install --print ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["unit", "fleet-unit"])
+def test_print_a_unit_runs_this_spotwatch(what: str) -> None:
+    result = cli("install", "--print", what)
+    assert result.returncode == 0, result.stderr
+    spotwatch = Path(sys.executable).parent / "spotwatch"
+    exec_start = [line for line in result.stdout.splitlines() if line.startswith("ExecStart=")]
+    assert len(exec_start) == 1 and exec_start[0].startswith(f"ExecStart={spotwatch} ")
+    if what == "unit":
+        template = shipped.read(shipped.UNIT).decode()
+        assert result.stdout == inst.render_unit(template, str(spotwatch))
+    else:
+        assert exec_start[0].endswith(" fleet watch --hooks-dir /etc/spotwatch/fleet-hooks.d"
+                                      " --log-format json")  # fmt: skip
+
+
+def test_print_env_strict_and_hooks_are_the_shipped_files() -> None:
+    for what, name in (("env", shipped.ENV), ("strict", shipped.STRICT)):
+        result = cli("install", "--print", what)
+        assert result.returncode == 0 and result.stdout == (DATA / name).read_text()
+    hooks = inst.printable("hooks", "")
+    heads = [line for line in hooks.splitlines() if line.startswith("==> ")]
+    assert heads == [f"==> {name} <==" for name in example_names()]
+    assert (DATA / "hooks.d" / "50-ship-logs.sh").read_text() in hooks
+
+
+def test_print_writes_nothing_and_takes_no_install_options(tmp_path: Path) -> None:
+    result = cli("install", "--print", "env", "--root", str(tmp_path))
+    assert result.returncode == 2 and "--print writes nothing" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    result = cli("install", "--print", "units")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_fleet_unit_rendering_keeps_the_arguments_and_quotes_the_path() -> None:
+    template = shipped.read(shipped.FLEET_UNIT).decode()
+    out = inst.render_fleet_unit(template, "/opt/my tools/spotwatch")
+    assert '\nExecStart="/opt/my tools/spotwatch" fleet watch --hooks-dir' in out
+    assert out.replace('"/opt/my tools/spotwatch"', "/usr/local/bin/spotwatch") == template

@@ -274,12 +274,14 @@ def test_the_file_is_0644_whatever_the_umask_and_no_temp_file_stays(tmp_path: Pa
     assert [p.name for p in tmp_path.iterdir()] == ["s.prom"]
 
 
-def test_a_symlink_planted_at_the_temp_name_is_not_followed(tmp_path: Path) -> None:
+def test_a_symlink_planted_at_a_temp_name_is_not_followed(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     out = MetricsFile(tmp_path / "s.prom")
-    out._tmp.symlink_to(victim)
+    planted = tmp_path / ".s.prom.12345.tmp"
+    planted.symlink_to(victim)
     assert out.write("a 1\n")
+    assert not os.path.lexists(planted)  # removed as a stale temp file, not written through
     assert victim.read_text() == "precious\n"
     assert (tmp_path / "s.prom").read_text() == "a 1\n"
     assert not (tmp_path / "s.prom").is_symlink()

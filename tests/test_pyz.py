@@ -63,6 +63,12 @@ def test_the_file_holds_only_pure_python_distributions(pyz: Path) -> None:
     assert {"spotwatch", "boto3", "botocore", "structlog", "tenacity", "requests"} <= names
     assert "isal" not in names  # optional and compiled: ship falls back to zlib
     assert "typing_extensions" in names  # structlog needs it below Python 3.11
+    # Every shipped file (units, settings, example hooks): install and --print need them.
+    data = Path(__file__).resolve().parent.parent / "spotwatch" / "data"
+    shipped = {f"site-packages/{p.relative_to(data.parent.parent)}" for p in data.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}  # fmt: skip
+    with zipfile.ZipFile(pyz) as archive:
+        assert shipped <= set(archive.namelist()), shipped - set(archive.namelist())
 
 
 @pytest.mark.parametrize("minor", ["9", "11"])
@@ -88,6 +94,8 @@ def test_the_file_runs_and_installs_on_python(minor: str, pyz: Path, tmp_path: P
     assert list((unpacked[0] / "spotwatch").glob("__pycache__/*.pyc"))
     unit = (root / "etc/systemd/system/spotwatch.service").read_text()
     assert "ExecStart=/opt/spotwatch/bin/spotwatch run" in unit
+    fleet = run_pyz(python, pyz, shiv_root, "install", "--print", "fleet-unit")
+    assert "\nExecStart=/opt/spotwatch/bin/spotwatch fleet watch " in fleet
     assert os.readlink(root / "usr/local/bin/spotwatch") == "/opt/spotwatch/bin/spotwatch"
     # Again: nothing to copy or unpack, and no other build left behind.
     again = run_pyz(python, pyz, shiv_root, "install", "--root", str(root))

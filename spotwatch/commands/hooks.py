@@ -13,13 +13,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spotwatch.config import DEFAULT_HOOKS_DIR
 from spotwatch.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SpotwatchError
 
 if TYPE_CHECKING:
     from spotwatch.hooks import HookPlan
-
-DEFAULT_HOOKS_DIR = "/etc/spotwatch/hooks.d"
-
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(

@@ -35,10 +35,26 @@ def add_parser(subparsers: Any) -> None:
         help="also install the strict hardening drop-in (hooks may write only to "
         "/var/lib/spotwatch and /var/log/spotwatch)",
     )
+    parser.add_argument(
+        "--print",
+        dest="show",
+        metavar="WHAT",
+        choices=("unit", "env", "hooks", "fleet-unit", "strict"),
+        help="write nothing; print a shipped file as install would write it: unit, env, "
+        "hooks (the examples), fleet-unit (for 'spotwatch fleet watch') or strict "
+        "(the drop-in); the units' ExecStart= runs this spotwatch",
+    )
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.show:
+        from spotwatch.errors import UsageError
+        from spotwatch.install import print_shipped
+
+        if args.root or args.no_enable or args.strict:
+            raise UsageError("--print writes nothing: use it without --root, --no-enable, --strict")
+        return print_shipped(args.show)
     from spotwatch.install import install
 
     root = Path(args.root) if args.root else None

@@ -1,0 +1,1 @@
+spotwatch/data/hooks.d

@@ -1,0 +1,74 @@
+"""The environment hooks run in: spotwatch's own, minus what is not theirs, plus the event.
+
+Both kinds of hook get theirs from ``hook_environment``: the instance's
+(``spotwatch run``: ``hooks.notice_environment``) and the fleet's
+(``spotwatch fleet watch``: ``fleet_events.event_environment``). Each kind
+names the variables it sets; inherited values of those are stale (a hook's
+``spotwatch run`` inside a drill, a test harness) and are dropped first.
+``environ_for_hooks`` adds SPOTWATCH_BIN once at start: systemd's PATH may not
+reach a pipx or venv install, and the example hooks call ``spotwatch ship``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Callable
+
+from spotwatch.errors import SpotwatchError
+
+# systemd's link to the daemon: a notify-aware program started by a hook must
+# not talk to systemd on the daemon's behalf.
+DAEMON_ONLY_VARIABLES = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
+
+
+def hook_environment(
+    base_env: Mapping[str, str], variables: Mapping[str, str], replaces: frozenset[str]
+) -> dict[str, str]:
+    """``base_env`` without the daemon's systemd variables and the stale ``replaces``,
+    plus ``variables``."""
+    env = {
+        k: v for k, v in base_env.items() if k not in replaces and k not in DAEMON_ONLY_VARIABLES
+    }
+    env.update(variables)
+    return env
+
+
+def find_spotwatch(
+    argv0: str | None = None,
+    executable: str | None = None,
+    which: Callable[[str], str | None] = shutil.which,
+) -> str:
+    """Absolute path of the installed ``spotwatch`` script (for ExecStart= and SPOTWATCH_BIN)."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    executable = sys.executable if executable is None else executable
+    candidates = []
+    if Path(argv0).name == "spotwatch":
+        candidates.append(os.path.abspath(argv0))
+    # Beside the interpreter: a venv's or pipx's bin directory.
+    candidates.append(os.path.join(os.path.dirname(executable), "spotwatch"))
+    found = which("spotwatch")
+    if found:
+        candidates.append(os.path.abspath(found))
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise SpotwatchError(
+        "cannot find the installed 'spotwatch' script for the unit's ExecStart=: "
+        "install spotwatch with pip or pipx first and run 'spotwatch install' from it"
+    )
+
+
+def environ_for_hooks(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` plus SPOTWATCH_BIN, the installed spotwatch, for hooks that call it
+    (``spotwatch ship``): systemd's PATH may not reach a pipx or venv install."""
+    out = dict(environ)
+    if "SPOTWATCH_BIN" not in out:
+        try:
+            out["SPOTWATCH_BIN"] = find_spotwatch()
+        except SpotwatchError:
+            pass
+    return out

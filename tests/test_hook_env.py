@@ -1,0 +1,58 @@
+"""The environment hooks run in (spotwatch/hook_env.py); each kind's variables are
+tested with it (test_hooks.py for the instance's, test_fleet_events.py for the fleet's)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from spotwatch.errors import SpotwatchError
+from spotwatch.hook_env import environ_for_hooks, find_spotwatch, hook_environment
+
+
+def test_hook_environment_drops_stale_and_daemon_values_and_sets_the_new() -> None:
+    base = {
+        "PATH": "/usr/bin",
+        "SPOTWATCH_BIN": "/opt/spotwatch/bin/spotwatch",  # configuration: kept
+        "SPOTWATCH_EVENT": "stale",
+        "SPOTWATCH_OLD": "stale too",
+        "NOTIFY_SOCKET": "/run/systemd/notify",
+        "WATCHDOG_USEC": "30000000",
+        "WATCHDOG_PID": "1",
+    }
+    replaces = frozenset({"SPOTWATCH_EVENT", "SPOTWATCH_OLD"})
+    env = hook_environment(base, {"SPOTWATCH_EVENT": "new"}, replaces)
+    assert env == {
+        "PATH": "/usr/bin",
+        "SPOTWATCH_BIN": "/opt/spotwatch/bin/spotwatch",
+        "SPOTWATCH_EVENT": "new",
+    }
+    assert base["SPOTWATCH_EVENT"] == "stale"  # the daemon's own is not changed
+
+
+def test_environ_for_hooks_adds_this_spotwatch_unless_set() -> None:
+    env = environ_for_hooks({"PATH": "/usr/bin"})
+    assert env["SPOTWATCH_BIN"] == str(Path(sys.executable).parent / "spotwatch")
+    assert os.access(env["SPOTWATCH_BIN"], os.X_OK)
+    assert environ_for_hooks({"SPOTWATCH_BIN": "/x"}) == {"SPOTWATCH_BIN": "/x"}
+
+
+def test_find_spotwatch_prefers_the_running_script(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "spotwatch"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    other = tmp_path / "other"
+    other.mkdir()
+    assert find_spotwatch(str(script), "/usr/bin/python3", lambda n: None) == str(script)
+    # Run as `python -m spotwatch`: the script beside the interpreter.
+    found = find_spotwatch("/x/spotwatch/__main__.py", str(bin_dir / "python"), lambda n: None)
+    assert found == str(script)
+    # Neither: whatever is on PATH.
+    assert find_spotwatch("-c", "/usr/bin/python3", lambda n: str(script)) == str(script)
+    with pytest.raises(SpotwatchError, match="cannot find the installed 'spotwatch'"):
+        find_spotwatch("-c", str(other / "python"), lambda n: None)
