@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from spotwatch import fleet_schedule as schedule
 from spotwatch.errors import SpotwatchError, UsageError
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from spotwatch.fleet_lifecycle import LifecycleActions
     from spotwatch.hooks import HookPlan
     from spotwatch.runner import HookResult
+    from spotwatch.stopper import StopFlag
 
 MAX_WAIT_SECONDS = 20  # SQS long-poll limit
 MAX_VISIBILITY_TIMEOUT = 43200
@@ -98,12 +99,6 @@ _QUEUE_URL_REGION = (
     re.compile(r"^https?://sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"),
     re.compile(r"^https?://([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?/"),
 )
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
-
-    def sleep(self, seconds: float) -> bool: ...
 
 
 @dataclass(frozen=True)

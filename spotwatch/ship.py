@@ -55,6 +55,7 @@ from spotwatch.ship_plan import (
     smallest_first,
 )
 from spotwatch.ship_stream import CappedReader, FileShrankError, GzipReader, ShipCancelledError
+from spotwatch.stopper import Stopper
 
 MiB = 1024 * 1024
 SSE_CHOICES = ("aws:kms", "AES256")
@@ -271,7 +272,7 @@ class _Run:
         self.fatal: Verdict | None = None
         self.stop_reason = ""
         self.events: queue.SimpleQueue[tuple[str, int, float]] = queue.SimpleQueue()
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # tells the readers of this run's uploads to give up
         self.flights: dict[int, _Flight] = {}
         self.outcomes: list[Outcome] = []
         self.open_uploads = _OpenUploads()
@@ -338,7 +339,7 @@ class _Run:
                 max_submission_concurrency=self.options.concurrency,
             ),
         )
-        restore = _install_signal_handlers(self.events)
+        self.signals = _signals()  # SIGTERM/SIGINT, routed here while uploading
         pending = list(reversed(ordered))  # pop() takes the smallest
         drained = True
         try:
@@ -347,7 +348,7 @@ class _Run:
                 self._cancel_flights()
                 drained = self._drain()
         finally:
-            restore()
+            self.signals.close()
             self.stop.set()
             if drained:
                 manager.shutdown()
@@ -369,6 +370,9 @@ class _Run:
 
     def _loop(self, manager: Any, pending: list[Candidate]) -> None:
         while True:
+            if self.signals.signum is not None and not self.stop_reason:
+                self.log.warning("ship.signal", signal=signal.Signals(self.signals.signum).name)
+                self.stop_reason = INTERRUPTED
             now = self.clocks.monotonic()
             if not self.stop_reason and self.abort_at is not None and now >= self.abort_at:
                 self.stop_reason = ABORTED
@@ -406,13 +410,8 @@ class _Run:
                 return
 
     def _handle(self, event: tuple[str, int, float]) -> None:
-        kind, value, when = event
-        if kind == "signal":
-            self.log.warning("ship.signal", signal=signal.Signals(value).name)
-            if not self.stop_reason:
-                self.stop_reason = INTERRUPTED
-            return
-        flight = self.flights.pop(value, None)
+        _kind, token, when = event  # ("done", token, when): the only kind queued
+        flight = self.flights.pop(token, None)
         if flight is not None:
             self._finish(flight, when)
 
@@ -692,23 +691,12 @@ def _make_subscriber(
     return _Done()
 
 
-def _install_signal_handlers(
-    events: queue.SimpleQueue[tuple[str, int, float]],
-) -> Callable[[], None]:
-    """SIGTERM/SIGINT only queue a note; the loop cancels and aborts. Returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: Any) -> None:
-        events.put(("signal", signum, 0.0))
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+def _signals() -> Stopper:
+    """SIGTERM/SIGINT only recorded; the loop cancels and aborts (main thread only)."""
+    stopper = Stopper()
+    if threading.current_thread() is threading.main_thread():
+        stopper.install()
+    return stopper
 
 
 def _hook_region() -> str:

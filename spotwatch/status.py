@@ -9,8 +9,6 @@ look is :mod:`spotwatch.status_view`. boto3 is imported only when a query runs.
 
 from __future__ import annotations
 
-import queue
-import signal
 import sys
 import time
 from collections import deque
@@ -39,6 +37,7 @@ from spotwatch.status_view import (
     snapshot,
     utc_text,
 )
+from spotwatch.stopper import StopFlag, Stopper
 
 # Values per filter in one call; EC2 accepts up to 200.
 _FILTER_CHUNK = 100
@@ -439,7 +438,7 @@ def run_status(
     watch: float | None = None,
     clients: Clients | None = None,
     output: Output | None = None,
-    stop: Waiter | None = None,
+    stop: StopFlag | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> int:
     """`spotwatch status`: one query (or a --watch loop); returns the exit status."""
@@ -454,48 +453,13 @@ def run_status(
     if stop is not None:
         return watch_status(query, source, watch, out, stop, as_json=as_json,
                             monotonic=monotonic)
-    with SignalStop() as signal_stop:
+    with Stopper() as signal_stop:  # SIGINT/SIGTERM end the watch between polls
         return watch_status(query, source, watch, out, signal_stop, as_json=as_json,
                             monotonic=monotonic)
 
 
 # ---------------------------------------------------------------------------
 # --watch
-
-
-class Waiter(Protocol):
-    """Sleeps up to ``timeout`` seconds; True when it is time to stop."""
-
-    def wait(self, timeout: float) -> bool: ...
-
-
-class SignalStop:
-    """SIGINT/SIGTERM, recorded by the handler and acted on by the loop."""
-
-    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self._received: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._previous: dict[int, Any] = {}
-
-    def _record(self, signum: int, frame: Any) -> None:
-        self._received.put_nowait(signum)  # reentrant-safe: nothing else in a handler
-
-    def __enter__(self) -> SignalStop:
-        for signum in self._SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._record)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def wait(self, timeout: float) -> bool:
-        try:
-            self._received.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return False
-        return True
 
 
 _CLEAR = "\x1b[H\x1b[2J"
@@ -507,7 +471,7 @@ def watch_status(
     clients: Clients,
     interval: float,
     output: Output,
-    stop: Waiter,
+    stop: StopFlag,
     *,
     as_json: bool = False,
     monotonic: Callable[[], float] = time.monotonic,

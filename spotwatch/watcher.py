@@ -24,18 +24,13 @@ if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
     from spotwatch.runner import HookResult
+    from spotwatch.stopper import StopFlag
 
 
 class Monitor(Protocol):
     name: str
 
     def check(self) -> Notice | None: ...
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
-
-    def sleep(self, seconds: float) -> bool: ...
 
 
 class SystemdLink(Protocol):
@@ -212,7 +207,7 @@ class Watcher:
             if remaining <= 0:
                 return
             ping = self._notifier.watchdog_interval()
-            self._stop.sleep(remaining if ping is None else min(remaining, ping / 2))
+            self._stop.wait(remaining if ping is None else min(remaining, ping / 2))
             if any(_has_news(m) for m in self._monitors):
                 return  # a background feed saw a change (Google, Azure): poll now
 

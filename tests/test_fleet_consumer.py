@@ -95,7 +95,8 @@ class Stop:
     def is_set(self) -> bool:
         return self.flag
 
-    def sleep(self, seconds: float) -> bool:
+    def wait(self, seconds: float | None = None) -> bool:
+        assert seconds is not None
         self.slept.append(seconds)
         return self.flag
 
