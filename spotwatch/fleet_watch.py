@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from spotwatch import fleet_schedule as schedule
+from spotwatch.ec2_lookup import describe_instances
 from spotwatch.errors import SpotwatchError, UsageError
 from spotwatch.fleet_events import (
     FleetEvent,
@@ -209,21 +210,12 @@ class InstanceTags:
         found: dict[str, dict[str, str]] = {}
         try:
             client = self._client_for_region(region)
-            # A filter, not InstanceIds: an unknown id then just is not returned
-            # instead of failing the whole batch.
-            for start in range(0, len(ids), 100):
-                chunk = list(ids[start : start + 100])
-                pages = client.get_paginator("describe_instances").paginate(
-                    Filters=[{"Name": "instance-id", "Values": chunk}]
-                )
-                self.calls += 1
-                for page in pages:
-                    for reservation in page.get("Reservations", []):
-                        for instance in reservation.get("Instances", []):
-                            found[instance["InstanceId"]] = {
-                                str(t.get("Key", "")): str(t.get("Value", ""))
-                                for t in instance.get("Tags", [])
-                            }
+            instances, calls = describe_instances(client, ids)
+            self.calls += calls
+            for instance_id, instance in instances.items():
+                found[instance_id] = {
+                    str(t.get("Key", "")): str(t.get("Value", "")) for t in instance.get("Tags", [])
+                }
         except Exception as exc:  # tags are decoration, never a failure
             level = self._log.debug if region in self._failing else self._log.warning
             self._failing.add(region)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable, Protocol, TextIO
 
+from spotwatch.ec2_lookup import PAGE_SIZE, chunks, describe_instances
 from spotwatch.errors import SpotwatchError
 from spotwatch.spot_codes import (
     EXIT_API,
@@ -39,9 +39,6 @@ from spotwatch.status_view import (
 )
 from spotwatch.stopper import StopFlag, Stopper
 
-# Values per filter in one call; EC2 accepts up to 200.
-_FILTER_CHUNK = 100
-_PAGE_SIZE = 1000
 # Regions asked at once with --all-regions.
 _MAX_WORKERS = 8
 # --watch never polls faster than this, and backs off to at most this on faults.
@@ -203,7 +200,7 @@ def _describe(client: Any, region: str, query: StatusQuery) -> list[SpotRequest]
     found: dict[str, SpotRequest] = {}
     paginator = client.get_paginator("describe_spot_instance_requests")
     for filters in request_filters(query):
-        kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": _PAGE_SIZE}}
+        kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": PAGE_SIZE}}
         if filters:
             kwargs["Filters"] = filters
         for page in paginator.paginate(**kwargs):
@@ -217,29 +214,13 @@ def _describe(client: Any, region: str, query: StatusQuery) -> list[SpotRequest]
     })
     if not wanted:
         return requests
-    states = _instance_states(client, wanted)
+    instances, _calls = describe_instances(client, wanted)
+    states = {i: str(instance["State"]["Name"]) for i, instance in instances.items()}
     return [
         replace(r, instance_state=states.get(r.instance_id, INSTANCE_GONE))
         if r.instance_id in wanted else r
         for r in requests
     ]
-
-
-def _instance_states(client: Any, instance_ids: Sequence[str]) -> dict[str, str]:
-    # A filter, not InstanceIds: a long-gone instance is then simply absent,
-    # where InstanceIds would fail the whole call with InvalidInstanceID.NotFound.
-    states: dict[str, str] = {}
-    paginator = client.get_paginator("describe_instances")
-    for chunk in _chunks(instance_ids, _FILTER_CHUNK):
-        pages = paginator.paginate(
-            Filters=[{"Name": "instance-id", "Values": list(chunk)}],
-            PaginationConfig={"PageSize": _PAGE_SIZE},
-        )
-        for page in pages:
-            for reservation in page.get("Reservations", []):
-                for instance in reservation.get("Instances", []):
-                    states[str(instance["InstanceId"])] = str(instance["State"]["Name"])
-    return states
 
 
 def request_filters(query: StatusQuery) -> list[list[dict[str, Any]]]:
@@ -266,7 +247,7 @@ def request_filters(query: StatusQuery) -> list[list[dict[str, Any]]]:
     queries = []
     for name, prefix in (("spot-instance-request-id", "sir-"), ("instance-id", "i-")):
         chosen = [i for i in ids if i.startswith(prefix)]
-        for chunk in _chunks(chosen, _FILTER_CHUNK):
+        for chunk in chunks(chosen):
             queries.append([*base, {"Name": name, "Values": list(chunk)}])
     return queries
 
@@ -291,11 +272,6 @@ def _utc(value: Any) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _guard(region: str, call: Callable[[], Any]) -> Any:
