@@ -63,7 +63,7 @@ from spotwatch.fleet_events import (
     parse_message,
 )
 from spotwatch.fleet_schedule import MAX_BATCH, Slot
-from spotwatch.hooks import REFUSED
+from spotwatch.hooks import REFUSED, log_plan
 from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
 
@@ -802,12 +802,7 @@ class FleetWatcher:
             if warnings == self._last_plan_warnings:
                 return  # said once; not again for every event
             self._last_plan_warnings = warnings
-        if plan.problem:
-            self._log.error("hooks.refused", directory=str(plan.directory),
-                            problem=plan.problem, fix=plan.fix)
-        for item in plan.warnings:
-            level = self._log.error if item.severity == REFUSED else self._log.warning
-            level(f"hook.{item.severity}", hook=item.name, reason=item.reason, fix=item.fix)
+        log_plan(self._log, plan)
 
     def _print(self, event: FleetEvent, tags: Mapping[str, str]) -> None:
         if self.settings.json_output:

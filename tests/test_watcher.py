@@ -84,6 +84,7 @@ class FakePlan:
     hooks: tuple[FakeHook, ...]
     rejected: tuple[Any, ...] = ()
     problem: str | None = None
+    fix: str = ""
 
 
 @dataclass
