@@ -392,22 +392,21 @@ class _Run:
                 if pending:
                     self.stop_reason = DEADLINE
                 return
-            timeout = 0.25  # short, so a signal is acted on promptly
+            timeout = 0.25  # re-check the deadline and what fits at least this often
             if self.abort_at is not None:
                 timeout = max(0.0, min(timeout, self.abort_at - now))
             self._wait(timeout)
 
     def _wait(self, timeout: float) -> None:
-        try:
-            event = self.events.get(timeout=timeout)
-        except queue.Empty:
-            return
+        """Sleep until an upload ends (its subscriber wakes us), a signal, or ``timeout``."""
+        if self.events.empty():
+            self.signals.wait(timeout)
         while True:
-            self._handle(event)
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
+            self._handle(event)
 
     def _handle(self, event: tuple[str, int, float]) -> None:
         _kind, token, when = event  # ("done", token, when): the only kind queued
@@ -474,7 +473,9 @@ class _Run:
                 self.options.bucket,
                 key,
                 extra_args=self._extra_args(),
-                subscribers=[_make_subscriber(self.events, token, self.clocks.monotonic)],
+                subscribers=[
+                    _make_subscriber(self.events, token, self.clocks.monotonic, self.signals.wake)
+                ],
             )
         except Exception as exc:  # refused before anything was sent
             handle.close()
@@ -680,13 +681,17 @@ class _Run:
 
 
 def _make_subscriber(
-    events: queue.SimpleQueue[tuple[str, int, float]], token: int, clock: Callable[[], float]
+    events: queue.SimpleQueue[tuple[str, int, float]],
+    token: int,
+    clock: Callable[[], float],
+    wake: Callable[[], None],
 ) -> Any:
     from s3transfer.subscribers import BaseSubscriber
 
     class _Done(BaseSubscriber):  # type: ignore[misc]
         def on_done(self, future: Any, **kwargs: Any) -> None:
             events.put(("done", token, clock()))
+            wake()  # after the put: the loop, woken, finds the event
 
     return _Done()
 

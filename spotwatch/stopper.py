@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import threading
 from collections.abc import Iterable
 from types import FrameType
 from typing import Protocol
@@ -49,6 +50,7 @@ class Stopper:
         self.signum: int | None = None
         self._requested = False
         self._closed = False
+        self._fds_lock = threading.Lock()  # no write to an fd number close() gave back
         self._previous: dict[int, object] = {}
         self._previous_wakeup_fd: int | None = None
 
@@ -68,12 +70,12 @@ class Stopper:
 
     def close(self) -> None:
         self.uninstall()
-        self._closed = True
-        for fd in (self._read_fd, self._write_fd):
-            try:
+        with self._fds_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._read_fd, self._write_fd):
                 os.close(fd)
-            except OSError:
-                pass
 
     def __enter__(self) -> Stopper:
         self.install()
@@ -114,12 +116,13 @@ class Stopper:
         return self._requested
 
     def _poke(self, byte: bytes) -> None:
-        if self._closed:
-            return  # the fd number may belong to another file by now
-        try:
-            os.write(self._write_fd, byte)
-        except OSError:
-            pass  # pipe full: a wake-up is already pending
+        with self._fds_lock:  # never from the signal handler: that one only assigns
+            if self._closed:
+                return  # the fd number may belong to another file by now
+            try:
+                os.write(self._write_fd, byte)
+            except OSError:
+                pass  # pipe full: a wake-up is already pending
 
     def _drain(self) -> None:
         try:
