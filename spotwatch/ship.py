@@ -414,47 +414,23 @@ class _Run:
         if flight is not None:
             self._finish(flight, when)
 
+    def _not_started(self, candidate: Candidate, key: str, reason: str, detail: str) -> None:
+        self._record(Outcome(candidate.path, key, candidate.size, NOT_SHIPPED, reason, detail))
+
     def _start(self, manager: Any, candidate: Candidate) -> None:
         key = object_key(self.base, candidate.path, self.options.gzip)
         try:
             handle: BinaryIO = open(candidate.path, "rb")  # noqa: SIM115 (closed in _finish)
         except FileNotFoundError:
-            self._record(
-                Outcome(
-                    candidate.path,
-                    key,
-                    candidate.size,
-                    NOT_SHIPPED,
-                    VANISHED,
-                    "gone before its upload began",
-                )
-            )
+            self._not_started(candidate, key, VANISHED, "gone before its upload began")
             return
         except OSError as exc:
-            self._record(
-                Outcome(
-                    candidate.path,
-                    key,
-                    candidate.size,
-                    NOT_SHIPPED,
-                    UNREADABLE,
-                    one_line(exc.strerror or str(exc)),
-                )
-            )
+            self._not_started(candidate, key, UNREADABLE, one_line(exc.strerror or str(exc)))
             return
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             handle.close()
-            self._record(
-                Outcome(
-                    candidate.path,
-                    key,
-                    candidate.size,
-                    NOT_SHIPPED,
-                    VANISHED,
-                    "no longer a regular file",
-                )
-            )
+            self._not_started(candidate, key, VANISHED, "no longer a regular file")
             return
         size = info.st_size  # read first: the upload stops here even if the file grows
         body: CappedReader | GzipReader
