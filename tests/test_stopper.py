@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,16 @@ def test_uninstall_restores_previous_handlers() -> None:
     assert signal.getsignal(signal.SIGTERM) != before
     s.close()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_only_the_stopper_installs_signal_handlers() -> None:
+    # One place decides what a signal handler may do (record, nothing else).
+    import spotwatch
+
+    package = Path(spotwatch.__file__).parent
+    installing = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "signal.signal(" in path.read_text() or "set_wakeup_fd(" in path.read_text()
+    )
+    assert installing == ["stopper.py"]
