@@ -47,9 +47,10 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from spotwatch import fleet_schedule as schedule
+from spotwatch.ec2_lookup import describe_instances
 from spotwatch.errors import SpotwatchError, UsageError
 from spotwatch.fleet_events import (
     FleetEvent,
@@ -62,7 +63,7 @@ from spotwatch.fleet_events import (
     parse_message,
 )
 from spotwatch.fleet_schedule import MAX_BATCH, Slot
-from spotwatch.hooks import REFUSED
+from spotwatch.hooks import REFUSED, log_plan
 from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
 
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from spotwatch.fleet_lifecycle import LifecycleActions
     from spotwatch.hooks import HookPlan
     from spotwatch.runner import HookResult
+    from spotwatch.stopper import StopFlag
 
 MAX_WAIT_SECONDS = 20  # SQS long-poll limit
 MAX_VISIBILITY_TIMEOUT = 43200
@@ -98,12 +100,6 @@ _QUEUE_URL_REGION = (
     re.compile(r"^https?://sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"),
     re.compile(r"^https?://([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?/"),
 )
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
-
-    def sleep(self, seconds: float) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -214,21 +210,12 @@ class InstanceTags:
         found: dict[str, dict[str, str]] = {}
         try:
             client = self._client_for_region(region)
-            # A filter, not InstanceIds: an unknown id then just is not returned
-            # instead of failing the whole batch.
-            for start in range(0, len(ids), 100):
-                chunk = list(ids[start : start + 100])
-                pages = client.get_paginator("describe_instances").paginate(
-                    Filters=[{"Name": "instance-id", "Values": chunk}]
-                )
-                self.calls += 1
-                for page in pages:
-                    for reservation in page.get("Reservations", []):
-                        for instance in reservation.get("Instances", []):
-                            found[instance["InstanceId"]] = {
-                                str(t.get("Key", "")): str(t.get("Value", ""))
-                                for t in instance.get("Tags", [])
-                            }
+            instances, calls = describe_instances(client, ids)
+            self.calls += calls
+            for instance_id, instance in instances.items():
+                found[instance_id] = {
+                    str(t.get("Key", "")): str(t.get("Value", "")) for t in instance.get("Tags", [])
+                }
         except Exception as exc:  # tags are decoration, never a failure
             level = self._log.debug if region in self._failing else self._log.warning
             self._failing.add(region)
@@ -815,12 +802,7 @@ class FleetWatcher:
             if warnings == self._last_plan_warnings:
                 return  # said once; not again for every event
             self._last_plan_warnings = warnings
-        if plan.problem:
-            self._log.error("hooks.refused", directory=str(plan.directory),
-                            problem=plan.problem, fix=plan.fix)
-        for item in plan.warnings:
-            level = self._log.error if item.severity == REFUSED else self._log.warning
-            level(f"hook.{item.severity}", hook=item.name, reason=item.reason, fix=item.fix)
+        log_plan(self._log, plan)
 
     def _print(self, event: FleetEvent, tags: Mapping[str, str]) -> None:
         if self.settings.json_output:

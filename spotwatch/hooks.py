@@ -26,6 +26,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spotwatch.hook_env import hook_environment
 from spotwatch.notice import Identity, Notice
@@ -90,6 +91,20 @@ class HookPlan:
     def warnings(self) -> tuple[Rejected, ...]:
         """The entries an operator should hear about (skipped or refused)."""
         return tuple(r for r in self.rejected if r.severity != IGNORED)
+
+
+def log_plan(log: Any, plan: HookPlan) -> None:
+    """Tell the operator what ``plan`` will not run, and how to fix it: one wording everywhere.
+
+    An unusable directory and refused entries are errors, skipped ones warnings,
+    ignored ones (backup files and the like) debug. ``log`` is a structlog logger.
+    """
+    if plan.problem:
+        log.error("hooks.refused", directory=str(plan.directory), problem=plan.problem,
+                  fix=plan.fix)
+    for item in plan.rejected:
+        level = {REFUSED: log.error, SKIPPED: log.warning}.get(item.severity, log.debug)
+        level(f"hook.{item.severity}", hook=item.name, reason=item.reason, fix=item.fix)
 
 
 def sort_key(name: str) -> bytes:

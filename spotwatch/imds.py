@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
 import requests
 import urllib3.exceptions
@@ -34,6 +34,9 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTime
 from spotwatch import __version__
 from spotwatch.logs import get_logger
 from spotwatch.notice import Identity
+
+if TYPE_CHECKING:
+    from spotwatch.stopper import StopFlag
 
 DEFAULT_BASE_URL = "http://169.254.169.254"
 TOKEN_PATH = "/latest/api/token"
@@ -105,14 +108,6 @@ ERROR_KINDS = (
 # A token goes back in a header: printable ASCII without spaces, or it is unusable.
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,4096}")
 _RETRYABLE_KINDS = frozenset({"unreachable", "timeout", "dropped", "server-error", "throttled"})
-
-
-class StopFlag(Protocol):
-    """What ``stop`` must offer: a ``threading.Event`` or anything shaped like one."""
-
-    def is_set(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import signal
 import socket
 import struct
 import sys
@@ -27,7 +26,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
 from typing import Any, Callable
 
 TOKEN_PATH = "/latest/api/token"
@@ -673,21 +671,16 @@ def main(argv: list[str] | None = None) -> int:
             now + args.maintenance_in,
             code=args.maintenance_code,
         )
-    done = threading.Event()
+    from spotwatch.stopper import Stopper
 
-    def _on_term(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    # Before the URL is printed: whoever reads it may send SIGTERM at once.
-    signal.signal(signal.SIGTERM, _on_term)
-    print(sim.url, flush=True)
-    try:
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    # Routed before the URL is printed: whoever reads it may send SIGTERM at once.
+    with Stopper() as stop:
+        print(sim.url, flush=True)
+        try:
+            while not stop.wait():
+                pass
+        finally:
+            sim.stop()
     return 0
 
 

@@ -55,6 +55,7 @@ from spotwatch.ship_plan import (
     smallest_first,
 )
 from spotwatch.ship_stream import CappedReader, FileShrankError, GzipReader, ShipCancelledError
+from spotwatch.stopper import Stopper
 
 MiB = 1024 * 1024
 SSE_CHOICES = ("aws:kms", "AES256")
@@ -271,7 +272,7 @@ class _Run:
         self.fatal: Verdict | None = None
         self.stop_reason = ""
         self.events: queue.SimpleQueue[tuple[str, int, float]] = queue.SimpleQueue()
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # tells the readers of this run's uploads to give up
         self.flights: dict[int, _Flight] = {}
         self.outcomes: list[Outcome] = []
         self.open_uploads = _OpenUploads()
@@ -338,7 +339,7 @@ class _Run:
                 max_submission_concurrency=self.options.concurrency,
             ),
         )
-        restore = _install_signal_handlers(self.events)
+        self.signals = _signals()  # SIGTERM/SIGINT, routed here while uploading
         pending = list(reversed(ordered))  # pop() takes the smallest
         drained = True
         try:
@@ -347,7 +348,7 @@ class _Run:
                 self._cancel_flights()
                 drained = self._drain()
         finally:
-            restore()
+            self.signals.close()
             self.stop.set()
             if drained:
                 manager.shutdown()
@@ -369,6 +370,9 @@ class _Run:
 
     def _loop(self, manager: Any, pending: list[Candidate]) -> None:
         while True:
+            if self.signals.signum is not None and not self.stop_reason:
+                self.log.warning("ship.signal", signal=signal.Signals(self.signals.signum).name)
+                self.stop_reason = INTERRUPTED
             now = self.clocks.monotonic()
             if not self.stop_reason and self.abort_at is not None and now >= self.abort_at:
                 self.stop_reason = ABORTED
@@ -388,75 +392,45 @@ class _Run:
                 if pending:
                     self.stop_reason = DEADLINE
                 return
-            timeout = 0.25  # short, so a signal is acted on promptly
+            timeout = 0.25  # re-check the deadline and what fits at least this often
             if self.abort_at is not None:
                 timeout = max(0.0, min(timeout, self.abort_at - now))
             self._wait(timeout)
 
     def _wait(self, timeout: float) -> None:
-        try:
-            event = self.events.get(timeout=timeout)
-        except queue.Empty:
-            return
+        """Sleep until an upload ends (its subscriber wakes us), a signal, or ``timeout``."""
+        if self.events.empty():
+            self.signals.wait(timeout)
         while True:
-            self._handle(event)
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
+            self._handle(event)
 
     def _handle(self, event: tuple[str, int, float]) -> None:
-        kind, value, when = event
-        if kind == "signal":
-            self.log.warning("ship.signal", signal=signal.Signals(value).name)
-            if not self.stop_reason:
-                self.stop_reason = INTERRUPTED
-            return
-        flight = self.flights.pop(value, None)
+        _kind, token, when = event  # ("done", token, when): the only kind queued
+        flight = self.flights.pop(token, None)
         if flight is not None:
             self._finish(flight, when)
+
+    def _not_started(self, candidate: Candidate, key: str, reason: str, detail: str) -> None:
+        self._record(Outcome(candidate.path, key, candidate.size, NOT_SHIPPED, reason, detail))
 
     def _start(self, manager: Any, candidate: Candidate) -> None:
         key = object_key(self.base, candidate.path, self.options.gzip)
         try:
             handle: BinaryIO = open(candidate.path, "rb")  # noqa: SIM115 (closed in _finish)
         except FileNotFoundError:
-            self._record(
-                Outcome(
-                    candidate.path,
-                    key,
-                    candidate.size,
-                    NOT_SHIPPED,
-                    VANISHED,
-                    "gone before its upload began",
-                )
-            )
+            self._not_started(candidate, key, VANISHED, "gone before its upload began")
             return
         except OSError as exc:
-            self._record(
-                Outcome(
-                    candidate.path,
-                    key,
-                    candidate.size,
-                    NOT_SHIPPED,
-                    UNREADABLE,
-                    one_line(exc.strerror or str(exc)),
-                )
-            )
+            self._not_started(candidate, key, UNREADABLE, one_line(exc.strerror or str(exc)))
             return
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             handle.close()
-            self._record(
-                Outcome(
-                    candidate.path,
-                    key,
-                    candidate.size,
-                    NOT_SHIPPED,
-                    VANISHED,
-                    "no longer a regular file",
-                )
-            )
+            self._not_started(candidate, key, VANISHED, "no longer a regular file")
             return
         size = info.st_size  # read first: the upload stops here even if the file grows
         body: CappedReader | GzipReader
@@ -475,7 +449,9 @@ class _Run:
                 self.options.bucket,
                 key,
                 extra_args=self._extra_args(),
-                subscribers=[_make_subscriber(self.events, token, self.clocks.monotonic)],
+                subscribers=[
+                    _make_subscriber(self.events, token, self.clocks.monotonic, self.signals.wake)
+                ],
             )
         except Exception as exc:  # refused before anything was sent
             handle.close()
@@ -681,34 +657,27 @@ class _Run:
 
 
 def _make_subscriber(
-    events: queue.SimpleQueue[tuple[str, int, float]], token: int, clock: Callable[[], float]
+    events: queue.SimpleQueue[tuple[str, int, float]],
+    token: int,
+    clock: Callable[[], float],
+    wake: Callable[[], None],
 ) -> Any:
     from s3transfer.subscribers import BaseSubscriber
 
     class _Done(BaseSubscriber):  # type: ignore[misc]
         def on_done(self, future: Any, **kwargs: Any) -> None:
             events.put(("done", token, clock()))
+            wake()  # after the put: the loop, woken, finds the event
 
     return _Done()
 
 
-def _install_signal_handlers(
-    events: queue.SimpleQueue[tuple[str, int, float]],
-) -> Callable[[], None]:
-    """SIGTERM/SIGINT only queue a note; the loop cancels and aborts. Returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: Any) -> None:
-        events.put(("signal", signum, 0.0))
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+def _signals() -> Stopper:
+    """SIGTERM/SIGINT only recorded; the loop cancels and aborts (main thread only)."""
+    stopper = Stopper()
+    if threading.current_thread() is threading.main_thread():
+        stopper.install()
+    return stopper
 
 
 def _hook_region() -> str:

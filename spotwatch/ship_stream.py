@@ -10,9 +10,11 @@ the middle of compressing a large file gives up at the next block.
 from __future__ import annotations
 
 import importlib
-import threading
 import zlib
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from spotwatch.stopper import StopFlag
 
 BLOCK = 1024 * 1024  # source bytes read (and compressed) at a time
 
@@ -67,7 +69,7 @@ def _read_exactly(raw: BinaryIO, amount: int, position: int, limit: int) -> byte
 class CappedReader:
     """A seekable view of the first ``limit`` bytes of ``raw`` (uploaded as they are)."""
 
-    def __init__(self, raw: BinaryIO, limit: int, stop: threading.Event) -> None:
+    def __init__(self, raw: BinaryIO, limit: int, stop: StopFlag) -> None:
         self._raw = raw
         self._limit = limit
         self._stop = stop
@@ -126,7 +128,7 @@ class GzipReader:
     """
 
     def __init__(
-        self, raw: BinaryIO, limit: int, stop: threading.Event, level: int = 3, fast: bool = True
+        self, raw: BinaryIO, limit: int, stop: StopFlag, level: int = 3, fast: bool = True
     ) -> None:
         self._raw = raw
         self._limit = limit

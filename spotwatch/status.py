@@ -9,17 +9,15 @@ look is :mod:`spotwatch.status_view`. boto3 is imported only when a query runs.
 
 from __future__ import annotations
 
-import queue
-import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable, Protocol, TextIO
 
+from spotwatch.ec2_lookup import PAGE_SIZE, chunks, describe_instances
 from spotwatch.errors import SpotwatchError
 from spotwatch.spot_codes import (
     EXIT_API,
@@ -39,10 +37,8 @@ from spotwatch.status_view import (
     snapshot,
     utc_text,
 )
+from spotwatch.stopper import StopFlag, Stopper
 
-# Values per filter in one call; EC2 accepts up to 200.
-_FILTER_CHUNK = 100
-_PAGE_SIZE = 1000
 # Regions asked at once with --all-regions.
 _MAX_WORKERS = 8
 # --watch never polls faster than this, and backs off to at most this on faults.
@@ -204,7 +200,7 @@ def _describe(client: Any, region: str, query: StatusQuery) -> list[SpotRequest]
     found: dict[str, SpotRequest] = {}
     paginator = client.get_paginator("describe_spot_instance_requests")
     for filters in request_filters(query):
-        kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": _PAGE_SIZE}}
+        kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": PAGE_SIZE}}
         if filters:
             kwargs["Filters"] = filters
         for page in paginator.paginate(**kwargs):
@@ -218,29 +214,13 @@ def _describe(client: Any, region: str, query: StatusQuery) -> list[SpotRequest]
     })
     if not wanted:
         return requests
-    states = _instance_states(client, wanted)
+    instances, _calls = describe_instances(client, wanted)
+    states = {i: str(instance["State"]["Name"]) for i, instance in instances.items()}
     return [
         replace(r, instance_state=states.get(r.instance_id, INSTANCE_GONE))
         if r.instance_id in wanted else r
         for r in requests
     ]
-
-
-def _instance_states(client: Any, instance_ids: Sequence[str]) -> dict[str, str]:
-    # A filter, not InstanceIds: a long-gone instance is then simply absent,
-    # where InstanceIds would fail the whole call with InvalidInstanceID.NotFound.
-    states: dict[str, str] = {}
-    paginator = client.get_paginator("describe_instances")
-    for chunk in _chunks(instance_ids, _FILTER_CHUNK):
-        pages = paginator.paginate(
-            Filters=[{"Name": "instance-id", "Values": list(chunk)}],
-            PaginationConfig={"PageSize": _PAGE_SIZE},
-        )
-        for page in pages:
-            for reservation in page.get("Reservations", []):
-                for instance in reservation.get("Instances", []):
-                    states[str(instance["InstanceId"])] = str(instance["State"]["Name"])
-    return states
 
 
 def request_filters(query: StatusQuery) -> list[list[dict[str, Any]]]:
@@ -267,7 +247,7 @@ def request_filters(query: StatusQuery) -> list[list[dict[str, Any]]]:
     queries = []
     for name, prefix in (("spot-instance-request-id", "sir-"), ("instance-id", "i-")):
         chosen = [i for i in ids if i.startswith(prefix)]
-        for chunk in _chunks(chosen, _FILTER_CHUNK):
+        for chunk in chunks(chosen):
             queries.append([*base, {"Name": name, "Values": list(chunk)}])
     return queries
 
@@ -292,11 +272,6 @@ def _utc(value: Any) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _guard(region: str, call: Callable[[], Any]) -> Any:
@@ -439,7 +414,7 @@ def run_status(
     watch: float | None = None,
     clients: Clients | None = None,
     output: Output | None = None,
-    stop: Waiter | None = None,
+    stop: StopFlag | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> int:
     """`spotwatch status`: one query (or a --watch loop); returns the exit status."""
@@ -454,48 +429,13 @@ def run_status(
     if stop is not None:
         return watch_status(query, source, watch, out, stop, as_json=as_json,
                             monotonic=monotonic)
-    with SignalStop() as signal_stop:
+    with Stopper() as signal_stop:  # SIGINT/SIGTERM end the watch between polls
         return watch_status(query, source, watch, out, signal_stop, as_json=as_json,
                             monotonic=monotonic)
 
 
 # ---------------------------------------------------------------------------
 # --watch
-
-
-class Waiter(Protocol):
-    """Sleeps up to ``timeout`` seconds; True when it is time to stop."""
-
-    def wait(self, timeout: float) -> bool: ...
-
-
-class SignalStop:
-    """SIGINT/SIGTERM, recorded by the handler and acted on by the loop."""
-
-    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self._received: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._previous: dict[int, Any] = {}
-
-    def _record(self, signum: int, frame: Any) -> None:
-        self._received.put_nowait(signum)  # reentrant-safe: nothing else in a handler
-
-    def __enter__(self) -> SignalStop:
-        for signum in self._SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._record)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def wait(self, timeout: float) -> bool:
-        try:
-            self._received.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return False
-        return True
 
 
 _CLEAR = "\x1b[H\x1b[2J"
@@ -507,7 +447,7 @@ def watch_status(
     clients: Clients,
     interval: float,
     output: Output,
-    stop: Waiter,
+    stop: StopFlag,
     *,
     as_json: bool = False,
     monotonic: Callable[[], float] = time.monotonic,

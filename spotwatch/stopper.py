@@ -1,8 +1,13 @@
-"""Signals, gunicorn style: the handler only records; the loop acts between polls.
+"""The one way to stop: signals, gunicorn style; the handler only records, the loop acts.
 
-The handler assigns one attribute (no locks, no I/O), so it cannot deadlock
+Every loop that can be told to stop takes a :class:`StopFlag`: ``is_set`` to
+check between steps, ``wait`` to sleep in a way a stop request cuts short. A
+:class:`Stopper` is the real one (signals and ``set`` from code); a
+``threading.Event`` is one too (worker threads, tests).
+
+The handler assigns two attributes (no locks, no I/O), so it cannot deadlock
 whatever the main thread was doing. ``signal.set_wakeup_fd`` makes the C-level
-handler write a byte to a pipe, which wakes ``sleep`` (a ``select`` on that
+handler write a byte to a pipe, which wakes ``wait`` (a ``select`` on that
 pipe) at once; PEP 475 would otherwise resume a plain sleep after the handler.
 """
 
@@ -11,15 +16,31 @@ from __future__ import annotations
 import os
 import select
 import signal
+import threading
 from collections.abc import Iterable
 from types import FrameType
+from typing import Protocol
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopFlag(Protocol):
+    """What a loop that can be told to stop needs: a ``Stopper`` or ``threading.Event``."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` seconds, less once a stop is requested; True then."""
+        ...
 
 
 class Stopper:
-    """Records a stop request (a signal, or ``request()``) and offers sleeps it interrupts.
+    """Records a stop request (a signal, or ``set()``) and offers waits it interrupts.
 
     It quacks like a ``threading.Event`` (``is_set``, ``wait``, ``set``) so it can be
-    handed to code that sleeps between retries.
+    handed to code that sleeps between retries. ``wake`` cuts a wait short without
+    asking for a stop (a source has news). As a context manager it routes
+    SIGTERM and SIGINT here for the ``with`` block.
     """
 
     def __init__(self) -> None:
@@ -29,11 +50,12 @@ class Stopper:
         self.signum: int | None = None
         self._requested = False
         self._closed = False
+        self._fds_lock = threading.Lock()  # no write to an fd number close() gave back
         self._previous: dict[int, object] = {}
         self._previous_wakeup_fd: int | None = None
 
-    def install(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
-        """Route ``signals`` here. Only from the main thread."""
+    def install(self, signals: Iterable[int] = STOP_SIGNALS) -> None:
+        """Route ``signals`` here. Only from the main thread (Python's rule for handlers)."""
         self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         for signum in signals:
             self._previous[signum] = signal.signal(signum, self._handle)
@@ -47,56 +69,60 @@ class Stopper:
             self._previous_wakeup_fd = None
 
     def close(self) -> None:
-        self._closed = True
         self.uninstall()
-        for fd in (self._read_fd, self._write_fd):
-            try:
+        with self._fds_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._read_fd, self._write_fd):
                 os.close(fd)
-            except OSError:
-                pass
+
+    def __enter__(self) -> Stopper:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
         self._requested = True
 
-    # The threading.Event-like surface.
     def is_set(self) -> bool:
         return self._requested
 
     def set(self) -> None:
-        """Request a stop from code (tests, the drill); wakes a sleeping loop."""
+        """Request a stop from code (tests, the drill, another thread); wakes a waiting loop."""
         self._requested = True
-        try:
-            os.write(self._write_fd, b"\0")
-        except OSError:
-            pass  # pipe full: a wake-up is already pending
-
-    request = set
+        self._poke(b"\0")
 
     def wake(self) -> None:
-        """Cut a sleep short without asking for a stop: a source has news (any thread)."""
-        if self._closed:
-            return  # the fd number may belong to another file by now
-        try:
-            os.write(self._write_fd, b"\1")
-        except OSError:
-            pass
+        """Cut a wait short without asking for a stop: a source has news (any thread)."""
+        self._poke(b"\1")
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Sleep up to ``timeout`` seconds, waking early on a stop request."""
-        return self.sleep(timeout if timeout is not None else 3600.0)
+        """Sleep up to ``timeout`` seconds (None: until woken); True once a stop is requested.
 
-    def sleep(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; returns True (early) once a stop is requested."""
+        Returns early, False, after a ``wake``.
+        """
         if self._requested:
             return True
-        if seconds > 0:
+        if timeout is None or timeout > 0:
             try:
-                select.select([self._read_fd], [], [], seconds)
+                select.select([self._read_fd], [], [], timeout)
             except InterruptedError:  # pragma: no cover - PEP 475 retries for us
                 pass
             self._drain()
         return self._requested
+
+    def _poke(self, byte: bytes) -> None:
+        with self._fds_lock:  # never from the signal handler: that one only assigns
+            if self._closed:
+                return  # the fd number may belong to another file by now
+            try:
+                os.write(self._write_fd, byte)
+            except OSError:
+                pass  # pipe full: a wake-up is already pending
 
     def _drain(self) -> None:
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from spotwatch import faults
+from spotwatch.hooks import log_plan
 from spotwatch.logs import get_logger
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.schedule import deadline_on_monotonic, next_tick
@@ -24,18 +25,13 @@ if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
     from spotwatch.runner import HookResult
+    from spotwatch.stopper import StopFlag
 
 
 class Monitor(Protocol):
     name: str
 
     def check(self) -> Notice | None: ...
-
-
-class StopFlag(Protocol):
-    def is_set(self) -> bool: ...
-
-    def sleep(self, seconds: float) -> bool: ...
 
 
 class SystemdLink(Protocol):
@@ -212,7 +208,7 @@ class Watcher:
             if remaining <= 0:
                 return
             ping = self._notifier.watchdog_interval()
-            self._stop.sleep(remaining if ping is None else min(remaining, ping / 2))
+            self._stop.wait(remaining if ping is None else min(remaining, ping / 2))
             if any(_has_news(m) for m in self._monitors):
                 return  # a background feed saw a change (Google, Azure): poll now
 
@@ -339,7 +335,7 @@ class Watcher:
         self._log_detected(notice)
         identity = self._try_identity()
         plan = self._plan(self.settings.hooks_dir)
-        self._log_plan(plan)
+        log_plan(self._log, plan)
         pending = self._journal.pending_hooks(notice, plan.hooks)
         skipped = len(plan.hooks) - len(pending)
         if skipped:
@@ -594,19 +590,6 @@ class Watcher:
                 error=f"{type(exc).__name__}: {exc}",
             )
             return False
-
-    def _log_plan(self, plan: HookPlan) -> None:
-        if plan.problem:
-            self._log.error("hooks.refused", directory=str(plan.directory), problem=plan.problem)
-        for item in plan.rejected:
-            level = {"refused": 40, "skipped": 30}.get(item.severity, 10)
-            self._log.log(
-                level,
-                f"hook.{item.severity}",
-                hook=item.name,
-                reason=item.reason,
-                fix=item.fix,
-            )
 
     def _emit(self, event: str, fields: Mapping[str, Any]) -> None:
         if self._listener is not None:

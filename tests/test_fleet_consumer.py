@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -87,19 +88,6 @@ class FakeSqs:
                 for kw in self.named("visibility_batch") for e in kw["Entries"]]
 
 
-class Stop:
-    def __init__(self) -> None:
-        self.flag = False
-        self.slept: list[float] = []
-
-    def is_set(self) -> bool:
-        return self.flag
-
-    def sleep(self, seconds: float) -> bool:
-        self.slept.append(seconds)
-        return self.flag
-
-
 class Log:
     """A structlog-shaped logger that keeps what it is told."""
 
@@ -132,7 +120,7 @@ class Log:
         return [r for r in self.records if r["event"] == name]
 
 
-def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: Stop | None = None,
+def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: threading.Event | None = None,
                  hook: str | None = "exit 0\n", max_messages: int | None = None,
                  run: Any = None, workers: int = 4,
                  backoff: Any = None) -> tuple[FleetWatcher, Log, io.StringIO]:
@@ -151,7 +139,7 @@ def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: Stop | None = None,
                       workers=workers),
         sqs=sqs,
         tags=_NoTags(),  # type: ignore[arg-type]
-        stop=stop or Stop(),
+        stop=stop or threading.Event(),
         plan=hooks.plan_hooks,
         runner=run or runner.run_hooks,
         workdir=tmp_path / "work",
@@ -263,11 +251,11 @@ def test_receive_errors_are_logged_once_and_backed_off(tmp_path: Path) -> None:
 
 def test_stop_finishes_the_message_in_hand_and_releases_the_rest(tmp_path: Path) -> None:
     sqs = FakeSqs([[(n, body(f"i-{n}")) for n in range(3)]])
-    stop = Stop()
+    stop = threading.Event()  # a StopFlag, as the Stopper is
 
     def run_and_stop(*args: Any, **kwargs: Any) -> Any:
         results = runner.run_hooks(*args, **kwargs)
-        stop.flag = True  # SIGTERM arrives while the first message's hooks run
+        stop.set()  # SIGTERM arrives while the first message's hooks run
         return results
 
     watcher, log, _ = make_watcher(tmp_path, sqs, stop=stop, run=run_and_stop, workers=1)
@@ -326,7 +314,7 @@ def test_a_status_line_every_few_seconds_on_a_terminal_not_with_json(tmp_path: P
             WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                           max_messages=3, wait_seconds=0, json_output=json_output),
             sqs=FakeSqs([[(n, body(f"i-{n}")) for n in range(3)]]), tags=_NoTags(),
-            stop=Stop(), plan=hooks.plan_hooks, runner=runner.run_hooks,
+            stop=threading.Event(), plan=hooks.plan_hooks, runner=runner.run_hooks,
             workdir=tmp_path / "work", out=out, log=Log(), status_interval=0.2,
         )
 

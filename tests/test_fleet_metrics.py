@@ -17,7 +17,7 @@ from spotwatch.metrics import FleetMetrics, render
 from spotwatch.runner import HookResult
 from tests import test_fleet_watch
 from tests.prom_text import parse, value
-from tests.test_fleet_consumer import FakeError, FakeSqs, Log, Stop, _NoTags, body
+from tests.test_fleet_consumer import FakeError, FakeSqs, Log, _NoTags, body
 from tests.test_fleet_watch import (
     INTERRUPTION,
     Fleet,
@@ -102,7 +102,7 @@ def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting
                       max_messages=2, wait_seconds=0, hook_timeout=30, workers=4),
         sqs=sqs,
         tags=_NoTags(),
-        stop=Stop(),
+        stop=threading.Event(),
         plan=hooks.plan_hooks,
         runner=runner.run_hooks,
         workdir=tmp_path / "work",

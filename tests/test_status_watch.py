@@ -16,11 +16,11 @@ from spotwatch.spot_codes import EXIT_API, EXIT_INTERRUPTING, EXIT_OK
 from spotwatch.status import (
     MAX_BACKOFF,
     Output,
-    SignalStop,
     StatusApiError,
     StatusQuery,
     watch_status,
 )
+from spotwatch.stopper import Stopper
 from tests.test_status_stubber import StubClients, item, page
 
 NOW = datetime(2026, 11, 26, 3, 2, 25, tzinfo=timezone.utc)
@@ -168,7 +168,7 @@ def test_unknown_ids_are_reported_once_while_watching() -> None:
 
 def test_sigint_stops_the_wait_and_the_handlers_are_restored() -> None:
     before = signal.getsignal(signal.SIGINT)
-    with SignalStop() as stop:
+    with Stopper() as stop:
         assert not stop.wait(0.01)
         timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()

@@ -32,7 +32,8 @@ class FakeStop:
     def is_set(self) -> bool:
         return self.flag
 
-    def sleep(self, seconds: float) -> bool:
+    def wait(self, seconds: float | None = None) -> bool:
+        assert seconds is not None
         self.slept.append(seconds)
         self.clock.advance(seconds)
         return self.flag
@@ -83,6 +84,7 @@ class FakePlan:
     hooks: tuple[FakeHook, ...]
     rejected: tuple[Any, ...] = ()
     problem: str | None = None
+    fix: str = ""
 
 
 @dataclass
