@@ -242,6 +242,73 @@ def test_long_lines_are_split_and_bad_bytes_replaced(hooks_dir: Path) -> None:
     assert results[0].ok
 
 
+def test_a_json_object_line_is_logged_as_an_object_other_lines_as_text(hooks_dir: Path) -> None:
+    """A hook's own structured log (e.g. `spotwatch ship` under the ship hook) nests in
+    spotwatch's JSON log under "json"; anything that is not one JSON object stays a line."""
+    lines = [
+        '{"event": "ship.uploaded", "level": "info", "n": 3, "nested": {"a": [1, 2]}}',
+        '{"padded": true}  ',
+        '  {"leading": "space"}',
+        "[1, 2]",
+        "42",
+        '{"cut": ',
+        '{"not": NaN}',
+        "{} trailing",
+        "plain text",
+    ]
+    script = "".join(f"printf '%s\\n' '{line}'\n" for line in lines)
+    hook = sh(hooks_dir, "10-json", script + "echo '{\"on\": \"stderr\"}' >&2\n")
+    with capture_logs() as logs:
+        [result] = run([hook])
+    out = [e for e in logs if e["event"] == "hook.output"]
+    as_json = [e["json"] for e in out if "json" in e]
+    assert as_json == [
+        {"event": "ship.uploaded", "level": "info", "n": 3, "nested": {"a": [1, 2]}},
+        {"padded": True},
+        {"on": "stderr"},
+    ]
+    assert not any("line" in e for e in out if "json" in e)
+    assert [e["line"] for e in out if "line" in e] == lines[2:]
+    # The drill's timeline keeps the text as printed.
+    assert [o.text for o in result.output if o.stream == "stdout"] == lines
+
+
+def test_a_json_line_nests_in_the_json_log_and_the_tail_is_parsed_too(
+    hooks_dir: Path,
+) -> None:
+    import io
+
+    from spotwatch import logs as logs_module
+
+    out = io.StringIO()
+    logs_module.configure("json", "info", stream=out)
+    hook = sh(hooks_dir, "10-json", "echo first\nseq 1 5\necho '{\"event\": \"ship.done\"}'\n")
+    run([hook], output_head=1, output_tail=1)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    logged = [e for e in events if e["event"] == "hook.output"]
+    assert [e.get("line", e.get("json")) for e in logged] == ["first", {"event": "ship.done"}]
+
+
+def test_hook_result_constructors_say_each_outcome_in_words(tmp_path: Path) -> None:
+    hook = Hook("10-a", tmp_path / "10-a")
+    ok = HookResult.finished(hook, 1.0, 2.5, 0)
+    assert (ok.outcome, ok.exit_code, ok.signal, ok.description, ok.duration) == (
+        OK, 0, None, "exit 0", 1.5)
+    failed = HookResult.finished(hook, 1.0, 2.0, -9)
+    assert (failed.outcome, failed.exit_code, failed.signal, failed.description) == (
+        FAILED, None, 9, "killed by SIGKILL")
+    late = HookResult.timed_out(hook, 1.0, 2.0, 0, 30.0)
+    assert (late.outcome, late.exit_code, late.description) == (
+        TIMED_OUT, 0, "timed out after 30.0 s (exit 0 after SIGTERM)")
+    stuck = HookResult.timed_out(hook, 1.0, 2.0, None, 1.0)
+    assert stuck.description == "timed out after 1.0 s (still running after SIGKILL)"
+    assert HookResult.skipped(hook, 3.0, "no time").description == "skipped: no time"
+    refused = HookResult.refused(hook, 3.0, "world-writable")
+    assert (refused.outcome, refused.started_at, refused.ended_at, refused.path) == (
+        REFUSED, 3.0, 3.0, str(tmp_path / "10-a"))
+    assert HookResult.error(hook, 1.0, 1.0, "could not start: x").outcome == ERROR
+
+
 def test_kept_output_is_bounded_and_within_the_log_bound_everything_is_logged(
     hooks_dir: Path,
 ) -> None:
