@@ -64,7 +64,7 @@ from spotwatch import logs
 from spotwatch.hooks import plan_hooks
 from spotwatch.journal import Journal
 from spotwatch.notice import SPOT_INTERRUPTION, Notice
-from spotwatch.runner import HookResult, run_hooks
+from spotwatch.runner import HookResult, HookSettings, run_hooks
 
 GOAL_RATIO = 1.2
 
@@ -122,7 +122,7 @@ def time_spotwatch(hooks_dir: Path, count: int, state_dir: Path | None, n: int) 
     plan = plan_hooks(hooks_dir)
     if journal is not None:
         journal.begin(notice)
-    results = run_hooks(plan.hooks, env, deadline_mono=None, hook_timeout=60.0, **kwargs)
+    results = run_hooks(plan.hooks, env, HookSettings(hook_timeout=60.0), **kwargs)
     if journal is not None:
         journal.complete(notice.id)
     elapsed = time.perf_counter() - start

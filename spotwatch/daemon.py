@@ -6,7 +6,6 @@ Imports only what the idle daemon needs: requests, structlog, tenacity. Never bo
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -95,8 +94,12 @@ def build_watcher(
     settings = WatchSettings(
         interval=interval,
         hooks_dir=config.hooks_dir,
-        hook_timeout=config.hook_timeout,
-        deadline_margin=config.deadline_margin,
+        hooks=runner.HookSettings(
+            hook_timeout=config.hook_timeout,
+            deadline_margin=config.deadline_margin,
+            output_head=config.hook_output_head,
+            output_tail=config.hook_output_tail,
+        ),
         drill=drill,
         max_notices=max_notices,
     )
@@ -108,11 +111,7 @@ def build_watcher(
         stop=stop,
         notifier=Notifier(),
         plan=hooks.plan_hooks,
-        runner=functools.partial(
-            runner.run_hooks,
-            output_head=config.hook_output_head,
-            output_tail=config.hook_output_tail,
-        ),
+        runner=runner.run_hooks,
         hook_environment=hooks.notice_environment,
         fault_types=(ImdsError,),
         environ=environ,

@@ -66,6 +66,7 @@ from spotwatch.fleet_schedule import MAX_BATCH, Slot
 from spotwatch.hooks import REFUSED, log_plan
 from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
+from spotwatch.runner import HookSettings
 
 if TYPE_CHECKING:
     from spotwatch.fleet_lifecycle import LifecycleActions
@@ -755,9 +756,9 @@ class FleetWatcher:
             results = self._runner(
                 plan.hooks,
                 env,
-                deadline_mono=None,
-                hook_timeout=self.settings.hook_timeout,
-                kill_grace=self.settings.kill_grace,
+                settings=HookSettings(
+                    hook_timeout=self.settings.hook_timeout, kill_grace=self.settings.kill_grace
+                ),
                 # Finish the message in hand: a stop request does not cut its hooks
                 # short; only losing the message to another watcher does.
                 should_stop=lambda: item.lost,

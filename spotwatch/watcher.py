@@ -8,6 +8,7 @@ with fakes and in ``spotwatch run`` and ``spotwatch drill`` with the real things
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from spotwatch.schedule import deadline_on_monotonic, next_tick
 if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
-    from spotwatch.runner import HookResult
+    from spotwatch.runner import HookResult, HookSettings
     from spotwatch.stopper import StopFlag
 
 
@@ -76,8 +77,7 @@ Listener = Callable[[str, Mapping[str, Any]], None]
 class WatchSettings:
     interval: float
     hooks_dir: Path
-    hook_timeout: float
-    deadline_margin: float
+    hooks: HookSettings  # how each hook runs: its timeout, the deadline margin, ...
     drill: bool = False
     max_notices: int | None = None  # stop after handling this many (the drill: 1)
 
@@ -404,9 +404,8 @@ class Watcher:
             batch = self._runner(
                 pending,
                 env,
+                settings=self.settings.hooks,
                 deadline_mono=deadline_on_monotonic(run.deadline, self._wall(), self._clock()),
-                hook_timeout=self.settings.hook_timeout,
-                deadline_margin=self.settings.deadline_margin,
                 should_stop=lambda: self._should_stop(run),
                 on_start=on_start,
                 on_finish=on_finish,
@@ -474,7 +473,7 @@ class Watcher:
         failed = [r.name for r in results if not r.ok]
         left = round(run.deadline - self._wall(), 1)
         self._log.log(
-            30 if failed else 20,
+            logging.WARNING if failed else logging.INFO,
             "notice.handled",
             notice_id=notice.id,
             hooks=len(results),

@@ -10,6 +10,7 @@ from typing import Any
 from spotwatch.feed import Feed
 from spotwatch.imds import ImdsError
 from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice
+from spotwatch.runner import HookSettings
 from spotwatch.stopper import Stopper
 from spotwatch.watcher import Watcher, WatchSettings
 from tests.test_watcher import (
@@ -99,8 +100,8 @@ def test_news_cuts_the_loops_sleep_short() -> None:
         return [FakeResult(h.name) for h in pending]
 
     watcher = Watcher(
-        WatchSettings(interval=60.0, hooks_dir=Path("/hooks"), hook_timeout=5.0,
-                      deadline_margin=1.0, max_notices=1),
+        WatchSettings(interval=60.0, hooks_dir=Path("/hooks"),
+                      hooks=HookSettings(hook_timeout=5.0, deadline_margin=1.0), max_notices=1),
         monitors=[monitor],
         read_identity=Identity,
         journal=FakeJournal(),

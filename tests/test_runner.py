@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from spotwatch.runner import (
     SKIPPED,
     TIMED_OUT,
     HookResult,
+    HookSettings,
     describe_status,
     run_hooks,
 )
@@ -40,14 +42,14 @@ SLACK = 8.0
 def spawn_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every runner test runs with both ways of starting a hook: subprocess.Popen
     (anywhere) and os.posix_spawn (the daemon, whose working directory is /)."""
-    import spotwatch.runner as runner_module
+    import spotwatch._hook_process as process_module
 
     mode = str(request.param)
     if mode == "posix_spawn":
         monkeypatch.chdir("/")  # as the daemon does; posix_spawn cannot chdir
-        assert runner_module._posix_spawn_fits()
+        assert process_module._posix_spawn_fits()
     else:
-        monkeypatch.setattr(runner_module, "_posix_spawn_fits", lambda: False)
+        monkeypatch.setattr(process_module, "_posix_spawn_fits", lambda: False)
     return mode
 
 
@@ -106,10 +108,13 @@ def read_pid(path: Path) -> int:
     return int(path.read_text().strip())
 
 
+SETTINGS = {f.name for f in dataclasses.fields(HookSettings)}
+
+
 def run(hooks: list[Hook], **kwargs: Any) -> list[HookResult]:
-    kwargs.setdefault("deadline_mono", None)
-    kwargs.setdefault("hook_timeout", 30.0)
-    return run_hooks(hooks, kwargs.pop("env", BASE_ENV), **kwargs)
+    """run_hooks, with HookSettings' fields among the keywords (hook_timeout 30 s)."""
+    settings = {"hook_timeout": 30.0, **{k: kwargs.pop(k) for k in SETTINGS & set(kwargs)}}
+    return run_hooks(hooks, kwargs.pop("env", BASE_ENV), HookSettings(**settings), **kwargs)
 
 
 # --- order, outcomes, environment ------------------------------------------------
@@ -235,6 +240,73 @@ def test_long_lines_are_split_and_bad_bytes_replaced(hooks_dir: Path) -> None:
     stderr = [e["line"] for e in lines if e["stream"] == "stderr"]
     assert stderr == ["caf\u00e9 \ufffd\ufffd end"]
     assert results[0].ok
+
+
+def test_a_json_object_line_is_logged_as_an_object_other_lines_as_text(hooks_dir: Path) -> None:
+    """A hook's own structured log (e.g. `spotwatch ship` under the ship hook) nests in
+    spotwatch's JSON log under "json"; anything that is not one JSON object stays a line."""
+    lines = [
+        '{"event": "ship.uploaded", "level": "info", "n": 3, "nested": {"a": [1, 2]}}',
+        '{"padded": true}  ',
+        '  {"leading": "space"}',
+        "[1, 2]",
+        "42",
+        '{"cut": ',
+        '{"not": NaN}',
+        "{} trailing",
+        "plain text",
+    ]
+    script = "".join(f"printf '%s\\n' '{line}'\n" for line in lines)
+    hook = sh(hooks_dir, "10-json", script + "echo '{\"on\": \"stderr\"}' >&2\n")
+    with capture_logs() as logs:
+        [result] = run([hook])
+    out = [e for e in logs if e["event"] == "hook.output"]
+    as_json = [e["json"] for e in out if "json" in e]
+    assert as_json == [
+        {"event": "ship.uploaded", "level": "info", "n": 3, "nested": {"a": [1, 2]}},
+        {"padded": True},
+        {"on": "stderr"},
+    ]
+    assert not any("line" in e for e in out if "json" in e)
+    assert [e["line"] for e in out if "line" in e] == lines[2:]
+    # The drill's timeline keeps the text as printed.
+    assert [o.text for o in result.output if o.stream == "stdout"] == lines
+
+
+def test_a_json_line_nests_in_the_json_log_and_the_tail_is_parsed_too(
+    hooks_dir: Path,
+) -> None:
+    import io
+
+    from spotwatch import logs as logs_module
+
+    out = io.StringIO()
+    logs_module.configure("json", "info", stream=out)
+    hook = sh(hooks_dir, "10-json", "echo first\nseq 1 5\necho '{\"event\": \"ship.done\"}'\n")
+    run([hook], output_head=1, output_tail=1)
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    logged = [e for e in events if e["event"] == "hook.output"]
+    assert [e.get("line", e.get("json")) for e in logged] == ["first", {"event": "ship.done"}]
+
+
+def test_hook_result_constructors_say_each_outcome_in_words(tmp_path: Path) -> None:
+    hook = Hook("10-a", tmp_path / "10-a")
+    ok = HookResult.finished(hook, 1.0, 2.5, 0)
+    assert (ok.outcome, ok.exit_code, ok.signal, ok.description, ok.duration) == (
+        OK, 0, None, "exit 0", 1.5)
+    failed = HookResult.finished(hook, 1.0, 2.0, -9)
+    assert (failed.outcome, failed.exit_code, failed.signal, failed.description) == (
+        FAILED, None, 9, "killed by SIGKILL")
+    late = HookResult.timed_out(hook, 1.0, 2.0, 0, 30.0)
+    assert (late.outcome, late.exit_code, late.description) == (
+        TIMED_OUT, 0, "timed out after 30.0 s (exit 0 after SIGTERM)")
+    stuck = HookResult.timed_out(hook, 1.0, 2.0, None, 1.0)
+    assert stuck.description == "timed out after 1.0 s (still running after SIGKILL)"
+    assert HookResult.skipped(hook, 3.0, "no time").description == "skipped: no time"
+    refused = HookResult.refused(hook, 3.0, "world-writable")
+    assert (refused.outcome, refused.started_at, refused.ended_at, refused.path) == (
+        REFUSED, 3.0, 3.0, str(tmp_path / "10-a"))
+    assert HookResult.error(hook, 1.0, 1.0, "could not start: x").outcome == ERROR
 
 
 def test_kept_output_is_bounded_and_within_the_log_bound_everything_is_logged(
@@ -578,28 +650,16 @@ def test_an_interrupt_just_after_the_spawn_kills_the_hook_and_closes_its_pipes(
     hooks_dir: Path, spawn_mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C between the spawn and the session that watches the hook (here: while
-    the posix_spawn path opens the pipes, or the session is made) leaves nothing behind."""
-    import spotwatch.runner as runner_module
+    the session is made) leaves nothing behind, whichever way the hook started."""
+    import spotwatch._hook_process as process_module
 
     pids: list[int] = []
-    if spawn_mode == "posix_spawn":
-        real_spawn = os.posix_spawn
 
-        def spawn(*args: Any, **kwargs: Any) -> int:
-            pids.append(real_spawn(*args, **kwargs))
-            return pids[-1]
+    def interrupted_session(proc: Any, *args: Any) -> Any:
+        pids.append(proc.pid)
+        raise KeyboardInterrupt
 
-        def interrupted_open(*args: Any, **kwargs: Any) -> Any:
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(os, "posix_spawn", spawn)
-        monkeypatch.setattr(runner_module, "open", interrupted_open, raising=False)
-    else:
-        def interrupted_session(proc: Any, *args: Any) -> Any:
-            pids.append(proc.pid)
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(runner_module, "_Session", interrupted_session)
+    monkeypatch.setattr(process_module, "Session", interrupted_session)
     before = set(os.listdir("/proc/self/fd"))
     with pytest.raises(KeyboardInterrupt):
         run([sh(hooks_dir, "10-hang", "exec sleep 300\n")])
@@ -620,11 +680,11 @@ def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
 ) -> None:
     marker = tmp_path / "ran"
     hooks = [sh(hooks_dir, "10-a", "exit 0\n"), sh(hooks_dir, "20-b", f"touch {marker}\n")]
-    import spotwatch.runner as runner_module
+    import spotwatch._hook_process as process_module
 
     calls = {"n": 0}
-    real_popen = runner_module._PopenHook
-    real_spawned = runner_module._Spawned
+    real_popen = process_module._PopenHook
+    real_spawned = process_module._Spawned
 
     def popen_once_bad(path: str, env: Any) -> Any:
         calls["n"] += 1
@@ -639,8 +699,8 @@ def test_environment_that_cannot_be_passed_is_an_error_for_that_hook(
         return real_spawned(path, env, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner_module, "_PopenHook", popen_once_bad)
-        mp.setattr(runner_module, "_Spawned", spawned_once_bad)
+        mp.setattr(process_module, "_PopenHook", popen_once_bad)
+        mp.setattr(process_module, "_Spawned", spawned_once_bad)
         results = run(hooks)
     assert results[0].outcome == ERROR and "could not start" in results[0].description
     assert results[1].outcome == OK and marker.exists()
@@ -683,14 +743,14 @@ from pathlib import Path
 # SIGINT ignored, and Python then leaves it ignored: ask for Ctrl-C's usual effect.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from spotwatch.hooks import Hook
-from spotwatch.runner import run_hooks
+from spotwatch.runner import HookSettings, run_hooks
 path, marker, hold = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "hold"
 def on_start(hook):
     marker.write_text("on_start")
     if hold:  # the runner just after the spawn, where Ctrl-C once leaked the hook
         time.sleep(300)
-run_hooks([Hook(path.name, path)], {"PATH": "/usr/bin:/bin"}, deadline_mono=None,
-          hook_timeout=300, on_start=on_start)
+run_hooks([Hook(path.name, path)], {"PATH": "/usr/bin:/bin"}, HookSettings(hook_timeout=300),
+          on_start=on_start)
 """
 
 

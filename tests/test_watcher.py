@@ -10,6 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
+from spotwatch.runner import HookSettings
 from spotwatch.watcher import Watcher, WatchSettings
 
 
@@ -207,8 +208,7 @@ class Harness:
             WatchSettings(
                 interval=5.0,
                 hooks_dir=Path("/hooks"),
-                hook_timeout=30.0,
-                deadline_margin=10.0,
+                hooks=HookSettings(hook_timeout=30.0, deadline_margin=10.0),
                 max_notices=max_notices,
             ),
             monitors=self.monitors,
@@ -280,7 +280,7 @@ def test_a_notice_runs_the_hooks_once_with_the_deadline_on_the_monotonic_clock()
     # The notice was made at wall W with deadline W+100, seen one poll (5.3 s) later.
     seen_mono = h.monitors[0].calls[1] + 0.3
     assert run["deadline_mono"] == pytest.approx(seen_mono + 100.0 - 5.3, abs=0.01)
-    assert run["hook_timeout"] == 30.0 and run["deadline_margin"] == 10.0
+    assert run["settings"] == HookSettings(hook_timeout=30.0, deadline_margin=10.0)
     assert h.journal.completed == {"n1"}
     # Each poll reports itself (for the metrics) before handling what it found.
     assert [e for e, _ in h.events] == [
