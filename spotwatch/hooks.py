@@ -1,6 +1,6 @@
 """Which files in the hooks directory run, in what order, and with what environment.
 
-The rules (SPEC "Hooks") are pure functions over names and stat results:
+The rules (README, "Writing hooks") are pure functions over names and stat results:
 ``name_problem`` and ``safety_problem``. ``plan_hooks`` is the thin layer that
 reads the directory and stats each entry (following symlinks: a link counts as
 its target) and returns a ``HookPlan``: the hooks that would run, in byte order

@@ -1,9 +1,10 @@
 """What a spot request's bid status means: its class, plain words, urgency, exit status.
 
-Pure functions over plain data; the codes and their classes come from SPEC.md.
-A few codes SPEC.md does not list (the instance ended by its owner or its
-schedule) get the class ``ended`` so that an operator's own terminations do not
-read as "unknown". Any other code is shown as it is, with the class ``unknown``.
+Pure functions over plain data; the codes are AWS's Spot request status codes,
+each in the class the README's ``spotwatch status`` section names. The codes
+for an instance ended by its owner or its schedule (not interruptions) get the
+class ``ended`` so that an operator's own terminations do not read as "unknown".
+Any other code is shown as it is, with the class ``unknown``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ _CODES: dict[str, tuple[str, str]] = {
     "canceled-before-fulfillment": (FAILED, "failed: canceled before it was fulfilled"),
     "constraint-not-fulfillable": (FAILED, "failed: its constraints can never be met"),
     "limit-exceeded": (FAILED, "failed: a Spot Instance or vCPU limit was reached"),
-    # Ended by the owner or the request's schedule (not in SPEC.md; see above).
+    # Ended by the owner or the request's schedule: not an interruption (see above).
     "instance-terminated-by-user": (ENDED, "ended: you terminated the instance"),
     "spot-instance-terminated-by-user": (ENDED, "ended: you terminated the instance"),
     "instance-stopped-by-user": (ENDED, "ended: you stopped the instance"),
