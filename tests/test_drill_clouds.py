@@ -8,16 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import REPO, write_hook
+from tests.helpers import REPO, make_hooks_dir, write_hook
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
 def hooks_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "hooks.d"
-    d.mkdir()
-    d.chmod(0o755)
+    d = make_hooks_dir(tmp_path)
     write_hook(d, "10-show", 'echo "$SPOTWATCH_CLOUD $SPOTWATCH_EVENT $SPOTWATCH_ACTION"')
     return d
 

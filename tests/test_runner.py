@@ -30,6 +30,7 @@ from spotwatch.runner import (
     describe_status,
     run_hooks,
 )
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
 BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 # Generous: the machine is shared and has two cores.
@@ -50,13 +51,6 @@ def spawn_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(runner_module, "_posix_spawn_fits", lambda: False)
     return mode
 
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "hooks.d"
-    directory.mkdir()
-    directory.chmod(0o755)
-    return directory
 
 
 @pytest.fixture
