@@ -267,14 +267,9 @@ def test_idle_watching_never_imports_boto3(
 ) -> None:
     sim_type = GceSimulator if cloud == "gcp" else AzureSimulator
     with sim_type() as sim:
-        daemon = daemons.start(sim.url, hooks_dir, "--cloud", cloud,
-                        env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", cloud, profile_imports=True)
         daemon.wait_for_event("identity.read")
-        time.sleep(1.5)
-        imported = [
-            line.rsplit("|", 1)[-1].strip()
-            for line in daemon.log_path.read_text().splitlines()
-            if line.startswith("import time:")
-        ]
+        time.sleep(1.5)  # idle for a while: polls (and long polls) come and go
+        imported = daemon.imported()
         assert "spotwatch.feed" in imported  # the list is real
         assert not [m for m in imported if m.split(".")[0] in ("boto3", "botocore")]
