@@ -12,6 +12,7 @@ from spotwatch.imdssim_azure import EVENTS_PATH, AzureSimulator
 from spotwatch.imdssim_gcp import BASE_PATH, MAINTENANCE_EVENT, PREEMPTED, GceSimulator
 from tests.helpers import (
     Daemons,
+    ends,
     hook_env,
     recording_hook,
     starts,
@@ -97,7 +98,7 @@ def test_gcp_maintenance_terminate_and_migrate_only_when_watched(
         time.sleep(2)
         assert starts(record) == []  # migrate is not watched by default
         sim.set_value(MAINTENANCE_EVENT, "TERMINATE_ON_HOST_MAINTENANCE")
-        wait_until(lambda: starts(record) == ["10-hook"], 15, "the maintenance hook")
+        wait_until(lambda: ends(record) == ["10-hook"], 15, "the maintenance hook to finish")
         env = hook_env(record, "10-hook")
         assert (env["SPOTWATCH_EVENT"], env["SPOTWATCH_ACTION"]) == (
             "scheduled-maintenance", "terminate",
@@ -187,7 +188,7 @@ def test_azure_no_approve_and_maintenance_watch(
                         "--no-approve", "--watch", "spot,maintenance")  # fmt: skip
         daemon.wait_for_event("azure.events_started")
         sim.add_event("Freeze", lead=60)
-        wait_until(lambda: starts(record) == ["10-hook"], 15, "the freeze hook")
+        wait_until(lambda: ends(record) == ["10-hook"], 15, "the freeze hook to finish")
         daemon.wait_for_event("notice.handled")
         env = hook_env(record, "10-hook")
         assert (env["SPOTWATCH_EVENT"], env["SPOTWATCH_ACTION"]) == (
@@ -207,7 +208,8 @@ def test_azure_faults_survived_and_logged_once(
         daemon = daemons.start(sim.url, hooks_dir, "--cloud", "azure")
         fault = daemon.wait_for_event("imds.fault")[0]
         assert fault["kind"] == "server-error"
-        time.sleep(2)
+        polls = sim.arrived(EVENTS_PATH)
+        assert sim.wait_for(lambda: sim.arrived(EVENTS_PATH) >= polls + 2, 15)  # two more 503s
         assert len(daemon.events("imds.fault")) == 1
         sim.clear_faults()
         sim.inject("garbled", count=2, path=EVENTS_PATH)
