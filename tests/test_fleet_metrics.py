@@ -139,9 +139,16 @@ def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
         return parse(prom.read_text()) if prom.exists() else {}
 
     watch.wait_for("fleet.hooks_failed")
-    m = wait_until(lambda: metrics().get("spotwatch_fleet_events_handled_total") and metrics(),
-                   20, "the failure in the file")
-    assert value(m, "spotwatch_fleet_events_handled_total", outcome="failed") >= 1
+
+    def failure_counted() -> dict[str, Any] | None:
+        # The file is rewritten after the log line: wait for the count, not for the file.
+        m = metrics()
+        if "spotwatch_fleet_events_handled_total" not in m:
+            return None
+        failed = value(m, "spotwatch_fleet_events_handled_total", outcome="failed")
+        return m if failed >= 1 else None
+
+    m = wait_until(failure_counted, 20, "a failed event counted in the file")
     assert value(m, "spotwatch_fleet_hooks_total", hook="10-act", outcome="failed") >= 1
     (out / "fail").unlink()
     watch.wait_for("fleet.handled", timeout=40)
