@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -137,15 +136,15 @@ def run_main(main: Callable[[], int]) -> None:
 def wait_until(
     condition: Callable[[], Any], timeout: float, what: str, step: float = 0.01
 ) -> Any:
-    """Poll ``condition`` until truthy; BenchError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(step)
+    """The test suite's ``wait_until`` (tests/helpers.py), failing with a BenchError
+    naming ``what`` (one line, no traceback) after ``timeout`` s."""
+    from tests.helpers import WaitTimeout
+    from tests.helpers import wait_until as poll
+
+    try:
+        return poll(condition, timeout, what, step)
+    except WaitTimeout as exc:
+        raise BenchError(str(exc)) from None
 
 
 # -- spotwatch run as a subprocess ---------------------------------------------------

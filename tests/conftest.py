@@ -1,9 +1,10 @@
-"""Fixtures shared across the suite. Area-specific helpers live beside their tests."""
+"""What every test gets without asking (a fresh structlog) and the session-wide
+servers (moto, the one-file build). Helpers a test asks for by name, fixtures
+included, are in tests/helpers.py and imported from there."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,14 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import REPO, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +123,7 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
         built = sorted(out.glob("spotwatch-*.pyz"))
         if built:
             return built[-1]
-        build = Path(__file__).resolve().parent.parent / "tools" / "build-pyz"
+        build = REPO / "tools" / "build-pyz"
         result = subprocess.run(
             [sys.executable, str(build), "--out-dir", str(out)],
             capture_output=True, text=True, timeout=300, check=False,

@@ -13,8 +13,8 @@ from spotwatch.asg import AsgTerminationMonitor, LifecycleFollowUp, parse_lifecy
 from spotwatch.imds import ImdsClient
 from spotwatch.imdssim import LIFECYCLE_PATH, ImdsSimulator
 from spotwatch.notice import ASG_TERMINATION, Notice
-from tests.daemon_helpers import wait_until
 from tests.fake_autoscaling import FakeAutoScaling
+from tests.helpers import wait_until
 
 INSTANCE = "i-0abc"
 

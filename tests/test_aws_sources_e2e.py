@@ -8,7 +8,6 @@ cancels and reschedules honoured, the lifecycle action heartbeated and completed
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,9 +20,19 @@ from spotwatch.imdssim import (
     ImdsSimulator,
     format_time,
 )
-from tests.conftest import free_port
-from tests.daemon_helpers import Daemon, hook_env, read_record, recording_hook, starts, wait_until
 from tests.fake_autoscaling import FakeAutoScaling
+from tests.helpers import (
+    Daemons,
+    free_port,
+    hook_env,
+    read_record,
+    recording_hook,
+    starts,
+    wait_until,
+)
+from tests.helpers import daemons_fixture as daemons_fixture
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
+from tests.helpers import sim_fixture as sim_fixture
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,51 +40,10 @@ INSTANCE = "i-0123456789abcdef0"  # the simulator's identity
 EVENT_ID = "instance-event-0d59937288b749b32"
 
 
-@pytest.fixture
-def sim() -> Iterator[ImdsSimulator]:
-    with ImdsSimulator(require_token=True) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "hooks.d"
-    d.mkdir(mode=0o755)
-    d.chmod(0o755)
-    return d
-
 
 @pytest.fixture
 def record(tmp_path: Path) -> Path:
     return tmp_path / "record.txt"
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
-
-
-def start(
-    daemons: list[Daemon],
-    sim: ImdsSimulator,
-    hooks_dir: Path,
-    tmp_path: Path,
-    *extra: str,
-    **kw: object,
-) -> Daemon:
-    daemon = Daemon(
-        sim.url,
-        hooks_dir,
-        tmp_path / "state",
-        tmp_path / f"daemon{len(daemons)}.log",
-        extra=extra,
-        **kw,  # type: ignore[arg-type]
-    )
-    daemons.append(daemon)
-    return daemon
 
 
 def stamp(event: dict[str, object]) -> float:
@@ -96,10 +64,10 @@ def start_time(record: Path, hook: str) -> float:
 
 
 def test_garbled_then_proper_spot_notice_runs_the_hooks_once(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
-    daemon = start(daemons, sim, hooks_dir, tmp_path)
+    daemon = daemons.start(sim.url, hooks_dir)
     daemon.wait_for_event("watcher.started")
     sim.inject("invalid-json", count=1, path=INSTANCE_ACTION_PATH)
     sim.schedule_notice("terminate")
@@ -120,12 +88,12 @@ def test_spot_notice_and_terminated_within_one_interval_run_once_with_the_earlie
     hooks_dir: Path,
     record: Path,
     tmp_path: Path,
-    daemons: list[Daemon],
+    daemons: Daemons,
 ) -> None:
     recording_hook(hooks_dir, "10-a", record, extra="sleep 1.5")
     recording_hook(hooks_dir, "20-b", record)
     sim.schedule_lifecycle_state("InService")
-    daemon = start(daemons, sim, hooks_dir, tmp_path, "--watch", "spot,asg", "--asg-deadline", "30")
+    daemon = daemons.start(sim.url, hooks_dir, "--watch", "spot,asg", "--asg-deadline", "30")
     daemon.wait_for_event("watcher.started")
     now = time.time()
     spot_at, asg_at = (now + 0.5, now + 1.0) if first == "spot" else (now + 1.0, now + 0.5)
@@ -159,12 +127,12 @@ MAINTENANCE = ("--watch", "maintenance", "--maintenance-lead", "5", "--deadline-
 
 
 def test_maintenance_hooks_start_lead_seconds_before_not_before(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
     not_before = int(time.time()) + 10
     sim.schedule_maintenance(EVENT_ID, not_before, code="instance-stop")
-    daemon = start(daemons, sim, hooks_dir, tmp_path, *MAINTENANCE)
+    daemon = daemons.start(sim.url, hooks_dir, *MAINTENANCE)
     daemon.wait_for_event("notice.handled", timeout=25)
     began = start_time(record, "10-a")
     # 5 s before NotBefore, within one poll (1 s) plus slack for a loaded machine.
@@ -182,13 +150,13 @@ def test_maintenance_hooks_start_lead_seconds_before_not_before(
 
 
 def test_maintenance_canceled_before_its_time_runs_no_hooks(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
     # Hooks would be due 6 s in: time for the daemon's first read, then the cancel.
     not_before = int(time.time()) + 11
     sim.schedule_maintenance(EVENT_ID, not_before)
-    daemon = start(daemons, sim, hooks_dir, tmp_path, *MAINTENANCE)
+    daemon = daemons.start(sim.url, hooks_dir, *MAINTENANCE)
     sim.wait_for_requests(MAINTENANCE_SCHEDULED_PATH, 1, timeout=15)
     assert daemon.wait_for_event("maintenance.planned")
     sim.end_maintenance(EVENT_ID, "canceled")
@@ -200,12 +168,12 @@ def test_maintenance_canceled_before_its_time_runs_no_hooks(
 
 
 def test_maintenance_rescheduled_runs_at_the_new_time_only(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
     old = int(time.time()) + 11
     sim.schedule_maintenance(EVENT_ID, old)
-    daemon = start(daemons, sim, hooks_dir, tmp_path, *MAINTENANCE)
+    daemon = daemons.start(sim.url, hooks_dir, *MAINTENANCE)
     sim.wait_for_requests(MAINTENANCE_SCHEDULED_PATH, 1, timeout=15)
     new = old + 4
     sim.schedule_maintenance(EVENT_ID, new)  # same EventId, later NotBefore
@@ -250,7 +218,7 @@ def aws_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
 
 
 def test_lifecycle_heartbeats_while_hooks_run_then_one_continue_and_no_boto3_before(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
     # Long enough for heartbeats even when boto3's first import is slow on a loaded machine.
@@ -258,8 +226,7 @@ def test_lifecycle_heartbeats_while_hooks_run_then_one_continue_and_no_boto3_bef
     sim.schedule_lifecycle_state("InService")
     with FakeAutoScaling() as fake:
         fake.add_instance(INSTANCE, group="web", hooks={"drain": 2})  # heartbeat every 1 s
-        daemon = start(
-            daemons, sim, hooks_dir, tmp_path,
+        daemon = daemons.start(sim.url, hooks_dir,
             "--watch", "spot,rebalance,maintenance,asg", "--asg-lifecycle-hook", "drain",
             env=aws_env(tmp_path, fake.url),
         )  # fmt: skip
@@ -299,7 +266,7 @@ def test_lifecycle_heartbeats_while_hooks_run_then_one_continue_and_no_boto3_bef
 
 
 def test_access_denied_is_retried_logged_once_with_the_permission_and_never_stops_hooks(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-a", record, extra="exit 3")
     recording_hook(hooks_dir, "20-b", record)
@@ -308,8 +275,7 @@ def test_access_denied_is_retried_logged_once_with_the_permission_and_never_stop
         fake.add_instance(INSTANCE, group="web", hooks={"drain": 60})
         fake.fail("DescribeLifecycleHooks", "no-such-hook")
         fake.fail("CompleteLifecycleAction", "access-denied", times=2)
-        daemon = start(
-            daemons, sim, hooks_dir, tmp_path,
+        daemon = daemons.start(sim.url, hooks_dir,
             "--watch", "asg", "--asg-lifecycle-hook", "drain", "--asg-name", "web",
             env=aws_env(tmp_path, fake.url),
         )  # fmt: skip
@@ -329,13 +295,12 @@ def test_access_denied_is_retried_logged_once_with_the_permission_and_never_stop
 
 
 def test_hooks_run_when_the_auto_scaling_api_is_down(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-a", record)
     sim.schedule_lifecycle_state("Terminated")
     down = f"http://127.0.0.1:{free_port()}"
-    daemon = start(
-        daemons, sim, hooks_dir, tmp_path,
+    daemon = daemons.start(sim.url, hooks_dir,
         "--watch", "asg", "--asg-lifecycle-hook", "drain", "--asg-deadline", "8",
         "--deadline-margin", "1",
         env=aws_env(tmp_path, down),

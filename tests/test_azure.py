@@ -157,8 +157,9 @@ def test_only_this_vms_events_and_approval_names_the_event(sim: AzureSimulator) 
         spot, maintenance = monitors
         sim.add_event("Preempt", resources=["another-vm"])
         sim.add_event("Terminate", resources=["another-vm"])
-        assert sim.wait_for(lambda: sim.arrived(EVENTS_PATH) >= 3, 5)
-        time.sleep(0.3)
+        # Two requests after the events: the feed has read them and asked again.
+        polls = sim.arrived(EVENTS_PATH)
+        assert sim.wait_for(lambda: sim.arrived(EVENTS_PATH) >= polls + 2, 5)
         assert spot.check() is None and maintenance.check() is None
         mine = sim.add_event("Preempt", lead=60)
         notice = _wait_notice(spot)

@@ -4,55 +4,38 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spotwatch.imdssim_azure import EVENTS_PATH, AzureSimulator
 from spotwatch.imdssim_gcp import BASE_PATH, MAINTENANCE_EVENT, PREEMPTED, GceSimulator
-from tests.daemon_helpers import Daemon, hook_env, recording_hook, starts, wait_until, write_hook
+from tests.helpers import (
+    Daemons,
+    ends,
+    hook_env,
+    recording_hook,
+    starts,
+    wait_until,
+    write_hook,
+)
+from tests.helpers import daemons_fixture as daemons_fixture
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "hooks.d"
-    d.mkdir(mode=0o755)
-    return d
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
-
-
-def _start(daemons: list[Daemon], url: str, hooks_dir: Path, tmp_path: Path, cloud: str,
-           *, interval: float | None = 1.0, extra: tuple[str, ...] = (), log: str = "d.log",
-           env: dict[str, str] | None = None) -> Daemon:  # fmt: skip
-    daemon = Daemon(
-        url, hooks_dir, tmp_path / "state", tmp_path / log, interval=interval,
-        extra=["--cloud", cloud, *extra], env=env,
-    )  # fmt: skip
-    daemons.append(daemon)
-    return daemon
 
 
 # -- Google ------------------------------------------------------------------------------
 
 
 def test_gcp_preemption_runs_hooks_once_well_inside_one_interval(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-first", record)
     recording_hook(hooks_dir, "20-second", record)
     with GceSimulator() as sim:
-        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, "gcp", interval=5)
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", "gcp", interval=5)
         daemon.wait_for_event("watcher.started")
         # Both values read once, then held in hanging GETs.
         assert sim.wait_for(lambda: sim.arrived(BASE_PATH + PREEMPTED) >= 2, 15)
@@ -80,13 +63,13 @@ def test_gcp_preemption_runs_hooks_once_well_inside_one_interval(
 
 
 def test_gcp_faults_are_survived_and_logged_once(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-hook", record)
     with GceSimulator() as sim:
         sim.inject("no-header", count=None, path=BASE_PATH + PREEMPTED)
-        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, "gcp")
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", "gcp")
         faults = daemon.wait_for_event("imds.fault")
         assert faults[0]["kind"] == "not-google"
         assert "Metadata-Flavor" in faults[0]["advice"]
@@ -103,19 +86,19 @@ def test_gcp_faults_are_survived_and_logged_once(
 
 
 def test_gcp_maintenance_terminate_and_migrate_only_when_watched(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-hook", record)
     with GceSimulator() as sim:
-        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, "gcp")
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", "gcp")
         daemon.wait_for_event("watcher.started")
         assert sim.wait_for(lambda: sim.arrived(BASE_PATH + MAINTENANCE_EVENT) >= 2, 15)
         sim.set_value(MAINTENANCE_EVENT, "MIGRATE_ON_HOST_MAINTENANCE")
         time.sleep(2)
         assert starts(record) == []  # migrate is not watched by default
         sim.set_value(MAINTENANCE_EVENT, "TERMINATE_ON_HOST_MAINTENANCE")
-        wait_until(lambda: starts(record) == ["10-hook"], 15, "the maintenance hook")
+        wait_until(lambda: ends(record) == ["10-hook"], 15, "the maintenance hook to finish")
         env = hook_env(record, "10-hook")
         assert (env["SPOTWATCH_EVENT"], env["SPOTWATCH_ACTION"]) == (
             "scheduled-maintenance", "terminate",
@@ -123,21 +106,21 @@ def test_gcp_maintenance_terminate_and_migrate_only_when_watched(
 
 
 def test_gcp_restart_mid_hooks_resumes_from_the_journal(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-quick", record)
     recording_hook(hooks_dir, "20-slow", record, extra="sleep 30")
     recording_hook(hooks_dir, "30-last", record)
     with GceSimulator() as sim:
-        first = _start(daemons, sim.url, hooks_dir, tmp_path, "gcp")
+        first = daemons.start(sim.url, hooks_dir, "--cloud", "gcp")
         first.wait_for_event("watcher.started")
         sim.set_value(PREEMPTED, "TRUE")
         wait_until(lambda: "20-slow" in starts(record), 15, "the slow hook")
         first.signal(signal.SIGKILL)
         first.wait()
         recording_hook(hooks_dir, "20-slow", record)  # quick this time: 30 s is all there is
-        second = _start(daemons, sim.url, hooks_dir, tmp_path, "gcp", log="d2.log")
+        second = daemons.start(sim.url, hooks_dir, "--cloud", "gcp")
         second.wait_for_event("notice.handled", timeout=40)
         time.sleep(1.5)
         # 10-quick finished before the kill: not again. 20-slow was cut: run again.
@@ -148,12 +131,12 @@ def test_gcp_restart_mid_hooks_resumes_from_the_journal(
 
 
 def test_azure_event_for_another_vm_runs_nothing_and_is_not_approved(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-hook", record)
     with AzureSimulator() as sim:
-        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, "azure")
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", "azure")
         daemon.wait_for_event("azure.events_started")
         sim.add_event("Preempt", resources=["another-vm"])
         sim.add_event("Terminate", resources=["another-vm", "third-vm"])
@@ -165,14 +148,14 @@ def test_azure_event_for_another_vm_runs_nothing_and_is_not_approved(
 
 
 def test_azure_preempt_runs_hooks_then_approves_the_right_event(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-first", record)
     recording_hook(hooks_dir, "20-second", record, extra="sleep 1")
     with AzureSimulator(first_answer_delay=2.0) as sim:
         # Default interval on Azure: 1 s (no --interval given).
-        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, "azure", interval=None)
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", "azure", interval=None)
         other = sim.add_event("Preempt", resources=["another-vm"])
         mine = sim.add_event("Preempt", at=time.time() + 3, lead=60)
         approvals = sim.wait_for_approval(timeout=20)
@@ -196,16 +179,16 @@ def test_azure_preempt_runs_hooks_then_approves_the_right_event(
 
 
 def test_azure_no_approve_and_maintenance_watch(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-hook", record)
     with AzureSimulator() as sim:
-        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, "azure",
-                        extra=("--no-approve", "--watch", "spot,maintenance"))  # fmt: skip
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", "azure",
+                        "--no-approve", "--watch", "spot,maintenance")  # fmt: skip
         daemon.wait_for_event("azure.events_started")
         sim.add_event("Freeze", lead=60)
-        wait_until(lambda: starts(record) == ["10-hook"], 15, "the freeze hook")
+        wait_until(lambda: ends(record) == ["10-hook"], 15, "the freeze hook to finish")
         daemon.wait_for_event("notice.handled")
         env = hook_env(record, "10-hook")
         assert (env["SPOTWATCH_EVENT"], env["SPOTWATCH_ACTION"]) == (
@@ -216,16 +199,17 @@ def test_azure_no_approve_and_maintenance_watch(
 
 
 def test_azure_faults_survived_and_logged_once(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-hook", record)
     with AzureSimulator() as sim:
         sim.inject("503", count=None, path=EVENTS_PATH)
-        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, "azure")
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", "azure")
         fault = daemon.wait_for_event("imds.fault")[0]
         assert fault["kind"] == "server-error"
-        time.sleep(2)
+        polls = sim.arrived(EVENTS_PATH)
+        assert sim.wait_for(lambda: sim.arrived(EVENTS_PATH) >= polls + 2, 15)  # two more 503s
         assert len(daemon.events("imds.fault")) == 1
         sim.clear_faults()
         sim.inject("garbled", count=2, path=EVENTS_PATH)
@@ -237,13 +221,13 @@ def test_azure_faults_survived_and_logged_once(
 
 
 def test_azure_restart_mid_hooks_resumes_and_approves_once_done(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon]
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons
 ) -> None:
     record = tmp_path / "record"
     recording_hook(hooks_dir, "10-quick", record)
     recording_hook(hooks_dir, "20-slow", record, extra="sleep 30")
     with AzureSimulator() as sim:
-        first = _start(daemons, sim.url, hooks_dir, tmp_path, "azure")
+        first = daemons.start(sim.url, hooks_dir, "--cloud", "azure")
         first.wait_for_event("azure.events_started")
         mine = sim.add_event("Preempt", lead=90)
         wait_until(lambda: "20-slow" in starts(record), 15, "the slow hook")
@@ -251,7 +235,7 @@ def test_azure_restart_mid_hooks_resumes_and_approves_once_done(
         first.wait()
         assert sim.approvals == []
         write_hook(hooks_dir, "20-slow", 'echo "20-slow start now" >> ' + str(record))
-        second = _start(daemons, sim.url, hooks_dir, tmp_path, "azure", log="d2.log")
+        second = daemons.start(sim.url, hooks_dir, "--cloud", "azure")
         second.wait_for_event("notice.handled", timeout=30)
         assert [eid for _, eid in sim.wait_for_approval(10)] == [mine]
         assert starts(record) == ["10-quick", "20-slow", "20-slow"]
@@ -259,13 +243,13 @@ def test_azure_restart_mid_hooks_resumes_and_approves_once_done(
 
 @pytest.mark.parametrize("cloud", ["gcp", "azure"])
 def test_auto_picks_the_cloud_by_probing_and_from_dmi(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon], cloud: str
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons, cloud: str
 ) -> None:
     empty = tmp_path / "dmi-empty"
     empty.mkdir()
     sim_type = GceSimulator if cloud == "gcp" else AzureSimulator
     with sim_type() as sim:
-        probed = _start(daemons, sim.url, hooks_dir, tmp_path, "auto",
+        probed = daemons.start(sim.url, hooks_dir, "--cloud", "auto",
                         env={"SPOTWATCH_DMI_DIR": str(empty)})  # fmt: skip
         decided = probed.wait_for_event("cloud.decided")[0]
         assert (decided["cloud"], decided["how"]) == (cloud, "probe")
@@ -273,7 +257,7 @@ def test_auto_picks_the_cloud_by_probing_and_from_dmi(
     dmi.mkdir()
     (dmi / "sys_vendor").write_text("Google\n" if cloud == "gcp" else "Microsoft Corporation\n")
     (dmi / "chassis_asset_tag").write_text("7783-7084-3265-9085-8269-3286-77\n")
-    from_dmi = _start(daemons, "http://127.0.0.1:9", hooks_dir, tmp_path, "auto", log="d2.log",
+    from_dmi = daemons.start("http://127.0.0.1:9", hooks_dir, "--cloud", "auto",
                       env={"SPOTWATCH_DMI_DIR": str(dmi)})  # fmt: skip
     decided = from_dmi.wait_for_event("cloud.decided")[0]
     assert (decided["cloud"], decided["how"]) == (cloud, "dmi")
@@ -281,18 +265,13 @@ def test_auto_picks_the_cloud_by_probing_and_from_dmi(
 
 @pytest.mark.parametrize("cloud", ["gcp", "azure"])
 def test_idle_watching_never_imports_boto3(
-    tmp_path: Path, hooks_dir: Path, daemons: list[Daemon], cloud: str
+    tmp_path: Path, hooks_dir: Path, daemons: Daemons, cloud: str
 ) -> None:
     sim_type = GceSimulator if cloud == "gcp" else AzureSimulator
     with sim_type() as sim:
-        daemon = _start(daemons, sim.url, hooks_dir, tmp_path, cloud,
-                        env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
+        daemon = daemons.start(sim.url, hooks_dir, "--cloud", cloud, profile_imports=True)
         daemon.wait_for_event("identity.read")
-        time.sleep(1.5)
-        imported = [
-            line.rsplit("|", 1)[-1].strip()
-            for line in daemon.log_path.read_text().splitlines()
-            if line.startswith("import time:")
-        ]
+        time.sleep(1.5)  # idle for a while: polls (and long polls) come and go
+        imported = daemon.imported()
         assert "spotwatch.feed" in imported  # the list is real
         assert not [m for m in imported if m.split(".")[0] in ("boto3", "botocore")]

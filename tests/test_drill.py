@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.daemon_helpers import write_hook
+from tests.helpers import REPO, write_hook
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,13 +21,6 @@ def drill(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "hooks.d"
-    d.mkdir()
-    d.chmod(0o755)
-    return d
 
 
 def test_the_example_hooks_are_green_on_a_fresh_machine() -> None:

@@ -8,16 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import REPO, write_hook
+from tests.helpers import REPO, make_hooks_dir, wait_until, write_hook
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
 def hooks_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "hooks.d"
-    d.mkdir()
-    d.chmod(0o755)
+    d = make_hooks_dir(tmp_path)
     write_hook(d, "10-show", 'echo "$SPOTWATCH_CLOUD $SPOTWATCH_EVENT $SPOTWATCH_ACTION"')
     return d
 
@@ -61,7 +59,6 @@ def test_aws_only_events_are_a_usage_error_elsewhere(hooks_dir: Path) -> None:
 @pytest.mark.parametrize("cloud", ["gcp", "azure"])
 def test_the_simulator_runs_alone(cloud: str) -> None:
     import signal
-    import time
 
     import requests
 
@@ -74,15 +71,18 @@ def test_the_simulator_runs_alone(cloud: str) -> None:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        time.sleep(0.3)
-        if cloud == "gcp":
-            resp = requests.get(url + "/computeMetadata/v1/instance/preempted",
-                                headers={"Metadata-Flavor": "Google"}, timeout=5)  # fmt: skip
-            assert resp.text == "TRUE"
-        else:
+
+        # "--notice-in 0": the notice appears at once (Google's from a timer thread).
+        def notice_served() -> bool:
+            if cloud == "gcp":
+                resp = requests.get(url + "/computeMetadata/v1/instance/preempted",
+                                    headers={"Metadata-Flavor": "Google"}, timeout=5)  # fmt: skip
+                return resp.text == "TRUE"
             resp = requests.get(url + "/metadata/scheduledevents?api-version=2020-07-01",
                                 headers={"Metadata": "true"}, timeout=5)  # fmt: skip
-            assert [e["EventType"] for e in resp.json()["Events"]] == ["Preempt"]
+            return [e["EventType"] for e in resp.json()["Events"]] == ["Preempt"]
+
+        wait_until(notice_served, 10, f"the {cloud} simulator to serve the notice")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0

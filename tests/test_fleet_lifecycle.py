@@ -15,20 +15,18 @@ from typing import Callable
 
 import pytest
 
-from tests import test_fleet_watch as fleet_tests
 from tests.fake_autoscaling import FakeAutoScaling
-from tests.test_fleet_watch import (
+from tests.fleet_helpers import (
     Fleet,
     Watch,
-    hook_env,
     make_hooks,
     no_crash,
     read_lines,
-    wait_until,
+    watch_env,
 )
-
-make_fleet = fleet_tests.make_fleet  # the fixtures, shared
-watches = fleet_tests.watches
+from tests.fleet_helpers import make_fleet_fixture as make_fleet_fixture
+from tests.fleet_helpers import watches_fixture as watches_fixture
+from tests.helpers import wait_until
 
 LIFECYCLE_ACTION = "EC2 Instance-terminate Lifecycle Action"
 
@@ -74,7 +72,7 @@ def test_completed_by_token_after_the_hooks_succeed_with_heartbeats_while_they_r
     event_id = put_lifecycle_action(fleet, "i-0a5", token)
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
                      "--wait-seconds", "1", "--lifecycle-heartbeat", "1", "--max-messages", "1"],
-                    env=hook_env(out, AWS_ENDPOINT_URL_AUTO_SCALING=autoscaling.url))
+                    env=watch_env(out, AWS_ENDPOINT_URL_AUTO_SCALING=autoscaling.url))
     assert watch.wait(timeout=60) == 0, watch.stderr()
     no_crash(watch)
 
@@ -109,7 +107,7 @@ def test_no_completion_after_a_failed_hook_and_the_message_comes_back(
     put_lifecycle_action(fleet, "i-0b6", str(uuid.uuid4()))
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
                      "--wait-seconds", "1", "--visibility-timeout", "1"],
-                    env=hook_env(out, AWS_ENDPOINT_URL_AUTO_SCALING=autoscaling.url))
+                    env=watch_env(out, AWS_ENDPOINT_URL_AUTO_SCALING=autoscaling.url))
     wait_until(lambda: len(read_lines(out / "tries")) >= 2, 30, "the event to come back")
     assert watch.terminate() == 0
     no_crash(watch)
@@ -132,7 +130,7 @@ def test_a_completion_that_fails_leaves_the_message_and_access_denied_names_the_
     put_lifecycle_action(fleet, "i-0c7", token)
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
                      "--wait-seconds", "1", "--visibility-timeout", "1"],
-                    env=hook_env(out, AWS_ENDPOINT_URL_AUTO_SCALING=autoscaling.url))
+                    env=watch_env(out, AWS_ENDPOINT_URL_AUTO_SCALING=autoscaling.url))
     watch.wait_for("fleet.lifecycle_completed", timeout=30)
     wait_until(lambda: fleet.counts() == (0, 0), 20, "the message to be deleted")
     assert watch.terminate() == 0

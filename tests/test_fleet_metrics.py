@@ -15,22 +15,19 @@ from spotwatch import hooks, runner
 from spotwatch.fleet_watch import FleetWatcher, WatchSettings
 from spotwatch.metrics import FleetMetrics, render
 from spotwatch.runner import HookResult
-from tests import test_fleet_watch
-from tests.prom_text import parse, value
-from tests.test_fleet_consumer import FakeError, FakeSqs, Log, _NoTags, body
-from tests.test_fleet_watch import (
+from tests.fleet_helpers import (
     INTERRUPTION,
     Fleet,
     Watch,
-    hook_env,
     make_hooks,
     no_crash,
-    wait_until,
+    watch_env,
 )
-
-# The fleet test module's fixtures: a queue and rule per test, watchers in subprocesses.
-make_fleet = test_fleet_watch.make_fleet
-watches = test_fleet_watch.watches
+from tests.fleet_helpers import make_fleet_fixture as make_fleet_fixture
+from tests.fleet_helpers import watches_fixture as watches_fixture
+from tests.helpers import wait_until
+from tests.prom_text import parse, value
+from tests.test_fleet_consumer import FakeError, FakeSqs, Log, _NoTags, body
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,23 +133,22 @@ def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
     fleet.put((INTERRUPTION, {"instance-id": "i-0f00", "instance-action": "stop"}))
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
                      "--visibility-timeout", "2", "--wait-seconds", "1",
-                     "--metrics-file", str(prom)], env=hook_env(out))
+                     "--metrics-file", str(prom)], env=watch_env(out))
 
     def metrics() -> dict[str, Any]:
         return parse(prom.read_text()) if prom.exists() else {}
 
     watch.wait_for("fleet.hooks_failed")
-    def failed() -> dict[str, Any] | None:
-        # The log line comes before the recorder counts the outcome: wait for the count.
-        m = metrics()
-        try:
-            counted = value(m, "spotwatch_fleet_events_handled_total", outcome="failed")
-        except KeyError:
-            return None
-        return m if counted >= 1 else None
 
-    m = wait_until(failed, 20, "the failure in the file")
-    assert value(m, "spotwatch_fleet_events_handled_total", outcome="failed") >= 1
+    def failure_counted() -> dict[str, Any] | None:
+        # The file is rewritten after the log line: wait for the count, not for the file.
+        m = metrics()
+        if "spotwatch_fleet_events_handled_total" not in m:
+            return None
+        failed = value(m, "spotwatch_fleet_events_handled_total", outcome="failed")
+        return m if failed >= 1 else None
+
+    m = wait_until(failure_counted, 20, "a failed event counted in the file")
     assert value(m, "spotwatch_fleet_hooks_total", hook="10-act", outcome="failed") >= 1
     (out / "fail").unlink()
     watch.wait_for("fleet.handled", timeout=40)

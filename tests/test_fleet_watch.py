@@ -9,183 +9,28 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from spotwatch.fleet_setup import setup_fleet
 from spotwatch.fleet_watch import InstanceTags
-
-INTERRUPTION = "EC2 Spot Instance Interruption Warning"
-REBALANCE = "EC2 Instance Rebalance Recommendation"
-FULFILLMENT = "EC2 Spot Instance Request Fulfillment"
-STATE_CHANGE = "EC2 Instance State-change Notification"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Fleet:
-    name: str
-    queue_url: str
-    dlq_url: str
-    sqs: Any
-    events: Any
-
-    def put(self, *entries: tuple[str, dict[str, Any]]) -> list[str]:
-        """put_events, 10 at a time; the event ids EventBridge gave them."""
-        ids: list[str] = []
-        items = [
-            {"Source": "aws.ec2", "DetailType": dt, "Detail": json.dumps(detail),
-             "Resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{detail['instance-id']}"]}
-            for dt, detail in entries
-        ]
-        for start in range(0, len(items), 10):
-            response = self.events.put_events(Entries=items[start : start + 10])
-            assert response["FailedEntryCount"] == 0
-            ids.extend(e["EventId"] for e in response["Entries"])
-        return ids
-
-    def counts(self, url: str | None = None) -> tuple[int, int]:
-        """(visible, in flight) messages in the queue (or in ``url``)."""
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=url or self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return (int(attrs["ApproximateNumberOfMessages"]),
-                int(attrs["ApproximateNumberOfMessagesNotVisible"]))
-
-
-@pytest.fixture
-def make_fleet(aws_env: dict[str, str]) -> Iterator[Callable[..., Fleet]]:
-    import boto3
-
-    sqs, events = boto3.client("sqs"), boto3.client("events")
-    made: list[Fleet] = []
-
-    def make(**settings: Any) -> Fleet:
-        name = f"swtest-{uuid.uuid4().hex[:10]}"
-        result = setup_fleet(name, **settings)
-        fleet = Fleet(name, result.queue_url, result.dlq_url, sqs, events)
-        made.append(fleet)
-        return fleet
-
-    yield make
-    for fleet in made:
-        events.remove_targets(Rule=fleet.name, Ids=["spotwatch-sqs"])
-        events.delete_rule(Name=fleet.name)
-        sqs.delete_queue(QueueUrl=fleet.queue_url)
-        sqs.delete_queue(QueueUrl=fleet.dlq_url)
-
-
-class Watch:
-    """A running `spotwatch fleet watch`; stdout and stderr go to files we poll."""
-
-    def __init__(self, cmd: list[str], args: list[str], env: dict[str, str], workdir: Path,
-                 label: str = "w") -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.stdout_path = workdir / f"{label}.out"
-        self.stderr_path = workdir / f"{label}.err"
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [*cmd, "fleet", "watch", "--log-format", "json", *args],
-                env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-            )
-
-    def logs(self, event: str | None = None) -> list[dict[str, Any]]:
-        records = []
-        for line in self.stderr_path.read_text().splitlines():
-            if line.startswith("{"):
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue  # a line being written
-        return [r for r in records if event is None or r["event"] == event]
-
-    def lines(self) -> list[str]:
-        return self.stdout_path.read_text().splitlines()
-
-    def wait_for(self, event: str, timeout: float = 30.0, count: int = 1) -> list[dict[str, Any]]:
-        def seen() -> list[dict[str, Any]]:
-            if self.proc.poll() is not None and len(self.logs(event)) < count:
-                raise AssertionError(f"watcher exited {self.proc.returncode}: {self.stderr()}")
-            found = self.logs(event)
-            return found if len(found) >= count else []
-
-        result: list[dict[str, Any]] = wait_until(seen, timeout, event)
-        return result
-
-    def wait(self, timeout: float = 60.0) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    def terminate(self, timeout: float = 40.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()[-4000:]
-
-
-@pytest.fixture
-def watches(spotwatch_cmd: list[str], tmp_path: Path) -> Iterator[Callable[..., Watch]]:
-    started: list[Watch] = []
-
-    def start(args: list[str], env: dict[str, str] | None = None, label: str = "w") -> Watch:
-        watch = Watch(spotwatch_cmd, args, env or dict(os.environ), tmp_path / "run", label)
-        started.append(watch)
-        return watch
-
-    yield start
-    for watch in started:
-        watch.kill()
-
-
-def make_hooks(tmp_path: Path, *scripts: tuple[str, str]) -> Path:
-    hooks = tmp_path / "hooks"
-    hooks.mkdir(mode=0o755)
-    for name, body in scripts:
-        path = hooks / name
-        path.write_text("#!/bin/sh\nset -eu\n" + body)
-        path.chmod(0o755)
-    return hooks
-
-
-def hook_env(out_dir: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["OUT_DIR"] = str(out_dir)
-    env.update(extra)
-    return env
-
-
-def read_lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def no_crash(watch: Watch) -> None:
-    text = watch.stderr_path.read_text()
-    assert "Traceback" not in text, text[-3000:]
-
+from tests.fleet_helpers import (
+    FULFILLMENT,
+    INTERRUPTION,
+    REBALANCE,
+    STATE_CHANGE,
+    Fleet,
+    Watch,
+    make_hooks,
+    no_crash,
+    read_lines,
+    watch_env,
+)
+from tests.fleet_helpers import make_fleet_fixture as make_fleet_fixture
+from tests.fleet_helpers import watches_fixture as watches_fixture
+from tests.helpers import wait_until
 
 # -- every detail type, through put_events ------------------------------------------------
 
@@ -217,7 +62,7 @@ def test_each_detail_type_is_printed_acted_on_and_deleted(
         'cp "$SPOTWATCH_EVENT_JSON" "$OUT_DIR/$SPOTWATCH_EVENT_ID.json"\n'
     )))
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--json",
-                     "--max-messages", "4", "--wait-seconds", "1"], env=hook_env(out))
+                     "--max-messages", "4", "--wait-seconds", "1"], env=watch_env(out))
     assert watch.wait(timeout=90) == 0, watch.stderr()
     no_crash(watch)
 
@@ -290,7 +135,7 @@ def test_failing_hook_leaves_the_message_and_a_duplicate_is_not_acted_on_twice(
     )))
     (event_id,) = fleet.put((INTERRUPTION, {"instance-id": "i-0f00", "instance-action": "stop"}))
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
-                     "--visibility-timeout", "2", "--wait-seconds", "1"], env=hook_env(out))
+                     "--visibility-timeout", "2", "--wait-seconds", "1"], env=watch_env(out))
 
     failed = watch.wait_for("fleet.hooks_failed")[0]
     assert failed["event_id"] == event_id and failed["retry_in"] == 2
@@ -346,7 +191,7 @@ def test_messages_that_are_not_events_are_logged_and_go_to_the_dead_letter_queue
     }
     (good,) = fleet.put((INTERRUPTION, {"instance-id": "i-0g00d", "instance-action": "stop"}))
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
-                     "--visibility-timeout", "1", "--wait-seconds", "1"], env=hook_env(out))
+                     "--visibility-timeout", "1", "--wait-seconds", "1"], env=watch_env(out))
 
     watch.wait_for("fleet.handled")
     # maxReceiveCount 1: the second receive moves each one to the dead-letter queue.
@@ -377,7 +222,7 @@ def test_two_watchers_share_200_events_each_handled_exactly_once(
                                   'echo "$SPOTWATCH_EVENT_ID $WATCHER" >> "$OUT_DIR/acted"\n'))
     pair = [
         watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--wait-seconds", "1"],
-                env=hook_env(out, WATCHER=label), label=label)
+                env=watch_env(out, WATCHER=label), label=label)
         for label in ("a", "b")
     ]
     for watch in pair:
@@ -427,7 +272,7 @@ def test_sigterm_lets_8_running_finish_and_hands_back_the_30_waiting_at_once(
         for n in range(38)
     ])
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
-                     "--wait-seconds", "1", "--workers", "8"], env=hook_env(out))
+                     "--wait-seconds", "1", "--workers", "8"], env=watch_env(out))
     wait_until(lambda: len(list((out / "started").iterdir())) >= 8, 60, "8 hooks to start")
     assert watch.terminate() == 0
     no_crash(watch)
@@ -471,7 +316,7 @@ def test_200_events_across_50_instances_with_8_workers_once_each_one_instance_at
     order = {event_id: n for n, event_id in enumerate(sent)}
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--json",
                      "--wait-seconds", "1", "--workers", "8", "--max-messages", "200"],
-                    env=hook_env(out))
+                    env=watch_env(out))
     assert watch.wait(timeout=100) == 0, watch.stderr()
     no_crash(watch)
     assert watch.logs("fleet.started")[0]["hand"] == 16  # 2 x workers
@@ -512,9 +357,9 @@ def test_a_hook_longer_than_the_visibility_timeout_keeps_its_message_from_the_ot
     (event_id,) = fleet.put((INTERRUPTION, {"instance-id": "i-0a1", "instance-action": "stop"}))
     args = ["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks), "--wait-seconds", "1",
             "--visibility-timeout", "3"]
-    first = watches(args, env=hook_env(out, WATCHER="a"), label="a")
+    first = watches(args, env=watch_env(out, WATCHER="a"), label="a")
     wait_until(lambda: read_lines(out / "acted"), 60, "the hook to start")
-    second = watches(args, env=hook_env(out, WATCHER="b"), label="b")
+    second = watches(args, env=watch_env(out, WATCHER="b"), label="b")
     second.wait_for("fleet.started")
     # 7 s of hook against a 3 s timeout (extended to 6 s at a time): the second
     # watcher polls all along.

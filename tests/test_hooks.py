@@ -23,16 +23,10 @@ from spotwatch.hooks import (
     safety_problem,
 )
 from spotwatch.notice import Identity, Notice
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
 OTHER_UID = 4242
 
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "hooks.d"
-    directory.mkdir()
-    directory.chmod(0o755)
-    return directory
 
 
 def make_hook(directory: Path, name: str, mode: int = 0o755, body: str = "exit 0\n") -> Path:
@@ -327,6 +321,7 @@ NOTICE = Notice(
     id="0123456789abcdef",
     source="instance-action",
 )
+
 IDENTITY = Identity("i-0abc", "m5.large", "eu-west-1", "eu-west-1b", "123456789012")
 
 

@@ -7,15 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "hooks.d"
-    directory.mkdir()
-    directory.chmod(0o755)
-    return directory
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
 
 def make(directory: Path, name: str, mode: int = 0o755) -> Path:

@@ -15,7 +15,7 @@ from spotwatch.imdssim import (
     TOKEN_PATH,
     ImdsSimulator,
 )
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 TOKEN = "x-aws-ec2-metadata-token"
 # Generous: the machine is shared with other test runs.

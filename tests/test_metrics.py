@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,10 @@ from spotwatch.metrics import (
 )
 from spotwatch.notice import SPOT_INTERRUPTION, Notice
 from spotwatch.runner import HookResult
-from tests.conftest import REPO
-from tests.daemon_helpers import Daemon, wait_until, write_hook
+from tests.helpers import REPO, Daemons, wait_until, write_hook
+from tests.helpers import daemons_fixture as daemons_fixture
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
+from tests.helpers import sim_fixture as sim_fixture
 from tests.prom_text import parse, value
 from tests.test_watcher import Fault, Harness
 
@@ -380,26 +381,6 @@ def test_the_run_setting_comes_from_the_flag_or_the_environment() -> None:
 
 
 # -- spotwatch run --metrics-file, end to end ------------------------------------------
-@pytest.fixture
-def sim() -> Iterator[ImdsSimulator]:
-    with ImdsSimulator(require_token=True) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "hooks.d"
-    d.mkdir()
-    d.chmod(0o755)
-    return d
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -407,16 +388,14 @@ def read_metrics(path: Path) -> dict[str, Any]:
 
 
 def test_the_daemon_writes_whole_files_that_count_faults_notices_and_hooks(
-    sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     write_hook(hooks_dir, "10-ok", "exit 0")
     write_hook(hooks_dir, "20-fails", "exit 3")
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     prom = textfile / "spotwatch.prom"
-    daemon = Daemon(sim.url, hooks_dir, tmp_path / "state", tmp_path / "d.log",
-                    interval=0.2, extra=["--metrics-file", str(prom)])
-    daemons.append(daemon)
+    daemon = daemons.start(sim.url, hooks_dir, "--metrics-file", str(prom), interval=0.2)
 
     # Every read during the whole run must be a complete, valid file.
     stop = threading.Event()
@@ -505,14 +484,12 @@ def test_a_bad_metrics_path_stops_the_start_with_one_line(
 
 
 def test_a_directory_that_goes_away_is_logged_once_and_the_daemon_keeps_watching(
-    sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     prom = textfile / "spotwatch.prom"
-    daemon = Daemon(sim.url, hooks_dir, tmp_path / "state", tmp_path / "d.log",
-                    interval=0.2, extra=["--metrics-file", str(prom)])
-    daemons.append(daemon)
+    daemon = daemons.start(sim.url, hooks_dir, "--metrics-file", str(prom), interval=0.2)
     wait_until(prom.exists, 20, "the first file")
     prom.unlink()
     textfile.rmdir()

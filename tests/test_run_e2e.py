@@ -8,38 +8,28 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spotwatch.imdssim import INSTANCE_ACTION_PATH, ImdsSimulator
-from tests.conftest import REPO, free_port
-from tests.daemon_helpers import (
-    Daemon,
+from tests.helpers import (
+    REPO,
+    Daemons,
     ends,
+    free_port,
     hook_env,
     read_record,
     recording_hook,
     starts,
     wait_until,
 )
+from tests.helpers import daemons_fixture as daemons_fixture
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
+from tests.helpers import sim_fixture as sim_fixture
 
 pytestmark = pytest.mark.timeout(90)
 
-
-@pytest.fixture
-def sim() -> Iterator[ImdsSimulator]:
-    with ImdsSimulator(require_token=True) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "hooks.d"
-    d.mkdir(mode=0o755)
-    d.chmod(0o755)
-    return d
 
 
 @pytest.fixture
@@ -47,23 +37,8 @@ def record(tmp_path: Path) -> Path:
     return tmp_path / "record.txt"
 
 
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
-
-
-def start(daemons: list[Daemon], url: str, hooks_dir: Path, tmp_path: Path, **kw: object) -> Daemon:
-    n = len(daemons)
-    daemon = Daemon(url, hooks_dir, tmp_path / "state", tmp_path / f"daemon{n}.log", **kw)  # type: ignore[arg-type]
-    daemons.append(daemon)
-    return daemon
-
-
 def test_notice_is_seen_within_one_interval_and_hooks_run_in_order_with_their_environment(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     for name in ("10-checkpoint", "50-ship-logs.sh", "90-notify", "Z-upper", "a.b_c-d"):
         recording_hook(hooks_dir, name, record)
@@ -76,7 +51,7 @@ def test_notice_is_seen_within_one_interval_and_hooks_run_in_order_with_their_en
     unsafe.chmod(0o775)
     (hooks_dir / "60-a-directory").mkdir()
 
-    daemon = start(daemons, sim.url, hooks_dir, tmp_path, interval=1.0)
+    daemon = daemons.start(sim.url, hooks_dir, interval=1.0)
     daemon.wait_for_event("watcher.started")
     appear = time.time() + 1.5
     sim.schedule_notice("hibernate", appear_at=appear, notice_time="2031-05-06T07:08:09Z")
@@ -115,13 +90,13 @@ def test_notice_is_seen_within_one_interval_and_hooks_run_in_order_with_their_en
 
 
 def test_a_failing_and_a_hanging_hook_do_not_block_the_ones_after(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-fails", record, extra="exit 3")
     # Ignores SIGTERM and leaves a grandchild holding the pipes: only SIGKILL to the group works.
     recording_hook(hooks_dir, "20-hangs", record, extra="trap '' TERM\nsleep 300 &\nsleep 300")
     recording_hook(hooks_dir, "30-after", record)
-    daemon = start(daemons, sim.url, hooks_dir, tmp_path, extra=["--hook-timeout", "2"])
+    daemon = daemons.start(sim.url, hooks_dir, "--hook-timeout", "2")
     daemon.wait_for_event("watcher.started")
     sim.schedule_notice("terminate")
     handled = daemon.wait_for_event("notice.handled", timeout=40)[0]
@@ -134,7 +109,7 @@ def test_a_failing_and_a_hanging_hook_do_not_block_the_ones_after(
 
 
 def test_sigkill_mid_hooks_then_restart_runs_only_the_hooks_that_did_not_finish(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     marker = tmp_path / "second-hook-ran-once"
     recording_hook(hooks_dir, "10-first", record)
@@ -146,7 +121,7 @@ def test_sigkill_mid_hooks_then_restart_runs_only_the_hooks_that_did_not_finish(
     recording_hook(hooks_dir, "30-third", record)
     sim.schedule_notice("terminate")
 
-    first = start(daemons, sim.url, hooks_dir, tmp_path)
+    first = daemons.start(sim.url, hooks_dir)
     # The marker, not the record's "start" line: it is written just before the sleep.
     wait_until(marker.exists, 20, "20-second to start sleeping")
     started = first.wait_for_event("hook.started", count=2)
@@ -156,13 +131,13 @@ def test_sigkill_mid_hooks_then_restart_runs_only_the_hooks_that_did_not_finish(
     # systemd's KillMode=mixed would kill the hook's group too; do the same here.
     os.killpg(hook_pid, signal.SIGKILL)
 
-    second = start(daemons, sim.url, hooks_dir, tmp_path)
+    second = daemons.start(sim.url, hooks_dir)
     second.wait_for_event("notice.handled", timeout=30)
     assert starts(record) == ["10-first", "20-second", "20-second", "30-third"]
     assert ends(record) == ["10-first", "20-second", "30-third"]
 
     # A third start sees the notice still out, and the journal says it is done.
-    third = start(daemons, sim.url, hooks_dir, tmp_path)
+    third = daemons.start(sim.url, hooks_dir)
     third.wait_for_event("watcher.started")
     polls = sim.count(INSTANCE_ACTION_PATH)
     sim.wait_for_requests(INSTANCE_ACTION_PATH, polls + 3, timeout=10)
@@ -171,10 +146,10 @@ def test_sigkill_mid_hooks_then_restart_runs_only_the_hooks_that_did_not_finish(
 
 
 def test_sigterm_while_idle_exits_0_within_a_second(
-    sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
-        daemon = start(daemons, sim.url, hooks_dir, tmp_path, interval=30.0)
+        daemon = daemons.start(sim.url, hooks_dir, interval=30.0)
         daemon.wait_for_event("watcher.started")
         sim.wait_for_requests(INSTANCE_ACTION_PATH, 1, timeout=10)
         began = time.monotonic()
@@ -185,7 +160,7 @@ def test_sigterm_while_idle_exits_0_within_a_second(
 
 
 def test_sigterm_during_a_hook_lets_it_finish_then_exits_with_the_journal_consistent(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     release = tmp_path / "release"
     recording_hook(
@@ -194,18 +169,22 @@ def test_sigterm_during_a_hook_lets_it_finish_then_exits_with_the_journal_consis
     )  # fmt: skip
     recording_hook(hooks_dir, "20-next", record)
     sim.schedule_notice("terminate")
-    daemon = start(daemons, sim.url, hooks_dir, tmp_path)
+    daemon = daemons.start(sim.url, hooks_dir)
     wait_until(lambda: "10-slow" in starts(record), 20, "10-slow to start")
     daemon.signal(signal.SIGTERM)
-    time.sleep(0.3)  # give a wrong implementation the chance to exit early
+    wait_until(lambda: daemon.signal_delivered(signal.SIGTERM), 10, "SIGTERM to be delivered")
     assert daemon.proc.poll() is None, "the running hook must be allowed to finish"
     release.touch()
     assert daemon.wait(timeout=20) == 0
     assert ends(record) == ["10-slow"]
+    # The daemon saw the hook through: a daemon that left early, or killed the
+    # hook, cannot log it as finished with exit 0.
+    (finished,) = daemon.events("hook.finished")
+    assert (finished["hook"], finished["exit_code"]) == ("10-slow", 0), finished
     daemon.wait_for_event("notice.interrupted")
 
     # The restart runs only the hook that never started.
-    again = start(daemons, sim.url, hooks_dir, tmp_path)
+    again = daemons.start(sim.url, hooks_dir)
     again.wait_for_event("notice.handled", timeout=20)
     assert starts(record) == ["10-slow", "20-next"]
 
@@ -231,13 +210,13 @@ def test_each_fault_is_survived_logged_once_and_a_following_notice_is_caught(
     hooks_dir: Path,
     record: Path,
     tmp_path: Path,
-    daemons: list[Daemon],
+    daemons: Daemons,
 ) -> None:
     recording_hook(hooks_dir, "10-hook", record)
     # A missing token endpoint means IMDSv1: the simulator must then accept plain GETs.
     with ImdsSimulator(require_token=not fault.startswith("token"), hang_seconds=3.0) as sim:
         sim.inject(fault, count=None)
-        daemon = start(daemons, sim.url, hooks_dir, tmp_path)
+        daemon = daemons.start(sim.url, hooks_dir)
         daemon.wait_for_event("watcher.started")
         wait_until(lambda: sum(1 for r in sim.requests() if r.fault) >= count, 30, "faults")
         if not fault.startswith("token"):
@@ -253,10 +232,10 @@ def test_each_fault_is_survived_logged_once_and_a_following_notice_is_caught(
 
 
 def test_revoked_tokens_are_renewed_and_the_notice_is_caught(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-hook", record)
-    daemon = start(daemons, sim.url, hooks_dir, tmp_path)
+    daemon = daemons.start(sim.url, hooks_dir)
     daemon.wait_for_event("watcher.started")
     sim.wait_for_requests(INSTANCE_ACTION_PATH, 2)
     tokens_before = sim.count("/latest/api/token", "PUT")
@@ -274,10 +253,10 @@ def test_a_malformed_notice_is_still_a_notice(
     hooks_dir: Path,
     record: Path,
     tmp_path: Path,
-    daemons: list[Daemon],
+    daemons: Daemons,
 ) -> None:
     recording_hook(hooks_dir, "10-hook", record)
-    daemon = start(daemons, sim.url, hooks_dir, tmp_path)
+    daemon = daemons.start(sim.url, hooks_dir)
     daemon.wait_for_event("watcher.started")
     sim.inject(body_fault, count=None, path=INSTANCE_ACTION_PATH)
     daemon.wait_for_event("notice.handled", timeout=20)
@@ -290,11 +269,11 @@ def test_a_malformed_notice_is_still_a_notice(
 
 
 def test_a_notice_time_in_the_past_still_gives_hooks_time(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-hook", record)
     sim.schedule_notice("terminate", notice_time="2020-01-01T00:00:00Z")
-    daemon = start(daemons, sim.url, hooks_dir, tmp_path)
+    daemon = daemons.start(sim.url, hooks_dir)
     daemon.wait_for_event("notice.handled", timeout=20)
     env = hook_env(record, "10-hook")
     assert env["SPOTWATCH_NOTICE_TIME"] == "2020-01-01T00:00:00Z"
@@ -302,11 +281,11 @@ def test_a_notice_time_in_the_past_still_gives_hooks_time(
 
 
 def test_imds_unreachable_at_start_then_up(
-    hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-hook", record)
     port = free_port()
-    daemon = start(daemons, f"http://127.0.0.1:{port}", hooks_dir, tmp_path)
+    daemon = daemons.start(f"http://127.0.0.1:{port}", hooks_dir)
     fault = daemon.wait_for_event("imds.fault", timeout=20)[0]
     assert fault["kind"] == "unreachable" and fault["advice"]
     with ImdsSimulator(port=port, require_token=True) as sim:
@@ -317,13 +296,13 @@ def test_imds_unreachable_at_start_then_up(
 
 
 def test_proxy_variables_are_ignored(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     recording_hook(hooks_dir, "10-hook", record)
     dead_proxy = f"http://127.0.0.1:{free_port()}"
     env = {k: dead_proxy for k in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY")}
     env["NO_PROXY"] = ""
-    daemon = start(daemons, sim.url, hooks_dir, tmp_path, env=env)
+    daemon = daemons.start(sim.url, hooks_dir, env=env)
     sim.schedule_notice("terminate")
     daemon.wait_for_event("notice.handled", timeout=20)
     assert daemon.events("imds.fault") == []
@@ -390,7 +369,7 @@ def test_environment_variables_configure_the_daemon(
 
 
 def test_a_restart_finishes_the_notice_even_when_imds_is_down_by_then(
-    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: list[Daemon]
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
     marker = tmp_path / "first-ran-once"
     recording_hook(
@@ -399,7 +378,7 @@ def test_a_restart_finishes_the_notice_even_when_imds_is_down_by_then(
     )  # fmt: skip
     recording_hook(hooks_dir, "20-second", record)
     sim.schedule_notice("terminate")
-    first = start(daemons, sim.url, hooks_dir, tmp_path)
+    first = daemons.start(sim.url, hooks_dir)
     started = first.wait_for_event("hook.started")[0]
     wait_until(marker.exists, 20, "10-first to start sleeping")
     first.signal(signal.SIGKILL)
@@ -407,9 +386,39 @@ def test_a_restart_finishes_the_notice_even_when_imds_is_down_by_then(
     os.killpg(int(started["pid"]), signal.SIGKILL)
 
     dead_imds = f"http://127.0.0.1:{free_port()}"
-    second = start(daemons, dead_imds, hooks_dir, tmp_path)
+    second = daemons.start(dead_imds, hooks_dir)
     second.wait_for_event("notice.handled", timeout=60)
     assert second.events("journal.resuming")
     # 10-first was interrupted mid-run, so it ran again; then the rest.
     assert starts(record) == ["10-first", "10-first", "20-second"]
     assert ends(record) == ["10-first", "20-second"]
+
+
+AWS_SDK = ("boto3", "botocore", "s3transfer")
+
+
+@pytest.mark.parametrize(
+    "watch",
+    [
+        pytest.param((), id="default-sources"),
+        pytest.param(
+            ("--watch", "spot,rebalance,maintenance,asg", "--asg-lifecycle-hook", "drain"),
+            id="every-aws-source",
+        ),
+    ],
+)
+def test_an_idle_spotwatch_run_never_imports_boto3(
+    sim: ImdsSimulator, hooks_dir: Path, daemons: Daemons, watch: tuple[str, ...]
+) -> None:
+    """Idle (polling, no notice) the daemon stays lean: the AWS SDK is imported only
+    when a notice needs an AWS API (the lifecycle action, the rebalance tag)."""
+    recording_hook(hooks_dir, "10-hook", hooks_dir.parent / "record")
+    daemon = daemons.start(sim.url, hooks_dir, *watch, interval=0.2, profile_imports=True)
+    daemon.wait_for_event("watcher.started")
+    polls = sim.count(INSTANCE_ACTION_PATH)
+    sim.wait_for_requests(INSTANCE_ACTION_PATH, polls + 5, timeout=20)
+
+    imported = daemon.imported()
+    assert "spotwatch.watcher" in imported  # the import list is real and complete so far
+    assert [m for m in imported if m.split(".")[0] in AWS_SDK] == []
+    assert daemon.proc.poll() is None

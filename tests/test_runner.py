@@ -32,6 +32,7 @@ from spotwatch.runner import (
     describe_status,
     run_hooks,
 )
+from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
 BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 # Generous: the machine is shared and has two cores.
@@ -52,13 +53,6 @@ def spawn_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(process_module, "_posix_spawn_fits", lambda: False)
     return mode
 
-
-@pytest.fixture
-def hooks_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "hooks.d"
-    directory.mkdir()
-    directory.chmod(0o755)
-    return directory
 
 
 @pytest.fixture

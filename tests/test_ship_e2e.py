@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 MiB = 1024 * 1024
 INSTANCE = "i-0123456789abcdef0"

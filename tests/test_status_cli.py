@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from spotwatch.cli import main
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 class FakeEc2:

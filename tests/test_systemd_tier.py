@@ -27,6 +27,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.container import Container, why_not
+from tests.helpers import wait_until
 from tests.pyz_helpers import with_build_id
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,17 +85,6 @@ done
 echo "nonewprivs=$(awk '/^NoNewPrivs/ {print $2}' /proc/self/status)" >> "$out"
 echo "home=${HOME-unset}" >> "$out"
 """
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 class Box:
@@ -192,14 +182,14 @@ class Box:
             new = self.events()[before:]
             return new if any(e["event"] == "notice.handled" for e in new) else None
 
-        result: list[dict[str, Any]] = wait_until("notice.handled", done, timeout)
+        result: list[dict[str, Any]] = wait_until(done, timeout, "notice.handled", step=0.2)
         return result
 
     def active(self) -> None:
         wait_until(
-            "the service to be active",
             lambda: self.show("ActiveState")["ActiveState"] == "active",
-        )
+            30, "the service to be active", step=0.2,
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -230,9 +220,9 @@ def box(container: Container, pyz: Path, tmp_path_factory: pytest.TempPathFactor
     result = c.run("python3", f"/root/{pyz.name}", "install", timeout=120)
     b.install_output = result.stdout  # type: ignore[attr-defined]
     wait_until(
-        "moto",
         lambda: b.sh(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{MOTO_PORT}/",
                      check=False) == "200",
+        30, "moto", step=0.2,
     )  # fmt: skip
     b.sh(f"curl -sf -X PUT http://127.0.0.1:{MOTO_PORT}/spot-logs")
     return b
@@ -258,7 +248,8 @@ def step_install_from_the_pyz_writes_enables_and_starts_the_unit(box: Box) -> No
     # Type=notify: systemd calls it active only once the daemon sent READY=1.
     assert props["Type"] == "notify" and props["NotifyAccess"] == "main"
     assert "/opt/spotwatch/bin/spotwatch" in props["ExecStart"]
-    wait_until("a watching status", lambda: "watching" in box.show("StatusText")["StatusText"])
+    wait_until(lambda: "watching" in box.show("StatusText")["StatusText"], 30,
+               "a watching status", step=0.2)  # fmt: skip
     pid = props["MainPID"]
     # The system python3 runs the file, with no HOME and no write to a home directory.
     exe = box.sh(f"readlink /proc/{pid}/exe").strip()
@@ -343,7 +334,7 @@ def step_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest(box: Box
     })  # fmt: skip
     box.new_instance()
     before = box.notice()
-    wait_until("the slow hook to start", lambda: "slow-start" in box.runs())
+    wait_until(lambda: "slow-start" in box.runs(), 30, "the slow hook to start", step=0.2)
     box.c.run("systemctl", "stop", UNIT, timeout=60)
     assert box.runs() == ["slow-start", "slow-done"]
     stopped = [e for e in box.events()[before:] if e["event"] == "hooks.stopped"]
@@ -372,17 +363,16 @@ def step_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hoo
     restarts = int(box.show("NRestarts")["NRestarts"])
     before = box.notice()
     wait_until(
-        "the gate hook to start",
         lambda: any(e["event"] == "hook.started" and e["hook"] == "20-gate"
                     for e in box.events()[before:]),
+        30, "the gate hook to start", step=0.2,
     )  # fmt: skip
     pid = box.show("MainPID")["MainPID"]
     box.c.run("kill", "-STOP", pid)
     wait_until(
-        "the watchdog's restart",
         lambda: int(box.show("NRestarts")["NRestarts"]) > restarts,
-        timeout=30,
-    )
+        30, "the watchdog's restart", step=0.2,
+    )  # fmt: skip
     assert "watchdog timeout" in box.journal_text().lower()
     box.c.write("/root/gate", "")
     box.handled(before)

@@ -1,0 +1,177 @@
+"""Helpers for the `spotwatch fleet watch` tests: a queue, DLQ and rule per test made
+with `fleet setup` against moto's server, and `fleet watch` as a subprocess.
+
+Import fixtures as ``from tests.fleet_helpers import make_fleet_fixture as
+make_fleet_fixture`` (see tests/helpers.py for why).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from spotwatch.fleet_setup import setup_fleet
+from tests.helpers import make_hooks_dir, wait_until
+
+INTERRUPTION = "EC2 Spot Instance Interruption Warning"
+REBALANCE = "EC2 Instance Rebalance Recommendation"
+FULFILLMENT = "EC2 Spot Instance Request Fulfillment"
+STATE_CHANGE = "EC2 Instance State-change Notification"
+
+
+
+@dataclass
+class Fleet:
+    name: str
+    queue_url: str
+    dlq_url: str
+    sqs: Any
+    events: Any
+
+    def put(self, *entries: tuple[str, dict[str, Any]]) -> list[str]:
+        """put_events, 10 at a time; the event ids EventBridge gave them."""
+        ids: list[str] = []
+        items = [
+            {"Source": "aws.ec2", "DetailType": dt, "Detail": json.dumps(detail),
+             "Resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{detail['instance-id']}"]}
+            for dt, detail in entries
+        ]
+        for start in range(0, len(items), 10):
+            response = self.events.put_events(Entries=items[start : start + 10])
+            assert response["FailedEntryCount"] == 0
+            ids.extend(e["EventId"] for e in response["Entries"])
+        return ids
+
+    def counts(self, url: str | None = None) -> tuple[int, int]:
+        """(visible, in flight) messages in the queue (or in ``url``)."""
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url or self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (int(attrs["ApproximateNumberOfMessages"]),
+                int(attrs["ApproximateNumberOfMessagesNotVisible"]))
+
+
+@pytest.fixture(name="make_fleet")
+def make_fleet_fixture(aws_env: dict[str, str]) -> Iterator[Callable[..., Fleet]]:
+    import boto3
+
+    sqs, events = boto3.client("sqs"), boto3.client("events")
+    made: list[Fleet] = []
+
+    def make(**settings: Any) -> Fleet:
+        name = f"swtest-{uuid.uuid4().hex[:10]}"
+        result = setup_fleet(name, **settings)
+        fleet = Fleet(name, result.queue_url, result.dlq_url, sqs, events)
+        made.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in made:
+        events.remove_targets(Rule=fleet.name, Ids=["spotwatch-sqs"])
+        events.delete_rule(Name=fleet.name)
+        sqs.delete_queue(QueueUrl=fleet.queue_url)
+        sqs.delete_queue(QueueUrl=fleet.dlq_url)
+
+
+class Watch:
+    """A running `spotwatch fleet watch`; stdout and stderr go to files we poll."""
+
+    def __init__(self, cmd: list[str], args: list[str], env: dict[str, str], workdir: Path,
+                 label: str = "w") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = workdir / f"{label}.out"
+        self.stderr_path = workdir / f"{label}.err"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [*cmd, "fleet", "watch", "--log-format", "json", *args],
+                env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            )
+
+    def logs(self, event: str | None = None) -> list[dict[str, Any]]:
+        records = []
+        for line in self.stderr_path.read_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue  # a line being written
+        return [r for r in records if event is None or r["event"] == event]
+
+    def lines(self) -> list[str]:
+        return self.stdout_path.read_text().splitlines()
+
+    def wait_for(self, event: str, timeout: float = 30.0, count: int = 1) -> list[dict[str, Any]]:
+        def seen() -> list[dict[str, Any]]:
+            if self.proc.poll() is not None and len(self.logs(event)) < count:
+                raise AssertionError(f"watcher exited {self.proc.returncode}: {self.stderr()}")
+            found = self.logs(event)
+            return found if len(found) >= count else []
+
+        result: list[dict[str, Any]] = wait_until(seen, timeout, event)
+        return result
+
+    def wait(self, timeout: float = 60.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def terminate(self, timeout: float = 40.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()[-4000:]
+
+
+@pytest.fixture(name="watches")
+def watches_fixture(spotwatch_cmd: list[str], tmp_path: Path) -> Iterator[Callable[..., Watch]]:
+    started: list[Watch] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, label: str = "w") -> Watch:
+        watch = Watch(spotwatch_cmd, args, env or dict(os.environ), tmp_path / "run", label)
+        started.append(watch)
+        return watch
+
+    yield start
+    for watch in started:
+        watch.kill()
+
+
+def make_hooks(tmp_path: Path, *scripts: tuple[str, str]) -> Path:
+    """A hooks directory of ``set -eu`` shell scripts: (name, body) pairs."""
+    hooks = make_hooks_dir(tmp_path, "hooks")
+    for name, body in scripts:
+        path = hooks / name
+        path.write_text("#!/bin/sh\nset -eu\n" + body)
+        path.chmod(0o755)
+    return hooks
+
+
+def watch_env(out_dir: Path, **extra: str) -> dict[str, str]:
+    """This environment plus OUT_DIR, where the hooks of ``make_hooks`` write."""
+    env = dict(os.environ)
+    env["OUT_DIR"] = str(out_dir)
+    env.update(extra)
+    return env
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def no_crash(watch: Watch) -> None:
+    text = watch.stderr_path.read_text()
+    assert "Traceback" not in text, text[-3000:]
