@@ -293,9 +293,9 @@ def step_a_notice_runs_the_example_hooks_under_the_strict_dropin(box: Box) -> No
     first = [e["notice_id"] for e in box.events() if e["event"] == "notice.handled"][-1]
     before = box.notice()
     folded = wait_until(
-        "notice.folded",
         lambda: [e for e in box.events()[before:] if e["event"] == "notice.folded"],
-    )
+        30, "notice.folded", step=0.2,
+    )  # fmt: skip
     assert folded[0]["into"] == first, folded
     assert not [e for e in box.events()[before:] if e["event"] == "hook.started"]
     box.new_instance()
