@@ -134,19 +134,7 @@ class Journal:
         """Record ``notice``; a no-op for one already recorded (a restart keeps its progress)."""
         if notice.id in self._notices:
             return
-        self._notices[notice.id] = {
-            "kind": notice.kind,
-            "action": notice.action,
-            "raw_time": notice.raw_time,
-            "deadline": notice.deadline,
-            "source": notice.source,
-            "ends_instance": notice.ends_instance,
-            "env": [list(pair) for pair in notice.env],
-            "begun_at": self._wall_clock(),
-            "finished": {},
-            "running": None,
-            "complete": False,
-        }
+        self._notices[notice.id] = self._new_entry(notice)
         self._trim()
         # No fsync: on the path to the first hook's start, and a notice with no
         # finished hook reruns all its hooks whether or not it was recorded.
@@ -160,6 +148,16 @@ class Journal:
         owner["deadline"] = min(float(owner.get("deadline", notice.deadline)), notice.deadline)
         owner.setdefault("folded", []).append(notice.id)
         self._notices[notice.id] = {
+            **self._new_entry(notice),
+            "complete": True,
+            "folded_into": into,
+        }
+        self._trim()
+        self._save()
+
+    def _new_entry(self, notice: Notice) -> dict[str, Any]:
+        """A notice's record before any hook ran."""
+        return {
             "kind": notice.kind,
             "action": notice.action,
             "raw_time": notice.raw_time,
@@ -170,11 +168,8 @@ class Journal:
             "begun_at": self._wall_clock(),
             "finished": {},
             "running": None,
-            "complete": True,
-            "folded_into": into,
+            "complete": False,
         }
-        self._trim()
-        self._save()
 
     def hook_started(self, notice_id: str, name: str) -> None:
         self._entry(notice_id)["running"] = name
