@@ -1,5 +1,6 @@
 """Helpers for the `spotwatch fleet watch` tests: a queue, DLQ and rule per test made
-with `fleet setup` against moto's server, and `fleet watch` as a subprocess.
+with `fleet setup` against moto's server, and `fleet watch` as a subprocess; and the
+in-memory SQS stand-ins (FakeSqs, FakeError, Log, NoTags, body) for the consumer loop.
 
 Import fixtures as ``from tests.fleet_helpers import make_fleet_fixture as
 make_fleet_fixture`` (see tests/helpers.py for why).
@@ -175,3 +176,118 @@ def read_lines(path: Path) -> list[str]:
 def no_crash(watch: Watch) -> None:
     text = watch.stderr_path.read_text()
     assert "Traceback" not in text, text[-3000:]
+
+
+# In-memory stand-ins for the consumer-loop tests (test_fleet_consumer, test_fleet_metrics).
+
+
+def body(instance: str = "i-0abc", event_id: str | None = None) -> str:
+    return json.dumps({
+        "version": "0", "id": event_id or str(uuid.uuid4()), "source": "aws.ec2",
+        "detail-type": "EC2 Spot Instance Interruption Warning", "account": "123456789012",
+        "time": "2026-11-26T03:00:00Z", "region": "us-east-1", "resources": [],
+        "detail": {"instance-id": instance, "instance-action": "terminate"},
+    })
+
+
+class FakeError(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.response = {"Error": {"Code": code, "Message": "from the fake"}}
+
+
+class FakeSqs:
+    """Hands out the batches it is given; records every call."""
+
+    def __init__(self, batches: list[Any], visibility: int = 60) -> None:
+        self.batches = batches
+        self.visibility = visibility
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.lose: set[str] = set()  # receipt handles another watcher now holds
+
+    def get_queue_attributes(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Attributes": {"VisibilityTimeout": str(self.visibility), "RedrivePolicy": "{}",
+                               "QueueArn": "arn:aws:sqs:us-east-1:123456789012:q"}}
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("receive", kwargs))
+        if not self.batches:
+            return {"Messages": []}
+        batch = self.batches.pop(0)
+        if isinstance(batch, Exception):
+            raise batch
+        return {"Messages": [
+            {"MessageId": f"m{n}", "ReceiptHandle": f"r{n}", "Body": text,
+             "Attributes": {"ApproximateReceiveCount": "1"}}
+            for n, text in batch
+        ]}
+
+    def change_message_visibility(self, **kwargs: Any) -> None:
+        self.calls.append(("visibility", kwargs))
+        if kwargs["ReceiptHandle"] in self.lose:
+            raise FakeError("ReceiptHandleIsInvalid")
+
+    def change_message_visibility_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("visibility_batch", kwargs))
+        failed = [{"Id": e["Id"], "Code": "ReceiptHandleIsInvalid", "SenderFault": True}
+                  for e in kwargs["Entries"] if e["ReceiptHandle"] in self.lose]
+        return {"Successful": [{"Id": e["Id"]} for e in kwargs["Entries"]
+                               if e["ReceiptHandle"] not in self.lose], "Failed": failed}
+
+    def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("delete", kwargs))
+        return {"Successful": [{"Id": e["Id"]} for e in kwargs["Entries"]], "Failed": []}
+
+    def deleted(self) -> list[str]:
+        return [e["ReceiptHandle"] for name, kw in self.calls if name == "delete"
+                for e in kw["Entries"]]
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [kw for n, kw in self.calls if n == name]
+
+    def batched_visibility(self) -> list[tuple[str, int]]:
+        """(receipt, timeout) of every ChangeMessageVisibilityBatch entry, in order."""
+        return [(e["ReceiptHandle"], e["VisibilityTimeout"])
+                for kw in self.named("visibility_batch") for e in kw["Entries"]]
+
+
+class Log:
+    """A structlog-shaped logger that keeps what it is told."""
+
+    def __init__(self, records: list[dict[str, Any]] | None = None, **bound: Any) -> None:
+        self.records = records if records is not None else []
+        self.bound = bound
+
+    def bind(self, **fields: Any) -> Log:
+        return Log(self.records, **{**self.bound, **fields})
+
+    def _record(self, level: str, event: str, **fields: Any) -> None:
+        self.records.append({"event": event, "level": level, **self.bound, **fields})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._record("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._record("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._record("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._record("error", event, **fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._record("exception", event, **fields)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["event"] == name]
+
+
+class NoTags:
+    """Tags are tested against moto in test_fleet_watch.py."""
+
+    def prefetch(self, wanted: Any) -> None:
+        list(wanted)
+
+    def peek(self, region: str, instance_id: str) -> dict[str, str]:
+        return {}

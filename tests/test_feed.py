@@ -13,7 +13,7 @@ from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.runner import HookSettings
 from spotwatch.stopper import Stopper
 from spotwatch.watcher import Watcher, WatchSettings
-from tests.test_watcher import (
+from tests.watch_helpers import (
     FakeClock,
     FakeHook,
     FakeJournal,

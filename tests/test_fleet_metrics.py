@@ -1,5 +1,5 @@
 """`spotwatch fleet watch --metrics-file`: FleetMetrics alone, the worker pool with an
-in-memory queue (test_fleet_consumer's), and the command against moto's SQS and
+in-memory queue (tests/fleet_helpers.py's FakeSqs), and the command against moto's SQS and
 EventBridge on 127.0.0.1."""
 
 from __future__ import annotations
@@ -17,8 +17,13 @@ from spotwatch.metrics import FleetMetrics, render
 from spotwatch.runner import HookResult
 from tests.fleet_helpers import (
     INTERRUPTION,
+    FakeError,
+    FakeSqs,
     Fleet,
+    Log,
+    NoTags,
     Watch,
+    body,
     make_hooks,
     no_crash,
     watch_env,
@@ -27,7 +32,6 @@ from tests.fleet_helpers import make_fleet_fixture as make_fleet_fixture
 from tests.fleet_helpers import watches_fixture as watches_fixture
 from tests.helpers import wait_until
 from tests.prom_text import parse, value
-from tests.test_fleet_consumer import FakeError, FakeSqs, Log, _NoTags, body
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,7 +86,7 @@ def test_a_fault_in_the_recorder_is_logged_once_and_never_raises() -> None:
 def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting(
     tmp_path: Path,
 ) -> None:
-    # In-memory SQS (test_fleet_consumer's): a failed receive, then two messages with a
+    # In-memory SQS (fleet_helpers' FakeSqs): a failed receive, then two messages with a
     # 0 s visibility timeout; r0's extension fails (another watcher has it) before any
     # worker took it, r1 runs its hook.
     sqs = FakeSqs([FakeError("ThrottlingException"), [(0, body("i-0")), (1, body("i-1"))]],
@@ -98,7 +102,7 @@ def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting
         WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                       max_messages=2, wait_seconds=0, hook_timeout=30, workers=4),
         sqs=sqs,
-        tags=_NoTags(),
+        tags=NoTags(),
         stop=threading.Event(),
         plan=hooks.plan_hooks,
         runner=runner.run_hooks,

@@ -10,7 +10,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from spotwatch.notice import ASG_TERMINATION, REBALANCE_RECOMMENDATION, Notice
-from tests.test_watcher import Harness, notice
+from tests.watch_helpers import Harness, notice
 
 HOOKS = ("10-a", "20-b", "30-c", "40-d")
 

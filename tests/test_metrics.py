@@ -34,7 +34,7 @@ from tests.helpers import daemons_fixture as daemons_fixture
 from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 from tests.helpers import sim_fixture as sim_fixture
 from tests.prom_text import parse, value
-from tests.test_watcher import Fault, Harness
+from tests.watch_helpers import Fault, Harness
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -21,7 +21,7 @@ from spotwatch.status import (
     watch_status,
 )
 from spotwatch.stopper import Stopper
-from tests.test_status_stubber import StubClients, item, page
+from tests.status_helpers import StubClients, item, page
 
 NOW = datetime(2026, 11, 26, 3, 2, 25, tzinfo=timezone.utc)
 
