@@ -4,8 +4,10 @@ For each ``--interval`` (default 5 and 1), one long-running ``spotwatch run``
 and one classic shell watcher (curl, compare with the last answer, run-parts
 the hooks directory when it changed, sleep) watch the same IMDS simulator
 (IMDSv2) side by side. ``--notices`` notices (default 30) are scheduled at
-random moments, one after another, each with a fresh notice time (so a fresh
-notice id); each watcher's only hook is ``#!/bin/sh`` + ``date +%s.%N >> FILE``.
+random moments, one after another, each with a fresh notice time a few seconds
+ahead (so a fresh notice id), the next only once the last one's time has passed
+(so the fold rule sees separate ends, not one; the daemon runs with
+``--deadline-margin 0``); each watcher's only hook is ``#!/bin/sh`` + ``date +%s.%N >> FILE``.
 
 Per notice and per watcher:
 
@@ -157,6 +159,8 @@ def run_interval(
         hooks_dir=watchers["spotwatch"][1],
         state_dir=work / "state",
         log_path=work / "daemon.log",
+        # Each notice's time is only a few seconds ahead (see below): no margin.
+        extra=("--deadline-margin", "0"),
     )
     daemon.wait_for_event("watcher.started")
     loop = cleanup.popen(
@@ -177,9 +181,14 @@ def run_interval(
     last_key = 0
     sw, sh = watchers["spotwatch"][0], watchers["shell"][0]
     for k in range(notices):
+        # Each notice is a separate end of the instance: the next appears only after
+        # the last one's time has passed, or the fold rule would fold it into the
+        # last (no second run). So notice times are a few seconds ahead, not 120.
+        time.sleep(max(0.0, last_key + 0.5 - time.time()))
         at = time.time() + rng.uniform(0.2, 0.2 + interval)  # a uniformly random poll phase
-        # A fresh notice time (whole seconds, as IMDS gives it), so a fresh notice id.
-        last_key = max(int(at) + 120, last_key + 1)
+        # A fresh notice time (whole seconds, as IMDS gives it), so a fresh notice id;
+        # still ahead when the slowest poll sees it, so it is the deadline.
+        last_key = max(int(at + interval) + 3, last_key + 1)
         sim.schedule_notice("terminate", appear_at=at, notice_time=format_time(last_key))
         appear.append(at)
 
@@ -368,7 +377,9 @@ def main() -> int:
     need_tool("bash", "bash")
     rng = random.Random(args.seed)
     print(f"machine: {machine()}", flush=True)
-    est = sum(args.notices * (i + 0.4) for i in args.interval_list)
+    # Per notice: a random phase (interval / 2 on average), then its notice time
+    # (about interval + 3 s ahead) must pass before the next one.
+    est = sum(args.notices * (1.5 * i + 4) for i in args.interval_list)
     print(f"{args.notices} notices per interval, ~{est:.0f} s in all ...", flush=True)
     for cloud in args.cloud_list:
         if cloud == "aws":
