@@ -93,7 +93,33 @@ def serve_moto(port: str) -> None:
     moto_main(["-H", "127.0.0.1", "-p", port])
 
 
-def envelope(n: int) -> str:
+# The fleet's instances, made in moto by make_fleet(): the events name them, so
+# the watchers' tag lookups find a Name and a team tag, as they would in a real
+# fleet. Events numbered past the fleet, or with known=False, name instances
+# EC2 does not know.
+FLEET: list[str] = []
+
+
+def make_fleet(count: int) -> None:
+    import boto3
+
+    ec2 = boto3.client("ec2")
+    while len(FLEET) < count:
+        made = ec2.run_instances(
+            ImageId="ami-12c6146b", InstanceType="t3.micro",
+            MinCount=min(500, count - len(FLEET)), MaxCount=min(500, count - len(FLEET)),
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": "Name", "Value": "bench-worker"}, {"Key": "team", "Value": "bench"}]}],
+        )["Instances"]
+        FLEET.extend(i["InstanceId"] for i in made)
+
+
+def instance_id(n: int, known: bool = True) -> str:
+    return FLEET[n] if known and n < len(FLEET) else f"i-{n:017x}"
+
+
+def envelope(n: int, known: bool = True) -> str:
+    iid = instance_id(n, known)
     return json.dumps({
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -102,8 +128,8 @@ def envelope(n: int) -> str:
         "account": "123456789012",
         "time": "2026-11-26T03:00:00Z",
         "region": "us-east-1",
-        "resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/i-{n:017x}"],
-        "detail": {"instance-id": f"i-{n:017x}", "instance-action": "terminate"},
+        "resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{iid}"],
+        "detail": {"instance-id": iid, "instance-action": "terminate"},
     })
 
 
@@ -116,8 +142,9 @@ def fresh_queue() -> str:
 class Feeder(threading.Thread):
     """Sends ``count`` messages, keeping the queue about ``depth`` messages deep."""
 
-    def __init__(self, queue_url: str, count: int, depth: int) -> None:
+    def __init__(self, queue_url: str, count: int, depth: int, known: bool = True) -> None:
         super().__init__(daemon=True)
+        self.known = known
         import boto3
 
         self.sqs = boto3.client("sqs")
@@ -128,7 +155,8 @@ class Feeder(threading.Thread):
     def send(self, up_to: int) -> None:
         while self.sent < min(self.count, up_to):
             size = min(10, self.count - self.sent)
-            entries = [{"Id": str(i), "MessageBody": envelope(self.sent + i)} for i in range(size)]
+            entries = [{"Id": str(i), "MessageBody": envelope(self.sent + i, self.known)}
+                       for i in range(size)]
             self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             self.sent += size
 
@@ -183,9 +211,11 @@ def run_baseline(count: int, workers: int, depth: int) -> float:
 
 
 def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
-                 scratch: Path, pool: int = 16, extra: tuple[str, ...] = ()) -> float:
+                 scratch: Path, pool: int = 16, extra: tuple[str, ...] = (),
+                 known: bool = True) -> tuple[float, int]:
+    """Events/s, and the EC2 calls all the watchers made for tags."""
     queue_url = fresh_queue()
-    feeder = Feeder(queue_url, count, depth)
+    feeder = Feeder(queue_url, count, depth, known)
     feeder.send(depth)
     feeder.start()
     procs = []
@@ -200,6 +230,7 @@ def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
         with open(log, "wb") as err:
             procs.append((subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err), log))
     starts, stops = [], []
+    ec2_calls = 0
     for proc, log in procs:
         if proc.wait(timeout=900) != 0:
             raise SystemExit(f"fleet watch failed: {log.read_text()[-2000:]}")
@@ -210,12 +241,13 @@ def run_watchers(count: int, workers: int, depth: int, hooks_dir: Path | None,
                 starts.append(when)
             elif record["event"] == "fleet.stopped":
                 stops.append(when)
+                ec2_calls += record.get("tags_calls") or 0
                 handled = sum(record[k] for k in ("done", "failed", "duplicate", "bad", "ignored"))
                 if record["failed"] or record["bad"]:
                     raise SystemExit(f"unexpected failures in {log}")
                 assert handled == count // workers
     feeder.join()
-    return count / (max(stops) - min(starts))
+    return count / (max(stops) - min(starts)), ec2_calls
 
 
 def stamp(text: str) -> float:
@@ -367,34 +399,37 @@ def main() -> None:
     print(f"moto server on 127.0.0.1, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
           f"at the start: {load_note()}")
     try:
-        import boto3
-
-        boto3.client("ec2").describe_instances()  # moto loads its EC2 backend once, slowly
         n = args.events - args.events % 2
+        make_fleet(max(n if "rates" in parts else 0, args.wave if "wave" in parts else 0,
+                       512 if "workers" in parts else 0))
         with tempfile.TemporaryDirectory(prefix="spotwatch-bench-") as tmp:
             scratch = Path(tmp)
             trivial = make_hooks(scratch, "trivial", "exit 0\n")
             sleepy = make_hooks(scratch, "sleep1", "sleep 1\n")
             if "rates" in parts:
-                rows = []
+                rows: list[tuple[str, float, float, str]] = []
+                variants: list[tuple[str, Path | None, tuple[str, ...], bool]] = [
+                    ("no hooks", None, (), True),
+                    ("no hooks, instances EC2 does not know", None, (), False),
+                    ("no hooks, --no-tags", None, ("--no-tags",), True),
+                    ("trivial hook", trivial, (), True),
+                ]
                 for consumers in (1, 2):
                     base = run_baseline(n, consumers, args.depth)
-                    rows.append((f"boto3 receive+delete loop, {consumers} consumer(s)", base, 1.0))
-                    rate = run_watchers(n, consumers, args.depth, None, scratch)
-                    rows.append((f"fleet watch, no hooks, {consumers} watcher(s)", rate,
-                                 rate / base))
-                    rate = run_watchers(n, consumers, args.depth, None, scratch,
-                                        extra=("--no-tags",))
-                    rows.append((f"fleet watch, no hooks, --no-tags, {consumers} watcher(s)", rate,
-                                 rate / base))
-                    rate = run_watchers(n, consumers, args.depth, trivial, scratch)
-                    rows.append((f"fleet watch, trivial hook, {consumers} watcher(s)", rate,
-                                 rate / base))
-                print(f"\n{n} events per run, queue kept ~{args.depth} deep, "
-                      "--workers 16 (the default); x = over the loop with as many consumers")
-                width = max(len(name) for name, _, _ in rows)
-                for name, rate, ratio in rows:
-                    print(f"  {name:<{width}}  {rate:8.1f} events/s  {ratio:5.2f} x")
+                    rows.append((f"boto3 receive+delete loop, {consumers} consumer(s)", base, 1.0,
+                                 "-"))
+                    for label, hooks_dir, extra, known in variants:
+                        rate, calls = run_watchers(n, consumers, args.depth, hooks_dir, scratch,
+                                                   extra=extra, known=known)
+                        rows.append((f"fleet watch, {label}, {consumers} watcher(s)", rate,
+                                     rate / base, str(calls)))
+                print(f"\n{n} events per run for {n} instances, queue kept ~{args.depth} deep, "
+                      "--workers 16 (the default); x = over the loop with as many consumers; "
+                      "EC2 calls = tag lookups, all watchers")
+                width = max(len(name) for name, _, _, _ in rows)
+                print(f"  {'':<{width}}  {'events/s':>8}  {'x':>5}  {'EC2 calls':>9}")
+                for name, rate, ratio, calls in rows:
+                    print(f"  {name:<{width}}  {rate:8.1f}  {ratio:5.2f}  {calls:>9}")
                 print(f"  ({load_note()})")
             if "workers" in parts:
                 print("\nevents/s by --workers, one watcher, events queued before it starts")

@@ -23,3 +23,12 @@ class UsageError(SpotwatchError):
     """Bad command-line input or configuration (exit status 2)."""
 
     exit_code = EXIT_USAGE
+
+
+def aws_error_text(exc: BaseException) -> str:
+    """A botocore ClientError as ``Code: Message``; any other exception as ``Type: text``."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        return f"{error.get('Code', type(exc).__name__)}: {error.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"

@@ -17,6 +17,7 @@ import threading
 from typing import Any, Callable
 
 from spotwatch import lifecycle
+from spotwatch.errors import aws_error_text
 from spotwatch.fleet_events import LifecycleAction
 
 # Errors after which completing again cannot help: the action is already
@@ -84,7 +85,7 @@ class LifecycleActions:
             timeout = lifecycle.heartbeat_timeout(self.client(region), group, hook)
         except Exception as exc:  # the fallback interval is safe; say why once
             self._log.warning("fleet.lifecycle_hook_unknown", asg_name=group, lifecycle_hook=hook,
-                              error=_error_text(exc), heartbeat=beater.interval,
+                              error=aws_error_text(exc), heartbeat=beater.interval,
                               permission=lifecycle.missing_permission(exc))
             timeout = None
         interval = lifecycle.heartbeat_interval(timeout)
@@ -99,7 +100,7 @@ class LifecycleActions:
             self._denied_once(permission, log)
             return
         log.warning("fleet.lifecycle_heartbeat_failed", asg_name=action.group,
-                    lifecycle_hook=action.hook, error=_error_text(exc),
+                    lifecycle_hook=action.hook, error=aws_error_text(exc),
                     note="retried at the next beat")
 
     def complete(self, region: str, action: LifecycleAction, log: Any) -> bool:
@@ -116,11 +117,11 @@ class LifecycleActions:
                 self._denied_once(permission, log)
             elif code in _FINAL_CODES:
                 log.warning("fleet.lifecycle_gone", asg_name=action.group,
-                            lifecycle_hook=action.hook, error=_error_text(exc),
+                            lifecycle_hook=action.hook, error=aws_error_text(exc),
                             note="already completed, abandoned or timed out; nothing to do")
                 return True
             log.error("fleet.lifecycle_complete_failed", asg_name=action.group,
-                      lifecycle_hook=action.hook, error=_error_text(exc),
+                      lifecycle_hook=action.hook, error=aws_error_text(exc),
                       note="left in the queue: its hooks run again, then the completion")
             return False
         log.info("fleet.lifecycle_completed", asg_name=action.group,
@@ -134,11 +135,3 @@ class LifecycleActions:
             self._denied.add(permission)
         log.error("fleet.lifecycle_denied", permission=permission,
                   advice=f"grant {permission} to the role 'fleet watch' runs as")
-
-
-def _error_text(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{error.get('Code', type(exc).__name__)}: {error.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"

@@ -22,8 +22,9 @@ Delivery rules:
   (EventBridge delivers at least once);
 - a body that is not an EventBridge event is logged and left alone, so the
   queue's redrive policy moves it to the dead-letter queue;
-- instance tags come from one DescribeInstances per region for the messages in
-  hand (``TagLookup``'s thread); a worker waits only for its own instance's.
+- instance tags come from ``spotwatch.fleet_tags``: one DescribeInstances per
+  region for the messages in hand, or in a wave one DescribeTags snapshot of the
+  region, on threads of their own; a worker waits only for its own instance's.
 
 SIGTERM/SIGINT only set a flag (``spotwatch.stopper``). The watcher then stops
 receiving, returns every message not started to the queue at once
@@ -44,14 +45,13 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from spotwatch import fleet_schedule as schedule
-from spotwatch.ec2_lookup import describe_instances
-from spotwatch.errors import SpotwatchError, UsageError
+from spotwatch.errors import SpotwatchError, UsageError, aws_error_text
 from spotwatch.fleet_events import (
     FleetEvent,
     NotAnEvent,
@@ -63,6 +63,7 @@ from spotwatch.fleet_events import (
     parse_message,
 )
 from spotwatch.fleet_schedule import MAX_BATCH, Slot
+from spotwatch.fleet_tags import InstanceTags, NoTags, TagLookup, Tags, lookable
 from spotwatch.hooks import REFUSED, log_plan
 from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
@@ -79,9 +80,6 @@ MAX_VISIBILITY_TIMEOUT = 43200
 MAX_WORKERS = 1024
 DEFAULT_WORKERS = 16
 WORKERS_ENV = "SPOTWATCH_FLEET_WORKERS"
-TAGS_TTL = 300.0
-UNKNOWN_TAGS_TTL = 60.0  # an instance DescribeInstances did not know may appear soon
-TAGS_WAIT = 5.0  # seconds a worker waits for its instance's tags before going on without
 DELETE_DELAY = 1.0  # seconds a handled message may wait to be deleted in a batch
 BACKOFF_MAX = 30.0
 TICK = 0.1  # the book-keeper's beat while messages are in hand
@@ -152,186 +150,6 @@ def check_settings(settings: WatchSettings) -> None:
         raise UsageError(f"--workers must be 1..{MAX_WORKERS} (or set {WORKERS_ENV})")
 
 
-class InstanceTags:
-    """Instance tags by region and id: one DescribeInstances per region per batch, cached.
-
-    Best effort: an instance EC2 does not know, or a failed call, gives no tags
-    and never fails the event. ``prefetch`` is called from one thread at a time
-    (``TagLookup``'s); ``peek`` from any.
-    """
-
-    def __init__(
-        self,
-        client_for_region: Callable[[str], Any],
-        *,
-        ttl: float = TAGS_TTL,
-        unknown_ttl: float = UNKNOWN_TAGS_TTL,
-        clock: Callable[[], float] = time.monotonic,
-        log: Any = None,
-    ) -> None:
-        self._client_for_region = client_for_region
-        self._ttl = ttl
-        self._unknown_ttl = unknown_ttl
-        self._clock = clock
-        self._log = log if log is not None else get_logger()
-        self._cache: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
-        self._failing: set[str] = set()
-        self.calls = 0
-
-    def prefetch(self, wanted: Iterable[tuple[str, str]]) -> None:
-        """Look up every (region, instance id) not cached or expired, one call per region."""
-        now = self._clock()
-        by_region: dict[str, set[str]] = {}
-        for region, instance_id in wanted:
-            if not lookable(region, instance_id):
-                continue
-            hit = self._cache.get((region, instance_id))
-            if hit is None or hit[0] <= now:
-                by_region.setdefault(region, set()).add(instance_id)
-        for region, ids in by_region.items():
-            self._fetch(region, sorted(ids))
-
-    def peek(self, region: str, instance_id: str) -> dict[str, str] | None:
-        """The cached tags, fresh ones only; None when a lookup is needed. Never calls."""
-        if not lookable(region, instance_id):
-            return {}
-        hit = self._cache.get((region, instance_id))
-        if hit is None or hit[0] <= self._clock():
-            return None
-        return dict(hit[1])
-
-    def get(self, region: str, instance_id: str) -> dict[str, str]:
-        hit = self.peek(region, instance_id)
-        if hit is None:
-            self.prefetch([(region, instance_id)])
-            hit = self.peek(region, instance_id)
-        return hit if hit is not None else {}
-
-    def _fetch(self, region: str, ids: Sequence[str]) -> None:
-        found: dict[str, dict[str, str]] = {}
-        try:
-            client = self._client_for_region(region)
-            instances, calls = describe_instances(client, ids)
-            self.calls += calls
-            for instance_id, instance in instances.items():
-                found[instance_id] = {
-                    str(t.get("Key", "")): str(t.get("Value", "")) for t in instance.get("Tags", [])
-                }
-        except Exception as exc:  # tags are decoration, never a failure
-            level = self._log.debug if region in self._failing else self._log.warning
-            self._failing.add(region)
-            level(
-                "fleet.tags_failed",
-                region=region,
-                error=_error_text(exc),
-                advice="grant ec2:DescribeInstances to show instance tags",
-            )
-            expires = self._clock() + self._unknown_ttl
-            for instance_id in ids:
-                self._cache[(region, instance_id)] = (expires, {})
-            return
-        self._failing.discard(region)
-        now = self._clock()
-        for instance_id in ids:
-            tags = found.get(instance_id)
-            if tags is None:
-                self._cache[(region, instance_id)] = (now + self._unknown_ttl, {})
-            else:
-                self._cache[(region, instance_id)] = (now + self._ttl, tags)
-        if len(self._cache) > 50000:  # a very long-running watcher: drop what expired
-            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-
-
-class NoTags:
-    """``--no-tags``: every instance has none, and EC2 is never asked."""
-
-    calls = 0
-
-    def prefetch(self, wanted: Iterable[tuple[str, str]]) -> None:
-        pass
-
-    def peek(self, region: str, instance_id: str) -> dict[str, str]:
-        return {}
-
-
-def lookable(region: str, instance_id: str) -> bool:
-    """Whether DescribeInstances could know this instance."""
-    return region != "unknown" and instance_id.startswith("i-")
-
-
-class TagLookup:
-    """Tags for the messages in hand, looked up on a thread of their own.
-
-    ``want`` queues instances (the receiver, as messages arrive); the thread
-    takes everything queued at once and makes one ``prefetch`` of it. ``get``
-    waits only until its own instance is known (or ``wait`` seconds), so a worker
-    whose tags are cached never waits behind another region's slow call.
-    """
-
-    def __init__(self, tags: Any, *, log: Any = None) -> None:
-        self.tags = tags
-        self._tags = tags
-        self._log = log if log is not None else get_logger()
-        self._cv = threading.Condition()
-        self._queued: set[tuple[str, str]] = set()
-        self._asked: set[tuple[str, str]] = set()  # queued or being looked up
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="fleet-tags", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-
-    def want(self, keys: Iterable[tuple[str, str]]) -> None:
-        with self._cv:
-            for key in keys:
-                if key not in self._asked and self._tags.peek(*key) is None:
-                    self._queued.add(key)
-                    self._asked.add(key)
-            if self._queued:
-                self._cv.notify_all()
-
-    def get(self, region: str, instance_id: str, wait: float = TAGS_WAIT) -> dict[str, str]:
-        hit: dict[str, str] | None = self._tags.peek(region, instance_id)
-        if hit is not None:
-            return hit
-        key = (region, instance_id)
-        end = time.monotonic() + wait
-        with self._cv:
-            while True:
-                hit = self._tags.peek(region, instance_id)
-                if hit is not None:
-                    return hit
-                if key not in self._asked:
-                    self._queued.add(key)
-                    self._asked.add(key)
-                    self._cv.notify_all()
-                left = end - time.monotonic()
-                if left <= 0 or self._closed or not self._thread.is_alive():
-                    return {}
-                self._cv.wait(left)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queued and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                batch, self._queued = self._queued, set()
-            try:
-                self._tags.prefetch(sorted(batch))
-            except Exception:  # InstanceTags never raises; a bug must not stall the workers
-                self._log.exception("fleet.tags_failed", note="events go on without tags")
-            with self._cv:
-                self._asked -= batch
-                self._cv.notify_all()
-
-
 @dataclass
 class _Received:
     message: dict[str, Any]
@@ -380,7 +198,7 @@ class FleetWatcher:
         settings: WatchSettings,
         *,
         sqs: Any,
-        tags: Any,
+        tags: Tags,
         stop: StopFlag,
         plan: Callable[[Path], HookPlan],
         runner: Callable[..., list[HookResult]],
@@ -463,7 +281,7 @@ class FleetWatcher:
             )["Attributes"]
         except Exception as exc:  # any failure here is the operator's to fix
             raise SpotwatchError(
-                f"cannot use queue {self.settings.queue_url}: {_error_text(exc)} "
+                f"cannot use queue {self.settings.queue_url}: {aws_error_text(exc)} "
                 "(check the URL, the region, and the IAM policy for 'fleet watch')"
             ) from None
         if self._visibility is None:
@@ -588,7 +406,7 @@ class FleetWatcher:
                     messages = self._receive(want)
                 except Exception as exc:  # log once, back off, keep watching
                     self._metrics.receive_failed()
-                    text = _error_text(exc)
+                    text = aws_error_text(exc)
                     if text != self._receive_fault:
                         self._log.error("fleet.receive_failed", error=text, retry_in=delay,
                                         queue_url=self.settings.queue_url)
@@ -861,7 +679,7 @@ class FleetWatcher:
                 response = self._sqs.change_message_visibility_batch(
                     QueueUrl=self.settings.queue_url, Entries=entries)
             except Exception as exc:  # tried again next tick; logged once
-                text = _error_text(exc)
+                text = aws_error_text(exc)
                 if text != self._extend_fault:
                     self._extend_fault = text
                     self._log.warning("fleet.extend_failed", error=text, count=len(chunk),
@@ -908,7 +726,7 @@ class FleetWatcher:
                 VisibilityTimeout=seconds,
             )
         except Exception as exc:  # it comes back anyway when its timeout ends
-            log.warning("fleet.visibility_failed", error=_error_text(exc))
+            log.warning("fleet.visibility_failed", error=aws_error_text(exc))
 
     def _release(self, items: Sequence[_Received]) -> None:
         """Hand messages not yet started back to the queue, visible at once."""
@@ -925,7 +743,7 @@ class FleetWatcher:
                 )
             except Exception as exc:
                 failed += len(chunk)
-                error = _error_text(exc)
+                error = aws_error_text(exc)
         if failed:
             self._log.warning("fleet.release_failed", error=error, count=failed,
                               note="they come back when their visibility timeout ends")
@@ -961,7 +779,7 @@ class FleetWatcher:
                 QueueUrl=self.settings.queue_url, Entries=entries
             )
         except Exception as exc:  # the messages come back; the LRU skips them
-            self._log.warning("fleet.delete_failed", error=_error_text(exc),
+            self._log.warning("fleet.delete_failed", error=aws_error_text(exc),
                               message_ids=[r.message_id for r in items])
             return
         for failure in response.get("Failed", []):
@@ -1053,13 +871,6 @@ def _isatty(stream: TextIO) -> bool:
     except (AttributeError, ValueError, OSError):
         return False
 
-
-def _error_text(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{error.get('Code', type(exc).__name__)}: {error.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _excerpt(message: Mapping[str, Any], limit: int = 200) -> str:

@@ -291,3 +291,9 @@ class NoTags:
 
     def peek(self, region: str, instance_id: str) -> dict[str, str]:
         return {}
+
+    def snapshot_due(self) -> list[str]:
+        return []
+
+    def snapshot(self, region: str) -> None:
+        raise AssertionError("no region is ever due a snapshot here")

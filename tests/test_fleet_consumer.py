@@ -220,47 +220,6 @@ def test_a_status_line_every_few_seconds_on_a_terminal_not_with_json(tmp_path: P
     assert all(line.startswith("{") for line in piped.getvalue().splitlines())
 
 
-def test_a_worker_whose_tags_are_cached_never_waits_for_another_lookup() -> None:
-    import threading
-    import time
-
-    from spotwatch.fleet_watch import TagLookup
-
-    release = threading.Event()
-
-    class SlowTags:
-        def __init__(self) -> None:
-            self.cache = {("us-east-1", "i-0cached"): {"Name": "web"}}
-            self.asked: list[list[tuple[str, str]]] = []
-
-        def prefetch(self, wanted: list[tuple[str, str]]) -> None:
-            self.asked.append(list(wanted))
-            release.wait(10)  # EC2 is slow today
-            for key in wanted:
-                self.cache[key] = {"Name": key[1]}
-
-        def peek(self, region: str, instance_id: str) -> dict[str, str] | None:
-            return self.cache.get((region, instance_id))
-
-    tags = SlowTags()
-    lookup = TagLookup(tags)
-    lookup.start()
-    try:
-        lookup.want([("us-east-1", "i-0new1"), ("us-east-1", "i-0new2"),
-                     ("us-east-1", "i-0cached")])
-        started = time.monotonic()
-        assert lookup.get("us-east-1", "i-0cached") == {"Name": "web"}
-        assert time.monotonic() - started < 0.5
-        assert lookup.get("us-east-1", "i-0new1", wait=0.2) == {}  # gives up, goes on
-        release.set()
-        assert lookup.get("us-east-1", "i-0new2") == {"Name": "i-0new2"}
-        # One call for everything asked at once; the cached one was not asked again.
-        assert tags.asked[0] == [("us-east-1", "i-0new1"), ("us-east-1", "i-0new2")]
-    finally:
-        release.set()
-        lookup.close()
-
-
 def test_workers_setting_from_the_environment_and_bad_values_are_one_line(
     tmp_path: Path,
 ) -> None:

@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import pytest
 
-from spotwatch.fleet_watch import InstanceTags
 from tests.fleet_helpers import (
     FULFILLMENT,
     INTERRUPTION,
@@ -397,37 +396,3 @@ def test_usage_and_queue_errors_are_one_line(
     assert no_url.stderr.strip().splitlines() == [
         "spotwatch fleet: error: no queue URL: pass --queue-url or set SPOTWATCH_QUEUE_URL"
     ]
-
-
-# -- tags lookup --------------------------------------------------------------------------
-
-
-def test_instance_tags_are_batched_cached_and_never_fail(aws_env: dict[str, str]) -> None:
-    import boto3
-
-    ec2 = boto3.client("ec2")
-    made = ec2.run_instances(
-        ImageId="ami-12c6146b", MinCount=2, MaxCount=2, InstanceType="t3.micro",
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "db"}]}],
-    )["Instances"]
-    ids = [i["InstanceId"] for i in made]
-    now = [0.0]
-    tags = InstanceTags(lambda region: boto3.client("ec2", region_name=region),
-                        ttl=300, unknown_ttl=60, clock=lambda: now[0])
-    tags.prefetch([("us-east-1", ids[0]), ("us-east-1", ids[1]), ("us-east-1", "i-0nope")])
-    assert tags.calls == 1  # one DescribeInstances for the whole batch
-    assert tags.get("us-east-1", ids[0]) == {"Name": "db"}
-    assert tags.get("us-east-1", ids[1]) == {"Name": "db"}
-    assert tags.get("us-east-1", "i-0nope") == {}
-    assert tags.calls == 1  # all cached, the unknown one too
-    now[0] = 120.0  # the unknown id's entry expired, the others not
-    tags.get("us-east-1", "i-0nope")
-    tags.get("us-east-1", ids[0])
-    assert tags.calls == 2
-
-    def broken(region: str) -> Any:
-        raise RuntimeError("no route to EC2")
-
-    failing = InstanceTags(broken)
-    assert failing.get("us-east-1", ids[0]) == {}
-    assert failing.get("unknown", "i-0abc") == {}
