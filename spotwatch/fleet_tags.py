@@ -34,11 +34,12 @@ from spotwatch.logs import get_logger
 TAGS_TTL = 300.0
 UNKNOWN_TAGS_TTL = 60.0  # an instance DescribeInstances did not know may appear soon
 TAGS_WAIT = 5.0  # seconds a worker waits for its instance's tags before going on without
-SNAPSHOT_AFTER = 5  # per-batch calls for one region within SNAPSHOT_WINDOW: a wave
+SNAPSHOT_AFTER = 3  # per-batch calls for one region within SNAPSHOT_WINDOW: a wave
 SNAPSHOT_WINDOW = 60.0
 SNAPSHOT_PAGES = 20  # 20,000 tags; a bigger region stays on per-batch lookups
 SNAPSHOT_PAGE_SIZE = 1000  # DescribeTags' own limit
 SNAPSHOT_RETRY = 3600.0  # after a denied or oversized snapshot
+SNAPSHOT_HOLD = 2.0  # seconds new lookups in a region wait for its snapshot under way
 CACHE_PRUNE_AT = 50000
 
 
@@ -265,13 +266,17 @@ class TagLookup:
 
     ``want`` queues instances (the receiver, as messages arrive); the thread
     takes everything queued at once and makes one ``prefetch`` of it, then
-    starts any region snapshot due on a thread of its own. ``get`` waits only
+    starts any region snapshot due on a thread of its own; while one is under
+    way, that region's new lookups wait for it (at most ``snapshot_hold`` s). ``get`` waits only
     until its own instance is known (or ``wait`` seconds), so a worker whose tags
     are cached never waits behind another region's slow call.
     """
 
-    def __init__(self, tags: Tags, *, log: Any = None) -> None:
+    def __init__(self, tags: Tags, *, snapshot_hold: float = SNAPSHOT_HOLD,
+                 log: Any = None) -> None:
         self.tags = tags
+        self._snapshot_hold = snapshot_hold
+        self._snapshotting: dict[str, float] = {}  # region: when its snapshot started
         self._log = log if log is not None else get_logger()
         self._cv = threading.Condition()
         self._queued: set[tuple[str, str]] = set()
@@ -319,14 +324,18 @@ class TagLookup:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not self._queued and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                batch, self._queued = self._queued, set()
+                while True:
+                    if self._closed:
+                        return
+                    batch, held_for = self._take_batch(time.monotonic())
+                    if batch:
+                        break
+                    self._cv.wait(held_for)  # None: until something is queued
             try:
                 self.tags.prefetch(sorted(batch))
                 for region in self.tags.snapshot_due():
+                    with self._cv:
+                        self._snapshotting[region] = time.monotonic()
                     threading.Thread(target=self._snapshot, args=(region,),
                                      name=f"fleet-tags-{region}", daemon=True).start()
             except Exception:  # InstanceTags never raises; a bug must not stall the workers
@@ -335,6 +344,25 @@ class TagLookup:
                 self._asked -= batch
                 self._cv.notify_all()
 
+    def _take_batch(self, now: float) -> tuple[set[tuple[str, str]], float | None]:
+        """What to look up now, and how long the rest may wait (None: nothing waits).
+
+        Instances of a region whose snapshot is under way wait for it (at most
+        ``snapshot_hold`` seconds from its start): it most likely has them, and a
+        call for them now would only compete with it. Called under ``_cv``.
+        """
+        held: set[tuple[str, str]] = set()
+        wait: float | None = None
+        for key in self._queued:
+            since = self._snapshotting.get(key[0])
+            if since is not None and now - since < self._snapshot_hold:
+                held.add(key)
+                left = since + self._snapshot_hold - now
+                wait = left if wait is None else min(wait, left)
+        batch = self._queued - held
+        self._queued = held
+        return batch, wait
+
     def _snapshot(self, region: str) -> None:
         try:
             self.tags.snapshot(region)
@@ -342,4 +370,5 @@ class TagLookup:
             self._log.exception("fleet.tags_failed", region=region,
                                 note="events go on with per-batch lookups")
         with self._cv:
-            self._cv.notify_all()  # a worker waiting for its tags may find them now
+            self._snapshotting.pop(region, None)
+            self._cv.notify_all()  # waiting workers may find their tags; held lookups go on

@@ -820,13 +820,18 @@ def watch(
                     max_pool_connections=settings.workers + 4)
     sqs = session.client("sqs", region_name=region, config=config)
     ec2_clients: dict[str, Any] = {}
+    ec2_lock = threading.Lock()  # the tag thread and snapshot threads; a session is not thread-safe
 
     def ec2_for(event_region: str) -> Any:
-        if event_region not in ec2_clients:
-            ec2_clients[event_region] = session.client(
-                "ec2", region_name=event_region, config=Config(retries={"mode": "standard"})
-            )
-        return ec2_clients[event_region]
+        with ec2_lock:
+            if event_region not in ec2_clients:
+                ec2_clients[event_region] = session.client(
+                    "ec2", region_name=event_region, config=Config(retries={"mode": "standard"})
+                )
+            return ec2_clients[event_region]
+
+    if settings.tags:
+        ec2_for(region)  # made now, not while the first event of a wave waits for its tags
 
     from spotwatch.hook_env import environ_for_hooks
 

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from spotwatch.fleet_tags import InstanceTags, TagLookup
 from tests.fleet_helpers import Log
+from tests.helpers import wait_until
 
 WAVE_REGION = "eu-north-1"  # only these tests make instances here
 
@@ -234,47 +235,72 @@ def test_a_worker_whose_tags_are_cached_never_waits_for_another_lookup() -> None
         lookup.close()
 
 
-def test_a_snapshot_runs_beside_the_batch_lookups_and_answers_a_waiting_worker() -> None:
-    slow_batch = threading.Event()  # set: the batch lookups are stuck (EC2 slow today)
-    unstick = threading.Event()
-    snapshot_go = threading.Event()
+class WaveTags:
+    """A tag source in a wave: us-east-1 is due a snapshot after the first batch; the
+    snapshot waits for ``go``; every prefetch is recorded with the moment it came."""
 
-    class WaveTags:
-        def __init__(self) -> None:
-            self.cache: dict[tuple[str, str], dict[str, str]] = {}
-            self.due = ["us-east-1"]
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str], dict[str, str]] = {}
+        self.due = ["us-east-1"]
+        self.go = threading.Event()
+        self.snapshot_done = 0.0
+        self.asked: list[tuple[float, list[tuple[str, str]]]] = []
 
-        def prefetch(self, wanted: list[tuple[str, str]]) -> None:
-            if slow_batch.is_set():
-                unstick.wait(10)
+    def prefetch(self, wanted: list[tuple[str, str]]) -> None:
+        self.asked.append((time.monotonic(), list(wanted)))
 
-        def peek(self, region: str, instance_id: str) -> dict[str, str] | None:
-            return self.cache.get((region, instance_id))
+    def peek(self, region: str, instance_id: str) -> dict[str, str] | None:
+        return self.cache.get((region, instance_id))
 
-        def snapshot_due(self) -> list[str]:
-            due, self.due = self.due, []
-            return due
+    def snapshot_due(self) -> list[str]:
+        due, self.due = self.due, []
+        return due
 
-        def snapshot(self, region: str) -> None:
-            snapshot_go.wait(10)
-            for n in range(100):
-                self.cache[(region, f"i-{n:017x}")] = {"Name": f"n{n}"}
+    def snapshot(self, region: str) -> None:
+        self.go.wait(10)
+        for n in range(100):
+            self.cache[(region, f"i-{n:017x}")] = {"Name": f"n{n}"}
+        self.snapshot_done = time.monotonic()
 
+    def asked_for(self, key: tuple[str, str]) -> list[float]:
+        return [when for when, keys in self.asked if key in keys]
+
+
+def test_lookups_wait_for_their_regions_snapshot_under_way_and_others_go_on() -> None:
     tags = WaveTags()
-    lookup = TagLookup(tags)
+    lookup = TagLookup(tags, snapshot_hold=10)
     lookup.start()
     try:
-        lookup.want([("us-east-1", f"i-{1:017x}")])  # quick; after it, the snapshot starts
-        assert lookup.get("us-east-1", f"i-{1:017x}", wait=0.5) == {}
-        slow_batch.set()
-        lookup.want([("us-east-1", f"i-{50:017x}")])  # this batch hangs
-        waiter = threading.Timer(0.3, snapshot_go.set)
-        waiter.start()
-        started = time.monotonic()
-        assert lookup.get("us-east-1", f"i-{50:017x}", wait=5) == {"Name": "n50"}
-        assert time.monotonic() - started < 2.5
-        assert not unstick.is_set()  # answered by the snapshot, the batch still hanging
+        first, held, elsewhere = (("us-east-1", f"i-{1:017x}"), ("us-east-1", f"i-{50:017x}"),
+                                  ("eu-west-1", f"i-{7:017x}"))
+        lookup.want([first])  # its lookup; after it, the snapshot starts
+        wait_until(lambda: tags.asked_for(first), 5, "the first lookup")
+        lookup.want([held, elsewhere])
+        wait_until(lambda: tags.asked_for(elsewhere), 5, "eu-west-1's lookup")  # goes on
+        assert tags.asked_for(held) == []  # this one waits for the snapshot
+        tags.go.set()
+        assert lookup.get(*held, wait=5) == {"Name": "n50"}
+        wait_until(lambda: tags.asked_for(held), 5, "the held lookup")  # the cache answers it
+        assert tags.asked_for(held)[0] >= tags.snapshot_done
     finally:
-        unstick.set()
-        snapshot_go.set()
+        tags.go.set()
         lookup.close()
+
+
+def test_a_slow_snapshot_holds_lookups_no_longer_than_the_hold() -> None:
+    tags = WaveTags()
+    lookup = TagLookup(tags, snapshot_hold=0.5)
+    lookup.start()
+    try:
+        lookup.want([("us-east-1", f"i-{1:017x}")])
+        wait_until(lambda: tags.asked, 5, "the first lookup")
+        asked = time.monotonic()
+        lookup.want([("us-east-1", f"i-{2:017x}")])
+        wait_until(lambda: tags.asked_for(("us-east-1", f"i-{2:017x}")), 5, "the held lookup")
+        waited = tags.asked_for(("us-east-1", f"i-{2:017x}"))[0] - asked
+        assert 0.3 < waited < 3  # held for the 0.5 s, then looked up per batch
+        assert tags.snapshot_done == 0.0  # the snapshot was still under way
+    finally:
+        tags.go.set()
+        lookup.close()
+
