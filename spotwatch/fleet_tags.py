@@ -1,17 +1,21 @@
-"""Instance names and tags for ``fleet watch``: looked up in batches, cached, and
-read for a whole region at once when a wave comes.
+"""Instance names and tags for ``fleet watch``: read for a whole region at once
+at start and in a wave, otherwise looked up in batches; cached either way.
 
-- Per batch: one DescribeInstances per region for the instances in hand that are
-  not cached. Ids go in a filter, so an instance EC2 does not know is simply
-  absent; it is cached for a shorter time, as it may yet appear.
-- In a wave: once a region needed :data:`SNAPSHOT_AFTER` such calls within
-  :data:`SNAPSHOT_WINDOW` seconds, one paginated DescribeTags of every
-  instance's tags in the region (1,000 a page, at most :data:`SNAPSHOT_PAGES`
-  pages) fills the cache, on a thread of its own while the per-batch lookups go
-  on. EC2 throttles its API per account and region, and the account's other
-  tools (an autoscaler, a scheduler) share that budget exactly when a wave
-  comes: 2,000 warnings then cost a few calls, not 200. An instance without
-  tags is absent from the snapshot and still looked up per batch.
+- A snapshot is one paginated DescribeTags of every instance's tags in a region
+  (1,000 a page, at most :data:`SNAPSHOT_PAGES` pages), on a thread of its own.
+  The watcher takes one of the queue's region when it starts, and another of a
+  region once that region needed :data:`SNAPSHOT_AFTER` per-batch calls within
+  :data:`SNAPSHOT_WINDOW` seconds (a wave) and its last snapshot expired. EC2
+  throttles its API per account and region, and the account's other tools (an
+  autoscaler, a scheduler) share that budget exactly when a wave comes: 2,000
+  warnings then cost a few calls, not 200, and a watcher started into a wave
+  (the way to add capacity) has its region's tags from the start. While a
+  region's snapshot is under way, new lookups in it wait for it, at most
+  :data:`SNAPSHOT_HOLD` seconds.
+- Per batch: one DescribeInstances per region for the instances in hand that
+  are not cached (an instance without tags is absent from a snapshot). Ids go in
+  a filter, so an instance EC2 does not know is simply absent; it is cached for
+  a shorter time, as it may yet appear.
 - DescribeTags denied, or a region with more tags than the pages allowed:
   logged once, and that region stays on per-batch lookups for
   :data:`SNAPSHOT_RETRY` seconds.
@@ -78,6 +82,7 @@ class InstanceTags:
         snapshot_pages: int = SNAPSHOT_PAGES,
         snapshot_retry: float = SNAPSHOT_RETRY,
         page_size: int = SNAPSHOT_PAGE_SIZE,
+        warm: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
         log: Any = None,
     ) -> None:
@@ -98,6 +103,7 @@ class InstanceTags:
         self._next_snapshot: dict[str, float] = {}  # region: not before this
         self._snapshotting: set[str] = set()
         self._snapshot_refused: set[str] = set()  # said once per region
+        self._warm = list(warm)  # regions to read at start, wave or not
         self.calls = 0  # every EC2 call: per-batch ones and snapshot pages
         self.snapshots = 0
 
@@ -175,8 +181,13 @@ class InstanceTags:
         now = self._clock()
         due = []
         with self._lock:
+            for region in self._warm:
+                if region not in self._snapshotting:
+                    self._snapshotting.add(region)
+                    due.append(region)
+            self._warm = []
             for region, times in self._recent.items():
-                if (len(times) >= self._snapshot_after
+                if (region not in due and len(times) >= self._snapshot_after
                         and now - times[0] <= self._snapshot_window
                         and region not in self._snapshotting
                         and now >= self._next_snapshot.get(region, 0.0)):
@@ -322,6 +333,7 @@ class TagLookup:
                 self._cv.wait(left)
 
     def _loop(self) -> None:
+        self._start_snapshots()  # a region to read at start (``warm``)
         while True:
             with self._cv:
                 while True:
@@ -333,16 +345,24 @@ class TagLookup:
                     self._cv.wait(held_for)  # None: until something is queued
             try:
                 self.tags.prefetch(sorted(batch))
-                for region in self.tags.snapshot_due():
-                    with self._cv:
-                        self._snapshotting[region] = time.monotonic()
-                    threading.Thread(target=self._snapshot, args=(region,),
-                                     name=f"fleet-tags-{region}", daemon=True).start()
             except Exception:  # InstanceTags never raises; a bug must not stall the workers
                 self._log.exception("fleet.tags_failed", note="events go on without tags")
             with self._cv:
                 self._asked -= batch
                 self._cv.notify_all()
+            self._start_snapshots()
+
+    def _start_snapshots(self) -> None:
+        try:
+            due = self.tags.snapshot_due()
+        except Exception:  # InstanceTags never raises; a bug must not stall the workers
+            self._log.exception("fleet.tags_failed", note="events go on with per-batch lookups")
+            return
+        for region in due:
+            with self._cv:
+                self._snapshotting[region] = time.monotonic()
+            threading.Thread(target=self._snapshot, args=(region,),
+                             name=f"fleet-tags-{region}", daemon=True).start()
 
     def _take_batch(self, now: float) -> tuple[set[tuple[str, str]], float | None]:
         """What to look up now, and how long the rest may wait (None: nothing waits).

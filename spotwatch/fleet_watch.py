@@ -830,8 +830,6 @@ def watch(
                 )
             return ec2_clients[event_region]
 
-    if settings.tags:
-        ec2_for(region)  # made now, not while the first event of a wave waits for its tags
 
     from spotwatch.hook_env import environ_for_hooks
 
@@ -855,7 +853,7 @@ def watch(
         watcher = FleetWatcher(
             settings,
             sqs=sqs,
-            tags=InstanceTags(ec2_for) if settings.tags else NoTags(),
+            tags=InstanceTags(ec2_for, warm=[region]) if settings.tags else NoTags(),
             stop=stop,
             plan=hooks.plan_hooks,
             runner=runner.run_hooks,

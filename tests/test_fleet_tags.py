@@ -106,6 +106,15 @@ def test_a_wave_reads_every_instance_tag_of_the_region_in_one_snapshot(
     assert tags.snapshot_due() == [WAVE_REGION]
 
 
+def test_a_warm_region_is_due_at_once_and_once(aws_env: dict[str, str]) -> None:
+    tags = InstanceTags(ec2_for, warm=[WAVE_REGION])
+    assert tags.snapshot_due() == [WAVE_REGION]  # no lookup needed first
+    assert tags.snapshot_due() == []
+    tags.snapshot(WAVE_REGION)
+    assert tags.snapshot_due() == []
+    assert tags.snapshots == 1
+
+
 def test_a_batch_now_and_then_is_no_wave(aws_env: dict[str, str]) -> None:
     now = [0.0]
     tags = InstanceTags(ec2_for, snapshot_after=3, snapshot_window=60, unknown_ttl=1,
@@ -236,7 +245,7 @@ def test_a_worker_whose_tags_are_cached_never_waits_for_another_lookup() -> None
 
 
 class WaveTags:
-    """A tag source in a wave: us-east-1 is due a snapshot after the first batch; the
+    """A tag source whose us-east-1 is due a snapshot at start (``warm``); the
     snapshot waits for ``go``; every prefetch is recorded with the moment it came."""
 
     def __init__(self) -> None:
@@ -271,10 +280,7 @@ def test_lookups_wait_for_their_regions_snapshot_under_way_and_others_go_on() ->
     lookup = TagLookup(tags, snapshot_hold=10)
     lookup.start()
     try:
-        first, held, elsewhere = (("us-east-1", f"i-{1:017x}"), ("us-east-1", f"i-{50:017x}"),
-                                  ("eu-west-1", f"i-{7:017x}"))
-        lookup.want([first])  # its lookup; after it, the snapshot starts
-        wait_until(lambda: tags.asked_for(first), 5, "the first lookup")
+        held, elsewhere = ("us-east-1", f"i-{50:017x}"), ("eu-west-1", f"i-{7:017x}")
         lookup.want([held, elsewhere])
         wait_until(lambda: tags.asked_for(elsewhere), 5, "eu-west-1's lookup")  # goes on
         assert tags.asked_for(held) == []  # this one waits for the snapshot
@@ -292,8 +298,6 @@ def test_a_slow_snapshot_holds_lookups_no_longer_than_the_hold() -> None:
     lookup = TagLookup(tags, snapshot_hold=0.5)
     lookup.start()
     try:
-        lookup.want([("us-east-1", f"i-{1:017x}")])
-        wait_until(lambda: tags.asked, 5, "the first lookup")
         asked = time.monotonic()
         lookup.want([("us-east-1", f"i-{2:017x}")])
         wait_until(lambda: tags.asked_for(("us-east-1", f"i-{2:017x}")), 5, "the held lookup")

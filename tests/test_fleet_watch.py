@@ -396,3 +396,43 @@ def test_usage_and_queue_errors_are_one_line(
     assert no_url.stderr.strip().splitlines() == [
         "spotwatch fleet: error: no queue URL: pass --queue-url or set SPOTWATCH_QUEUE_URL"
     ]
+
+
+# -- tags ---------------------------------------------------------------------------------
+
+
+def test_a_watcher_reads_its_regions_tags_at_start_and_every_line_carries_them(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch]
+) -> None:
+    import boto3
+
+    fleet = make_fleet()
+    ec2 = boto3.client("ec2")
+    named = [i["InstanceId"] for i in ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=40, MaxCount=40, InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": "Name", "Value": "batch"}, {"Key": "pool", "Value": "spot-a"}]}],
+    )["Instances"]]
+    bare = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+                             InstanceType="t3.micro")["Instances"][0]["InstanceId"]
+    sent = fleet.put(*[(INTERRUPTION, {"instance-id": i, "instance-action": "terminate"})
+                       for i in [*named, bare]])
+    watch = watches(["--queue-url", fleet.queue_url, "--json", "--max-messages", "41",
+                     "--wait-seconds", "1"])
+    assert watch.wait(timeout=90) == 0, watch.stderr()
+    no_crash(watch)
+
+    printed = {r["instance_id"]: r for r in map(json.loads, watch.lines())}
+    assert sorted(r["event_id"] for r in printed.values()) == sorted(sent)
+    for instance_id in named:
+        assert printed[instance_id]["tags"] == {"Name": "batch", "pool": "spot-a"}
+        assert printed[instance_id]["name"] == "batch"
+    assert printed[bare]["tags"] == {}
+    [snapshot] = watch.logs("fleet.tags_snapshot")
+    assert snapshot["region"] == "us-east-1" and snapshot["instances"] >= 40
+    assert not watch.logs("fleet.tags_failed") and not watch.logs("fleet.tags_snapshot_skipped")
+    [stopped] = watch.logs("fleet.stopped")
+    # The snapshot (one page in moto) and, unless it came late, one lookup of the bare
+    # instance: not one call per batch of messages.
+    assert stopped["tags_calls"] <= 3
+    assert fleet.counts() == (0, 0)
