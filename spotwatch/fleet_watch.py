@@ -830,6 +830,11 @@ def watch(
                 )
             return ec2_clients[event_region]
 
+    if settings.tags:
+        # Made before the watcher starts, like the SQS client: EC2's API model takes
+        # a few hundred ms of CPU to load, which the first event must not wait for.
+        ec2_for(region)
+
 
     from spotwatch.hook_env import environ_for_hooks
 

@@ -76,8 +76,8 @@ def add_parser(subparsers: Any) -> None:
                        f"${WORKERS_ENV}); one instance's events still run one at a time, "
                        "in order")
     watch.add_argument("--no-tags", action="store_true",
-                       help="do not look up instance names and tags (no DescribeInstances: "
-                       "one call fewer per batch, no ec2:DescribeInstances permission)")
+                       help="do not look up instance names and tags (no DescribeTags or "
+                       "DescribeInstances calls, no ec2 permissions)")
     watch.add_argument("--lifecycle-heartbeat", type=_float_arg, metavar="S",
                        help="seconds between Auto Scaling lifecycle heartbeats while an "
                        "asg-termination event's hooks run (default: half the lifecycle "
