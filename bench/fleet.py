@@ -7,9 +7,13 @@ queue depth, so a preloaded queue of N would measure moto, not the consumers):
 
 - baseline: a plain boto3 loop (receive 10, delete_message_batch), in its own
   process, one and two of them on the queue;
-- spotwatch fleet watch, hook-less, one and two watchers, with and without
-  ``--no-tags`` (DescribeInstances per batch is the one call the loop does not make);
+- spotwatch fleet watch, hook-less, one and two watchers: with the default tag
+  reads (the events name instances made in moto with a Name and a team tag, as a
+  real fleet's are), with ``--no-tags``, and for instances EC2 does not know
+  (every batch then costs a DescribeInstances, the one call the loop does not
+  make); the EC2 calls the watchers made for tags are printed beside;
 - spotwatch fleet watch with a trivial hook (``exit 0``), one and two watchers;
+- spotwatch fleet watch, hook-less, writing ``--metrics-file``;
 - ``--workers`` 1, 8, 32, 64, 128 with hooks that sleep 1 s (4 x N events,
   at least 16, queued before the watcher starts) and with the trivial hook;
 - the wave: 2,000 interruption warnings for 2,000 instances already queued,
@@ -413,6 +417,8 @@ def main() -> None:
                     ("no hooks, instances EC2 does not know", None, (), False),
                     ("no hooks, --no-tags", None, ("--no-tags",), True),
                     ("trivial hook", trivial, (), True),
+                    ("no hooks, --metrics-file", None,
+                     ("--metrics-file", str(scratch / "fleet.prom")), True),
                 ]
                 for consumers in (1, 2):
                     base = run_baseline(n, consumers, args.depth)

@@ -326,6 +326,7 @@ class FleetWatcher:
             self._flush_deletes(force=True)
             receiver.join(timeout=self.settings.wait_seconds + 30)
             self._lookup.close()
+            self._metrics.flush(force=True)
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
                        sqs_calls=self.calls, tags_calls=getattr(self._lookup.tags, "calls", None),
                        **self.counts)
@@ -348,6 +349,7 @@ class FleetWatcher:
                 busy = bool(self._slots)
             self._extend_due()
             self._flush_deletes()
+            self._metrics.flush()
             if self._status and self._clock() >= next_status:
                 next_status = self._clock() + self._status_interval
                 self._print_status()

@@ -83,6 +83,40 @@ def test_a_fault_in_the_recorder_is_logged_once_and_never_raises() -> None:
     assert value(families, "spotwatch_fleet_events_in_flight") == 0
 
 
+class _KeptFile:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def write(self, text: str) -> bool:
+        self.texts.append(text)
+        return True
+
+
+def test_a_burst_is_written_once_a_period_and_the_rest_by_the_next_flush() -> None:
+    now = [100.0]
+    out = _KeptFile()
+    m = FleetMetrics(out, clock=lambda: now[0], write_period=1.0)  # type: ignore[arg-type]
+    m.receive_ok(10)  # after a quiet spell: at once
+    assert len(out.texts) == 1
+    for _ in range(10):
+        m.started()
+        m.finished("done")
+    m.flush()
+    assert len(out.texts) == 1  # a wave's messages do not each rewrite the file
+    now[0] += 1.0
+    m.flush()
+    assert len(out.texts) == 2
+    assert value(parse(out.texts[-1]), "spotwatch_fleet_events_handled_total",
+                 outcome="done") == 10
+    m.flush(force=True)
+    assert len(out.texts) == 2  # nothing new to write
+    m.finished("failed", started=False)
+    m.flush(force=True)  # the watcher's last word, however recent the last write
+    assert len(out.texts) == 3
+    assert value(parse(out.texts[-1]), "spotwatch_fleet_events_handled_total",
+                 outcome="failed") == 1
+
+
 def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting(
     tmp_path: Path,
 ) -> None:
