@@ -18,7 +18,8 @@ at start and in a wave, otherwise looked up in batches; cached either way.
   a shorter time, as it may yet appear.
 - DescribeTags denied, or a region with more tags than the pages allowed:
   logged once, and that region stays on per-batch lookups for
-  :data:`SNAPSHOT_RETRY` seconds.
+  :data:`SNAPSHOT_RETRY` seconds (after another error, such as throttling, for
+  :data:`SNAPSHOT_WINDOW` seconds).
 
 Tags are decoration: no failure here ever fails an event.
 """
@@ -45,6 +46,7 @@ SNAPSHOT_PAGE_SIZE = 1000  # DescribeTags' own limit
 SNAPSHOT_RETRY = 3600.0  # after a denied or oversized snapshot
 SNAPSHOT_HOLD = 2.0  # seconds new lookups in a region wait for its snapshot under way
 CACHE_PRUNE_AT = 50000
+DENIED = ("UnauthorizedOperation", "AccessDenied")  # error codes: a permission missing
 
 
 class Tags(Protocol):
@@ -224,10 +226,16 @@ class InstanceTags:
                 if not token:
                     break
         except Exception as exc:  # tags are decoration, never a failure
-            self._snapshot_skipped(
-                region, started, reason=aws_error_text(exc),
-                advice="grant ec2:DescribeTags so that a wave costs a few calls per region "
-                "rather than one per batch")
+            reason = aws_error_text(exc)
+            if reason.startswith(DENIED):
+                self._snapshot_skipped(
+                    region, started, reason=reason,
+                    advice="grant ec2:DescribeTags so that a wave costs a few calls per "
+                    "region rather than one per batch")
+            else:  # throttled, or EC2 unreachable: not for long
+                self._snapshot_skipped(
+                    region, started, reason=reason, retry=self._snapshot_window,
+                    advice="lookups stay one DescribeInstances per batch meanwhile")
             return
         finally:
             with self._lock:
@@ -243,15 +251,16 @@ class InstanceTags:
         self._log.info("fleet.tags_snapshot", region=region, instances=len(found), pages=pages,
                        seconds=round(self._clock() - started, 3))
 
-    def _snapshot_skipped(self, region: str, started: float, *, reason: str,
-                          advice: str) -> None:
+    def _snapshot_skipped(self, region: str, started: float, *, reason: str, advice: str,
+                          retry: float | None = None) -> None:
+        retry = self._snapshot_retry if retry is None else retry
         with self._lock:
-            self._next_snapshot[region] = started + self._snapshot_retry
+            self._next_snapshot[region] = started + retry
             first = region not in self._snapshot_refused
             self._snapshot_refused.add(region)
         (self._log.warning if first else self._log.debug)(
             "fleet.tags_snapshot_skipped", region=region, reason=reason, advice=advice,
-            retry_in=self._snapshot_retry)
+            retry_in=retry)
 
 
 class NoTags:

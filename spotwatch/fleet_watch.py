@@ -329,6 +329,7 @@ class FleetWatcher:
             self._metrics.flush(force=True)
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
                        sqs_calls=self.calls, tags_calls=getattr(self._lookup.tags, "calls", None),
+                       tags_snapshots=getattr(self._lookup.tags, "snapshots", None),
                        **self.counts)
         return 1 if self._receiver_failed else 0
 

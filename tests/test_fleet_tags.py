@@ -172,11 +172,12 @@ def test_the_snapshot_follows_every_page() -> None:
     assert log.events("fleet.tags_snapshot")[0]["pages"] == 5
 
 
-@pytest.mark.parametrize("case", ["too-many-tags", "denied"])
+@pytest.mark.parametrize("case", ["too-many-tags", "denied", "throttled"])
 def test_a_snapshot_that_cannot_be_had_is_said_once_and_not_tried_for_a_while(
     case: str,
 ) -> None:
-    ec2 = PagedEc2(instance_tags(40), fail="UnauthorizedOperation" if case == "denied" else None)
+    fail = {"denied": "UnauthorizedOperation", "throttled": "RequestLimitExceeded"}.get(case)
+    ec2 = PagedEc2(instance_tags(40), fail=fail)
     now = [0.0]
     log = Log()
     tags = InstanceTags(lambda region: ec2, snapshot_after=1, snapshot_pages=3, page_size=5,
@@ -192,14 +193,18 @@ def test_a_snapshot_that_cannot_be_had_is_said_once_and_not_tried_for_a_while(
     [skipped] = [r for r in log.records if r["event"] == "fleet.tags_snapshot_skipped"
                  and r["level"] == "warning"]  # the second time: debug only
     assert len(log.events("fleet.tags_snapshot_skipped")) == 2
-    if case == "denied":
-        assert skipped["reason"].startswith("UnauthorizedOperation: ")
-        assert "ec2:DescribeTags" in skipped["advice"]
-        assert len(ec2.requests) == 2
-    else:
+    if case == "too-many-tags":
         assert skipped["reason"] == "more than 15 tags"
         assert len(ec2.requests) == 6  # 3 pages, twice: the cap holds
-    assert skipped["retry_in"] == 600
+    else:
+        assert skipped["reason"].startswith(f"{fail}: ")
+        assert len(ec2.requests) == 2
+    if case == "throttled":  # not the operator's to fix: tried again after a minute
+        assert "ec2:DescribeTags" not in skipped["advice"]
+        assert skipped["retry_in"] == 60
+    else:
+        assert ("ec2:DescribeTags" in skipped["advice"]) == (case == "denied")
+        assert skipped["retry_in"] == 600
 
 
 def test_a_worker_whose_tags_are_cached_never_waits_for_another_lookup() -> None:
