@@ -22,9 +22,10 @@ Delivery rules:
   (EventBridge delivers at least once);
 - a body that is not an EventBridge event is logged and left alone, so the
   queue's redrive policy moves it to the dead-letter queue;
-- instance tags come from ``spotwatch.fleet_tags``: one DescribeInstances per
-  region for the messages in hand, or in a wave one DescribeTags snapshot of the
-  region, on threads of their own; a worker waits only for its own instance's.
+- instance tags come from ``spotwatch.fleet_tags``: one DescribeTags read of a
+  region's tags at start and in a wave, else one DescribeInstances per region for
+  the messages in hand, on threads of their own; a worker waits only for its own
+  instance's.
 
 SIGTERM/SIGINT only set a flag (``spotwatch.stopper``). The watcher then stops
 receiving, returns every message not started to the queue at once
