@@ -95,6 +95,8 @@ BAD = "bad"
 IGNORED = "ignored"
 LOST = "lost"
 RELEASED = "released"
+# Why the runner stopped between an event's hooks (hooks.stopped).
+LOST_REASON = "the message's visibility ran out; another watcher may have it"
 
 _QUEUE_URL_REGION = (
     re.compile(r"^https?://sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"),
@@ -583,7 +585,7 @@ class FleetWatcher:
                 ),
                 # Finish the message in hand: a stop request does not cut its hooks
                 # short; only losing the message to another watcher does.
-                should_stop=lambda: item.lost,
+                should_stop=lambda: LOST_REASON if item.lost else False,
                 log=log,
             )
         finally:

@@ -193,7 +193,7 @@ def run_hooks(
     settings: HookSettings = HookSettings(),
     *,
     deadline_mono: float | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    should_stop: Callable[[], bool | str] = lambda: False,
     on_start: Callable[[Hook], None] | None = None,
     on_finish: Callable[[HookResult], None] | None = None,
     on_wait: Callable[[], None] | None = None,
@@ -208,12 +208,14 @@ def run_hooks(
     ``settings.hook_timeout`` applies and SPOTWATCH_SECONDS_LEFT is not set). A
     hook whose turn comes with no time left before ``deadline_mono -
     settings.deadline_margin`` is not started (result ``skipped``).
-    ``should_stop`` is asked before each hook; once it says True no further
-    hook starts. ``on_start`` runs just after a hook is spawned, ``on_finish``
-    after every result (skipped ones too); an exception in either is logged,
-    not raised. ``on_wait`` runs at least every ``wait_tick`` seconds (at most
-    WAIT_TICK) while a hook runs: the daemon pings the systemd watchdog from
-    it, so a long hook is not mistaken for a hung daemon. The daemon passes
+    ``should_stop`` is asked before each hook; once it says True (spotwatch is
+    stopping: a warning) or gives a reason (the caller's, logged as info, as the
+    caller says what follows) no further hook starts. ``on_start`` runs just
+    after a hook is spawned, ``on_finish`` after every result (skipped ones
+    too); an exception in either is logged, not raised. ``on_wait`` runs at
+    least every ``wait_tick`` seconds (at most WAIT_TICK) while a hook runs: the
+    daemon pings the systemd watchdog from it, so a long hook is not mistaken
+    for a hung daemon. The daemon passes
     half its ping interval, so a ping that just missed being due goes out half
     an interval later, not a whole one.
     """
@@ -268,16 +270,18 @@ def _run_all(
     hooks: Sequence[Hook],
     env: Mapping[str, str],
     run: _Run,
-    should_stop: Callable[[], bool],
+    should_stop: Callable[[], bool | str],
     on_finish: Callable[[HookResult], None] | None,
 ) -> list[HookResult]:
     log = run.log
     results: list[HookResult] = []
     for index, hook in enumerate(hooks):
-        if should_stop():
-            log.warning(
+        stop = should_stop()
+        if stop:
+            said = isinstance(stop, str)
+            (log.info if said else log.warning)(
                 "hooks.stopped",
-                reason="spotwatch is stopping",
+                reason=stop if said else "spotwatch is stopping",
                 not_started=[h.name for h in hooks[index:]],
             )
             break

@@ -68,6 +68,9 @@ class JournalLike(Protocol):
 
 
 IDENTITY_RETRY_SECONDS = 60.0
+# Why the runner stopped between hooks, when spotwatch is not stopping (hooks.stopped).
+LOWERED = "a notice of the same end brought the deadline forward; the rest start again"
+SUPERSEDED = "a notice that ends the instance came; its hooks run instead"
 
 # Called with (event name, fields) for what the drill shows on its timeline.
 Listener = Callable[[str, Mapping[str, Any]], None]
@@ -426,7 +429,7 @@ class Watcher:
                 note="a notice of the same end came with an earlier deadline",
             )
 
-    def _should_stop(self, run: _Handling) -> bool:
+    def _should_stop(self, run: _Handling) -> bool | str:
         """Asked between hooks. A notice that does not end the instance (a rebalance
         recommendation, a reboot) must not hold up one that does: it is cut short. For
         one that ends it, another notice of the same end folds in; the runner stops if
@@ -435,10 +438,10 @@ class Watcher:
             return True
         if run.notice.ends_instance:
             self._look_for_same_end(run)
-            return run.lowered
+            return LOWERED if run.lowered else False
         if self._end_pending():
             run.superseded = True
-        return run.superseded
+        return SUPERSEDED if run.superseded else False
 
     def _conclude(
         self, run: _Handling, planned: int, results: list[HookResult]

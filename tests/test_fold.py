@@ -10,6 +10,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from spotwatch.notice import ASG_TERMINATION, REBALANCE_RECOMMENDATION, Notice
+from spotwatch.watcher import LOWERED
 from tests.watch_helpers import Harness, notice
 
 HOOKS = ("10-a", "20-b", "30-c", "40-d")
@@ -101,6 +102,7 @@ def test_an_earlier_end_arriving_mid_run_brings_the_deadline_forward_for_the_res
     assert h.runs[1]["env"]["SPOTWATCH_DEADLINE"] == str(int(spot.deadline))
     assert h.runs[1]["env"]["SPOTWATCH_NOTICE_ID"] == "asg1"  # the first notice's
     assert h.journal.folds == {"spot": "asg1"}
+    assert h.stop_answers == [LOWERED]  # the runner says why, not "spotwatch is stopping"
     assert h.watcher.notices_handled == 1
     assert followup.calls[0] == ("started", "asg1")
     assert followup.calls[-1] == ("finished", "asg1")

@@ -556,6 +556,24 @@ def test_should_stop_lets_the_running_hook_finish_and_starts_no_more(
     assert not second.exists()
     stopped = [e for e in logs if e["event"] == "hooks.stopped"]
     assert stopped and stopped[0]["not_started"] == ["20-second"]
+    assert (stopped[0]["log_level"], stopped[0]["reason"]) == ("warning",
+                                                              "spotwatch is stopping")
+
+
+def test_a_stop_with_a_reason_of_the_callers_says_it(hooks_dir: Path) -> None:
+    hooks = [sh(hooks_dir, "10-first", "exit 0\n"), sh(hooks_dir, "20-second", "exit 0\n")]
+    asked: list[str] = []
+
+    def should_stop() -> bool | str:
+        asked.append("?")
+        return "the deadline came forward" if len(asked) > 1 else False
+
+    with capture_logs() as logs:
+        results = run(hooks, should_stop=should_stop)
+    assert [r.name for r in results] == ["10-first"]
+    [stopped] = [e for e in logs if e["event"] == "hooks.stopped"]
+    assert (stopped["log_level"], stopped["reason"], stopped["not_started"]) == (
+        "info", "the deadline came forward", ["20-second"])
 
 
 def test_unstartable_hook_is_an_error_not_a_crash(hooks_dir: Path, tmp_path: Path) -> None:

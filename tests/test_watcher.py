@@ -7,6 +7,7 @@ from structlog.testing import capture_logs
 
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity
 from spotwatch.runner import HookSettings
+from spotwatch.watcher import SUPERSEDED
 from tests.watch_helpers import (
     Fault,
     Harness,
@@ -173,6 +174,7 @@ def test_an_interruption_cuts_rebalance_hooks_short_and_runs_at_once() -> None:
     assert h.journal.finished["r1"] == ["10-a"]
     assert h.journal.finished["s1"] == ["10-a", "20-b", "30-c"]
     assert any(e["event"] == "notice.superseded" and e["left"] == 2 for e in logs)
+    assert h.stop_answers == [SUPERSEDED]
     # The interruption was handled on the very next poll, with no tick's sleep between.
     assert h.stop.slept == []
 

@@ -200,6 +200,7 @@ class Harness:
         self.monitors = [ScriptedMonitor(n, self.clock, s) for n, s in scripts.items()]
         self.hooks = tuple(FakeHook(h, Path("/hooks") / h) for h in hooks)
         self.runs: list[dict[str, Any]] = []
+        self.stop_answers: list[bool | str] = []  # should_stop's answers that stopped a run
         self.stop_after_polls = stop_after_polls
         self.stop_in_hook = stop_in_hook
         self.events: list[tuple[str, dict[str, Any]]] = []
@@ -245,7 +246,9 @@ class Harness:
         self.runs.append({"hooks": [h.name for h in hooks], "env": env, **kw})
         results = []
         for hook in hooks:
-            if kw["should_stop"]():
+            stop = kw["should_stop"]()
+            if stop:
+                self.stop_answers.append(stop)
                 break
             kw["on_start"](hook)
             self.clock.advance(2.0)
