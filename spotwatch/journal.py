@@ -216,20 +216,18 @@ class Journal:
         return entry
 
     def _prepare_dir(self) -> None:
+        from spotwatch import statedir
+
         try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            statedir.make(self.state_dir)
         except OSError as exc:
             raise JournalError(
                 f"cannot create state directory {self.state_dir}: {exc.strerror or exc}"
                 " (create it, or pass --state-dir)"
             ) from exc
-        if not self.state_dir.is_dir():
-            raise JournalError(f"state directory {self.state_dir} is not a directory")
-        if not os.access(self.state_dir, os.W_OK | os.X_OK):
-            raise JournalError(
-                f"state directory {self.state_dir} is not writable by uid {os.geteuid()}"
-                " (fix its owner, or pass --state-dir)"
-            )
+        problem = statedir.unusable(self.state_dir)
+        if problem is not None:
+            raise JournalError(problem)
         remove_stale_temps(self.path)
 
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -238,8 +236,11 @@ class Journal:
                 raw = handle.read()
         except FileNotFoundError:
             return {}
+        except IsADirectoryError:
+            self._set_aside("corrupt: a directory, not a file")
+            return {}
         except OSError as exc:
-            self._set_aside(f"unreadable: {exc.strerror or exc}")
+            self._set_aside_unreadable(exc)
             return {}
         try:
             data = json.loads(raw.decode("utf-8"))
@@ -262,6 +263,24 @@ class Journal:
             moved_to=moved_to,
             advice="starting a fresh journal: hooks of a notice in progress run again;"
             " inspect the saved copy and delete it when done",
+        )
+
+    def _set_aside_unreadable(self, exc: OSError) -> None:
+        # Not corrupt: the file could not be read at all (permissions, an I/O error).
+        aside = self.path.with_name(f"{JOURNAL_NAME}.unreadable-{int(self._wall_clock())}")
+        try:
+            os.replace(self.path, aside)
+            moved_to: str | None = str(aside)
+        except OSError:
+            moved_to = None
+        self._log.error(
+            "journal.unreadable",
+            path=str(self.path),
+            error=exc.strerror or str(exc),
+            uid=os.geteuid(),
+            moved_to=moved_to,
+            advice="give the journal to the user spotwatch runs as (chown, chmod 0600) or "
+            "check the disk; starting a fresh journal: hooks of a notice in progress run again",
         )
 
     def _save(self, durable: bool = True) -> None:

@@ -67,6 +67,12 @@ class JournalLike(Protocol):
     def fold(self, notice: Notice, into: str) -> None: ...
 
 
+class SignalReport(Protocol):
+    """Logs the signals that came since the last call (the handlers only record them)."""
+
+    def report(self, hook_running: str | None = None) -> None: ...
+
+
 IDENTITY_RETRY_SECONDS = 60.0
 # Why the runner stopped between hooks, when spotwatch is not stopping (hooks.stopped).
 LOWERED = "a notice of the same end brought the deadline forward; the rest start again"
@@ -136,6 +142,7 @@ class Watcher:
         listener: Listener | None = None,
         log: Any = None,
         followups: Sequence[FollowUp] = (),
+        signals: SignalReport | None = None,
     ) -> None:
         self.settings = settings
         self._monitors = list(monitors)
@@ -162,6 +169,8 @@ class Watcher:
         self.last_results: list[HookResult] = []
         self._poll_now = False
         self._followups = list(followups)
+        self._signals = signals
+        self._hook_running: str | None = None
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> int:
@@ -185,6 +194,7 @@ class Watcher:
                 self._poll_now = False
                 continue
             self._sleep_until(next_tick(start, self.settings.interval, self._clock()))
+        self._report_signals()
         self._notifier.stopping("stopping")
         self._log.info("watcher.stopped", polls=self.polls, notices=self.notices_handled)
         return 0
@@ -206,6 +216,7 @@ class Watcher:
         # Ping the watchdog from this live loop. Waking every half ping interval
         # keeps the longest gap between pings under 1.5 intervals (systemd allows 2).
         while not self._stop.is_set():
+            self._report_signals()
             self._notifier.watchdog_if_due()
             remaining = tick - self._clock()
             if remaining <= 0:
@@ -383,17 +394,20 @@ class Watcher:
         notice_id = run.notice.id
 
         def on_start(hook: Hook) -> None:
+            self._hook_running = hook.name
             self._journal.hook_started(notice_id, hook.name)
             self._notifier.status(f"{run.notice.kind} {run.notice.action}: running {hook.name}")
             self._notifier.watchdog_if_due()
             self._emit("hook.started", {"hook": hook.name})
 
         def on_finish(result: HookResult) -> None:
+            self._hook_running = None
             self._journal.hook_finished(notice_id, result)
             self._notifier.watchdog_if_due()
             self._emit("hook.finished", {"hook": result.name, "result": result})
 
         def on_wait() -> None:
+            self._report_signals()
             self._notifier.watchdog_if_due()
             for followup, about in run.followups:
                 self._followup_call(followup, "tick", about)
@@ -429,11 +443,16 @@ class Watcher:
                 note="a notice of the same end came with an earlier deadline",
             )
 
+    def _report_signals(self) -> None:
+        if self._signals is not None:
+            self._signals.report(self._hook_running)
+
     def _should_stop(self, run: _Handling) -> bool | str:
         """Asked between hooks. A notice that does not end the instance (a rebalance
         recommendation, a reboot) must not hold up one that does: it is cut short. For
         one that ends it, another notice of the same end folds in; the runner stops if
         that brought the deadline forward, and starts again with it."""
+        self._report_signals()
         if self._stop.is_set():
             return True
         if run.notice.ends_instance:
