@@ -113,7 +113,7 @@ class Journal:
             if entry.get("folded_into") or not entry.get("ends_instance", _ends(entry)):
                 continue
             notice = _notice_of(notice_id, entry)
-            if notice is not None and notice.deadline > now:
+            if notice is not None and _last_deadline(entry) > now:
                 return notice
         return None
 
@@ -145,6 +145,9 @@ class Journal:
         of its own (complete, ``folded_into``), and ``into``'s deadline becomes the
         earlier of the two, so a restart resumes with it and folds the same way."""
         owner = self._entry(into)
+        # The end is still under way while any notice in it is out: a notice whose
+        # time moves on every poll stays one end, however long it moves.
+        owner["last_deadline"] = max(_last_deadline(owner), notice.deadline)
         owner["deadline"] = min(float(owner.get("deadline", notice.deadline)), notice.deadline)
         owner.setdefault("folded", []).append(notice.id)
         self._notices[notice.id] = {
@@ -198,8 +201,18 @@ class Journal:
     # --- storage -------------------------------------------------------------
 
     def _trim(self) -> None:
-        while len(self._notices) > KEEP_NOTICES:
-            del self._notices[next(iter(self._notices))]
+        """Forget the oldest notices past KEEP_NOTICES, but never one whose end may not
+        have come yet (its deadline ahead), nor one such a notice folds into: that
+        would let the same end run the hooks again."""
+        excess = len(self._notices) - KEEP_NOTICES
+        if excess <= 0:
+            return
+        now = self._wall_clock()
+        live = {i for i, e in self._notices.items() if _last_deadline(e) > now}
+        owners = {self._notices[i].get("folded_into") for i in live}
+        keep = live | {o for o in owners if isinstance(o, str)}
+        for notice_id in [i for i in self._notices if i not in keep][:excess]:
+            del self._notices[notice_id]
 
     def _entry(self, notice_id: str) -> dict[str, Any]:
         entry = self._notices.get(notice_id)
@@ -303,6 +316,14 @@ class Journal:
         if self._write_failed:
             self._log.info("journal.write_recovered", path=str(self.path))
             self._write_failed = False
+
+
+def _last_deadline(entry: dict[str, Any]) -> float:
+    """The latest deadline of a notice and those folded into it (-inf if unknown)."""
+    try:
+        return max(float(entry.get("deadline", "-inf")), float(entry.get("last_deadline", "-inf")))
+    except (TypeError, ValueError):
+        return float("-inf")
 
 
 def _ends(entry: dict[str, Any]) -> bool:

@@ -74,6 +74,7 @@ class SignalReport(Protocol):
 
 
 IDENTITY_RETRY_SECONDS = 60.0
+HOOKS_DIR_RETRY = 1.0  # seconds between looks for a hooks directory missing at a notice
 # Why the runner stopped between hooks, when spotwatch is not stopping (hooks.stopped).
 LOWERED = "a notice of the same end brought the deadline forward; the rest start again"
 SUPERSEDED = "a notice that ends the instance came; its hooks run instead"
@@ -350,6 +351,11 @@ class Watcher:
         identity = self._try_identity()
         plan = self._plan(self.settings.hooks_dir)
         log_plan(self._log, plan)
+        if plan.missing:
+            plan = self._wait_for_hooks_dir(notice, plan)
+            if plan.missing:
+                return self._no_hooks_dir(notice, plan)
+        self._log_ignored(plan)
         pending = self._journal.pending_hooks(notice, plan.hooks)
         skipped = len(plan.hooks) - len(pending)
         if skipped:
@@ -369,6 +375,58 @@ class Watcher:
                 self._followup_call(followup, "finished", about, results)
         self.last_results = results
         return self._conclude(run, len(pending), results)
+
+    # -- a hooks directory missing at the notice ------------------------------------
+    def _wait_for_hooks_dir(self, notice: Notice, plan: HookPlan) -> HookPlan:
+        """Look again every HOOKS_DIR_RETRY seconds until the directory can be read
+        or the deadline less the margin: a notice is never closed without its hooks."""
+        until = notice.deadline - self.settings.hooks.deadline_margin
+        self._log.warning(
+            "hooks.dir_missing",
+            notice_id=notice.id,
+            problem=plan.problem,
+            fix=plan.fix,
+            seconds_left=round(until - self._wall(), 1),
+            note="looking again every second until it appears or the deadline less the margin",
+        )
+        self._notifier.status(f"{notice.kind} {notice.action}: hooks directory missing")
+        while self._wall() < until and not self._stop.is_set():
+            self._report_signals()
+            self._notifier.watchdog_if_due()
+            self._stop.wait(min(HOOKS_DIR_RETRY, max(0.0, until - self._wall())))
+            plan = self._plan(self.settings.hooks_dir)
+            if not plan.missing:
+                log_plan(self._log, plan)
+                self._log.info("hooks.dir_back", notice_id=notice.id, hooks=len(plan.hooks))
+                return plan
+        return plan
+
+    def _no_hooks_dir(self, notice: Notice, plan: HookPlan) -> list[HookResult]:
+        """The directory never came back in time (or spotwatch is stopping): the notice
+        is recorded but not closed, so a restart in time still runs its hooks."""
+        self._journal.begin(notice)
+        self._handled.add(notice.id)  # this run does not wait again on every poll
+        if not self._stop.is_set():
+            self.notices_handled += 1
+        self._log.error(
+            "notice.not_handled",
+            notice_id=notice.id,
+            problem=plan.problem,
+            fix=plan.fix,
+            note="no hook ran: the hooks directory was missing until the deadline; the "
+            "notice is not marked handled, so a restart before the deadline runs them",
+        )
+        self._notifier.status(
+            f"{notice.kind} {notice.action} still out: no hook ran (hooks directory missing)"
+        )
+        return []
+
+    def _log_ignored(self, plan: HookPlan) -> None:
+        """At a notice, the names that will not run for good reason (backups, ...), at
+        info: the plan logs each at debug only."""
+        ignored = [r.name for r in plan.rejected if r not in plan.warnings]
+        if ignored:
+            self._log.info("hooks.ignored", directory=str(plan.directory), names=ignored)
 
     def _log_detected(self, notice: Notice) -> None:
         wall_now = self._wall()
@@ -494,13 +552,15 @@ class Watcher:
         self.notices_handled += 1
         failed = [r.name for r in results if not r.ok]
         left = round(run.deadline - self._wall(), 1)
+        extra = {} if results else {"note": "no hook ran: the hooks directory has none"}
         self._log.log(
-            logging.WARNING if failed else logging.INFO,
+            logging.WARNING if failed or not results else logging.INFO,
             "notice.handled",
             notice_id=notice.id,
             hooks=len(results),
             failed=failed,
             seconds_left=left,
+            **extra,
         )
         self._emit(
             "notice.handled", {"notice_id": notice.id, "seconds_left": left, "failed": failed}

@@ -85,6 +85,11 @@ class FakePlan:
     rejected: tuple[Any, ...] = ()
     problem: str | None = None
     fix: str = ""
+    missing: bool = False
+
+    @property
+    def warnings(self) -> tuple[Any, ...]:
+        return self.rejected
 
 
 @dataclass
