@@ -284,6 +284,9 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
     values["interval_given"] = "interval" in values  # issue 12: Azure defaults to 1 s
     settings = RunConfig(**values)
     _check_maintenance_lead(settings)
+    # With --cloud auto the lead is known once the cloud is (the daemon checks again
+    # then); a margin no cloud leaves time for is an error now.
+    check_margin(settings, settings.cloud)
     if settings.asg_lifecycle_hook and "asg" not in settings.sources:
         raise UsageError(
             "--asg-lifecycle-hook needs the asg source: add asg to --watch "
@@ -335,7 +338,11 @@ def shortest_lead(settings: RunConfig, cloud: str) -> tuple[float, str] | None:
 def check_margin(settings: RunConfig, cloud: str) -> None:
     """UsageError if --deadline-margin leaves the hooks no time before the shortest
     lead of a watched source: every hook would be skipped at the notice."""
-    shortest = shortest_lead(settings, cloud)
+    if cloud == "auto":
+        found = [lead for c in CLOUDS[1:] if (lead := shortest_lead(settings, c)) is not None]
+        shortest = max(found) if found else None
+    else:
+        shortest = shortest_lead(settings, cloud)
     if shortest is None:
         return
     lead, what = shortest

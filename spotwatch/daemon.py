@@ -56,7 +56,7 @@ def build_watcher(
     listener: Listener | None = None,
     signals: SignalReport | None = None,
 ) -> Watcher:
-    from spotwatch import hooks, runner
+    from spotwatch import hooks, orphans, runner
     from spotwatch.imds import ImdsClient, ImdsError, read_identity
     from spotwatch.journal import Journal
     from spotwatch.monitors import RebalanceMonitor, SpotInterruptionMonitor
@@ -108,13 +108,21 @@ def build_watcher(
         drill=drill,
         max_notices=max_notices,
     )
+    notifier = Notifier()
+
+    def settle_orphan(orphan: orphans.Orphan, until: float) -> str:
+        return orphans.settle(
+            orphan, until, kill_grace=settings.hooks.kill_grace, log=get_logger(),
+            keep_alive=notifier.watchdog_if_due, stopping=stop.is_set, wait=stop.wait,
+        )  # fmt: skip
+
     return Watcher(
         settings,
         monitors=monitors,  # type: ignore[arg-type]
         read_identity=read_identity_now,
         journal=Journal(config.state_dir),
         stop=stop,
-        notifier=Notifier(),
+        notifier=notifier,
         plan=hooks.plan_hooks,
         runner=runner.run_hooks,
         hook_environment=hooks.notice_environment,
@@ -123,6 +131,8 @@ def build_watcher(
         listener=listener,
         followups=followups,  # type: ignore[arg-type]
         signals=signals,
+        settle_orphan=None if drill else settle_orphan,
+        group_record=orphans.group_record,
     )
 
 

@@ -128,6 +128,12 @@ class Journal:
         running = entry.get("running") if entry else None
         return running if isinstance(running, str) else None
 
+    def running_group(self, notice_id: str) -> dict[str, Any] | None:
+        """The process group recorded for the running hook (see ``hook_started``)."""
+        entry = self._notices.get(notice_id)
+        group = entry.get("running_group") if entry else None
+        return group if isinstance(group, dict) else None
+
     # --- changes (each one written to disk) ----------------------------------
 
     def begin(self, notice: Notice) -> None:
@@ -174,8 +180,14 @@ class Journal:
             "complete": False,
         }
 
-    def hook_started(self, notice_id: str, name: str) -> None:
-        self._entry(notice_id)["running"] = name
+    def hook_started(
+        self, notice_id: str, name: str, group: dict[str, Any] | None = None
+    ) -> None:
+        """``group``: the hook's process group (spotwatch.orphans.group_record), so a
+        restart can wait for a hook that outlived the daemon instead of running it twice."""
+        entry = self._entry(notice_id)
+        entry["running"] = name
+        entry["running_group"] = group
         # Only informative (an unfinished hook reruns whether or not it was marked
         # running), so no fsync here: it would delay every hook's start by ~10 ms.
         self._save(durable=False)
@@ -189,12 +201,14 @@ class Journal:
         }
         if entry.get("running") == result.name:
             entry["running"] = None
+            entry["running_group"] = None
         self._save()
 
     def complete(self, notice_id: str) -> None:
         entry = self._entry(notice_id)
         entry["complete"] = True
         entry["running"] = None
+        entry["running_group"] = None
         entry["completed_at"] = self._wall_clock()
         self._save()
 

@@ -25,6 +25,7 @@ from spotwatch.schedule import deadline_on_monotonic, next_tick
 if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
+    from spotwatch.orphans import Orphan
     from spotwatch.runner import HookResult, HookSettings
     from spotwatch.stopper import StopFlag
 
@@ -52,7 +53,13 @@ class JournalLike(Protocol):
 
     def begin(self, notice: Notice) -> None: ...
 
-    def hook_started(self, notice_id: str, name: str) -> None: ...
+    def hook_started(
+        self, notice_id: str, name: str, group: dict[str, Any] | None = None
+    ) -> None: ...
+
+    def running_hook(self, notice_id: str) -> str | None: ...
+
+    def running_group(self, notice_id: str) -> dict[str, Any] | None: ...
 
     def hook_finished(self, notice_id: str, result: HookResult) -> None: ...
 
@@ -144,6 +151,8 @@ class Watcher:
         log: Any = None,
         followups: Sequence[FollowUp] = (),
         signals: SignalReport | None = None,
+        settle_orphan: Callable[[Orphan, float], str] | None = None,
+        group_record: Callable[[int, float], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self._monitors = list(monitors)
@@ -171,6 +180,9 @@ class Watcher:
         self._poll_now = False
         self._followups = list(followups)
         self._signals = signals
+        self._settle_orphan = settle_orphan
+        self._group_record = group_record
+        self._spawned: dict[str, Any] | None = None
         self._hook_running: str | None = None
 
     # -- the loop -------------------------------------------------------------
@@ -356,6 +368,7 @@ class Watcher:
             if plan.missing:
                 return self._no_hooks_dir(notice, plan)
         self._log_ignored(plan)
+        self._orphan_first(notice, plan)
         pending = self._journal.pending_hooks(notice, plan.hooks)
         skipped = len(plan.hooks) - len(pending)
         if skipped:
@@ -375,6 +388,36 @@ class Watcher:
                 self._followup_call(followup, "finished", about, results)
         self.last_results = results
         return self._conclude(run, len(pending), results)
+
+    # -- a hook the last run left running ------------------------------------------
+    def _orphan_first(self, notice: Notice, plan: HookPlan) -> None:
+        """Before any hook of ``notice`` runs: wait for (or stop) the hook a killed
+        daemon left running, so it never runs twice at once. One stopped at its time
+        is recorded as timed out; one that ended on its own runs again (its exit
+        status was lost with the old daemon)."""
+        if self._settle_orphan is None:
+            return
+        name = self._journal.running_hook(notice.id)
+        record = self._journal.running_group(notice.id)
+        if name is None or record is None:
+            return
+        from spotwatch import orphans
+        from spotwatch.runner import TIMED_OUT, HookResult
+
+        orphan = orphans.Orphan.of(notice.id, name, record)
+        if orphan is None:
+            return
+        hooks = self.settings.hooks
+        until = min(orphan.started_at + hooks.hook_timeout, notice.deadline - hooks.deadline_margin)
+        if self._settle_orphan(orphan, until) != orphans.KILLED:
+            return
+        path = next((h.path for h in plan.hooks if h.name == name), self.settings.hooks_dir / name)
+        self._journal.hook_finished(
+            notice.id,
+            HookResult(name, str(path), orphan.started_at, self._wall(), TIMED_OUT, None, None,
+                       "timed out: left running by the previous spotwatch, stopped at its "
+                       "time"),
+        )  # fmt: skip
 
     # -- a hooks directory missing at the notice ------------------------------------
     def _wait_for_hooks_dir(self, notice: Notice, plan: HookPlan) -> HookPlan:
@@ -451,9 +494,14 @@ class Watcher:
         run start again from there with it."""
         notice_id = run.notice.id
 
+        def on_spawn(hook: Hook, pgid: int) -> None:
+            if self._group_record is not None:
+                self._spawned = self._group_record(pgid, self._wall())
+
         def on_start(hook: Hook) -> None:
             self._hook_running = hook.name
-            self._journal.hook_started(notice_id, hook.name)
+            group, self._spawned = self._spawned, None
+            self._journal.hook_started(notice_id, hook.name, group)
             self._notifier.status(f"{run.notice.kind} {run.notice.action}: running {hook.name}")
             self._notifier.watchdog_if_due()
             self._emit("hook.started", {"hook": hook.name})
@@ -487,6 +535,7 @@ class Watcher:
                 clock=self._clock,
                 wall_clock=self._wall,
                 on_wait=on_wait,
+                on_spawn=on_spawn,
                 wait_tick=self._wait_tick(),
             )
             results += batch

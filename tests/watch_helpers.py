@@ -109,8 +109,14 @@ class FakeJournal:
         self.begun.append(notice.id)
         self.begun_notices.append(notice)
 
-    def hook_started(self, notice_id: str, name: str) -> None:
+    def hook_started(self, notice_id: str, name: str, group: Any = None) -> None:
         pass
+
+    def running_hook(self, notice_id: str) -> str | None:
+        return None
+
+    def running_group(self, notice_id: str) -> Any:
+        return None
 
     def hook_finished(self, notice_id: str, result: Any) -> None:
         self.finished.setdefault(notice_id, []).append(result.name)
