@@ -339,15 +339,15 @@ def check_margin(settings: RunConfig, cloud: str) -> None:
     """UsageError if --deadline-margin leaves the hooks no time before the shortest
     lead of a watched source: every hook would be skipped at the notice."""
     if cloud == "auto":
-        found = [lead for c in CLOUDS[1:] if (lead := shortest_lead(settings, c)) is not None]
+        found = [one for c in CLOUDS[1:] if (one := shortest_lead(settings, c)) is not None]
         shortest = max(found) if found else None
     else:
         shortest = shortest_lead(settings, cloud)
     if shortest is None:
         return
-    lead, what = shortest
-    if settings.deadline_margin >= lead:
+    seconds_ahead, what = shortest
+    if settings.deadline_margin >= seconds_ahead:
         raise UsageError(
             f"--deadline-margin ({settings.deadline_margin:g} s) leaves the hooks no time: "
-            f"{what} comes {lead:g} s ahead; use a margin under {lead:g} s"
+            f"{what} comes {seconds_ahead:g} s ahead; use a margin under {seconds_ahead:g} s"
         )
