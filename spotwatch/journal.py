@@ -155,6 +155,8 @@ class Journal:
         # time moves on every poll stays one end, however long it moves.
         owner["last_deadline"] = max(_last_deadline(owner), notice.deadline)
         owner["deadline"] = min(float(owner.get("deadline", notice.deadline)), notice.deadline)
+        if notice.action == "terminate":
+            owner["action"] = "terminate"  # a restart resumes with the end's action
         owner.setdefault("folded", []).append(notice.id)
         self._notices[notice.id] = {
             **self._new_entry(notice),

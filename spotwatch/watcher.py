@@ -73,6 +73,10 @@ class JournalLike(Protocol):
 
     def fold(self, notice: Notice, into: str) -> None: ...
 
+    def folded_into(self, notice_id: str) -> str | None: ...
+
+    def finished_hooks(self, notice_id: str) -> dict[str, dict[str, Any]]: ...
+
 
 class SignalReport(Protocol):
     """Logs the signals that came since the last call (the handlers only record them)."""
@@ -81,10 +85,12 @@ class SignalReport(Protocol):
 
 
 IDENTITY_RETRY_SECONDS = 60.0
+TERMINATE = "terminate"
 HOOKS_DIR_RETRY = 1.0  # seconds between looks for a hooks directory missing at a notice
 # Why the runner stopped between hooks, when spotwatch is not stopping (hooks.stopped).
 LOWERED = "a notice of the same end brought the deadline forward; the rest start again"
 SUPERSEDED = "a notice that ends the instance came; its hooks run instead"
+ACTION_CHANGED = "a terminate notice of the same end came; the rest start again with its action"
 
 # Called with (event name, fields) for what the drill shows on its timeline.
 Listener = Callable[[str, Mapping[str, Any]], None]
@@ -115,10 +121,16 @@ class _Handling:
     followups: list[tuple[FollowUp, Notice]] = field(default_factory=list)
     lowered: bool = False
     superseded: bool = False
+    action: str = ""  # the end's action: "terminate" once any notice in it says so
+    action_changed: bool = False  # since the runner started: the rest start again with it
 
     def effective(self) -> Notice:
-        """The first notice, with the earliest deadline and every folded notice's env."""
-        return dataclasses.replace(self.notice, deadline=self.deadline, env=self.env)
+        """The first notice, with the earliest deadline, the end's action and every
+        folded notice's env."""
+        return dataclasses.replace(
+            self.notice, deadline=self.deadline, env=self.env,
+            action=self.action or self.notice.action,
+        )  # fmt: skip
 
 
 @dataclass
@@ -275,6 +287,7 @@ class Watcher:
         # A notice that ends the instance outranks a rebalance recommendation (or a
         # reboot) seen in the same poll; among them the spot notice comes first.
         seen.sort(key=lambda n: (not n.ends_instance, n.kind != SPOT_INTERRUPTION))
+        self._log_still_out(seen)
         new = [n for n in seen if not self._is_done(n)]
         for notice in new:
             if self._stop.is_set():
@@ -284,10 +297,45 @@ class Watcher:
             # Further ends seen in this same poll fold into this one before its hooks start.
             together = [n for n in new if n is not notice and n.ends_instance]
             self.handle(notice, together=together if notice.ends_instance else ())
+        if all(self._is_done(n) for n in seen):
+            self._notifier.status(self._still_out_status(seen[0]))
         return seen
 
     def _is_done(self, notice: Notice) -> bool:
         return notice.id in self._handled or self._journal.is_complete(notice.id)
+
+    # -- a notice still out after its hooks ---------------------------------------
+    def _log_still_out(self, seen: Sequence[Notice]) -> None:
+        """Once per notice and run: one whose hooks a previous run already ran (the
+        journal says so) is still out; say it, so a restart is not silent about it."""
+        for notice in seen:
+            if notice.id in self._handled or not self._journal.is_complete(notice.id):
+                continue
+            self._handled.add(notice.id)
+            owner = self._journal.folded_into(notice.id) or notice.id
+            finished = self._journal.finished_hooks(owner)
+            self._log.info(
+                "notice.still_out",
+                notice_id=notice.id,
+                kind=notice.kind,
+                action=notice.action,
+                folded_into=owner if owner != notice.id else None,
+                hooks_done=len(finished),
+                note="its hooks already ran (the journal says so); they do not run again",
+            )
+
+    def _still_out_status(self, notice: Notice) -> str:
+        """The STATUS line while a handled or folded notice is still out: the hooks of
+        its end across every run (the journal's count, not this run's)."""
+        owner = self._journal.folded_into(notice.id) or notice.id
+        finished = self._journal.finished_hooks(owner)
+        ok = sum(1 for f in finished.values() if f.get("outcome") == "ok")
+        folded = f", folded into {owner}" if owner != notice.id else ""
+        stamp = time.strftime("%H:%M:%SZ", time.gmtime(self._wall()))
+        return (
+            f"watching; last poll {stamp}: {notice.kind} {notice.action} still out{folded}, "
+            f"handled ({ok}/{len(finished)} hooks ok)"
+        )
 
     def _idle_status(self) -> str:
         if self._faults.states:
@@ -520,7 +568,7 @@ class Watcher:
 
         results: list[HookResult] = []
         while True:
-            run.lowered = False
+            run.lowered = run.action_changed = False
             env = self._hook_environment(
                 self._environ, run.effective(), identity, drill=self.settings.drill
             )
@@ -540,8 +588,16 @@ class Watcher:
             )
             results += batch
             pending = pending[len(batch) :]
-            if not (run.lowered and pending) or run.superseded or self._stop.is_set():
+            if not ((run.lowered or run.action_changed) and pending):
                 return results
+            if run.superseded or self._stop.is_set():
+                return results
+            if not run.lowered:
+                left = [h.name for h in pending]
+                action = run.effective().action
+                self._log.info("notice.action_changed", notice_id=notice_id, action=action,
+                               left=left)  # fmt: skip
+                continue
             self._log.info(
                 "notice.deadline_lowered",
                 notice_id=notice_id,
@@ -564,7 +620,9 @@ class Watcher:
             return True
         if run.notice.ends_instance:
             self._look_for_same_end(run)
-            return LOWERED if run.lowered else False
+            if run.lowered:
+                return LOWERED
+            return ACTION_CHANGED if run.action_changed else False
         if self._end_pending():
             run.superseded = True
         return SUPERSEDED if run.superseded else False
@@ -614,9 +672,11 @@ class Watcher:
         self._emit(
             "notice.handled", {"notice_id": notice.id, "seconds_left": left, "failed": failed}
         )
+        # Every hook of this notice, across runs (a restart resumed it), not this run's.
+        finished = self._journal.finished_hooks(notice.id) or {r.name: {} for r in results}
+        ok = sum(1 for f in finished.values() if f.get("outcome") == "ok")
         self._notifier.status(
-            f"watching; handled {notice.kind} {notice.action} "
-            f"({len(results) - len(failed)}/{len(results)} hooks ok)"
+            f"watching; handled {notice.kind} {notice.action} ({ok}/{len(finished)} hooks ok)"
         )
         return results
 
@@ -659,6 +719,11 @@ class Watcher:
         if notice.deadline < run.deadline:
             run.deadline = notice.deadline
             run.lowered = True
+        if notice.action == TERMINATE and run.effective().action != TERMINATE:
+            # A stop (or hibernate) that became a terminate: the hooks still to run
+            # must hear SPOTWATCH_ACTION=terminate.
+            run.action = TERMINATE
+            run.action_changed = True
         known = {name for name, _ in run.env}
         run.env += tuple(pair for pair in notice.env if pair[0] not in known)
         self._start_followups(run, notice)

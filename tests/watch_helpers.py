@@ -140,6 +140,12 @@ class FakeJournal:
                 return n
         return None
 
+    def folded_into(self, notice_id: str) -> str | None:
+        return self.folds.get(notice_id)
+
+    def finished_hooks(self, notice_id: str) -> dict[str, dict[str, Any]]:
+        return {name: {"outcome": "ok"} for name in self.finished.get(notice_id, [])}
+
     def fold(self, notice: Notice, into: str) -> None:
         self.folds[notice.id] = into
         self.completed.add(notice.id)
@@ -233,6 +239,7 @@ class Harness:
                 "SPOTWATCH_NOTICE_ID": n.id,
                 "SPOTWATCH_INSTANCE_ID": ident.instance_id,
                 "SPOTWATCH_EVENT": n.kind,
+                "SPOTWATCH_ACTION": n.action,
                 "SPOTWATCH_DEADLINE": str(int(n.deadline)),
                 **dict(n.env),
             },
