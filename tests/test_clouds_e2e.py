@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -117,8 +118,15 @@ def test_gcp_restart_mid_hooks_resumes_from_the_journal(
         first.wait_for_event("watcher.started")
         sim.set_value(PREEMPTED, "TRUE")
         wait_until(lambda: "20-slow" in starts(record), 15, "the slow hook")
+        (slow,) = wait_until(
+            lambda: [e for e in first.events("hook.started") if e["hook"] == "20-slow"],
+            10, "hook.started 20-slow",
+        )  # fmt: skip
         first.signal(signal.SIGKILL)
         first.wait()
+        # systemd's KillMode=mixed kills the hook's group too; do the same here (a
+        # group left alive would be waited for, not run beside: test_run_faults_core).
+        os.killpg(int(slow["pid"]), signal.SIGKILL)
         recording_hook(hooks_dir, "20-slow", record)  # quick this time: 30 s is all there is
         second = daemons.start(sim.url, hooks_dir, "--cloud", "gcp")
         second.wait_for_event("notice.handled", timeout=40)
