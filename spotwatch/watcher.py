@@ -195,6 +195,7 @@ class Watcher:
         self._settle_orphan = settle_orphan
         self._group_record = group_record
         self._spawned: dict[str, Any] | None = None
+        self._folded_kinds: set[tuple[str, str]] = set()
         self._hook_running: str | None = None
 
     # -- the loop -------------------------------------------------------------
@@ -699,7 +700,12 @@ class Watcher:
         self._journal.fold(notice, into.id)
         self._handled.add(notice.id)
         current = run.deadline if run is not None else into.deadline
-        self._log.warning(
+        # A notice whose time moves on every poll folds in on every poll: the first
+        # fold of its kind into an end (or one that brings the deadline forward) is
+        # a warning, the repeats are info.
+        repeat = (into.id, notice.kind) in self._folded_kinds and notice.deadline >= current
+        self._folded_kinds.add((into.id, notice.kind))
+        (self._log.info if repeat else self._log.warning)(
             "notice.folded",
             notice_id=notice.id,
             kind=notice.kind,
