@@ -329,10 +329,16 @@ class Watcher:
         """The STATUS line while a handled or folded notice is still out: the hooks of
         its end across every run (the journal's count, not this run's)."""
         owner = self._journal.folded_into(notice.id) or notice.id
+        stamp = time.strftime("%H:%M:%SZ", time.gmtime(self._wall()))
+        if not self._journal.is_complete(owner):
+            # Not closed: its hooks directory never came back in time.
+            return (
+                f"watching; last poll {stamp}: {notice.kind} {notice.action} still out, "
+                "not handled: no hook ran"
+            )
         finished = self._journal.finished_hooks(owner)
         ok = sum(1 for f in finished.values() if f.get("outcome") == "ok")
         folded = f", folded into {owner}" if owner != notice.id else ""
-        stamp = time.strftime("%H:%M:%SZ", time.gmtime(self._wall()))
         return (
             f"watching; last poll {stamp}: {notice.kind} {notice.action} still out{folded}, "
             f"handled ({ok}/{len(finished)} hooks ok)"
