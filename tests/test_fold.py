@@ -250,3 +250,29 @@ def test_after_a_resumed_run_the_status_line_counts_every_hook_of_the_notice() -
     assert [r["hooks"] for r in h.runs] == [["40-d"]]
     assert any("handled spot-interruption terminate (4/4 hooks ok)" in m
                for m in h.notifier.messages), h.notifier.messages  # fmt: skip
+
+
+def test_a_hooks_dir_that_never_comes_back_leaves_the_notice_open() -> None:
+    from tests.watch_helpers import FakePlan
+
+    h = Harness({"spot-interruption": []}, stop_after_polls=3)
+    spot = notice(nid="spot", lead=30.0, clock=h.clock)
+    h.monitors[0].script = [spot] * 3
+    looks: list[int] = []
+
+    def missing(directory: Path) -> FakePlan:
+        looks.append(1)
+        return FakePlan(directory, (), problem="hooks directory gone", missing=True)
+
+    h.watcher._plan = missing  # type: ignore[assignment]
+    with capture_logs() as logs:
+        h.watcher.run()
+    events = [e["event"] for e in logs]
+    assert "hooks.dir_missing" in events and "notice.not_handled" in events
+    assert "notice.handled" not in events
+    assert h.runs == [] and "spot" not in h.journal.completed  # not closed
+    assert h.journal.begun == ["spot"]  # recorded: a restart in time resumes it
+    # Looked again about once a second until the deadline less the margin (20 s).
+    assert 15 <= len(looks) <= 25
+    assert events.count("hooks.dir_missing") == 1  # later polls do not wait again
+    assert any("not handled: no hook ran" in m for m in h.notifier.messages)

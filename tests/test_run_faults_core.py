@@ -302,11 +302,18 @@ def test_a_hooks_dir_missing_at_the_notice_is_waited_for(
     assert starts(record) == ["10-hook"]
 
 
-def test_a_notice_that_ran_no_hooks_is_a_warning(
-    sim: ImdsSimulator, hooks_dir: Path, daemons: Daemons
+def test_a_notice_that_ran_no_hooks_is_a_warning_and_names_what_it_skipped(
+    sim: ImdsSimulator, hooks_dir: Path, record: Path, daemons: Daemons
 ) -> None:
+    # Only names the rules skip for good reason: a backup and a disabled hook.
+    recording_hook(hooks_dir, "10-hook~", record)
+    recording_hook(hooks_dir, "20-hook.disabled", record)
     daemon = daemons.start(sim.url, hooks_dir)
     daemon.wait_for_event("watcher.started")
     sim.schedule_notice("terminate")
     handled = daemon.wait_for_event("notice.handled", timeout=20)[0]
     assert handled["level"] == "warning" and handled["hooks"] == 0
+    (ignored,) = daemon.events("hooks.ignored")
+    assert ignored["level"] == "info"
+    assert sorted(ignored["names"]) == ["10-hook~", "20-hook.disabled"]
+    assert starts(record) == []
