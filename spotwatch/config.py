@@ -17,6 +17,7 @@ from spotwatch.errors import UsageError
 DEFAULT_IMDS_URL = "http://169.254.169.254"
 DEFAULT_INTERVAL = 5.0
 DEFAULT_HOOKS_DIR = "/etc/spotwatch/hooks.d"
+DEFAULT_RESUME_DIR = "/etc/spotwatch/resume.d"
 DEFAULT_STATE_DIR = "/var/lib/spotwatch"
 DEFAULT_HOOK_TIMEOUT = 60.0
 DEFAULT_DEADLINE_MARGIN = 10.0
@@ -24,7 +25,9 @@ DEFAULT_HOOK_OUTPUT_HEAD = 100
 DEFAULT_HOOK_OUTPUT_TAIL = 100
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg", "migrate")  # migrate: issue 12, Google
+# migrate: Google only; shutdown: a system shutdown with no notice (on by default).
+WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg", "migrate", "shutdown")
+DEFAULT_WATCH = ("spot", "shutdown")
 DEFAULT_ASG_DEADLINE = 300.0
 DEFAULT_MAINTENANCE_LEAD = 300.0
 # Issue 12: which cloud.
@@ -39,6 +42,7 @@ class RunConfig:
     imds_url: str = DEFAULT_IMDS_URL
     interval: float = DEFAULT_INTERVAL
     hooks_dir: Path = Path(DEFAULT_HOOKS_DIR)
+    resume_dir: Path = Path(DEFAULT_RESUME_DIR)
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     deadline_margin: float = DEFAULT_DEADLINE_MARGIN
@@ -52,7 +56,7 @@ class RunConfig:
     # metrics (issue 14): Prometheus textfile for node_exporter
     metrics_file: Path | None = None
     # Issue 11: what to watch (spot, rebalance, maintenance, asg) and their settings.
-    watch: tuple[str, ...] = ("spot",)
+    watch: tuple[str, ...] = DEFAULT_WATCH
     asg_lifecycle_hook: str | None = None
     asg_name: str | None = None
     asg_deadline: float = DEFAULT_ASG_DEADLINE
@@ -147,6 +151,7 @@ _FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "--imds-url": (url, "imds_url"),
     "--interval": (seconds, "interval"),
     "--hooks-dir": (Path, "hooks_dir"),
+    "--resume-dir": (Path, "resume_dir"),
     "--state-dir": (Path, "state_dir"),
     "--hook-timeout": (seconds, "hook_timeout"),
     "--deadline-margin": (lambda t: seconds(t, allow_zero=True), "deadline_margin"),

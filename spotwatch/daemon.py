@@ -102,12 +102,20 @@ def build_watcher(
         ),
         drill=drill,
         max_notices=max_notices,
+        resume_dir=config.resume_dir,
     )
+    from spotwatch.boot import BootRecord
+    from spotwatch.shutdown import SystemShutdown
+
+    journal = Journal(config.state_dir)
+    boot = None if drill else BootRecord(config.state_dir, boot_id_path=boot_id_path())
+    if boot is not None:
+        boot.log_previous_end(lambda notice_id: list(journal.finished_hooks(notice_id)))
     return Watcher(
         settings,
         monitors=monitors,  # type: ignore[arg-type]
         read_identity=read_identity_now,
-        journal=Journal(config.state_dir),
+        journal=journal,
         stop=stop,
         notifier=Notifier(),
         plan=hooks.plan_hooks,
@@ -117,7 +125,18 @@ def build_watcher(
         environ=environ,
         listener=listener,
         followups=followups,  # type: ignore[arg-type]
+        shutdown=SystemShutdown(
+            signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
+        ),
+        boot=boot,
     )
+
+
+def boot_id_path() -> Path:
+    """Where the boot id is read (SPOTWATCH_BOOT_ID_FILE: tests)."""
+    from spotwatch.boot import BOOT_ID_PATH
+
+    return Path(os.environ.get("SPOTWATCH_BOOT_ID_FILE") or BOOT_ID_PATH)
 
 
 def decide_cloud(config: RunConfig) -> str:
@@ -141,9 +160,9 @@ def decide_cloud(config: RunConfig) -> str:
 
 
 _SOURCES_ON = {
-    "aws": ("spot", "rebalance", "maintenance", "asg"),
-    "gcp": ("spot", "maintenance", "migrate"),
-    "azure": ("spot", "maintenance"),
+    "aws": ("spot", "rebalance", "maintenance", "asg", "shutdown"),
+    "gcp": ("spot", "maintenance", "migrate", "shutdown"),
+    "azure": ("spot", "maintenance", "shutdown"),
 }
 
 
