@@ -15,7 +15,7 @@ from spotwatch.config import RunConfig
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
-from spotwatch.watcher import Listener, Watcher, WatchSettings
+from spotwatch.watcher import Listener, ShutdownLink, Watcher, WatchSettings
 
 if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
@@ -54,7 +54,10 @@ def build_watcher(
     drill: bool = False,
     max_notices: int | None = None,
     listener: Listener | None = None,
+    shutdown: ShutdownLink | None = None,
 ) -> Watcher:
+    """The watcher for ``config``. A drill passes its own ``shutdown`` link (or none):
+    only the daemon asks systemd, and only it keeps the boot record."""
     from spotwatch import hooks, runner
     from spotwatch.imds import ImdsClient, ImdsError, read_identity
     from spotwatch.journal import Journal
@@ -125,7 +128,9 @@ def build_watcher(
         environ=environ,
         listener=listener,
         followups=followups,  # type: ignore[arg-type]
-        shutdown=SystemShutdown(
+        shutdown=shutdown
+        if drill
+        else SystemShutdown(
             signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
         ),
         boot=boot,

@@ -52,14 +52,19 @@ def is_resume(notice: Notice) -> bool:
 
 def resume_notice(original: Notice, now: float) -> Notice:
     """The resume run of ``original``: its event's variables, SPOTWATCH_PHASE=resume."""
-    env = tuple(pair for pair in original.env if pair[0] != PHASE_VARIABLE)
+    own = (PHASE_VARIABLE, "SPOTWATCH_NOTICE_ID")
+    env = tuple(pair for pair in original.env if pair[0] not in own)
     return replace(
         original,
         id=RESUME_PREFIX + original.id,
         deadline=now + RESUME_WINDOW,
         ends_instance=False,
-        env=(*env, (PHASE_VARIABLE, RESUME)),
+        # The original's id for the hooks (the journal keys this run on its own id).
+        env=(*env, (PHASE_VARIABLE, RESUME), ("SPOTWATCH_NOTICE_ID", original.id)),
     )
+
+def original_id(notice: Notice) -> str:
+    return notice.id[len(RESUME_PREFIX):] if is_resume(notice) else notice.id
 
 
 @dataclass

@@ -767,7 +767,7 @@ class Watcher:
                 return
             gone = self._withdrawals.observe(name, answer)
             if gone is not None:
-                self._come_back(gone, f"{gone.kind} {gone.action} is over and the instance still runs")
+                self.come_back(gone, f"{gone.kind} {gone.action} is over and the instance still runs")
 
     def _come_back_after_boot(self) -> None:
         """A new boot of the same instance after an end whose hooks ran: come back."""
@@ -783,10 +783,11 @@ class Watcher:
                            "nothing to come back from")  # fmt: skip
         else:
             end = previous.last_end
-            self._come_back(end, f"a new boot of the same instance after {end.kind} {end.action}")
+            self.come_back(end, f"a new boot of the same instance after {end.kind} {end.action}")
         self._boot.resumed()
 
-    def _come_back(self, original: Notice, why: str) -> None:
+    def come_back(self, original: Notice, why: str) -> None:
+        """Run the resume hooks for ``original`` once (the drill calls this too)."""
         if self.settings.resume_dir is None:
             return
         notice = resume_notice(original, self._wall())
