@@ -224,7 +224,10 @@ def run_daemon(config: RunConfig) -> int:
     # Like any daemon, hold no directory busy; hooks run in / and can then be
     # started with posix_spawn (see runner). Paths given relative stay valid.
     config = dataclasses.replace(
-        config, hooks_dir=config.hooks_dir.absolute(), state_dir=config.state_dir.absolute()
+        config,
+        hooks_dir=config.hooks_dir.absolute(),
+        state_dir=config.state_dir.absolute(),
+        resume_dir=config.resume_dir.absolute(),
     )
     recorder = None
     if config.metrics_file is not None:
@@ -247,6 +250,7 @@ def run_daemon(config: RunConfig) -> int:
             pid=os.getpid(),
             imds_url=config.imds_url,
             state_dir=str(config.state_dir),
+            resume_dir=str(config.resume_dir),
             hook_timeout=config.hook_timeout,
             deadline_margin=config.deadline_margin,
             on_rebalance=config.on_rebalance,

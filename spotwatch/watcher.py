@@ -803,6 +803,11 @@ class Watcher:
         assert self.settings.resume_dir is not None
         identity = self._try_identity()
         plan = self._plan(self.settings.resume_dir)
+        if getattr(plan, "missing", False):
+            # resume.d is optional: without it there is nothing to put back.
+            self._log.info("resume.no_hooks", directory=str(self.settings.resume_dir),
+                           notice_id=notice.id)  # fmt: skip
+            return []
         log_plan(self._log, plan)
         pending = self._journal.pending_hooks(notice, plan.hooks)
         self._journal.begin(notice)
