@@ -691,7 +691,7 @@ class Watcher:
             return
         deadline = self._shutdown_deadline
         assert deadline is not None
-        target: Notice | None = None
+        target: Notice | None = self._journal.end_in_progress(self._wall())
         if not self._stopping():
             found = self._shutdown.last_check(self._monitors)
             ends = [n for n in found if n.ends_instance and not self._is_done(n)]
