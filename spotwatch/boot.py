@@ -92,7 +92,10 @@ def describe_previous(
             "note": "the previous boot ended with no shutdown run: power lost, a hard stop "
             "(or spotwatch was not running)",
         }
-    fields: dict[str, Any] = {"shutdown": shutdown.get("kind"), "notice_id": shutdown.get("notice_id")}
+    fields: dict[str, Any] = {
+        "shutdown": shutdown.get("kind"),
+        "notice_id": shutdown.get("notice_id"),
+    }
     state = shutdown.get("state")
     if state == "done":
         return {**fields, "end": SHUT_DOWN, "note": "shut down with the hooks done"}
@@ -136,7 +139,9 @@ class BootRecord:
         if old is not None and old.get("boot_id") not in (None, self.boot_id):
             self.previous = PreviousBoot(
                 boot_id=str(old.get("boot_id")),
-                instance_id=old.get("instance_id") if isinstance(old.get("instance_id"), str) else None,
+                instance_id=old.get("instance_id")
+                if isinstance(old.get("instance_id"), str)
+                else None,
                 last_end=notice_from(old["last_end"]) if old.get("last_end") else None,
                 shutdown=old.get("shutdown") if isinstance(old.get("shutdown"), dict) else None,
             )

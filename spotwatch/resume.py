@@ -63,8 +63,9 @@ def resume_notice(original: Notice, now: float) -> Notice:
         env=(*env, (PHASE_VARIABLE, RESUME), ("SPOTWATCH_NOTICE_ID", original.id)),
     )
 
+
 def original_id(notice: Notice) -> str:
-    return notice.id[len(RESUME_PREFIX):] if is_resume(notice) else notice.id
+    return notice.id[len(RESUME_PREFIX) :] if is_resume(notice) else notice.id
 
 
 @dataclass

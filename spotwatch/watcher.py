@@ -767,7 +767,8 @@ class Watcher:
                 return
             gone = self._withdrawals.observe(name, answer)
             if gone is not None:
-                self.come_back(gone, f"{gone.kind} {gone.action} is over and the instance still runs")
+                why = f"{gone.kind} {gone.action} is over and the instance still runs"
+                self.come_back(gone, why)
 
     def _come_back_after_boot(self) -> None:
         """A new boot of the same instance after an end whose hooks ran: come back."""
@@ -815,9 +816,13 @@ class Watcher:
         self._notifier.status(f"resume after {notice.kind}: running {len(pending)} hooks")
         results = self._run_pending(run, pending, identity)
         if len(results) < len(pending):
-            self._log.warning("resume.interrupted", notice_id=notice.id, done=len(results),
-                              left=len(pending) - len(results),
-                              note="the remaining resume hooks run when spotwatch starts again")  # fmt: skip
+            self._log.warning(
+                "resume.interrupted",
+                notice_id=notice.id,
+                done=len(results),
+                left=len(pending) - len(results),
+                note="the remaining resume hooks run when spotwatch starts again",
+            )
             return results
         self._journal.complete(notice.id)
         self._handled.add(notice.id)

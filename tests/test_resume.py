@@ -27,10 +27,10 @@ def _resume_runs(h: Harness) -> list[dict[str, Any]]:
 
 
 def test_the_withdrawable_sources_are_the_monitors_own() -> None:
-    assert WITHDRAWABLE_SOURCES == {
+    assert {
         monitors.SOURCE_REBALANCE, maintenance.SOURCE_SCHEDULED, gcp.SOURCE_MAINTENANCE,
         azure.SOURCE,
-    }  # fmt: skip
+    } == WITHDRAWABLE_SOURCES  # fmt: skip
 
 
 def test_withdrawals_wait_for_two_empty_answers_and_forget_after_an_end() -> None:

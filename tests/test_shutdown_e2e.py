@@ -35,7 +35,9 @@ def systemd(tmp_path: Path) -> dict[str, str]:
     jobs, state = tmp_path / "jobs", tmp_path / "state.txt"
     jobs.write_text("")
     state.write_text("running\n")
-    write_hook(bin_dir, "systemctl", FAKE_SYSTEMCTL.format(jobs=jobs, state=state).split("\n", 1)[1])
+    write_hook(
+        bin_dir, "systemctl", FAKE_SYSTEMCTL.format(jobs=jobs, state=state).split("\n", 1)[1]
+    )
     boot_id = tmp_path / "boot_id"
     boot_id.write_text("boot-1\n")
     import os
@@ -50,7 +52,9 @@ def systemd(tmp_path: Path) -> dict[str, str]:
 
 
 def _shutting_down(env: dict[str, str], target: str) -> None:
-    Path(env["_JOBS"]).write_text(f"   1 {target} start waiting\n  23 spotwatch.service stop running\n")
+    Path(env["_JOBS"]).write_text(
+        f"   1 {target} start waiting\n  23 spotwatch.service stop running\n"
+    )
     Path(env["_STATE"]).write_text("stopping\n")
 
 
@@ -115,7 +119,9 @@ def test_a_reboot_during_the_hooks_of_a_notice_runs_them_all_and_a_second_sigter
 ) -> None:  # fmt: skip
     record = tmp_path / "record.txt"
     gate = tmp_path / "gate"
-    recording_hook(hooks_dir, "10-slow", record, extra=f'while [ ! -e "{gate}" ]; do sleep 0.05; done')
+    recording_hook(
+        hooks_dir, "10-slow", record, extra=f'while [ ! -e "{gate}" ]; do sleep 0.05; done'
+    )
     recording_hook(hooks_dir, "20-next", record)
     recording_hook(hooks_dir, "30-last", record, extra="sleep 30")
     recording_hook(hooks_dir, "40-never", record)
