@@ -293,6 +293,12 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
             exit_code=2,
         )
+    if options.resume and not _resume_dir(options).is_dir():
+        raise SpotwatchError(
+            f"resume hooks directory {_resume_dir(options)} does not exist: "
+            "pass --resume-dir DIR (spotwatch install creates /etc/spotwatch/resume.d)",
+            exit_code=2,
+        )
     if options.cloud != "aws" and options.event not in ("spot", "maintenance", "shutdown"):
         raise SpotwatchError(
             f"--event {options.event} exists on AWS only; with --cloud {options.cloud} "
