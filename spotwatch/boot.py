@@ -1,7 +1,8 @@
 """What spotwatch remembers across boots: how the last boot ended, and the end to come back from.
 
 ``STATE_DIR/boot.json`` (mode 0600, written atomically) holds this boot's id
-(``/proc/sys/kernel/random/boot_id``), the instance id once read, the last
+(``/proc/sys/kernel/random/boot_id``, with pid 1's start time: see ``boot_key``),
+the instance id once read, the last
 notice that ended the instance and ran its hooks, and, once a system shutdown
 began, how its run went (``running``, then ``done`` or ``cut-short`` with the
 hooks left). On the next start a different boot id means a new boot: spotwatch
@@ -28,6 +29,7 @@ from spotwatch.logs import get_logger
 from spotwatch.notice import Notice
 
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+INIT_STAT_PATH = Path("/proc/1/stat")
 BOOT_NAME = "boot.json"
 
 # How the previous boot ended (boot.previous_end's "end").
@@ -51,6 +53,23 @@ def read_boot_id(path: Path = BOOT_ID_PATH) -> str | None:
         return path.read_text().strip() or None
     except OSError:
         return None
+
+
+def init_started(stat: Path = INIT_STAT_PATH) -> str | None:
+    """When pid 1 started (clock ticks after the kernel booted; /proc/1/stat field 22)."""
+    try:
+        text = stat.read_text()
+        return text[text.rindex(")") + 2 :].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_key(boot_id_path: Path = BOOT_ID_PATH, init_stat: Path = INIT_STAT_PATH) -> str:
+    """What tells this boot from the last: the kernel's boot id, and when pid 1 started.
+    The second matters in a container: there a unit sandboxed with
+    ProtectKernelTunables= sees the host's boot id, the same at every container boot."""
+    parts = [read_boot_id(boot_id_path) or "unknown", init_started(init_stat) or "?"]
+    return ":".join(parts)
 
 
 def notice_record(notice: Notice) -> dict[str, Any]:
@@ -126,6 +145,7 @@ class BootRecord:
         state_dir: Path,
         *,
         boot_id_path: Path = BOOT_ID_PATH,
+        init_stat: Path = INIT_STAT_PATH,
         wall_clock: Callable[[], float] = time.time,
         log: Any = None,
     ) -> None:
@@ -133,7 +153,7 @@ class BootRecord:
         self._wall = wall_clock
         self._log = log if log is not None else get_logger()
         self._write_failed = False
-        self.boot_id = read_boot_id(boot_id_path) or "unknown"
+        self.boot_id = boot_key(boot_id_path, init_stat)
         old = self._load()
         self.previous: PreviousBoot | None = None
         if old is not None and old.get("boot_id") not in (None, self.boot_id):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spotwatch.boot import BootRecord, read_boot_id
+from spotwatch.boot import BootRecord, boot_key, read_boot_id
 from tests.watch_helpers import notice
 
 
@@ -50,7 +50,7 @@ def test_an_end_with_no_shutdown_run_is_power_lost_or_a_hard_stop(tmp_path: Path
     _record(tmp_path, "b1").identity("i-0abc")
     fields = _previous_end(tmp_path, "b2")
     assert fields is not None and fields["end"] == "no-shutdown-run"
-    assert fields["previous_boot_id"] == "b1"
+    assert fields["previous_boot_id"].startswith("b1:")
 
 
 def test_a_shutdown_with_the_hooks_done(tmp_path: Path) -> None:
@@ -101,3 +101,16 @@ def test_boot_id_unreadable_or_state_corrupt(tmp_path: Path) -> None:
     rec = _record(tmp_path, "b1", log)
     assert rec.previous is None
     assert [e for e, _ in log.events] == ["boot.record_unreadable"]
+
+
+def test_the_boot_key_is_the_boot_id_and_when_pid_1_started(tmp_path: Path) -> None:
+    boot_id, stat = tmp_path / "boot_id", tmp_path / "stat"
+    boot_id.write_text("b1\n")
+    stat.write_text(
+        "1 (systemd (x)) S 0 1 1 0 -1 4194560 2867 16166 1 7 8 6 12 9 20 0 1 0 230453 2\n"
+    )
+    assert boot_key(boot_id, stat) == "b1:230453"
+    # In a container a sandboxed unit may see the host's boot id: pid 1's start tells.
+    stat.write_text("1 (systemd) S 0 1 1 0 -1 4194560 2867 16166 1 7 8 6 12 9 20 0 1 0 999 2\n")
+    assert boot_key(boot_id, stat) == "b1:999"
+    assert boot_key(tmp_path / "none", tmp_path / "none") == "unknown:?"
