@@ -588,9 +588,9 @@ def step_reboot_after_a_handled_stop_notice_runs_the_resume_hooks_after_the_boot
     assert status == 133, status  # nspawn's "reboot requested"
     # The end's hooks had run: the shutdown runs nothing more.
     assert box.records() == []
+    box.boot_again()
     last = {e["event"] for e in box.events_last_boot()}
     assert "shutdown.detected" in last and "shutdown.after_notice" in last
-    box.boot_again()
     wait_until(lambda: "10-back" in box.recorded("end"), 30, "the resume hook", step=0.2)
     back = [r for r in box.records() if r[1] == "start"]
     assert [r[0] for r in back] == ["10-back"] and back[0][2:4] == ["spot-interruption", "resume"]
