@@ -32,6 +32,12 @@ def check_directories(config: RunConfig) -> None:
             f"hooks directory {hooks_dir} {what}: create it (mkdir -p {hooks_dir}) "
             "or point --hooks-dir / SPOTWATCH_HOOKS_DIR at yours"
         )
+    resume_dir = config.resume_dir  # may be missing (no way back is run), never a file
+    if resume_dir.exists() and not resume_dir.is_dir():
+        raise UsageError(
+            f"resume hooks directory {resume_dir} is not a directory: remove it, or point "
+            "--resume-dir / SPOTWATCH_RESUME_DIR at a directory"
+        )
     from spotwatch import statedir
 
     state_dir = config.state_dir

@@ -188,6 +188,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "--imds-url": ["http://", "http://[::1", "http://127.0.0.1:99999", "http://a host"],
     "--interval": ["1e10", "0.000001", "soon"],
     "--hooks-dir": ["/nonexistent/hooks.d"],
+    "--resume-dir": ["/dev/null"],
     "--state-dir": ["/dev/null/state"],
     "--hook-timeout": ["0", "1e9"],
     "--deadline-margin": ["-1", "200"],
