@@ -157,6 +157,7 @@ def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting
     assert value(families, "spotwatch_fleet_events_in_flight") == 0
 
 
+@pytest.mark.slow
 def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
     make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
 ) -> None:
@@ -213,6 +214,7 @@ def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
     assert value(m, "spotwatch_fleet_last_receive_timestamp_seconds") > 0
 
 
+@pytest.mark.slow
 def test_a_bad_metrics_path_is_one_line_before_any_aws_call(
     watches: Callable[..., Watch], tmp_path: Path
 ) -> None:
