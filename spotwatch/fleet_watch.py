@@ -105,7 +105,7 @@ _QUEUE_URL_REGION = (
 
 
 @dataclass(frozen=True)
-class WatchSettings:
+class FleetWatchSettings:
     queue_url: str
     hooks_dir: Path | None = None
     json_output: bool = False
@@ -129,7 +129,7 @@ def region_from_queue_url(url: str) -> str | None:
     return None
 
 
-def check_settings(settings: WatchSettings) -> None:
+def check_settings(settings: FleetWatchSettings) -> None:
     if not settings.queue_url:
         raise UsageError("no queue URL: pass --queue-url or set SPOTWATCH_QUEUE_URL")
     if not settings.queue_url.startswith(("https://", "http://")):
@@ -198,7 +198,7 @@ class FleetWatcher:
 
     def __init__(
         self,
-        settings: WatchSettings,
+        settings: FleetWatchSettings,
         *,
         sqs: Any,
         tags: Tags,
@@ -795,7 +795,7 @@ class FleetWatcher:
 
 
 def watch(
-    settings: WatchSettings, *, region: str | None = None, metrics_file: Path | None = None
+    settings: FleetWatchSettings, *, region: str | None = None, metrics_file: Path | None = None
 ) -> int:
     """``spotwatch fleet watch``: real clients, signals and a scratch directory."""
     check_settings(settings)

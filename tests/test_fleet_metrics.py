@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from spotwatch import hooks, runner
-from spotwatch.fleet_watch import FleetWatcher, WatchSettings
+from spotwatch.fleet_watch import FleetWatcher, FleetWatchSettings
 from spotwatch.metrics import FleetMetrics, render
 from spotwatch.runner import HookResult
 from tests.fleet_helpers import (
@@ -133,7 +133,7 @@ def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting
     hook.chmod(0o755)
     m = FleetMetrics()
     watcher = FleetWatcher(
-        WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
+        FleetWatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                       max_messages=2, wait_seconds=0, hook_timeout=30, workers=4),
         sqs=sqs,
         tags=NoTags(),
