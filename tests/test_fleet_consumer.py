@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from spotwatch import hooks, runner
-from spotwatch.fleet_watch import FleetWatcher, FleetWatchSettings
+from spotwatch.fleet_settings import FleetWatchSettings
+from spotwatch.fleet_watch import FleetWatcher
 from tests.fleet_helpers import FakeError, FakeSqs, Log, NoTags, body
 
 

@@ -12,7 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from spotwatch import hooks, runner
-from spotwatch.fleet_watch import FleetWatcher, FleetWatchSettings
+from spotwatch.fleet_settings import FleetWatchSettings
+from spotwatch.fleet_watch import FleetWatcher
 from spotwatch.metrics import FleetMetrics, render
 from spotwatch.runner import HookResult
 from tests.fleet_helpers import (

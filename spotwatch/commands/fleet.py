@@ -129,7 +129,8 @@ def _setup(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     from spotwatch import logs
-    from spotwatch.fleet_watch import FleetWatchSettings, watch
+    from spotwatch.fleet_daemon import watch
+    from spotwatch.fleet_settings import FleetWatchSettings
 
     queue_url = args.queue_url if args.queue_url is not None else os.environ.get(QUEUE_URL_ENV)
     if not queue_url:
