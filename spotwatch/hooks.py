@@ -80,7 +80,7 @@ class HookPlan:
     rejected: tuple[Rejected, ...]
     problem: str | None = None
     fix: str = ""
-    missing: bool = False  # the directory does not exist (or is not a directory)
+    missing: bool = False  # the directory does not exist, is not one, or cannot be listed
 
     @property
     def refused(self) -> bool:
@@ -225,6 +225,7 @@ def plan_hooks(directory: Path, allowed_uids: frozenset[int] | None = None) -> H
             (),
             problem=f"cannot list hooks directory {directory}: {exc.strerror or exc}",
             fix="check its permissions",
+            missing=True,
         )
 
     dir_problem = safety_problem(dir_stat.st_mode, dir_stat.st_uid, allowed)
@@ -330,6 +331,8 @@ def notice_environment(
         "SPOTWATCH_INSTANCE_TYPE": identity.instance_type,
         "SPOTWATCH_REGION": identity.region,
         "SPOTWATCH_AZ": identity.availability_zone,
+        # hooks.d runs at the end; resume.d's run carries SPOTWATCH_PHASE=resume in env.
+        "SPOTWATCH_PHASE": "end",
     }
     variables.update(notice.env)
     if drill:
@@ -357,5 +360,8 @@ _NOTICE_VARIABLES = frozenset(
         "SPOTWATCH_GCE_MAINTENANCE_EVENT",
         "SPOTWATCH_AZURE_EVENT_ID",
         "SPOTWATCH_AZURE_EVENT_TYPE",
+        # A system shutdown with no notice, and the way back.
+        "SPOTWATCH_SHUTDOWN",
+        "SPOTWATCH_PHASE",
     }
 )

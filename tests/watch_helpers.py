@@ -85,6 +85,11 @@ class FakePlan:
     rejected: tuple[Any, ...] = ()
     problem: str | None = None
     fix: str = ""
+    missing: bool = False
+
+    @property
+    def warnings(self) -> tuple[Any, ...]:
+        return self.rejected
 
 
 @dataclass
@@ -104,8 +109,14 @@ class FakeJournal:
         self.begun.append(notice.id)
         self.begun_notices.append(notice)
 
-    def hook_started(self, notice_id: str, name: str) -> None:
+    def hook_started(self, notice_id: str, name: str, group: Any = None) -> None:
         pass
+
+    def running_hook(self, notice_id: str) -> str | None:
+        return None
+
+    def running_group(self, notice_id: str) -> Any:
+        return None
 
     def hook_finished(self, notice_id: str, result: Any) -> None:
         self.finished.setdefault(notice_id, []).append(result.name)
@@ -128,6 +139,12 @@ class FakeJournal:
             if n.ends_instance and n.id not in self.folds and deadline > now:
                 return n
         return None
+
+    def folded_into(self, notice_id: str) -> str | None:
+        return self.folds.get(notice_id)
+
+    def finished_hooks(self, notice_id: str) -> dict[str, dict[str, Any]]:
+        return {name: {"outcome": "ok"} for name in self.finished.get(notice_id, [])}
 
     def fold(self, notice: Notice, into: str) -> None:
         self.folds[notice.id] = into
@@ -192,6 +209,9 @@ class Harness:
         watchdog: float | None = None,
         stop_in_hook: str | None = None,
         followups: tuple[Any, ...] = (),
+        shutdown: Any = None,
+        boot: Any = None,
+        resume_hooks: tuple[str, ...] | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.stop = FakeStop(self.clock)
@@ -199,6 +219,7 @@ class Harness:
         self.notifier = FakeNotifier(self.clock, watchdog)
         self.monitors = [ScriptedMonitor(n, self.clock, s) for n, s in scripts.items()]
         self.hooks = tuple(FakeHook(h, Path("/hooks") / h) for h in hooks)
+        self.resume_hooks = tuple(FakeHook(h, Path("/resume") / h) for h in resume_hooks or ())
         self.runs: list[dict[str, Any]] = []
         self.stop_answers: list[bool | str] = []  # should_stop's answers that stopped a run
         self.stop_after_polls = stop_after_polls
@@ -210,18 +231,20 @@ class Harness:
                 hooks_dir=Path("/hooks"),
                 hooks=HookSettings(hook_timeout=30.0, deadline_margin=10.0),
                 max_notices=max_notices,
+                resume_dir=Path("/resume") if resume_hooks is not None else None,
             ),
             monitors=self.monitors,
             read_identity=lambda: Identity(instance_id="i-0abc"),
             journal=self.journal,
             stop=self.stop,
             notifier=self.notifier,
-            plan=lambda d: FakePlan(d, self.hooks),
+            plan=lambda d: FakePlan(d, self.resume_hooks if d == Path("/resume") else self.hooks),
             runner=self.run_hooks,
             hook_environment=lambda base, n, ident, drill=False: {
                 "SPOTWATCH_NOTICE_ID": n.id,
                 "SPOTWATCH_INSTANCE_ID": ident.instance_id,
                 "SPOTWATCH_EVENT": n.kind,
+                "SPOTWATCH_ACTION": n.action,
                 "SPOTWATCH_DEADLINE": str(int(n.deadline)),
                 **dict(n.env),
             },
@@ -231,6 +254,8 @@ class Harness:
             environ={},
             listener=lambda e, f: self.events.append((e, dict(f))),
             followups=followups,
+            shutdown=shutdown,
+            boot=boot,
         )
         original = self.watcher.poll_once
 

@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> None:
             "a flag on the command line wins."
         ),
     )
-    add = parser.add_argument
+    add = _with_range(parser.add_argument)
     add("--imds-url", metavar="URL", help=f"IMDS base URL (default {config.DEFAULT_IMDS_URL})")
     add(
         "--interval",
@@ -28,6 +28,12 @@ def add_parser(subparsers: Any) -> None:
         help=f"seconds between polls (default {config.DEFAULT_INTERVAL:g})",
     )
     add("--hooks-dir", metavar="DIR", help=f"hook scripts (default {config.DEFAULT_HOOKS_DIR})")
+    add(
+        "--resume-dir",
+        metavar="DIR",
+        help="hooks run when an end that ran the hooks turned out not to be one "
+        f"(default {config.DEFAULT_RESUME_DIR}; need not exist)",
+    )
     add("--state-dir", metavar="DIR", help=f"journal location (default {config.DEFAULT_STATE_DIR})")
     add(
         "--hook-timeout",
@@ -50,7 +56,8 @@ def add_parser(subparsers: Any) -> None:
     add(
         "--watch",
         metavar="LIST",
-        help="comma-separated sources: spot, rebalance, maintenance, asg (default spot)",
+        help="comma-separated sources: spot, rebalance, maintenance, asg, migrate, shutdown "
+        "(default spot,shutdown; shutdown: run the hooks on a system shutdown with no notice)",
     )
     add(
         "--asg-lifecycle-hook",
@@ -106,6 +113,19 @@ def add_parser(subparsers: Any) -> None:
         "collector (a *.prom file in its --collector.textfile.directory; default: none)",
     )
     parser.set_defaults(func=_main)
+
+
+def _with_range(add_argument: Any) -> Any:
+    """``add_argument`` that appends the flag's range, from config.SETTINGS, to its help."""
+
+    def add(flag: str, **kwargs: Any) -> Any:
+        setting = config.BY_FLAG.get(flag)
+        span = setting.range_text() if setting is not None else None
+        if span is not None and "help" in kwargs:
+            kwargs["help"] = f"{kwargs['help']}; range {span}"
+        return add_argument(flag, **kwargs)
+
+    return add
 
 
 def _main(args: argparse.Namespace) -> int:

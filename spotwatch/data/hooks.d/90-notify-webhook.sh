@@ -20,6 +20,10 @@ left=${left%.*}
 text="${SPOTWATCH_EVENT:-spot-interruption} on ${SPOTWATCH_INSTANCE_ID:-${HOSTNAME:-?}}"
 text+=" (${SPOTWATCH_INSTANCE_TYPE:-?}, ${SPOTWATCH_AZ:-?}): ${SPOTWATCH_ACTION:-?}"
 text+=" at ${SPOTWATCH_NOTICE_TIME:-?}, ${left} s left"
+if [[ ${SPOTWATCH_EVENT:-} == shutdown ]]; then
+    text="${SPOTWATCH_INSTANCE_ID:-${HOSTNAME:-?}} (${SPOTWATCH_INSTANCE_TYPE:-?}, ${SPOTWATCH_AZ:-?}):"
+    text+=" shutting down (${SPOTWATCH_SHUTDOWN:-unknown}), no notice, ${left} s left"
+fi
 if [[ ${SPOTWATCH_DRILL:-} == 1 ]]; then text="[drill] $text"; fi
 
 # JSON string escaping for the characters that can occur here.
