@@ -5,7 +5,10 @@ One receiver thread long-polls the queue (batches of up to 10) while up to
 ``spotwatch.runner``, the same rules as on the instance); the main thread keeps
 the books. The watcher holds at most ``2 x workers`` messages (the hand), so its
 memory stays flat however deep the queue is. What may run next, what to extend,
-when to delete are pure decisions in ``spotwatch.fleet_schedule``.
+when to delete are pure decisions in ``spotwatch.fleet_schedule``; the calls to
+SQS (batched) are ``spotwatch.fleet_queue``'s; the settings are in
+``spotwatch.fleet_settings``, stdout in ``spotwatch.fleet_output``, and the
+assembly with real clients in ``spotwatch.fleet_daemon``.
 
 Delivery rules:
 
@@ -16,7 +19,7 @@ Delivery rules:
   extends the ones running low in one ``ChangeMessageVisibilityBatch``;
 - a message is deleted only once every hook for it succeeded, in
   ``DeleteMessageBatch`` calls sent as soon as 10 are ready (or at once when
-  nothing else is in hand, or after DELETE_DELAY); on a failure it is made
+  nothing else is in hand, or after a second); on a failure it is made
   visible again after the visibility timeout (counted from the failure);
 - an event id already acted on by this watcher is deleted without running hooks
   (EventBridge delivers at least once);
@@ -37,34 +40,35 @@ handed back too).
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from spotwatch import fleet_schedule as schedule
-from spotwatch.errors import SpotwatchError, UsageError, aws_error_text
+from spotwatch.errors import SpotwatchError, aws_error_text
 from spotwatch.fleet_events import (
     FleetEvent,
     NotAnEvent,
     SeenEvents,
     event_environment,
-    event_line,
-    event_record,
     lifecycle_action,
     parse_message,
 )
-from spotwatch.fleet_schedule import MAX_BATCH, Slot
-from spotwatch.fleet_tags import InstanceTags, NoTags, TagLookup, Tags, lookable
+from spotwatch.fleet_output import EventOutput
+from spotwatch.fleet_queue import FleetQueue, Received
+from spotwatch.fleet_schedule import Slot
+from spotwatch.fleet_settings import (
+    MAX_VISIBILITY_TIMEOUT,
+    FleetWatchSettings,
+)
+from spotwatch.fleet_tags import TagLookup, Tags
 from spotwatch.hooks import REFUSED, log_plan
 from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
@@ -76,12 +80,6 @@ if TYPE_CHECKING:
     from spotwatch.runner import HookResult
     from spotwatch.stopper import StopFlag
 
-MAX_WAIT_SECONDS = 20  # SQS long-poll limit
-MAX_VISIBILITY_TIMEOUT = 43200
-MAX_WORKERS = 1024
-DEFAULT_WORKERS = 16
-WORKERS_ENV = "SPOTWATCH_FLEET_WORKERS"
-DELETE_DELAY = 1.0  # seconds a handled message may wait to be deleted in a batch
 BACKOFF_MAX = 30.0
 TICK = 0.1  # the book-keeper's beat while messages are in hand
 IDLE_TICK = 0.25
@@ -98,99 +96,6 @@ RELEASED = "released"
 # Why the runner stopped between an event's hooks (hooks.stopped).
 LOST_REASON = "the message's visibility ran out; another watcher may have it"
 
-_QUEUE_URL_REGION = (
-    re.compile(r"^https?://sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"),
-    re.compile(r"^https?://([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?/"),
-)
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    queue_url: str
-    hooks_dir: Path | None = None
-    json_output: bool = False
-    max_messages: int | None = None  # stop after handling this many messages
-    wait_seconds: int = MAX_WAIT_SECONDS
-    visibility_timeout: int | None = None  # None: the queue's own
-    hook_timeout: float = 30.0
-    kill_grace: float = 5.0
-    workers: int = DEFAULT_WORKERS  # events whose hooks may run at once
-    lifecycle_heartbeat: float | None = None  # None: half the lifecycle hook's HeartbeatTimeout
-    tags: bool = True  # look instances' tags up (DescribeInstances); False: --no-tags
-    status: bool | None = None  # a status line every few seconds; None: on a terminal
-
-
-def region_from_queue_url(url: str) -> str | None:
-    """``us-east-1`` from ``https://sqs.us-east-1.amazonaws.com/...``; None for other hosts."""
-    for pattern in _QUEUE_URL_REGION:
-        match = pattern.match(url)
-        if match:
-            return match.group(1)
-    return None
-
-
-def check_settings(settings: WatchSettings) -> None:
-    if not settings.queue_url:
-        raise UsageError("no queue URL: pass --queue-url or set SPOTWATCH_QUEUE_URL")
-    if not settings.queue_url.startswith(("https://", "http://")):
-        raise UsageError(
-            f"--queue-url {settings.queue_url!r} is not a URL; "
-            "use what 'spotwatch fleet setup' printed"
-        )
-    if not 0 <= settings.wait_seconds <= MAX_WAIT_SECONDS:
-        raise UsageError(f"--wait-seconds must be 0..{MAX_WAIT_SECONDS}")
-    vt = settings.visibility_timeout
-    if vt is not None and not 0 <= vt <= MAX_VISIBILITY_TIMEOUT:
-        raise UsageError(f"--visibility-timeout must be 0..{MAX_VISIBILITY_TIMEOUT} seconds")
-    if settings.max_messages is not None and settings.max_messages < 0:
-        raise UsageError("--max-messages must be 0 or more")
-    if settings.hook_timeout <= 0:
-        raise UsageError("--hook-timeout must be more than 0 seconds")
-    beat = settings.lifecycle_heartbeat
-    if beat is not None and not 1 <= beat <= 3600:
-        raise UsageError("--lifecycle-heartbeat must be 1..3600 seconds")
-    if not 1 <= settings.workers <= MAX_WORKERS:
-        raise UsageError(f"--workers must be 1..{MAX_WORKERS} (or set {WORKERS_ENV})")
-
-
-@dataclass
-class _Received:
-    message: dict[str, Any]
-    event: FleetEvent | None
-    problem: str  # why it is not an event, when event is None
-    received: float  # monotonic
-    lost: bool = False  # another watcher may have it now: run no further hook
-
-    @property
-    def message_id(self) -> str:
-        return str(self.message.get("MessageId", ""))
-
-    @property
-    def receipt(self) -> str:
-        return str(self.message.get("ReceiptHandle", ""))
-
-    @property
-    def receive_count(self) -> str:
-        return str(self.message.get("Attributes", {}).get("ApproximateReceiveCount", ""))
-
-    @property
-    def sent(self) -> float | None:
-        """When SQS got it (epoch seconds), if it said."""
-        try:
-            return int(self.message.get("Attributes", {})["SentTimestamp"]) / 1000.0
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def order_key(self, key: str) -> str:
-        """What must not run twice at once: the instance, else the event, else the message."""
-        event = self.event
-        if event is None:
-            return f"message:{key}"
-        if lookable(event.region, event.instance_id) or event.instance_id != "unknown":
-            return f"instance:{event.region}/{event.instance_id}"
-        return f"event:{event.event_id}"
-
-
 class FleetWatcher:
     """The consumer: a receiver thread, ``settings.workers`` workers, and the main
     thread keeping the books (visibility, deletes, status, stopping). Clients, hook
@@ -198,7 +103,7 @@ class FleetWatcher:
 
     def __init__(
         self,
-        settings: WatchSettings,
+        settings: FleetWatchSettings,
         *,
         sqs: Any,
         tags: Tags,
@@ -217,19 +122,20 @@ class FleetWatcher:
         metrics: FleetMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self._log = log if log is not None else get_logger()
         # Thread-safe; called from the receiver and the workers, never under self._lock
         # (a write of the metrics file must not hold up the book-keeping).
         self._metrics = metrics if metrics is not None else FleetMetrics()  # counts only
-        self._sqs = sqs
+        self._queue = FleetQueue(sqs, settings.queue_url, log=self._log, clock=clock)
         self._stop = stop
         self._plan = plan
         self._runner = runner
         self._workdir = workdir
-        self._out = out if out is not None else sys.stdout
+        self._output = EventOutput(out if out is not None else sys.stdout,
+                                   json_output=settings.json_output, log=self._log)
         self._environ = environ if environ is not None else os.environ
         self._clock = clock
         self._wall_clock = wall_clock
-        self._log = log if log is not None else get_logger()
         self._lifecycle = lifecycle
         self._status_interval = status_interval
         self._lookup = TagLookup(tags, log=self._log)
@@ -239,13 +145,9 @@ class FleetWatcher:
         self._capacity = schedule.capacity_for(settings.workers)
         self._last_plan_warnings: tuple[Any, ...] | None = None
         self._receive_fault: str | None = None
-        self._extend_fault: str | None = None
-        self._print_failed = False
-        self._print_lock = threading.Lock()
-        self._extend_after = 0.0  # after a failed extension call: not before this
         self._status = (
             settings.status if settings.status is not None
-            else (not settings.json_output and _isatty(self._out))
+            else (not settings.json_output and self._output.is_terminal())
         )
         # Everything below is shared between threads: guarded by _lock.
         self._lock = threading.Lock()
@@ -255,17 +157,14 @@ class FleetWatcher:
         self._quit = threading.Event()  # ends the receiver's back-off sleeps
         self._backoff = backoff if backoff is not None else self._quit.wait
         self._slots: dict[str, Slot] = {}
-        self._items: dict[str, _Received] = {}
+        self._items: dict[str, Received] = {}
         self._seq = 0
-        self._ready: list[_Received] = []  # handled, to be deleted
-        self._ready_since = 0.0
         self._closing = False  # receive no more
         self._stopping = False  # start no more hooks either
         self._receiver_done = False
         self._receiver_failed = False
         self._handled_at: deque[float] = deque(maxlen=100000)
         self.released = 0
-        self.calls: dict[str, int] = {"receive": 0, "delete": 0, "extend": 0, "release": 0}
         self.counts: dict[str, int] = {
             k: 0 for k in (DONE, FAILED, DUPLICATE, BAD, IGNORED, LOST)
         }
@@ -278,10 +177,7 @@ class FleetWatcher:
     def start(self) -> None:
         """Check the queue is there and learn its visibility timeout; fail fast if not."""
         try:
-            attrs = self._sqs.get_queue_attributes(
-                QueueUrl=self.settings.queue_url,
-                AttributeNames=["VisibilityTimeout", "RedrivePolicy", "QueueArn"],
-            )["Attributes"]
+            attrs = self._queue.attributes()
         except Exception as exc:  # any failure here is the operator's to fix
             raise SpotwatchError(
                 f"cannot use queue {self.settings.queue_url}: {aws_error_text(exc)} "
@@ -331,7 +227,8 @@ class FleetWatcher:
             self._lookup.close()
             self._metrics.flush(force=True)
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
-                       sqs_calls=self.calls, tags_calls=getattr(self._lookup.tags, "calls", None),
+                       sqs_calls=self._queue.calls,
+                       tags_calls=getattr(self._lookup.tags, "calls", None),
                        tags_snapshots=getattr(self._lookup.tags, "snapshots", None),
                        **self.counts)
         return 1 if self._receiver_failed else 0
@@ -359,7 +256,7 @@ class FleetWatcher:
                 self._print_status()
             if finished:
                 return
-            self._wake.wait(TICK if busy or self._ready else IDLE_TICK)
+            self._wake.wait(TICK if busy or self._queue.has_ready() else IDLE_TICK)
             self._wake.clear()
 
     def _begin_stop(self) -> None:
@@ -376,7 +273,7 @@ class FleetWatcher:
             self._work.notify_all()
             self._room.notify_all()
         self._quit.set()
-        self._release(items)
+        self._queue.release(items)
 
     def _enough(self) -> bool:
         limit = self.settings.max_messages
@@ -409,7 +306,8 @@ class FleetWatcher:
                         self._room.wait(1.0)
                 asked = self._clock()  # SQS hides the messages from about now
                 try:
-                    messages = self._receive(want)
+                    messages = self._queue.receive(want, self.settings.wait_seconds,
+                                                   self.settings.visibility_timeout)
                 except Exception as exc:  # log once, back off, keep watching
                     self._metrics.receive_failed()
                     text = aws_error_text(exc)
@@ -437,28 +335,15 @@ class FleetWatcher:
                 self._work.notify_all()
             self._wake.set()
 
-    def _receive(self, want: int) -> list[dict[str, Any]]:
-        request: dict[str, Any] = {
-            "QueueUrl": self.settings.queue_url,
-            "MaxNumberOfMessages": want,
-            "WaitTimeSeconds": self.settings.wait_seconds,
-            "AttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
-        }
-        if self.settings.visibility_timeout is not None:
-            request["VisibilityTimeout"] = self.settings.visibility_timeout
-        self.calls["receive"] += 1
-        messages: list[dict[str, Any]] = self._sqs.receive_message(**request).get("Messages", [])
-        return messages
-
     @staticmethod
-    def _parse(message: dict[str, Any], received: float) -> _Received:
+    def _parse(message: dict[str, Any], received: float) -> Received:
         try:
             event = parse_message(str(message.get("Body", "")))
         except NotAnEvent as exc:
-            return _Received(message, None, exc.reason, received)
-        return _Received(message, event, "", received)
+            return Received(message, None, exc.reason, received)
+        return Received(message, event, "", received)
 
-    def _take(self, received: list[_Received], asked: float) -> None:
+    def _take(self, received: list[Received], asked: float) -> None:
         """Put freshly received messages in the hand (or straight back, when stopping)."""
         if not received:
             return
@@ -476,7 +361,7 @@ class FleetWatcher:
                     self._slots[key] = Slot(key, item.order_key(key), self._seq, hidden_until)
                 self._work.notify(len(received))
         if back:
-            self._release(back)
+            self._queue.release(back)
             return
         with self._lock:
             seen = self._seen
@@ -523,7 +408,7 @@ class FleetWatcher:
                 self._wake.set()
 
     # -- one message --------------------------------------------------------------------
-    def handle(self, item: _Received) -> str:
+    def handle(self, item: Received) -> str:
         event = item.event
         log = self._log.bind(message_id=item.message_id)
         if event is None:
@@ -544,7 +429,7 @@ class FleetWatcher:
             self._delete(item)
             return DUPLICATE
         tags = self._lookup.get(event.region, event.instance_id)
-        self._print(event, tags)
+        self._output.event(event, tags)
         fields = {"kind": event.kind, "action": event.action, "instance_id": event.instance_id,
                   "region": event.region, "event_time": event.time}
         if event.problem:
@@ -555,7 +440,7 @@ class FleetWatcher:
             return DONE
         return self._run_hooks(item, event, tags, log)
 
-    def _run_hooks(self, item: _Received, event: FleetEvent, tags: Mapping[str, str],
+    def _run_hooks(self, item: Received, event: FleetEvent, tags: Mapping[str, str],
                    log: Any) -> str:
         assert self.settings.hooks_dir is not None
         plan = self._plan(self.settings.hooks_dir)
@@ -569,7 +454,7 @@ class FleetWatcher:
         except OSError as exc:
             log.error("fleet.event_file_failed", path=str(path), error=str(exc),
                       note="hooks not run; left in the queue for redelivery")
-            self._set_visibility(item, self._visibility or 0, log)
+            self._queue.set_visibility(item, self._visibility or 0, log)
             return FAILED
         action = lifecycle_action(event) if self._lifecycle is not None else None
         beats = None
@@ -606,17 +491,17 @@ class FleetWatcher:
                         hooks=len(results), duration=duration, retry_in=retry_in,
                         receive_count=item.receive_count,
                         note="left in the queue for redelivery")
-            self._set_visibility(item, retry_in, log)
+            self._queue.set_visibility(item, retry_in, log)
             return FAILED
         if action is not None and self._lifecycle is not None and not self._lifecycle.complete(
                 event.region, action, log):
-            self._set_visibility(item, self._visibility or 0, log)
+            self._queue.set_visibility(item, self._visibility or 0, log)
             return FAILED
         self._done(item, event)
         log.info("fleet.handled", hooks=len(results), duration=duration)
         return DONE
 
-    def _done(self, item: _Received, event: FleetEvent) -> None:
+    def _done(self, item: Received, event: FleetEvent) -> None:
         with self._lock:
             self._seen.add(event.event_id)
         self._delete(item)
@@ -629,30 +514,6 @@ class FleetWatcher:
             self._last_plan_warnings = warnings
         log_plan(self._log, plan)
 
-    def _print(self, event: FleetEvent, tags: Mapping[str, str]) -> None:
-        if self.settings.json_output:
-            line = json.dumps(event_record(event, tags), sort_keys=False)
-        else:
-            line = event_line(event, tags)
-        self._write(line)
-
-    def _write(self, line: str) -> None:
-        # One line at a time from many workers; a lock of its own, so a slow
-        # reader of stdout does not hold up the book-keeping.
-        with self._print_lock:
-            try:
-                self._out.write(line + "\n")
-                self._out.flush()
-            except (OSError, ValueError) as exc:
-                if self._print_failed:
-                    return
-                self._print_failed = True
-                error = str(exc)
-            else:
-                return
-        self._log.warning("fleet.print_failed", error=error,
-                          note="events are still acted on; see the log")
-
     def _print_status(self) -> None:
         now, wall = self._clock(), self._wall_clock()
         with self._lock:
@@ -662,53 +523,38 @@ class FleetWatcher:
                     for i in self._items.values()]
             events_per_s = schedule.rate(self._handled_at, now, RATE_WINDOW)
         oldest = f"{max(ages):.0f} s" if ages else "-"
-        self._write(f"status: {events_per_s:.1f} events/s, {running} running, "
+        self._output.line(f"status: {events_per_s:.1f} events/s, {running} running, "
                     f"{held} in hand, oldest message {oldest}")
 
-    # -- SQS bookkeeping --------------------------------------------------------------
+    # -- keeping the messages in hand hidden ----------------------------------------------
     def _extend_due(self) -> None:
         """Keep every message in hand hidden: one batch call for those running low."""
-        now = self._clock()
-        if now < self._extend_after:
+        if not self._queue.may_extend():
             return
         with self._lock:
             due = [(s, self._items[s.key])
-                   for s in schedule.to_extend(self._slots.values(), now,
+                   for s in schedule.to_extend(self._slots.values(), self._clock(),
                                                renew_below=self._renew_below)]
         seconds = int(min(MAX_VISIBILITY_TIMEOUT, self._extend_to))
         for chunk in schedule.batches(due):
             asked = self._clock()
-            entries = [{"Id": str(n), "ReceiptHandle": item.receipt, "VisibilityTimeout": seconds}
-                       for n, (_, item) in enumerate(chunk)]
-            self.calls["extend"] += 1
-            try:
-                response = self._sqs.change_message_visibility_batch(
-                    QueueUrl=self.settings.queue_url, Entries=entries)
-            except Exception as exc:  # tried again next tick; logged once
-                text = aws_error_text(exc)
-                if text != self._extend_fault:
-                    self._extend_fault = text
-                    self._log.warning("fleet.extend_failed", error=text, count=len(chunk),
-                                      note="retrying; a message whose timeout runs out may "
-                                      "go to another watcher")
-                self._extend_after = self._clock() + 1.0  # not ten calls a second to a fault
+            failed = self._queue.extend([item for _, item in chunk], seconds)
+            if failed is None:
                 return
-            self._extend_fault = None
-            failed = {str(f.get("Id")): f for f in (response or {}).get("Failed", [])}
-            lost: list[tuple[_Received, str]] = []
+            lost: list[tuple[Received, str]] = []
             dropped = 0  # lost while waiting for a worker: no worker will report them
             with self._lock:
                 for n, (slot, item) in enumerate(chunk):
                     current = self._slots.get(slot.key)
                     if current is None:
                         continue  # finished meanwhile
-                    failure = failed.get(str(n))
+                    failure = failed.get(n)
                     if failure is None:
                         self._slots[slot.key] = replace(current, hidden_until=asked + seconds)
                         if not current.running:
                             self._work.notify()  # it may have been waiting for this
                     elif current.hidden_until <= asked:  # its time ran out: maybe not ours
-                        lost.append((item, f"{failure.get('Code')}: {failure.get('Message', '')}"))
+                        lost.append((item, failure))
                         item.lost = True
                         if not current.running:
                             del self._slots[slot.key]
@@ -724,167 +570,14 @@ class FleetWatcher:
                                   note="its visibility timeout ran out; another watcher has it "
                                   "or will")
 
-    def _set_visibility(self, item: _Received, seconds: int, log: Any) -> None:
-        try:
-            self._sqs.change_message_visibility(
-                QueueUrl=self.settings.queue_url,
-                ReceiptHandle=item.receipt,
-                VisibilityTimeout=seconds,
-            )
-        except Exception as exc:  # it comes back anyway when its timeout ends
-            log.warning("fleet.visibility_failed", error=aws_error_text(exc))
-
-    def _release(self, items: Sequence[_Received]) -> None:
-        """Hand messages not yet started back to the queue, visible at once."""
-        if not items:
-            return
-        failed, error = 0, ""
-        for chunk in schedule.batches(items):
-            entries = [{"Id": str(i), "ReceiptHandle": r.receipt, "VisibilityTimeout": 0}
-                       for i, r in enumerate(chunk)]
-            self.calls["release"] += 1
-            try:
-                self._sqs.change_message_visibility_batch(
-                    QueueUrl=self.settings.queue_url, Entries=entries
-                )
-            except Exception as exc:
-                failed += len(chunk)
-                error = aws_error_text(exc)
-        if failed:
-            self._log.warning("fleet.release_failed", error=error, count=failed,
-                              note="they come back when their visibility timeout ends")
-        self._log.info("fleet.released", count=len(items) - failed, reason="stopping")
-
-    def _delete(self, item: _Received) -> None:
-        with self._lock:
-            if not self._ready:
-                self._ready_since = self._clock()
-            self._ready.append(item)
-            full = len(self._ready) >= MAX_BATCH
-        if full:
+    def _delete(self, item: Received) -> None:
+        if self._queue.delete(item):
             self._wake.set()
 
     def _flush_deletes(self, *, force: bool = False) -> None:
         with self._lock:
-            flush = force or schedule.flush_deletes(
-                len(self._ready), oldest_age=self._clock() - self._ready_since,
-                busy=bool(self._slots), max_delay=DELETE_DELAY)
-            if not flush:
-                return
-            items, self._ready = self._ready, []
-        for chunk in schedule.batches(items):
-            self._delete_batch(chunk)
-
-    def _delete_batch(self, items: Sequence[_Received]) -> None:
-        if not items:
-            return
-        entries = [{"Id": str(i), "ReceiptHandle": r.receipt} for i, r in enumerate(items)]
-        self.calls["delete"] += 1
-        try:
-            response = self._sqs.delete_message_batch(
-                QueueUrl=self.settings.queue_url, Entries=entries
-            )
-        except Exception as exc:  # the messages come back; the LRU skips them
-            self._log.warning("fleet.delete_failed", error=aws_error_text(exc),
-                              message_ids=[r.message_id for r in items])
-            return
-        for failure in response.get("Failed", []):
-            item = items[int(failure.get("Id", 0))]
-            self._log.warning("fleet.delete_failed", message_id=item.message_id,
-                              error=f"{failure.get('Code')}: {failure.get('Message', '')}")
-
-
-def watch(
-    settings: WatchSettings, *, region: str | None = None, metrics_file: Path | None = None
-) -> int:
-    """``spotwatch fleet watch``: real clients, signals and a scratch directory."""
-    check_settings(settings)
-    recorder = None
-    if metrics_file is not None:  # a bad path is a usage error before any AWS call
-        from spotwatch.metrics import MetricsFile, check_path
-
-        recorder = FleetMetrics(MetricsFile(check_path(metrics_file)))
-    from spotwatch import hooks, runner
-    from spotwatch.stopper import Stopper
-
-    if settings.hooks_dir is not None:
-        plan = hooks.plan_hooks(settings.hooks_dir)
-        if plan.problem:
-            raise UsageError(f"{plan.problem}: {plan.fix}")
-
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session()
-    region = region or region_from_queue_url(settings.queue_url) or session.region_name
-    if not region:
-        raise UsageError("no region: pass --region or set AWS_DEFAULT_REGION")
-    # A connection for the receiver's long poll, the book-keeper and every worker
-    # (a failed hook's visibility change), so none waits for a free one.
-    config = Config(retries={"mode": "standard", "max_attempts": 3},
-                    read_timeout=settings.wait_seconds + 15,
-                    max_pool_connections=settings.workers + 4)
-    sqs = session.client("sqs", region_name=region, config=config)
-    ec2_clients: dict[str, Any] = {}
-    ec2_lock = threading.Lock()  # the tag thread and snapshot threads; a session is not thread-safe
-
-    def ec2_for(event_region: str) -> Any:
-        with ec2_lock:
-            if event_region not in ec2_clients:
-                ec2_clients[event_region] = session.client(
-                    "ec2", region_name=event_region, config=Config(retries={"mode": "standard"})
-                )
-            return ec2_clients[event_region]
-
-    if settings.tags:
-        # Made before the watcher starts, like the SQS client: EC2's API model takes
-        # a few hundred ms of CPU to load, which the first event must not wait for.
-        ec2_for(region)
-
-
-    from spotwatch.hook_env import environ_for_hooks
-
-    environ = environ_for_hooks(os.environ)
-
-    from spotwatch import lifecycle
-    from spotwatch.fleet_lifecycle import LifecycleActions
-
-    endpoint = lifecycle.endpoint_url()
-    actions = LifecycleActions(
-        lambda event_region: lifecycle.make_client(event_region, endpoint=endpoint,
-                                                   max_attempts=3),
-        heartbeat=settings.lifecycle_heartbeat,
-        log=get_logger(),
-    )
-
-    stop = Stopper()
-    stop.install()
-    workdir = Path(tempfile.mkdtemp(prefix="spotwatch-fleet-"))
-    try:
-        watcher = FleetWatcher(
-            settings,
-            sqs=sqs,
-            tags=InstanceTags(ec2_for, warm=[region]) if settings.tags else NoTags(),
-            stop=stop,
-            plan=hooks.plan_hooks,
-            runner=runner.run_hooks,
-            workdir=workdir,
-            environ=environ,
-            lifecycle=actions,
-            metrics=recorder,
-        )
-        return watcher.run()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        stop.close()
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError, OSError):
-        return False
-
+            busy = bool(self._slots)
+        self._queue.flush_deletes(busy=busy, force=force)
 
 
 def _excerpt(message: Mapping[str, Any], limit: int = 200) -> str:

@@ -11,14 +11,10 @@ reach a pipx or venv install, and the example hooks call ``spotwatch ship``.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Callable
 
 from spotwatch.errors import SpotwatchError
+from spotwatch.script_path import find_spotwatch
 
 # systemd's link to the daemon: a notify-aware program started by a hook must
 # not talk to systemd on the daemon's behalf.
@@ -35,31 +31,6 @@ def hook_environment(
     }
     env.update(variables)
     return env
-
-
-def find_spotwatch(
-    argv0: str | None = None,
-    executable: str | None = None,
-    which: Callable[[str], str | None] = shutil.which,
-) -> str:
-    """Absolute path of the installed ``spotwatch`` script (for ExecStart= and SPOTWATCH_BIN)."""
-    argv0 = sys.argv[0] if argv0 is None else argv0
-    executable = sys.executable if executable is None else executable
-    candidates = []
-    if Path(argv0).name == "spotwatch":
-        candidates.append(os.path.abspath(argv0))
-    # Beside the interpreter: a venv's or pipx's bin directory.
-    candidates.append(os.path.join(os.path.dirname(executable), "spotwatch"))
-    found = which("spotwatch")
-    if found:
-        candidates.append(os.path.abspath(found))
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise SpotwatchError(
-        "cannot find the installed 'spotwatch' script for the unit's ExecStart=: "
-        "install spotwatch with pip or pipx first and run 'spotwatch install' from it"
-    )
 
 
 def environ_for_hooks(environ: Mapping[str, str]) -> dict[str, str]:

@@ -29,7 +29,7 @@ from spotwatch import shipped
 from spotwatch.atomicfile import write_atomically
 from spotwatch.config import DEFAULT_HOOKS_DIR, DEFAULT_RESUME_DIR
 from spotwatch.errors import SpotwatchError, UsageError
-from spotwatch.hook_env import find_spotwatch
+from spotwatch.script_path import find_spotwatch
 
 UNIT_NAME = "spotwatch.service"
 UNIT_PATH = "/etc/systemd/system/spotwatch.service"

@@ -1,5 +1,6 @@
-"""What every test gets without asking (a fresh structlog) and the session-wide
-servers (moto, the one-file build). Helpers a test asks for by name, fixtures
+"""What every test gets without asking (a fresh structlog, the check that a test
+using a slow fixture is marked slow) and the session-wide servers (moto, the
+one-file build). Helpers a test asks for by name, fixtures
 included, are in tests/helpers.py and imported from there."""
 
 from __future__ import annotations
@@ -9,13 +10,36 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from tests.helpers import REPO, free_port
+
+# Fixtures that start processes or moto: a test that asks for one is end to end, and
+# must be marked slow, or the quick loop (pytest -m "not slow") would not be quick.
+SLOW_FIXTURES = frozenset({"daemons", "moto_server", "aws_env", "make_fleet", "watches", "pyz"})
+
+
+def unmarked_slow_fixtures(fixturenames: Iterable[str], marked_slow: bool) -> list[str]:
+    """The slow fixtures a test uses without being marked slow (none when marked)."""
+    return [] if marked_slow else sorted(SLOW_FIXTURES.intersection(fixturenames))
+
+
+@pytest.fixture(autouse=True)
+def _slow_is_marked(request: pytest.FixtureRequest) -> None:
+    """Fails a test that uses a slow fixture without the ``slow`` mark, before its
+    function-scoped fixtures start anything."""
+    marked = request.node.get_closest_marker("slow") is not None
+    missing = unmarked_slow_fixtures(request.fixturenames, marked)
+    if missing:
+        pytest.fail(
+            f"uses {', '.join(missing)}, which start processes or servers: mark the test "
+            "@pytest.mark.slow (or the module: pytestmark = pytest.mark.slow)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -49,6 +49,19 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, step: fl
         time.sleep(step)
 
 
+def holds_for(condition: Callable[[], Any], seconds: float, what: str, step: float = 0.05) -> None:
+    """Check ``condition`` stays truthy for ``seconds``; fail at once, naming ``what``,
+    the moment it does not. For "nothing more happens", where there is no event to
+    wait for: the caller says in a comment why ``seconds`` is long enough."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not condition():
+            raise AssertionError(f"no longer true: {what}")
+        if time.monotonic() > deadline:
+            return
+        time.sleep(step)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -14,6 +14,7 @@ from spotwatch.imdssim_gcp import BASE_PATH, MAINTENANCE_EVENT, PREEMPTED, GceSi
 from tests.helpers import (
     Daemons,
     ends,
+    holds_for,
     hook_env,
     recording_hook,
     starts,
@@ -49,8 +50,12 @@ def test_gcp_preemption_runs_hooks_once_well_inside_one_interval(
                      if r.startswith("10-first start"))  # fmt: skip
         # "Well inside one interval" (5 s): the generous bound is for loaded CI machines.
         assert first - changed < 2.0
-        time.sleep(1.5)
-        assert starts(record) == ["10-first", "20-second"]
+        daemon.wait_for_event("notice.handled")
+        # No second run. The value changed once, so its one wake-up is spent; a second
+        # run would come from a look soon after the hooks (1 s is many of those on a
+        # quiet machine). The next 5-s tick is not waited for: that a handled notice
+        # seen again is not run again is the restart test below and test_watcher's.
+        holds_for(lambda: starts(record) == ["10-first", "20-second"], 1.0, "one run")
         env = hook_env(record, "10-first")
         assert env["SPOTWATCH_CLOUD"] == "gcp"
         assert env["SPOTWATCH_EVENT"] == "spot-interruption"
@@ -78,7 +83,11 @@ def test_gcp_faults_are_survived_and_logged_once(
         for fault in ("503", "drop", "garbled", "reset"):
             sim.inject(fault, count=1, path=BASE_PATH + PREEMPTED)
         daemon.wait_for_event("imds.recovered", timeout=30)
-        time.sleep(1)
+        # Back in its hanging GET (arrived, not yet answered): the change ends it.
+        assert sim.wait_for(
+            lambda: sim.arrived(BASE_PATH + PREEMPTED) > len(sim.requests(BASE_PATH + PREEMPTED)),
+            15,
+        )
         sim.set_value(PREEMPTED, "TRUE")
         wait_until(lambda: starts(record) == ["10-hook"], 20, "the hook after the faults")
         assert daemon.proc.poll() is None
@@ -95,9 +104,12 @@ def test_gcp_maintenance_terminate_and_migrate_only_when_watched(
         daemon = daemons.start(sim.url, hooks_dir, "--cloud", "gcp")
         daemon.wait_for_event("watcher.started")
         assert sim.wait_for(lambda: sim.arrived(BASE_PATH + MAINTENANCE_EVENT) >= 2, 15)
+        asked = sim.arrived(BASE_PATH + MAINTENANCE_EVENT)
         sim.set_value(MAINTENANCE_EVENT, "MIGRATE_ON_HOST_MAINTENANCE")
-        time.sleep(2)
-        assert starts(record) == []  # migrate is not watched by default
+        # The feed has the new value once it asks again; it woke the watcher first.
+        assert sim.wait_for(lambda: sim.arrived(BASE_PATH + MAINTENANCE_EVENT) > asked, 15)
+        # The woken watcher looks at once, and again at its 1-s tick: 1.5 s covers both.
+        holds_for(lambda: starts(record) == [], 1.5, "migrate is not watched by default")
         sim.set_value(MAINTENANCE_EVENT, "TERMINATE_ON_HOST_MAINTENANCE")
         wait_until(lambda: ends(record) == ["10-hook"], 15, "the maintenance hook to finish")
         env = hook_env(record, "10-hook")
@@ -130,9 +142,12 @@ def test_gcp_restart_mid_hooks_resumes_from_the_journal(
         recording_hook(hooks_dir, "20-slow", record)  # quick this time: 30 s is all there is
         second = daemons.start(sim.url, hooks_dir, "--cloud", "gcp")
         second.wait_for_event("notice.handled", timeout=40)
-        time.sleep(1.5)
         # 10-quick finished before the kill: not again. 20-slow was cut: run again.
-        assert starts(record) == ["10-quick", "20-slow", "20-slow", "30-last"]
+        resumed = ["10-quick", "20-slow", "20-slow", "30-last"]
+        assert starts(record) == resumed
+        # The resumed notice is the one still served: the loop's first poll, right
+        # after the resume, and the next at the 1-s tick must not run it again.
+        holds_for(lambda: starts(record) == resumed, 1.5, "no run after the resume")
 
 
 # -- Azure -------------------------------------------------------------------------------
@@ -180,7 +195,13 @@ def test_azure_preempt_runs_hooks_then_approves_the_right_event(
         assert env["SPOTWATCH_INSTANCE_TYPE"] == "Standard_D2s_v3"
         assert env["SPOTWATCH_REGION"] == "westeurope"
         # The event goes on to Started: the same EventId, the same notice, no rerun.
-        time.sleep(2.5)
+        # Two reads after the approval: the first sees Started and wakes the watcher,
+        # which has looked by the second (the feed reads every 1 s).
+        def reads_since_approval() -> int:
+            return len([r for r in sim.requests(EVENTS_PATH, "GET")
+                        if r.wall_time > approvals[0][0]])  # fmt: skip
+
+        assert sim.wait_for(lambda: reads_since_approval() >= 2, 15)
         assert starts(record) == ["10-first", "20-second"]
         assert daemon.events("watcher.started")[0]["interval"] == 1.0
         assert daemon.events("imds.fault") == []  # the slow first answer is no fault
@@ -202,7 +223,11 @@ def test_azure_no_approve_and_maintenance_watch(
         assert (env["SPOTWATCH_EVENT"], env["SPOTWATCH_ACTION"]) == (
             "scheduled-maintenance", "freeze",
         )  # fmt: skip
-        time.sleep(1.5)
+        # Not approving is decided as the hooks finish, before notice.handled; and the
+        # event, still listed, is read twice more (every 1 s) without a second run.
+        reads = len(sim.requests(EVENTS_PATH, "GET"))
+        assert sim.wait_for(lambda: len(sim.requests(EVENTS_PATH, "GET")) >= reads + 2, 15)
+        assert ends(record) == ["10-hook"]
         assert sim.approvals == []
 
 
@@ -285,7 +310,13 @@ def test_idle_watching_never_imports_boto3(
     with sim_type() as sim:
         daemon = daemons.start(sim.url, hooks_dir, "--cloud", cloud, profile_imports=True)
         daemon.wait_for_event("identity.read")
-        time.sleep(1.5)  # idle for a while: polls (and long polls) come and go
+        # Idle for a while: Google's two feeds each in their hanging GET (their second
+        # read); Azure's feed read three times (every 1 s).
+        if cloud == "gcp":
+            paths, reads = [BASE_PATH + PREEMPTED, BASE_PATH + MAINTENANCE_EVENT], 2
+        else:
+            paths, reads = [EVENTS_PATH], 3
+        assert sim.wait_for(lambda: all(sim.arrived(p) >= reads for p in paths), 15)
         imported = daemon.imported()
         assert "spotwatch.feed" in imported  # the list is real
         assert not [m for m in imported if m.split(".")[0] in ("boto3", "botocore")]

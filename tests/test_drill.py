@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import REPO, write_hook
 from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 def drill(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

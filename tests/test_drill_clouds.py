@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import REPO, make_hooks_dir, wait_until, write_hook
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from spotwatch.ec2_lookup import FILTER_CHUNK, chunks, describe_instances
 
 
@@ -10,6 +12,7 @@ def test_chunks_are_consecutive_and_bounded() -> None:
     assert list(chunks([], 2)) == []
 
 
+@pytest.mark.slow
 def test_many_ids_take_one_call_per_chunk_and_unknown_ids_are_absent(
     aws_env: dict[str, str],
 ) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 HOOKS_DIR = REPO / "hooks.d"
 HOOKS = sorted(p for p in HOOKS_DIR.iterdir() if p.is_file())

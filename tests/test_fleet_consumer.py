@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from spotwatch import hooks, runner
-from spotwatch.fleet_watch import FleetWatcher, WatchSettings
+from spotwatch.fleet_settings import FleetWatchSettings
+from spotwatch.fleet_watch import FleetWatcher
 from tests.fleet_helpers import FakeError, FakeSqs, Log, NoTags, body
 
 
@@ -33,7 +34,7 @@ def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: threading.Event | None =
     log = Log()
     out = io.StringIO()
     watcher = FleetWatcher(
-        WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
+        FleetWatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                       max_messages=max_messages, wait_seconds=0, hook_timeout=30,
                       workers=workers),
         sqs=sqs,
@@ -200,7 +201,7 @@ def test_a_status_line_every_few_seconds_on_a_terminal_not_with_json(tmp_path: P
         hook.write_text("#!/bin/sh\nsleep 0.6\n")
         hook.chmod(0o755)
         return FleetWatcher(
-            WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
+            FleetWatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                           max_messages=3, wait_seconds=0, json_output=json_output),
             sqs=FakeSqs([[(n, body(f"i-{n}")) for n in range(3)]]), tags=NoTags(),
             stop=threading.Event(), plan=hooks.plan_hooks, runner=runner.run_hooks,

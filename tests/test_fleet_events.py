@@ -19,7 +19,7 @@ from spotwatch.fleet_events import (
     lifecycle_action,
     parse_message,
 )
-from spotwatch.fleet_watch import region_from_queue_url
+from spotwatch.fleet_settings import region_from_queue_url
 
 
 def envelope(detail_type: str, detail: dict[str, object], **extra: object) -> str:

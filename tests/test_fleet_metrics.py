@@ -12,7 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from spotwatch import hooks, runner
-from spotwatch.fleet_watch import FleetWatcher, WatchSettings
+from spotwatch.fleet_settings import FleetWatchSettings
+from spotwatch.fleet_watch import FleetWatcher
 from spotwatch.metrics import FleetMetrics, render
 from spotwatch.runner import HookResult
 from tests.fleet_helpers import (
@@ -133,7 +134,7 @@ def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting
     hook.chmod(0o755)
     m = FleetMetrics()
     watcher = FleetWatcher(
-        WatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
+        FleetWatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                       max_messages=2, wait_seconds=0, hook_timeout=30, workers=4),
         sqs=sqs,
         tags=NoTags(),
@@ -157,6 +158,7 @@ def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting
     assert value(families, "spotwatch_fleet_events_in_flight") == 0
 
 
+@pytest.mark.slow
 def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
     make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
 ) -> None:
@@ -213,6 +215,7 @@ def test_the_fleet_watcher_counts_events_outcomes_and_hooks(
     assert value(m, "spotwatch_fleet_last_receive_timestamp_seconds") > 0
 
 
+@pytest.mark.slow
 def test_a_bad_metrics_path_is_one_line_before_any_aws_call(
     watches: Callable[..., Watch], tmp_path: Path
 ) -> None:

@@ -68,6 +68,7 @@ def log_events(stderr: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_setup_twice_makes_one_of_each_and_changes_nothing_the_second_time(
     aws_env: dict[str, str], spotwatch_cmd: list[str], cleanup: list[str]
 ) -> None:
@@ -119,6 +120,7 @@ def test_setup_twice_makes_one_of_each_and_changes_nothing_the_second_time(
     assert after["ReceiveMessageWaitTimeSeconds"] == "20"
 
 
+@pytest.mark.slow
 def test_setup_brings_drifted_settings_back_in_line(
     aws_env: dict[str, str], cleanup: list[str]
 ) -> None:
@@ -245,6 +247,7 @@ def test_template_declares_what_setup_creates() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Tried to parse")
+@pytest.mark.slow
 def test_template_deploys_and_routes_events_to_the_queue(
     aws_env: dict[str, str], cleanup: list[str]
 ) -> None:

@@ -38,6 +38,7 @@ def ec2_for(region: str) -> Any:
     return boto3.client("ec2", region_name=region)
 
 
+@pytest.mark.slow
 def test_instance_tags_are_batched_cached_and_never_fail(aws_env: dict[str, str]) -> None:
     ids = make_instances("us-east-1", 2, {"Name": "db"})
     now = [0.0]
@@ -61,6 +62,7 @@ def test_instance_tags_are_batched_cached_and_never_fail(aws_env: dict[str, str]
     assert failing.get("unknown", "i-0abc") == {}
 
 
+@pytest.mark.slow
 def test_a_wave_reads_every_instance_tag_of_the_region_in_one_snapshot(
     aws_env: dict[str, str],
 ) -> None:
@@ -106,6 +108,7 @@ def test_a_wave_reads_every_instance_tag_of_the_region_in_one_snapshot(
     assert tags.snapshot_due() == [WAVE_REGION]
 
 
+@pytest.mark.slow
 def test_a_warm_region_is_due_at_once_and_once(aws_env: dict[str, str]) -> None:
     tags = InstanceTags(ec2_for, warm=[WAVE_REGION])
     assert tags.snapshot_due() == [WAVE_REGION]  # no lookup needed first
@@ -115,6 +118,7 @@ def test_a_warm_region_is_due_at_once_and_once(aws_env: dict[str, str]) -> None:
     assert tags.snapshots == 1
 
 
+@pytest.mark.slow
 def test_a_batch_now_and_then_is_no_wave(aws_env: dict[str, str]) -> None:
     now = [0.0]
     tags = InstanceTags(ec2_for, snapshot_after=3, snapshot_window=60, unknown_ttl=1,

@@ -31,6 +31,8 @@ from tests.fleet_helpers import make_fleet_fixture as make_fleet_fixture
 from tests.fleet_helpers import watches_fixture as watches_fixture
 from tests.helpers import wait_until
 
+pytestmark = pytest.mark.slow
+
 # -- every detail type, through put_events ------------------------------------------------
 
 

@@ -7,10 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
-from spotwatch.errors import SpotwatchError
-from spotwatch.hook_env import environ_for_hooks, find_spotwatch, hook_environment
+from spotwatch.hook_env import environ_for_hooks, hook_environment
 
 
 def test_hook_environment_drops_stale_and_daemon_values_and_sets_the_new() -> None:
@@ -38,21 +35,3 @@ def test_environ_for_hooks_adds_this_spotwatch_unless_set() -> None:
     assert env["SPOTWATCH_BIN"] == str(Path(sys.executable).parent / "spotwatch")
     assert os.access(env["SPOTWATCH_BIN"], os.X_OK)
     assert environ_for_hooks({"SPOTWATCH_BIN": "/x"}) == {"SPOTWATCH_BIN": "/x"}
-
-
-def test_find_spotwatch_prefers_the_running_script(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    script = bin_dir / "spotwatch"
-    script.write_text("#!/bin/sh\n")
-    script.chmod(0o755)
-    other = tmp_path / "other"
-    other.mkdir()
-    assert find_spotwatch(str(script), "/usr/bin/python3", lambda n: None) == str(script)
-    # Run as `python -m spotwatch`: the script beside the interpreter.
-    found = find_spotwatch("/x/spotwatch/__main__.py", str(bin_dir / "python"), lambda n: None)
-    assert found == str(script)
-    # Neither: whatever is on PATH.
-    assert find_spotwatch("-c", "/usr/bin/python3", lambda n: str(script)) == str(script)
-    with pytest.raises(SpotwatchError, match="cannot find the installed 'spotwatch'"):
-        find_spotwatch("-c", str(other / "python"), lambda n: None)

@@ -387,6 +387,7 @@ def read_metrics(path: Path) -> dict[str, Any]:
     return parse(path.read_text()) if path.exists() else {}
 
 
+@pytest.mark.slow
 def test_the_daemon_writes_whole_files_that_count_faults_notices_and_hooks(
     sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path, daemons: Daemons
 ) -> None:
@@ -467,6 +468,7 @@ def test_the_daemon_writes_whole_files_that_count_faults_notices_and_hooks(
     assert [p.name for p in textfile.iterdir()] == ["spotwatch.prom"]
 
 
+@pytest.mark.slow
 def test_a_bad_metrics_path_stops_the_start_with_one_line(
     sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path
 ) -> None:
@@ -483,6 +485,7 @@ def test_a_bad_metrics_path_stops_the_start_with_one_line(
     assert sim.count(INSTANCE_ACTION_PATH) == 0
 
 
+@pytest.mark.slow
 def test_a_directory_that_goes_away_is_logged_once_and_the_daemon_keeps_watching(
     sim: ImdsSimulator, hooks_dir: Path, tmp_path: Path, daemons: Daemons
 ) -> None:

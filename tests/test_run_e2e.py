@@ -28,7 +28,7 @@ from tests.helpers import daemons_fixture as daemons_fixture
 from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 from tests.helpers import sim_fixture as sim_fixture
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 

@@ -34,6 +34,8 @@ from spotwatch.runner import (
 )
 from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
+pytestmark = pytest.mark.slow
+
 BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 # Generous: the machine is shared and has two cores.
 SLACK = 8.0

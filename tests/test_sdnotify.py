@@ -271,6 +271,7 @@ def daemon_under_systemd(tmp_path: Path) -> Iterator[Any]:
         sock.close()
 
 
+@pytest.mark.slow
 def test_run_tells_systemd_ready_status_watchdog_and_stopping(daemon_under_systemd: Any) -> None:
     start, _sim, _hooks, log = daemon_under_systemd
     proc, got = start(watchdog_usec=2_000_000)  # ping every second
@@ -291,6 +292,7 @@ def test_run_tells_systemd_ready_status_watchdog_and_stopping(daemon_under_syste
     got.wait_for(lambda m: assignments(m, "STOPPING"), timeout=10, what="STOPPING=1")
 
 
+@pytest.mark.slow
 def test_watchdog_keeps_pinging_while_a_hook_runs(daemon_under_systemd: Any) -> None:
     """A hook that takes longer than WatchdogSec must not get spotwatch killed mid-notice."""
     start, sim, hooks_dir, log = daemon_under_systemd

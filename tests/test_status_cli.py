@@ -90,6 +90,7 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_no_credentials(clean_env: dict[str, str]) -> None:
     with FakeEc2(500, "InternalError", "never asked") as ec2:
         env = {**clean_env, "AWS_ENDPOINT_URL": ec2.url, "AWS_DEFAULT_REGION": "us-east-1"}
@@ -101,6 +102,7 @@ def test_no_credentials(clean_env: dict[str, str]) -> None:
     assert ec2.calls == 0
 
 
+@pytest.mark.slow
 def test_access_denied_names_the_missing_permission(creds_env: dict[str, str]) -> None:
     with FakeEc2(403, "UnauthorizedOperation",
                  "You are not authorized to perform this operation.") as ec2:
@@ -112,6 +114,7 @@ def test_access_denied_names_the_missing_permission(creds_env: dict[str, str]) -
     assert ec2.calls == 1  # not retried
 
 
+@pytest.mark.slow
 def test_throttling_is_retried_a_bounded_number_of_times(creds_env: dict[str, str]) -> None:
     with FakeEc2(503, "RequestLimitExceeded", "Request limit exceeded.") as ec2:
         done = status({**creds_env, "AWS_ENDPOINT_URL": ec2.url}, "--tag", "team=batch")
@@ -121,6 +124,7 @@ def test_throttling_is_retried_a_bounded_number_of_times(creds_env: dict[str, st
     assert ec2.calls == 3  # boto3's standard retry mode: three attempts, with backoff
 
 
+@pytest.mark.slow
 def test_an_id_ec2_does_not_know(creds_env: dict[str, str]) -> None:
     with FakeEc2(400, "InvalidSpotInstanceRequestID.NotFound",
                  "The spot instance request ID 'sir-0badc0de' does not exist") as ec2:
@@ -129,6 +133,7 @@ def test_an_id_ec2_does_not_know(creds_env: dict[str, str]) -> None:
     assert "sir-0badc0de" in one_line(done)
 
 
+@pytest.mark.slow
 def test_an_endpoint_that_cannot_be_reached(creds_env: dict[str, str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     done = status({**creds_env, "AWS_ENDPOINT_URL": url})
@@ -137,6 +142,7 @@ def test_an_endpoint_that_cannot_be_reached(creds_env: dict[str, str]) -> None:
         "spotwatch status: error: could not reach EC2 in us-east-1: ")
 
 
+@pytest.mark.slow
 def test_no_region(clean_env: dict[str, str]) -> None:
     env = {**clean_env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     done = status(env)

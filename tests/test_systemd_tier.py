@@ -38,6 +38,7 @@ _WHY_NOT = why_not()
 _REQUIRED = os.environ.get("SPOTWATCH_REQUIRE_SYSTEMD_TIER") == "1"
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.systemd,
     pytest.mark.skipif(_WHY_NOT is not None and not _REQUIRED, reason=f"systemd tier: {_WHY_NOT}"),
     pytest.mark.timeout(180),

@@ -129,7 +129,8 @@ def _setup(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     from spotwatch import logs
-    from spotwatch.fleet_watch import WatchSettings, watch
+    from spotwatch.fleet_daemon import watch
+    from spotwatch.fleet_settings import FleetWatchSettings
 
     queue_url = args.queue_url if args.queue_url is not None else os.environ.get(QUEUE_URL_ENV)
     if not queue_url:
@@ -142,7 +143,7 @@ def _watch(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"{WORKERS_ENV}={text!r} is not a whole number") from None
     logs.configure(args.log_format, args.log_level)
-    settings = WatchSettings(
+    settings = FleetWatchSettings(
         queue_url=str(queue_url),
         hooks_dir=args.hooks_dir,
         json_output=bool(args.json),
