@@ -461,8 +461,9 @@ class FleetWatcher:
         """Print and log one hook run's event; its instance's tags."""
         tags = self._lookup.get(event.region, event.instance_id)
         self._output.event(event, tags)
-        fields = {"kind": event.kind, "action": event.action, "instance_id": event.instance_id,
-                  "region": event.region, "event_time": event.time}
+        fields: dict[str, Any] = {
+            "kind": event.kind, "action": event.action, "instance_id": event.instance_id,
+            "region": event.region, "event_time": event.time}
         if event.capacity_reservation_id:
             fields["capacity_reservation_id"] = event.capacity_reservation_id
         if event.deadline is not None:

@@ -77,9 +77,11 @@ def health_event(*instances: str, service: str = "EC2", category: str = "schedul
             "lastUpdatedTime": "Sat, 05 Dec 2026 10:00:00 GMT",
             "statusCode": "upcoming",
             "eventRegion": "us-east-1",
-            "eventDescription": [{"language": "en_US",
-                                  "latestDescription": "EC2 has detected degradation of the "
-                                                       "underlying hardware hosting your instances."}],
+            "eventDescription": [{
+                "language": "en_US",
+                "latestDescription": "EC2 has detected degradation of the underlying hardware "
+                                     "hosting your instances.",
+            }],
             "affectedEntities": [{"entityValue": i, "status": "PENDING"} for i in instances],
             "affectedAccount": ACCOUNT,
         },
