@@ -12,7 +12,9 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from spotwatch.hook_env import hook_environment
@@ -25,43 +27,69 @@ from spotwatch.notice import (
 
 EVENT_SOURCE = "aws.ec2"
 AUTOSCALING_SOURCE = "aws.autoscaling"
+HEALTH_SOURCE = "aws.health"
 
 INTERRUPTION_WARNING = "EC2 Spot Instance Interruption Warning"
 REBALANCE = "EC2 Instance Rebalance Recommendation"
 FULFILLMENT = "EC2 Spot Instance Request Fulfillment"
 STATE_CHANGE = "EC2 Instance State-change Notification"
 LIFECYCLE_ACTION = "EC2 Instance-terminate Lifecycle Action"  # from aws.autoscaling
+RESERVATION_INTERRUPTION = "EC2 Capacity Reservation Instance Interruption Warning"
+# AWS's documentation spells the capacity block warning both ways.
+BLOCK_EXPIRATION = "Capacity Block Expiration Warning"
+BLOCK_RESERVATION_EXPIRATION = "Capacity Block Reservation Expiration Warning"
+HEALTH_EVENT = "AWS Health Event"  # from aws.health; only EC2 scheduledChange is acted on
 
-DETAIL_TYPES = (INTERRUPTION_WARNING, REBALANCE, FULFILLMENT, STATE_CHANGE, LIFECYCLE_ACTION)
+DETAIL_TYPES = (INTERRUPTION_WARNING, REBALANCE, FULFILLMENT, STATE_CHANGE, LIFECYCLE_ACTION,
+                RESERVATION_INTERRUPTION, BLOCK_EXPIRATION, BLOCK_RESERVATION_EXPIRATION,
+                HEALTH_EVENT)
 
 # SPOTWATCH_EVENT for each detail type; the first two match what `spotwatch run` sets.
 SPOT_FULFILLMENT = "spot-fulfillment"
 STATE_CHANGED = "state-change"
+CAPACITY_RESERVATION_INTERRUPTION = "capacity-reservation-interruption"
+CAPACITY_BLOCK_EXPIRATION = "capacity-block-expiration"
+SCHEDULED_CHANGE = "scheduled-change"
 EVENT_KINDS: Mapping[str, str] = {
     INTERRUPTION_WARNING: SPOT_INTERRUPTION,
     REBALANCE: REBALANCE_RECOMMENDATION,
     FULFILLMENT: SPOT_FULFILLMENT,
     STATE_CHANGE: STATE_CHANGED,
     LIFECYCLE_ACTION: ASG_TERMINATION,
+    RESERVATION_INTERRUPTION: CAPACITY_RESERVATION_INTERRUPTION,
+    BLOCK_EXPIRATION: CAPACITY_BLOCK_EXPIRATION,
+    BLOCK_RESERVATION_EXPIRATION: CAPACITY_BLOCK_EXPIRATION,
+    HEALTH_EVENT: SCHEDULED_CHANGE,
 }
 # The source each detail type must come from to be acted on.
 EVENT_SOURCES: Mapping[str, str] = {
     **{detail_type: EVENT_SOURCE for detail_type in DETAIL_TYPES},
     LIFECYCLE_ACTION: AUTOSCALING_SOURCE,
+    HEALTH_EVENT: HEALTH_SOURCE,
 }
+HEALTH_SERVICE = "EC2"
+HEALTH_CATEGORY = "scheduledChange"
+RESERVATION_NOTICE = 120.0  # seconds an interruptible Capacity Reservation's instances get
+# Instances in an ending Capacity Block are terminated from this long before its end.
+BLOCK_TERMINATION_LEAD = 30 * 60.0
 FULFILLED_ACTION = "fulfilled"
 TERMINATE_ACTION = "terminate"
 UNKNOWN = "unknown"
 
-# Both sources with all the detail types: no AWS service sends another's detail
-# types, and a rule that matches the pair exactly needs "$or", which not every
-# EventBridge implementation (or CloudFormation linter) knows.
+# All sources with all the detail types: no AWS service sends another's detail
+# types, and a rule that matches each pair exactly needs "$or", which not every
+# EventBridge implementation (or CloudFormation linter) knows. For the same
+# reason the rule cannot narrow AWS Health events to EC2 scheduled changes:
+# parse_message does, and the watcher deletes the rest as ignored.
 EVENT_PATTERN: Mapping[str, Any] = {
-    "source": [EVENT_SOURCE, AUTOSCALING_SOURCE],
+    "source": [EVENT_SOURCE, AUTOSCALING_SOURCE, HEALTH_SOURCE],
     "detail-type": list(DETAIL_TYPES),
 }
 
 _INSTANCE_ARN = re.compile(r"^arn:[^:]+:ec2:[^:]*:[^:]*:instance/(i-[0-9a-zA-Z]+)$")
+_INSTANCE_ID = re.compile(r"^i-[0-9a-zA-Z]+$")
+_RESERVATION_ARN = re.compile(
+    r"^arn:[^:]+:ec2:[^:]*:[^:]*:capacity-reservation/(cr-[0-9a-zA-Z]+)$")
 # Envelope members every EventBridge event carries.
 _REQUIRED = ("id", "source", "detail-type", "detail")
 
@@ -79,10 +107,13 @@ class FleetEvent:
     """One EventBridge event about an instance.
 
     ``kind`` is SPOTWATCH_EVENT (``spot-interruption``, ``rebalance-recommendation``,
-    ``spot-fulfillment``, ``state-change``, ``asg-termination``; empty for a
-    detail type spotwatch does not act on); ``action`` is SPOTWATCH_ACTION (the
-    interruption's ``instance-action``, ``rebalance``, ``fulfilled``, the new
-    instance state, or ``terminate`` for an Auto Scaling lifecycle action).
+    ``spot-fulfillment``, ``state-change``, ``asg-termination``,
+    ``capacity-reservation-interruption``, ``capacity-block-expiration``,
+    ``scheduled-change``; empty for a detail type spotwatch does not act on);
+    ``action`` is SPOTWATCH_ACTION (the interruption's ``instance-action``,
+    ``rebalance``, ``fulfilled``, the new instance state, ``terminate`` for an
+    Auto Scaling lifecycle action or a capacity block, the Health event's
+    ``eventTypeCode``).
     ``body`` is the message body exactly as received.
     """
 
@@ -98,11 +129,28 @@ class FleetEvent:
     detail: Mapping[str, Any] = field(hash=False, compare=False)
     body: str = field(repr=False, hash=False, compare=False)
     problem: str = ""  # what was missing from an otherwise usable event
+    # Every instance the event names (a Health event may name many; a capacity
+    # block warning, none); instance_id is the first, or "unknown".
+    instance_ids: tuple[str, ...] = ()
+    capacity_reservation_id: str = ""
+    deadline: float | None = None  # epoch seconds the instances end by, when the event says
 
     @property
     def actionable(self) -> bool:
         """True for the detail types spotwatch acts on."""
         return bool(self.kind)
+
+    @property
+    def per_instance(self) -> bool:
+        """True when the hooks run once for each instance named (a Health event)."""
+        return self.kind == SCHEDULED_CHANGE and len(self.instance_ids) > 1
+
+    def runs(self) -> tuple[FleetEvent, ...]:
+        """The hook runs this event asks for: one per named instance for a Health
+        event, in the order it names them; otherwise the event itself."""
+        if not self.per_instance:
+            return (self,)
+        return tuple(replace(self, instance_id=i) for i in self.instance_ids)
 
 
 @dataclass(frozen=True)
@@ -153,11 +201,28 @@ def parse_message(body: str) -> FleetEvent:
         raise NotAnEvent("not an EventBridge event: detail is not an object")
 
     problems: list[str] = []
-    instance_id = _instance_id(detail, data.get("resources"))
-    if not instance_id:
-        problems.append("no instance id")
-        instance_id = UNKNOWN
+    resources = data.get("resources")
     kind = EVENT_KINDS.get(detail_type, "") if source == EVENT_SOURCES.get(detail_type) else ""
+    if kind == SCHEDULED_CHANGE and not (
+            _text(detail.get("service")) == HEALTH_SERVICE
+            and _text(detail.get("eventTypeCategory")) == HEALTH_CATEGORY):
+        kind = ""  # another service's, or an issue or notice: not an instance ending
+    reservation = ""
+    if kind == SCHEDULED_CHANGE:
+        instance_ids = _health_instances(detail, resources)
+    elif kind == CAPACITY_BLOCK_EXPIRATION:
+        reservation = _reservation_id(detail, resources)
+        if not reservation:
+            problems.append("no capacity-reservation-id")
+        instance_ids = _named_instances(detail, resources)
+    else:
+        one = _instance_id(detail, resources)
+        instance_ids = (one,) if one else ()
+    instance_id = instance_ids[0] if instance_ids else ""
+    if not instance_id:
+        if kind != CAPACITY_BLOCK_EXPIRATION:  # it names the reservation, not instances
+            problems.append("no instance id")
+        instance_id = UNKNOWN
     action = _action(detail_type, detail)
     if kind and not action:
         problems.append("no action")
@@ -167,6 +232,9 @@ def parse_message(body: str) -> FleetEvent:
                    if not _text(detail.get(k))]
         if missing:
             problems.append(f"no {', '.join(missing)}: the lifecycle action cannot be completed")
+    deadline = _deadline(kind, detail, _text(data.get("time")))
+    if kind in _DEADLINE_FIELD and deadline is None:
+        problems.append(f"no usable {_DEADLINE_FIELD[kind]}: no deadline")
     return FleetEvent(
         event_id=event_id,
         detail_type=detail_type,
@@ -180,6 +248,9 @@ def parse_message(body: str) -> FleetEvent:
         detail=detail,
         body=body,
         problem="; ".join(problems),
+        instance_ids=instance_ids,
+        capacity_reservation_id=reservation,
+        deadline=deadline,
     )
 
 
@@ -195,6 +266,100 @@ def _instance_id(detail: Mapping[str, Any], resources: Any) -> str:
     return ""
 
 
+def _named_instances(detail: Mapping[str, Any], resources: Any) -> tuple[str, ...]:
+    """Instance ids in ``detail.instance-id``/``instance-ids`` and instance ARNs in
+    ``resources``, first seen first, each once."""
+    found: list[str] = []
+    listed = detail.get("instance-ids")
+    for value in [detail.get("instance-id"), *(listed if isinstance(listed, list) else [])]:
+        if _INSTANCE_ID.match(_text(value)):
+            found.append(_text(value))
+    if isinstance(resources, list):
+        for resource in resources:
+            match = _INSTANCE_ARN.match(_text(resource))
+            if match:
+                found.append(match.group(1))
+    return tuple(dict.fromkeys(found))
+
+
+def _health_instances(detail: Mapping[str, Any], resources: Any) -> tuple[str, ...]:
+    """A Health event's instances: ``detail.affectedEntities[].entityValue``, else
+    its ``resources`` (plain instance ids there), in the order given, each once."""
+    found: list[str] = []
+    entities = detail.get("affectedEntities")
+    if isinstance(entities, list):
+        for entity in entities:
+            value = _text(entity.get("entityValue")) if isinstance(entity, dict) else ""
+            if _INSTANCE_ID.match(value):
+                found.append(value)
+    if not found and isinstance(resources, list):
+        for resource in resources:
+            value = _text(resource)
+            match = _INSTANCE_ARN.match(value)
+            if match or _INSTANCE_ID.match(value):
+                found.append(match.group(1) if match else value)
+    return tuple(dict.fromkeys(found))
+
+
+def _reservation_id(detail: Mapping[str, Any], resources: Any) -> str:
+    value = _text(detail.get("capacity-reservation-id"))
+    if value:
+        return value
+    if isinstance(resources, list):
+        for resource in resources:
+            match = _RESERVATION_ARN.match(_text(resource))
+            if match:
+                return match.group(1)
+    return ""
+
+
+# The field each kind's deadline comes from (for the problem note when it is missing).
+_DEADLINE_FIELD: Mapping[str, str] = {
+    CAPACITY_RESERVATION_INTERRUPTION: "instance-termination-time or time",
+    CAPACITY_BLOCK_EXPIRATION: "end-date",
+    SCHEDULED_CHANGE: "startTime",
+}
+
+
+def _deadline(kind: str, detail: Mapping[str, Any], time: str) -> float | None:
+    """When the instances end, in epoch seconds: the interruptible reservation's
+    termination time (else two minutes after the event); the capacity block's
+    end-date less the 30 minutes before it when termination starts; the Health
+    event's startTime. None for other kinds, or when the time is unreadable."""
+    if kind == CAPACITY_RESERVATION_INTERRUPTION:
+        at = parse_time(_text(detail.get("instance-termination-time")))
+        if at is not None:
+            return at
+        sent = parse_time(time)
+        return None if sent is None else sent + RESERVATION_NOTICE
+    if kind == CAPACITY_BLOCK_EXPIRATION:
+        end = parse_time(_text(detail.get("end-date")))
+        return None if end is None else end - BLOCK_TERMINATION_LEAD
+    if kind == SCHEDULED_CHANGE:
+        return parse_time(_text(detail.get("startTime")))
+    return None
+
+
+def parse_time(text: str) -> float | None:
+    """Epoch seconds of an ISO 8601 / RFC 3339 time (``2026-12-05T10:00:00Z``) or an
+    RFC 1123 one (``Sat, 05 Dec 2026 10:00:00 GMT``, as Health events write it);
+    None when it is neither. A time without a zone is taken as UTC."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if parsed is None:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
 def _action(detail_type: str, detail: Mapping[str, Any]) -> str:
     if detail_type == INTERRUPTION_WARNING:
         return _text(detail.get("instance-action"))
@@ -206,6 +371,12 @@ def _action(detail_type: str, detail: Mapping[str, Any]) -> str:
         return _text(detail.get("state"))
     if detail_type == LIFECYCLE_ACTION:
         return TERMINATE_ACTION
+    if detail_type == RESERVATION_INTERRUPTION:
+        return _text(detail.get("instance-action"))
+    if detail_type in (BLOCK_EXPIRATION, BLOCK_RESERVATION_EXPIRATION):
+        return TERMINATE_ACTION  # its instances are terminated as the block ends
+    if detail_type == HEALTH_EVENT:
+        return _text(detail.get("eventTypeCode"))  # e.g. AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED
     return ""
 
 
@@ -233,10 +404,12 @@ FLEET_VARIABLES = frozenset(
         "SPOTWATCH_ASG_NAME",
         "SPOTWATCH_ASG_LIFECYCLE_HOOK",
         "SPOTWATCH_ASG_LIFECYCLE_TOKEN",
+        "SPOTWATCH_CAPACITY_RESERVATION_ID",
+        "SPOTWATCH_INSTANCE_IDS",
+        "SPOTWATCH_DEADLINE",  # set when the event carries its own deadline
         # set by `spotwatch run` or the runner; meaningless or stale here
         "SPOTWATCH_HOOK_DEADLINE",
         "SPOTWATCH_NOTICE_TIME",
-        "SPOTWATCH_DEADLINE",
         "SPOTWATCH_SECONDS_LEFT",
         "SPOTWATCH_NOTICE_ID",
         "SPOTWATCH_INSTANCE_TYPE",
@@ -272,6 +445,11 @@ def event_environment(
         variables["SPOTWATCH_ASG_LIFECYCLE_TOKEN"] = _text(
             event.detail.get("LifecycleActionToken")
         )
+    if event.deadline is not None:  # epoch seconds, as `spotwatch run` sets it
+        variables["SPOTWATCH_DEADLINE"] = str(int(event.deadline))
+    if event.kind == CAPACITY_BLOCK_EXPIRATION:
+        variables["SPOTWATCH_CAPACITY_RESERVATION_ID"] = event.capacity_reservation_id
+        variables["SPOTWATCH_INSTANCE_IDS"] = " ".join(event.instance_ids)
     return hook_environment(base_env, variables, FLEET_VARIABLES)
 
 
@@ -299,6 +477,9 @@ def event_record(event: FleetEvent, tags: Mapping[str, str]) -> dict[str, Any]:
         "tags": dict(tags),
         "detail": dict(event.detail),
         "problem": event.problem,
+        **({"capacity_reservation_id": event.capacity_reservation_id}
+           if event.kind == CAPACITY_BLOCK_EXPIRATION else {}),
+        **({"deadline": int(event.deadline)} if event.deadline is not None else {}),
     }
 
 

@@ -59,7 +59,20 @@ class Received:
             return f"message:{key}"
         if lookable(event.region, event.instance_id) or event.instance_id != "unknown":
             return f"instance:{event.region}/{event.instance_id}"
+        if event.capacity_reservation_id:
+            return f"reservation:{event.region}/{event.capacity_reservation_id}"
         return f"event:{event.event_id}"
+
+    def also_keys(self) -> tuple[str, ...]:
+        """The other instances (and the reservation) the event names: it keeps its
+        place among their events too."""
+        event = self.event
+        if event is None:
+            return ()
+        keys = [f"instance:{event.region}/{i}" for i in event.instance_ids[1:]]
+        if event.capacity_reservation_id and event.instance_ids:
+            keys.append(f"reservation:{event.region}/{event.capacity_reservation_id}")
+        return tuple(keys)
 
 
 class FleetQueue:

@@ -40,6 +40,13 @@ class Slot:
     seq: int
     hidden_until: float
     running: bool = False
+    # Further keys it holds: a Health event naming several instances runs for
+    # each of them, so it must keep its place among each instance's events.
+    also: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.order_key, *self.also)
 
 
 def capacity_for(workers: int) -> int:
@@ -69,14 +76,14 @@ def next_to_run(slots: Iterable[Slot], now: float, *, min_left: float = MIN_LEFT
     waiting: list[Slot] = []
     for slot in slots:
         if slot.running:
-            busy.add(slot.order_key)
+            busy.update(slot.keys)
         else:
             waiting.append(slot)
     waiting.sort(key=lambda s: s.seq)
     for slot in waiting:
-        if slot.order_key not in busy and slot.hidden_until - now >= min_left:
+        if busy.isdisjoint(slot.keys) and slot.hidden_until - now >= min_left:
             return slot
-        busy.add(slot.order_key)  # an earlier one of this key waits: later ones too
+        busy.update(slot.keys)  # an earlier one of these keys waits: later ones too
     return None
 
 

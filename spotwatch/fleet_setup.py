@@ -25,7 +25,8 @@ DLQ_SUFFIX = "-dlq"
 TARGET_ID = "spotwatch-sqs"
 RULE_DESCRIPTION = (
     "spotwatch fleet: EC2 spot interruption, rebalance, fulfillment, state change, "
-    "ASG termination"
+    "ASG termination, capacity reservation interruption, capacity block expiration, "
+    "Health scheduled change"
 )
 
 DEFAULT_VISIBILITY_TIMEOUT = 60

@@ -358,7 +358,8 @@ class FleetWatcher:
                     self._seq += 1
                     key = str(self._seq)
                     self._items[key] = item
-                    self._slots[key] = Slot(key, item.order_key(key), self._seq, hidden_until)
+                    self._slots[key] = Slot(key, item.order_key(key), self._seq, hidden_until,
+                                            also=item.also_keys())
                 self._work.notify(len(received))
         if back:
             self._queue.release(back)
@@ -366,8 +367,9 @@ class FleetWatcher:
         with self._lock:
             seen = self._seen
             wanted = [
-                (r.event.region, r.event.instance_id) for r in received
+                (r.event.region, run.instance_id) for r in received
                 if r.event is not None and r.event.actionable and r.event.event_id not in seen
+                for run in r.event.runs()
             ]
         self._lookup.want(wanted)
 
@@ -428,20 +430,53 @@ class FleetWatcher:
                      note="already acted on by this watcher; deleted without running hooks")
             self._delete(item)
             return DUPLICATE
+        runs = event.runs()
+        if len(runs) == 1:
+            tags = self._announce(item, event, log)
+            if self.settings.hooks_dir is None:
+                self._done(item, event)
+                return DONE
+            return self._run_hooks(item, event, tags, log)
+        # One hook run per instance, in the order the event names them. A run that
+        # succeeded is not repeated when the message comes back after a later one failed.
+        for run in runs:
+            run_id = f"{event.event_id}#{run.instance_id}"
+            with self._lock:
+                done_before = run_id in self._seen
+            if done_before:
+                log.info("fleet.duplicate", instance_id=run.instance_id, kind=run.kind,
+                         note="hooks already ran for this instance of the event")
+                continue
+            tags = self._announce(item, run, log)
+            if self.settings.hooks_dir is not None:
+                outcome = self._run_hooks(item, run, tags, log, finish=False)
+                if outcome != DONE:
+                    return outcome
+            with self._lock:
+                self._seen.add(run_id)
+        self._done(item, event)
+        return DONE
+
+    def _announce(self, item: Received, event: FleetEvent, log: Any) -> Mapping[str, str]:
+        """Print and log one hook run's event; its instance's tags."""
         tags = self._lookup.get(event.region, event.instance_id)
         self._output.event(event, tags)
-        fields = {"kind": event.kind, "action": event.action, "instance_id": event.instance_id,
-                  "region": event.region, "event_time": event.time}
+        fields: dict[str, Any] = {
+            "kind": event.kind, "action": event.action, "instance_id": event.instance_id,
+            "region": event.region, "event_time": event.time}
+        if event.capacity_reservation_id:
+            fields["capacity_reservation_id"] = event.capacity_reservation_id
+        if event.deadline is not None:
+            fields["deadline"] = int(event.deadline)
         if event.problem:
             fields["problem"] = event.problem
         log.info("fleet.event", receive_count=item.receive_count, **fields)
-        if self.settings.hooks_dir is None:
-            self._done(item, event)
-            return DONE
-        return self._run_hooks(item, event, tags, log)
+        return tags
 
     def _run_hooks(self, item: Received, event: FleetEvent, tags: Mapping[str, str],
-                   log: Any) -> str:
+                   log: Any, *, finish: bool = True) -> str:
+        """Run the hooks for ``event``; with ``finish``, a success also deletes the
+        message (else the caller does, once every instance's run succeeded)."""
         assert self.settings.hooks_dir is not None
         plan = self._plan(self.settings.hooks_dir)
         self._log_plan(plan)
@@ -497,8 +532,10 @@ class FleetWatcher:
                 event.region, action, log):
             self._queue.set_visibility(item, self._visibility or 0, log)
             return FAILED
-        self._done(item, event)
-        log.info("fleet.handled", hooks=len(results), duration=duration)
+        if finish:
+            self._done(item, event)
+        log.info("fleet.handled", hooks=len(results), duration=duration,
+                 instance_id=event.instance_id)
         return DONE
 
     def _done(self, item: Received, event: FleetEvent) -> None:

@@ -86,16 +86,20 @@ def test_each_detail_type_parses(
     assert event.problem == ""
 
 
-def test_pattern_covers_exactly_the_five_detail_types() -> None:
+def test_pattern_covers_exactly_the_nine_detail_types() -> None:
     pattern = dict(EVENT_PATTERN)
     assert pattern == {
-        "source": ["aws.ec2", "aws.autoscaling"],
+        "source": ["aws.ec2", "aws.autoscaling", "aws.health"],
         "detail-type": [
             "EC2 Spot Instance Interruption Warning",
             "EC2 Instance Rebalance Recommendation",
             "EC2 Spot Instance Request Fulfillment",
             "EC2 Instance State-change Notification",
             "EC2 Instance-terminate Lifecycle Action",
+            "EC2 Capacity Reservation Instance Interruption Warning",
+            "Capacity Block Expiration Warning",
+            "Capacity Block Reservation Expiration Warning",
+            "AWS Health Event",
         ],
     }
     assert list(DETAIL_TYPES) == pattern["detail-type"]
