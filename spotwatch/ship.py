@@ -163,14 +163,21 @@ def ship(
         abandoned=abandoned,
         deadline=options.deadline,
     )
+    # A dry run sent nothing: its log names what it would ship, not "shipped".
+    counts = (
+        {"files_planned": len(report.shipped),
+         "bytes_planned": sum(o.size for o in report.shipped)}
+        if report.dry_run else
+        {"files_shipped": len(report.shipped),
+         "bytes_shipped": sum(o.size for o in report.shipped),
+         "bytes_sent": sum(o.bytes_sent for o in report.shipped)}
+    )  # fmt: skip
     log.info(
         "ship.summary",
         bucket=report.bucket,
         base=report.base,
         files=len(report.outcomes),
-        files_shipped=len(report.shipped),
-        bytes_shipped=sum(o.size for o in report.shipped),
-        bytes_sent=sum(o.bytes_sent for o in report.shipped),
+        **counts,
         not_shipped=report.reasons(),
         seconds=round(report.seconds, 3),
         exit_code=report.exit_code,
