@@ -18,7 +18,7 @@ from typing import NoReturn
 from spotwatch import __version__
 from spotwatch.errors import EXIT_USAGE, SpotwatchError
 
-COMMANDS = ("run", "hooks", "drill", "ship", "status", "install", "uninstall", "fleet")
+COMMANDS = ("run", "hooks", "drill", "ship", "status", "install", "uninstall", "fleet", "sim")
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args))
     except SpotwatchError as exc:
-        print(f"spotwatch {args.command}: error: {exc}", file=sys.stderr)
+        # A nested command (fleet setup) names itself: set_defaults(error_prefix=...).
+        prefix = getattr(args, "error_prefix", None) or f"spotwatch {args.command}"
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -274,6 +274,7 @@ RUN_FLAGS = tuple(_FIELDS)
 def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunConfig:
     """Build the RunConfig from raw flag strings (None: not given) and the environment."""
     values: dict[str, Any] = {}
+    given: dict[str, str] = {}  # field -> the flag or variable that set it
     for flag, (parse, field) in _FIELDS.items():
         raw = flags.get(flag)
         source = flag
@@ -286,6 +287,7 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
             values[field] = parse(raw)
         except ValueError as exc:
             raise UsageError(f"{source}: {exc}") from None
+        given[field] = source
     values["interval_given"] = "interval" in values  # issue 12: Azure defaults to 1 s
     settings = RunConfig(**values)
     _check_maintenance_lead(settings)
@@ -296,6 +298,13 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
         raise UsageError(
             "--asg-lifecycle-hook needs the asg source: add asg to --watch "
             "(e.g. --watch spot,asg or SPOTWATCH_WATCH=spot,asg)"
+        )
+    if "maintenance_lead" in given and "maintenance" not in settings.sources:
+        # Like --asg-lifecycle-hook: a lead that changes nothing is a forgotten
+        # --watch entry; refusing now beats a maintenance event going unwatched.
+        raise UsageError(
+            f"{given['maintenance_lead']} needs the maintenance source: add maintenance to "
+            "--watch (e.g. --watch spot,maintenance or SPOTWATCH_WATCH=spot,maintenance)"
         )
     return settings
 

@@ -280,6 +280,11 @@ class _Timeline:
             )
 
 
+def _not_dir(path: Path) -> str:
+    # The same words as 'spotwatch hooks': a file there is not a missing directory.
+    return "is not a directory" if path.exists() else "does not exist"
+
+
 def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) -> DrillReport:
     """Rehearse one notice end to end and return what happened."""
     from spotwatch.daemon import build_watcher
@@ -289,13 +294,13 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
 
     if not options.hooks_dir.is_dir():
         raise SpotwatchError(
-            f"hooks directory {options.hooks_dir} does not exist: "
+            f"hooks directory {options.hooks_dir} {_not_dir(options.hooks_dir)}: "
             "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
             exit_code=2,
         )
     if options.resume and not _resume_dir(options).is_dir():
         raise SpotwatchError(
-            f"resume hooks directory {_resume_dir(options)} does not exist: "
+            f"resume hooks directory {_resume_dir(options)} {_not_dir(_resume_dir(options))}: "
             "pass --resume-dir DIR (spotwatch install creates /etc/spotwatch/resume.d)",
             exit_code=2,
         )

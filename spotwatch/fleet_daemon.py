@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from spotwatch import regions
 from spotwatch.errors import UsageError
 from spotwatch.fleet_settings import FleetWatchSettings, check_settings, region_from_queue_url
 from spotwatch.fleet_tags import InstanceTags, NoTags
@@ -41,9 +42,13 @@ def watch(
     from botocore.config import Config
 
     session = boto3.session.Session()
-    region = region or region_from_queue_url(settings.queue_url) or session.region_name
-    if not region:
-        raise UsageError("no region: pass --region or set AWS_DEFAULT_REGION")
+    # The queue URL names the queue's own region: it beats the environment.
+    found = regions.resolve(region or region_from_queue_url(settings.queue_url), os.environ,
+                            lambda: session.region_name,
+                            lambda: regions.instance_region(os.environ))
+    if found is None:
+        raise UsageError(regions.no_region("no AWS region for the queue"))
+    region = found.name
     # A connection for the receiver's long poll, the book-keeper and every worker
     # (a failed hook's visibility change), so none waits for a free one.
     config = Config(retries={"mode": "standard", "max_attempts": 3},

@@ -10,11 +10,13 @@ nothing (and says so). The desired state is built by pure functions
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spotwatch import regions
 from spotwatch.errors import SpotwatchError, UsageError
 from spotwatch.fleet_events import EVENT_PATTERN
 from spotwatch.logs import get_logger
@@ -147,6 +149,11 @@ def setup_fleet(
     from botocore.exceptions import BotoCoreError, ClientError
 
     session = session if session is not None else boto3.session.Session()
+    found = regions.resolve(region, os.environ, lambda: session.region_name,
+                            lambda: regions.instance_region(os.environ))
+    if found is None:
+        raise UsageError(regions.no_region("no AWS region for the queue and rule"))
+    region = found.name
     try:
         sqs = session.client("sqs", region_name=region)
         events = session.client("events", region_name=region)

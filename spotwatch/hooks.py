@@ -116,6 +116,8 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` is not a hook name, or None when it is one."""
     if name.endswith(IGNORED_SUFFIXES):  # one call for all of them; then which one
         suffix = next(s for s in IGNORED_SUFFIXES if name.endswith(s))
+        if suffix == ".disabled":  # how the example hooks ship, and how to turn one off
+            return "disabled (name ends in '.disabled')"
         return f"name ends in '{suffix}' (backup or package-manager file)"
     if not NAME_PATTERN.fullmatch(name):  # fullmatch: "$" alone lets a final "\n" through
         return "name does not match ^[A-Za-z0-9][A-Za-z0-9_.-]*$"

@@ -9,7 +9,8 @@ same process, thread-safely::
         ...  # point an ImdsClient at sim.url
         sim.wait_for_requests(INSTANCE_ACTION_PATH, 3)
 
-Standalone, for manual runs: ``python -m spotwatch.imdssim --port 1338 --notice-in 10``.
+Standalone, for manual runs: ``spotwatch sim --port 1338 --notice-in 10`` (or
+``python -m spotwatch.imdssim``, the same options).
 """
 
 from __future__ import annotations
@@ -602,44 +603,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve a simulated IMDS until Ctrl-C: ``python -m spotwatch.imdssim``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m spotwatch.imdssim",
-        description="A fake EC2 instance metadata service with a scheduled spot notice.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=1338, help="port (default 1338; 0: any)")
-    parser.add_argument("--notice-in", type=float, metavar="S", help="notice appears after S s")
-    parser.add_argument("--action", default="terminate", choices=("terminate", "stop", "hibernate"))
-    parser.add_argument(
-        "--lead", type=float, default=120.0, metavar="S", help="notice time = appearance + S"
-    )
-    parser.add_argument("--rebalance-in", type=float, metavar="S", help="rebalance after S s")
-    parser.add_argument(
-        "--require-token", action="store_true", help="IMDSv2 only: GETs need a token"
-    )
-    parser.add_argument(
-        "--asg-terminated-in", type=float, metavar="S", help="lifecycle state Terminated after S s"
-    )
-    parser.add_argument(
-        "--maintenance-in",
-        type=float,
-        metavar="S",
-        help="a scheduled maintenance event with NotBefore S s from now",
-    )
-    parser.add_argument(
-        "--maintenance-code",
-        default="system-reboot",
-        help="its code (default system-reboot; instance-stop, instance-retirement, ...)",
-    )
-    parser.add_argument(
-        "--cloud",
-        default="aws",
-        choices=("aws", "gcp", "azure"),
-        help="protocol to speak (gcp: preempted after --notice-in; azure: a Preempt event "
-        "--lead s ahead)",
-    )
-    args = parser.parse_args(argv)
+    """Serve a simulated IMDS until Ctrl-C: ``python -m spotwatch.imdssim``, the
+    same options as ``spotwatch sim`` (declared once, in its front end)."""
+    from spotwatch.commands import sim as command
+    from spotwatch.errors import SpotwatchError
+
+    parser = argparse.ArgumentParser(prog="python -m spotwatch.imdssim",
+                                     description=command.DESCRIPTION)
+    command.add_arguments(parser)
+    try:
+        return serve_until_stopped(parser.parse_args(argv))
+    except SpotwatchError as err:
+        print(f"imdssim: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+def serve_until_stopped(args: argparse.Namespace) -> int:
+    """Start the simulator ``args.cloud`` names, print its URL, serve until SIGTERM/SIGINT."""
+    from spotwatch.errors import SpotwatchError
+
     sim: Any
     try:
         if args.cloud == "gcp":
@@ -653,9 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sim = ImdsSimulator(host=args.host, port=args.port, require_token=args.require_token)
             sim.start()
-    except OSError as err:
-        print(f"imdssim: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
-        return 1
+    except (OSError, OverflowError) as err:
+        raise SpotwatchError(f"cannot listen on {args.host}:{args.port}: {err}") from None
     now = time.time()
     if args.cloud == "aws" and args.notice_in is not None:
         at = now + args.notice_in

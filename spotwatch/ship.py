@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-from spotwatch import __version__
+from spotwatch import __version__, regions
 from spotwatch.errors import EXIT_FAILURE, EXIT_USAGE, UsageError
 from spotwatch.logs import get_logger
 from spotwatch.ship_files import find_files
@@ -77,6 +77,7 @@ class ShipOptions:
     dry_run: bool = False
     instance_id: str = "unknown"
     notice_time: str = ""  # as IMDS gave it
+    region: str = ""  # --region; empty: the order in spotwatch.regions
 
 
 @dataclass(frozen=True)
@@ -162,14 +163,21 @@ def ship(
         abandoned=abandoned,
         deadline=options.deadline,
     )
+    # A dry run sent nothing: its log names what it would ship, not "shipped".
+    counts = (
+        {"files_planned": len(report.shipped),
+         "bytes_planned": sum(o.size for o in report.shipped)}
+        if report.dry_run else
+        {"files_shipped": len(report.shipped),
+         "bytes_shipped": sum(o.size for o in report.shipped),
+         "bytes_sent": sum(o.bytes_sent for o in report.shipped)}
+    )  # fmt: skip
     log.info(
         "ship.summary",
         bucket=report.bucket,
         base=report.base,
         files=len(report.outcomes),
-        files_shipped=len(report.shipped),
-        bytes_shipped=sum(o.size for o in report.shipped),
-        bytes_sent=sum(o.bytes_sent for o in report.shipped),
+        **counts,
         not_shipped=report.reasons(),
         seconds=round(report.seconds, 3),
         exit_code=report.exit_code,
@@ -294,7 +302,14 @@ class _Run:
                     "no AWS credentials found: attach an instance role, or set "
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
                 )
-            region = session.region_name or _hook_region() or "us-east-1"
+            found = regions.resolve(
+                self.options.region, os.environ, lambda: session.region_name,
+                # In a hook the daemon already named the instance's region.
+                lambda: _hook_region() or regions.instance_region(os.environ),
+            )
+            # None found: us-east-1 answers for any bucket and botocore follows
+            # its redirect to the bucket's region.
+            region = found.name if found else "us-east-1"
             config = Config(
                 retries={"mode": "standard"},  # AWS_MAX_ATTEMPTS still applies
                 max_pool_connections=self.options.concurrency + 4,

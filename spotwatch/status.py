@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol, TextIO
 
 from spotwatch.ec2_lookup import PAGE_SIZE, chunks, describe_instances
 from spotwatch.errors import SpotwatchError
+from spotwatch.regions import no_region
 from spotwatch.spot_codes import (
     EXIT_API,
     INSTANCE_GONE,
@@ -134,8 +135,15 @@ class Boto3Clients:
         )
 
     def default_region(self) -> str | None:
-        region = self._session.region_name
-        return str(region) if region else None
+        import os
+
+        from spotwatch import regions
+
+        found = regions.resolve(  # the one order every --region command uses
+            None, os.environ, lambda: self._session.region_name,
+            lambda: regions.instance_region(os.environ),
+        )
+        return found.name if found else None
 
     def ec2(self, region: str) -> Any:
         return self._session.client("ec2", region_name=region, config=self._config)
@@ -185,9 +193,7 @@ def _regions(query: StatusQuery, clients: Clients) -> list[str]:
             raise StatusApiError(f"DescribeRegions in {asked} listed no enabled regions")
         return names
     if not home:
-        raise StatusApiError(
-            "no AWS region: pass --region, or set AWS_REGION or a region in your AWS profile"
-        )
+        raise StatusApiError(no_region())
     return [home]
 
 
@@ -294,9 +300,7 @@ def describe_error(exc: BaseException, region: str) -> StatusApiError | None:
     if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
         return StatusApiError("no AWS credentials found: set AWS_PROFILE or run aws configure")
     if isinstance(exc, bce.NoRegionError):
-        return StatusApiError(
-            "no AWS region: pass --region, or set AWS_REGION or a region in your AWS profile"
-        )
+        return StatusApiError(no_region())
     if isinstance(exc, bce.ProfileNotFound):
         return StatusApiError(f"{exc}: check AWS_PROFILE")
     if isinstance(exc, bce.InvalidRegionError):

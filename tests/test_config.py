@@ -92,7 +92,7 @@ def test_asg_and_maintenance_settings() -> None:
     assert (cfg.asg_deadline, cfg.maintenance_lead) == (300.0, 300.0)
     assert cfg.asg_lifecycle_hook is None and cfg.asg_name is None
     cfg = resolve(
-        {"--asg-lifecycle-hook": "drain", "--asg-deadline": "90", "--watch": "asg"},
+        {"--asg-lifecycle-hook": "drain", "--asg-deadline": "90", "--watch": "asg,maintenance"},
         {"SPOTWATCH_ASG_NAME": "web", "SPOTWATCH_MAINTENANCE_LEAD": "60"},
     )
     assert (cfg.asg_lifecycle_hook, cfg.asg_name) == ("drain", "web")
@@ -105,8 +105,21 @@ def test_maintenance_lead_must_exceed_the_margin() -> None:
         resolve(flags, {})
     assert "--maintenance-lead" in str(err.value) and err.value.exit_code == 2
     assert resolve({**flags, "--deadline-margin": "1"}, {}).maintenance_lead == 5.0
-    # Not watched: the lead does not matter.
-    assert resolve({**flags, "--watch": "spot"}, {}).deadline_margin == 5.0
+
+
+@pytest.mark.parametrize(("flags", "env", "named"), [
+    ({"--maintenance-lead": "600"}, {}, "--maintenance-lead"),
+    ({"--watch": "spot"}, {"SPOTWATCH_MAINTENANCE_LEAD": "600"}, "SPOTWATCH_MAINTENANCE_LEAD"),
+])
+def test_a_maintenance_lead_without_the_maintenance_source_is_a_usage_error(
+        flags: dict[str, str], env: dict[str, str], named: str) -> None:
+    with pytest.raises(UsageError) as err:
+        resolve(flags, env)
+    assert str(err.value).startswith(f"{named} needs the maintenance source: add maintenance")
+    assert err.value.exit_code == 2
+    # With the source watched the same lead is fine; unset, the default lead says nothing.
+    assert resolve({**flags, "--watch": "maintenance"}, env).maintenance_lead == 600.0
+    assert resolve({"--watch": "spot"}, {}).maintenance_lead == 300.0
 
 
 def test_a_lifecycle_hook_without_the_asg_source_is_a_usage_error() -> None:

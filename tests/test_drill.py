@@ -93,6 +93,15 @@ def test_a_missing_hooks_directory_is_one_line_and_exit_2(tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
 
 
+def test_a_file_as_hooks_directory_is_not_a_directory(tmp_path: Path) -> None:
+    a_file = tmp_path / "hooks.d"
+    a_file.write_text("")
+    proc = drill("--hooks-dir", str(a_file))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert f"hooks directory {a_file} is not a directory" in proc.stderr
+
+
 @pytest.mark.parametrize("event", ["rebalance", "maintenance", "asg"])
 def test_each_source_is_rehearsed(hooks_dir: Path, event: str) -> None:
     from spotwatch.drill import DrillOptions, render_text, report_as_dict, run_drill

@@ -396,7 +396,7 @@ def test_usage_and_queue_errors_are_one_line(
                             timeout=60, env=env)
     assert no_url.returncode == 2
     assert no_url.stderr.strip().splitlines() == [
-        "spotwatch fleet: error: no queue URL: pass --queue-url or set SPOTWATCH_QUEUE_URL"
+        "spotwatch fleet watch: error: no queue URL: pass --queue-url or set SPOTWATCH_QUEUE_URL"
     ]
 
 

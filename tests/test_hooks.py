@@ -57,6 +57,13 @@ def test_every_backup_suffix_is_ignored(suffix: str) -> None:
     assert problem is not None and suffix in problem
 
 
+def test_a_disabled_hook_is_called_disabled_not_a_backup() -> None:
+    assert name_problem("90-notify.sh.disabled") == (
+        "disabled (name ends in '.disabled')")
+    assert name_problem("90-notify.sh.bak") == (
+        "name ends in '.bak' (backup or package-manager file)")
+
+
 def test_suffix_list_matches_spec() -> None:
     assert set(IGNORED_SUFFIXES) == {
         "~", ".bak", ".orig", ".swp", ".disabled", ".dpkg-old", ".dpkg-new",

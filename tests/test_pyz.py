@@ -104,3 +104,35 @@ def test_the_file_runs_and_installs_on_python(minor: str, pyz: Path, tmp_path: P
     assert not (root / "opt/spotwatch").exists()
     assert not os.path.lexists(root / "usr/local/bin/spotwatch")
 
+
+
+def test_the_simulator_runs_from_the_file(pyz: Path, tmp_path: Path) -> None:
+    """``spotwatch sim`` from the one file: no venv, no ``python -m``."""
+    import signal
+
+    import requests
+
+    from tests.helpers import free_port
+
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if k != "HOME" and not k.startswith("SHIV_")}
+    clean["SHIV_ROOT"] = str(tmp_path / "shiv")
+    proc = subprocess.Popen(
+        [interpreter("11"), str(pyz), "sim", "--port", str(port), "--notice-in", "0"],
+        env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url == f"http://127.0.0.1:{port}", proc.stderr.read() if proc.stderr else ""
+        body = requests.get(url + "/latest/meta-data/spot/instance-action", timeout=5).json()
+        assert body["action"] == "terminate"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

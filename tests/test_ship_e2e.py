@@ -546,7 +546,8 @@ def test_dry_run_lists_the_plan_without_boto3_or_s3(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from spotwatch.cli import main\n"
-        "rc = main(['ship', sys.argv[1], '--bucket', 'logs-bucket', '--dry-run', '--json'])\n"
+        "rc = main(['ship', sys.argv[1], '--bucket', 'logs-bucket', '--dry-run', '--json',\n"
+        "           '--log-format', 'json'])\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules\n"
         "sys.exit(rc)\n"
     )
@@ -570,6 +571,10 @@ def test_dry_run_lists_the_plan_without_boto3_or_s3(tmp_path: Path) -> None:
         key_of(tmp_path / "a.log"),
         key_of(tmp_path / "b.log"),
     ]
+    summary = [json.loads(line) for line in result.stderr.splitlines()
+               if '"ship.summary"' in line]
+    assert len(summary) == 1 and summary[0]["dry_run"] is True
+    assert summary[0]["files_planned"] == 2 and "files_shipped" not in summary[0]
 
 
 def peak_rss(pid: int) -> int:

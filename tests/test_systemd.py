@@ -201,7 +201,10 @@ def test_env_template_has_every_run_flag_at_its_default() -> None:
         name = config.env_name(flag)
         assert name in settings, f"{name} is missing from {ENV}"
         # What the template shows must parse to what spotwatch uses by default.
-        parsed = config.resolve({}, {name: settings[name]})
+        # (The maintenance lead is refused without its source, so watch it too.)
+        companion = {"SPOTWATCH_WATCH": "spot,maintenance"} if name.endswith(
+            "_MAINTENANCE_LEAD") else {}
+        parsed = config.resolve({}, {**companion, name: settings[name]})
         field = flag[2:].replace("-", "_")
         if field == "log_format":
             continue  # the default depends on the terminal; the template shows json

@@ -36,13 +36,15 @@ def add_parser(subparsers: Any) -> None:
         "Prints the queue URL. Running it again changes nothing.",
     )
     setup.add_argument("--queue-name", required=True, metavar="NAME")
-    setup.add_argument("--region", metavar="R", help="AWS region (default: your AWS config)")
+    setup.add_argument("--region", metavar="R",
+                       help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the AWS "
+                       "profile, then on EC2 the instance's own region)")
     setup.add_argument("--visibility-timeout", type=_int_arg, default=60, metavar="S",
                        help="seconds a received message stays hidden (default 60)")
     setup.add_argument("--max-receive-count", type=_int_arg, default=5, metavar="N",
                        help="receives before a message goes to the dead-letter queue (default 5)")
     _log_args(setup)
-    setup.set_defaults(func=_setup)
+    setup.set_defaults(func=_setup, error_prefix="spotwatch fleet setup")
 
     watch = commands.add_parser(
         "watch",
@@ -55,7 +57,8 @@ def add_parser(subparsers: Any) -> None:
     watch.add_argument("--queue-url", metavar="URL",
                        help=f"the queue 'fleet setup' printed (default: ${QUEUE_URL_ENV})")
     watch.add_argument("--region", metavar="R",
-                       help="AWS region (default: from the queue URL, else your AWS config)")
+                       help="AWS region (default: from the queue URL, else AWS_REGION, "
+                       "AWS_DEFAULT_REGION, the AWS profile, then on EC2 the instance's)")
     watch.add_argument("--hooks-dir", type=Path, metavar="DIR",
                        help="fleet hooks to run for each event (default: none, only print)")
     watch.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -83,7 +86,7 @@ def add_parser(subparsers: Any) -> None:
                        "asg-termination event's hooks run (default: half the lifecycle "
                        "hook's HeartbeatTimeout)")
     _log_args(watch)
-    watch.set_defaults(func=_watch)
+    watch.set_defaults(func=_watch, error_prefix="spotwatch fleet watch")
     parser.set_defaults(func=_missing_subcommand, fleet_parser=parser)
 
 

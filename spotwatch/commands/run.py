@@ -76,7 +76,7 @@ def add_parser(subparsers: Any) -> None:
         "--maintenance-lead",
         metavar="S",
         help="run the hooks this long before a scheduled maintenance event "
-        f"(default {config.DEFAULT_MAINTENANCE_LEAD:g})",
+        f"(default {config.DEFAULT_MAINTENANCE_LEAD:g}; needs maintenance in --watch)",
     )
     # Issue 12: Google Compute Engine and Azure.
     add(

@@ -31,6 +31,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="file, directory or glob")
     parser.add_argument("--bucket", help="S3 bucket (default: $SPOTWATCH_S3_BUCKET)")
     parser.add_argument("--prefix", help="key prefix (default: $SPOTWATCH_S3_PREFIX, or none)")
+    parser.add_argument("--region", metavar="R",
+                        help="the bucket's AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, "
+                        "the AWS profile, then the instance's own region, else us-east-1)")
     parser.add_argument(
         "--no-gzip", dest="gzip", action="store_false", help="upload files as they are"
     )
@@ -100,6 +103,7 @@ def _main(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         instance_id=env.get("SPOTWATCH_INSTANCE_ID", "").strip() or "unknown",
         notice_time=env.get("SPOTWATCH_NOTICE_TIME", ""),
+        region=(args.region or "").strip(),
     )
     logs.configure(args.log_format, args.log_level)
     report = ship(options, _tuning(Tuning()))

@@ -83,7 +83,8 @@ def add_parser(subparsers: Any) -> None:
                         help="instance id (i-...) or spot request id (sir-...)")
     parser.add_argument("--region", action="append", type=region_name, default=[],
                         metavar="R", help="region to ask (repeatable); "
-                        "default: the usual boto3 chain (AWS_REGION, profile)")
+                        "default: AWS_REGION, AWS_DEFAULT_REGION, the AWS profile, "
+                        "then on EC2 the instance's own region")
     parser.add_argument("--all-regions", action="store_true",
                         help="ask every region enabled for the account")
     parser.add_argument("--tag", action="append", type=tag_filter, default=[],
