@@ -71,6 +71,7 @@ class Report:
 
 def delay_advice(group: str, arn: str, delay: float, left: float, margin: float = 5.0) -> str:
     """What to tell the operator when ``delay`` does not fit in ``left`` seconds; '' if it does."""
+    left = max(0.0, left)
     if delay <= left:
         return ""
     fits = max(0, int(left - margin))

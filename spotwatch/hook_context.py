@@ -48,10 +48,15 @@ class HookContext:
     def resuming(self) -> bool:
         return self.phase == RESUME
 
-    def act_by(self, now: float, margin: float = 1.0) -> float:
+    def act_by(self, now: float, margin: float = 1.0, reserve: float = 0.0) -> float:
         """When the action must be finished: a little before the hook would be
-        stopped, never after the instance's deadline; a short default without either."""
-        limits = [t for t in (self.hook_deadline, self.deadline) if t is not None]
+        stopped, and ``reserve`` seconds before the instance's deadline (time kept
+        for the hooks after this one); a short default without either."""
+        limits = []
+        if self.hook_deadline is not None:
+            limits.append(self.hook_deadline)
+        if self.deadline is not None:
+            limits.append(self.deadline - reserve)
         if not limits:
             return now + DEFAULT_BUDGET
         return min(limits) - margin
@@ -104,6 +109,23 @@ def from_environment(
         drill=get("SPOTWATCH_DRILL") == "1",
         state_dir=get("SPOTWATCH_STATE_DIR", DEFAULT_STATE_DIR),
     )
+
+
+def reserve_after(environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds before the deadline kept for the hooks after a draining action: the
+    daemon's deadline margin plus SPOTWATCH_RESERVE_AFTER (default 30), as the
+    example drain hooks count them."""
+    total = 0.0
+    for name, default in (("SPOTWATCH_DEADLINE_MARGIN", "10"), ("SPOTWATCH_RESERVE_AFTER", "30")):
+        text = environ.get(name, "").strip() or default
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"{name} must be seconds, not {text!r}") from None
+        if not 0 <= value < 86400:
+            raise UsageError(f"{name} must be seconds, not {text!r}")
+        total += value
+    return total
 
 
 def known_region(context: HookContext) -> str | None:

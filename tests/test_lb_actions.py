@@ -9,6 +9,7 @@ first, as ELB does it: a deregistered target drains for its target group's
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -159,10 +160,12 @@ def test_a_delay_longer_than_the_time_left_is_reported(
 ) -> None:
     world = World(aws_env, delays=(300,))
     started = time.monotonic()
-    result = run("deregister", world, aws_env, tmp_path, left=6)
+    env = {**aws_env, "SPOTWATCH_RESERVE_AFTER": "0", "SPOTWATCH_DEADLINE_MARGIN": "1"}
+    result = run("deregister", world, env, tmp_path, left=6)
     assert result.returncode == 0, result.stderr
     assert "deregistration delay 300 s is longer than the" in result.stdout
     assert "Value=" in result.stdout and "still draining from" in result.stdout
+    assert re.search(r"longer than the [0-5] s left", result.stdout)
     assert time.monotonic() - started < 30  # gave up at the deadline
 
 
