@@ -173,7 +173,17 @@ def packaged_items(spotwatch_path: str) -> list[Item]:
         strict_conf=shipped.read(shipped.STRICT),
         env_template=shipped.read(shipped.ENV),
         hooks=shipped.example_hooks(),
-    )
+    ) + example_items(shipped.examples())
+
+
+def example_items(examples: Mapping[str, bytes]) -> list[Item]:
+    """The action and drain examples, in ``examples/`` beside the hooks (a directory
+    spotwatch never runs from): copy or link one up a level to enable it. Kept, as
+    configuration is, once the operator changed it."""
+    return [
+        Item(f"{CONFIG_DIR}/{name}", content, 0o755, CONFIG)
+        for name, content in sorted(examples.items())
+    ]
 
 
 def render_fleet_unit(template: str, spotwatch_path: str) -> str:
@@ -523,6 +533,8 @@ def install(
     if pyz is not None and (not use_systemctl or enable):
         onefile.prune(root, onefile.build_id(pyz), out)
     out(f"example hooks are disabled: enable one with 'mv NAME{DISABLED} NAME' in {HOOKS_DIR}")
+    out(f"action and drain examples are in {HOOKS_DIR}/examples (and resume.d/examples): "
+        "'spotwatch hooks --examples' says what each needs")
     return 0
 
 
@@ -550,7 +562,10 @@ def uninstall(
     _remove_state(root, out)
     write_manifest(root, {s.path: manifest[s.path] for s in steps
                           if s.action == KEEP and s.path in manifest})  # fmt: skip
-    _remove_empty_dirs(root, [STRICT_DIR, HOOKS_DIR, CONFIG_DIR, "/var/lib/spotwatch"])
+    examples = [f"{CONFIG_DIR}/{d}" for d in shipped.EXAMPLE_DIRS]
+    resume_dir = f"{CONFIG_DIR}/resume.d"
+    _remove_empty_dirs(root, [STRICT_DIR, *examples, resume_dir, HOOKS_DIR, CONFIG_DIR,
+                              "/var/lib/spotwatch"])  # fmt: skip
     if use_systemctl:
         _systemctl(run, "daemon-reload")
     from spotwatch import onefile

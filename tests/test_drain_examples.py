@@ -115,7 +115,7 @@ def test_kubernetes_cordons_then_drains_ordinary_pods_before_the_last(standins: 
     assert cordon == ["kubectl", "cordon", "node-1"]
     # 100 s left, less the 10 s margin and 30 s for the hooks after: 60 s; 10 s for the last pods.
     assert first[:7] == ["kubectl", "drain", "node-1", "--ignore-daemonsets",
-                         "--delete-emptydir-data", "--force", "--pod-selector=!spotwatch.io/drain-last"]
+                         "--delete-emptydir-data", "--force", "--pod-selector=!spotwatch.io/drain-last"]  # noqa: E501
     timeout = seconds(first[8].split("=")[1])
     assert near(timeout, 50) and first[7] == f"--grace-period={timeout - 2}"
     assert last[6] == "--pod-selector=spotwatch.io/drain-last"

@@ -81,7 +81,7 @@ class World:
         suffix = uuid.uuid4().hex[:8]
         vpc = self.ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
         subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock="10.7.1.0/24",
-                                        AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]  # fmt: skip
+                                        AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]  # fmt: skip  # noqa: E501
         self.groups = []
         for i, delay in enumerate(delays):
             arn = self.elbv2.create_target_group(

@@ -47,7 +47,7 @@ def hook_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_notify(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_notify(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:  # noqa: E501
     return subprocess.run(
         [sys.executable, "-m", "spotwatch", "notify", *args],
         env=env, capture_output=True, text=True, timeout=timeout, check=False,
@@ -72,7 +72,7 @@ def test_template_is_valid_json_whatever_the_values_hold() -> None:
     ctx = context(notice_time=TRICKY, instance_type=TRICKY, event=TRICKY)
     values = notify.record(ctx, now=1_800_000_000.0, left=5, hostname=TRICKY, message_id="m")
     template = notify.parse_template(
-        '{"text": "{{event}} on {{instance_id}} \\"{{instance_type}}\\"", "left": "{{seconds_left}}",'
+        '{"text": "{{event}} on {{instance_id}} \\"{{instance_type}}\\"", "left": "{{seconds_left}}",'  # noqa: E501
         ' "drill": "{{drill}}", "nested": ["{{hostname}}", {"{{action}}": "at {{notice_time}}"}]}',
         "t.json",
     )
@@ -100,7 +100,7 @@ def test_every_documented_field_is_in_the_record() -> None:
 def test_summaries_for_shutdown_resume_and_drill() -> None:
     assert "shutting down, no notice" in notify.summary(context(event="shutdown"), 3)
     resumed = notify.summary(context(phase="resume"), None)
-    assert resumed.startswith("resume on i-0abc") and "running again after spot-interruption" in resumed
+    assert resumed.startswith("resume on i-0abc") and "running again after spot-interruption" in resumed  # noqa: E501
     assert notify.summary(context(drill=True), 7).startswith("[drill] spot-interruption on i-0abc")
     assert context(phase="resume").key() == "resume:n1"
 
@@ -113,7 +113,7 @@ def test_tag_value_and_sns_subject() -> None:
 
 
 def test_headers_from_the_settings_file() -> None:
-    env = {"SPOTWATCH_NOTIFY_HEADER_X_API_KEY": "k1", "SPOTWATCH_NOTIFY_HEADER_AUTHORIZATION": "Bearer t"}
+    env = {"SPOTWATCH_NOTIFY_HEADER_X_API_KEY": "k1", "SPOTWATCH_NOTIFY_HEADER_AUTHORIZATION": "Bearer t"}  # noqa: E501
     assert notify.headers_from_settings(env) == [("Authorization", "Bearer t"), ("X-Api-Key", "k1")]
     with pytest.raises(UsageError):
         notify.parse_header("no colon")
@@ -301,7 +301,7 @@ def test_sns_eventbridge_and_the_tag_each_get_the_record(
     events.put_targets(Rule=f"ending-{suffix}", EventBusName=bus,
                        Targets=[{"Id": "q", "Arn": eb_queue_arn}])  # fmt: skip
     image = ec2.describe_images()["Images"][0]["ImageId"]
-    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]  # noqa: E501
 
     env = hook_env(tmp_path, SPOTWATCH_INSTANCE_ID=instance, SPOTWATCH_INSTANCE_TYPE=TRICKY,
                    SPOTWATCH_NOTIFY_SNS_TOPIC=topic, SPOTWATCH_NOTIFY_EVENT_BUS=bus,
@@ -319,7 +319,7 @@ def test_sns_eventbridge_and_the_tag_each_get_the_record(
     assert published["instance_id"] == instance and published["instance_type"] == TRICKY
     [event] = receive(eb_queue)
     assert event["detail-type"] == "spotwatch Instance Ending" and event["source"] == "spotwatch"
-    assert event["detail"]["instance_id"] == instance and event["detail"]["event"] == "spot-interruption"
+    assert event["detail"]["instance_id"] == instance and event["detail"]["event"] == "spot-interruption"  # noqa: E501
     tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [instance]}])["Tags"]
     assert {"Key": "spotwatch:ending", "Value": "spot-interruption@2026-11-26T03:00:25Z"} in [
         {"Key": t["Key"], "Value": t["Value"]} for t in tags
