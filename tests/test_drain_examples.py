@@ -259,3 +259,15 @@ def test_unconfigured_or_without_the_tool_skips(hook: Path, tmp_path: Path) -> N
                             timeout=30, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "skipping" in result.stdout
+
+
+def test_hooks_examples_lists_each_with_what_it_needs() -> None:
+    result = subprocess.run([sys.executable, "-m", "spotwatch", "hooks", "--examples", "--json"],
+                            capture_output=True, text=True, timeout=60, check=False, cwd=REPO)  # fmt: skip  # noqa: E501
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert sorted(e["path"].rsplit("/", 1)[1] for e in listed) == sorted(p.name for p in ALL)
+    for example in listed:
+        assert example["summary"] and example["needs"], example
+    kube = next(e for e in listed if e["path"].endswith("30-drain-kubernetes.sh"))
+    assert kube["resume"] == "resume.d/examples/30-uncordon-kubernetes.sh"
