@@ -6,7 +6,10 @@ raises UsageError naming the flag or variable at fault and what to do.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +109,64 @@ def count(text: str) -> int:
     return value
 
 
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+
+
 def url(text: str) -> str:
+    """An http:// or https:// base URL with a usable host and port, parsed in full
+    now rather than failing on every poll later."""
     if not text.startswith(("http://", "https://")):
         raise ValueError(f"expected an http:// URL, got {text!r}")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"a URL holds no spaces or control characters, got {text!r}")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a usable URL ({exc}), got {text!r}") from None
+    netloc = parts.netloc.rpartition("@")[2]
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError(f"the URL names no host, got {text!r}")
+    if netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"[{host}] is not an IPv6 address, in {text!r}") from None
+    elif not _HOST_NAME.match(host):
+        raise ValueError(f"{host!r} is not a host name or address, in {text!r}")
+    if port == 0 or (port is None and netloc.endswith(":")):
+        raise ValueError(f"expected a port from 1 to 65535, got {text!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a base URL has no ?query or #fragment, got {text!r}")
     return text.rstrip("/")
+
+
+def seconds_between(low: float, high: float) -> Callable[[str], float]:
+    """A parser for a number of seconds from ``low`` to ``high``, both included."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number of seconds, got {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"must be from {low:g} to {high:g} seconds, got {text!r}")
+        return value
+
+    return parse
+
+
+def count_up_to(high: int) -> Callable[[str], int]:
+    """A parser for a whole number from 0 to ``high``."""
+
+    def parse(text: str) -> int:
+        value = count(text)
+        if value > high:
+            raise ValueError(f"must be from 0 to {high}, got {text!r}")
+        return value
+
+    return parse
 
 
 def choice(options: tuple[str, ...]) -> Callable[[str], str]:
@@ -142,31 +199,68 @@ def nonempty(text: str) -> str:
     return text.strip()
 
 
-# flag name -> (parser, RunConfig field)
-_FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "--imds-url": (url, "imds_url"),
-    "--interval": (seconds, "interval"),
-    "--hooks-dir": (Path, "hooks_dir"),
-    "--state-dir": (Path, "state_dir"),
-    "--hook-timeout": (seconds, "hook_timeout"),
-    "--deadline-margin": (lambda t: seconds(t, allow_zero=True), "deadline_margin"),
-    "--on-rebalance": (boolean, "on_rebalance"),
-    "--log-format": (choice(LOG_FORMATS), "log_format"),
-    "--log-level": (choice(LOG_LEVELS), "log_level"),
+@dataclass(frozen=True)
+class Setting:
+    """One ``spotwatch run`` setting: its flag (and so its SPOTWATCH_* twin), its
+    RunConfig field, its parser, and for numbers the range, declared here once: the
+    parser enforces it and ``--help`` and the README show it."""
+
+    flag: str
+    field: str
+    parse: Callable[[str], Any]
+    low: float | None = None
+    high: float | None = None
+    unit: str = "s"
+
+    @property
+    def env(self) -> str:
+        return env_name(self.flag)
+
+    def range_text(self) -> str | None:
+        if self.low is None or self.high is None:
+            return None
+        return f"{self.low:g} to {self.high:g}{' ' + self.unit if self.unit else ''}"
+
+
+def _number(flag: str, field: str, low: float, high: float) -> Setting:
+    return Setting(flag, field, seconds_between(low, high), low, high)
+
+
+# Ranges. The interval: at least 0.1 s (faster would only load IMDS and a core),
+# at most an hour. A hook's timeout: at most a day. The margin: at most an hour,
+# and less than the shortest lead of a watched source (checked once the cloud is
+# known). An Auto Scaling deadline: at most Auto Scaling's longest heartbeat
+# timeout, 7200 s. The maintenance lead: at most a week (events come days ahead).
+INTERVAL_RANGE = (0.1, 3600.0)
+SETTINGS: tuple[Setting, ...] = (
+    Setting("--imds-url", "imds_url", url),
+    _number("--interval", "interval", *INTERVAL_RANGE),
+    Setting("--hooks-dir", "hooks_dir", Path),
+    Setting("--state-dir", "state_dir", Path),
+    _number("--hook-timeout", "hook_timeout", 0.1, 86400.0),
+    _number("--deadline-margin", "deadline_margin", 0.0, 3600.0),
+    Setting("--on-rebalance", "on_rebalance", boolean),
+    Setting("--log-format", "log_format", choice(LOG_FORMATS)),
+    Setting("--log-level", "log_level", choice(LOG_LEVELS)),
     # Chatty hooks (issue 14).
-    "--hook-output-head": (count, "hook_output_head"),
-    "--hook-output-tail": (count, "hook_output_tail"),
+    Setting("--hook-output-head", "hook_output_head", count_up_to(100_000), 0, 100_000, "lines"),
+    Setting("--hook-output-tail", "hook_output_tail", count_up_to(100_000), 0, 100_000, "lines"),
     # metrics (issue 14)
-    "--metrics-file": (Path, "metrics_file"),
+    Setting("--metrics-file", "metrics_file", Path),
     # Issue 11: sources beyond the spot notice.
-    "--watch": (watch_list, "watch"),
-    "--asg-lifecycle-hook": (nonempty, "asg_lifecycle_hook"),
-    "--asg-name": (nonempty, "asg_name"),
-    "--asg-deadline": (seconds, "asg_deadline"),
-    "--maintenance-lead": (seconds, "maintenance_lead"),
+    Setting("--watch", "watch", watch_list),
+    Setting("--asg-lifecycle-hook", "asg_lifecycle_hook", nonempty),
+    Setting("--asg-name", "asg_name", nonempty),
+    _number("--asg-deadline", "asg_deadline", 1.0, 7200.0),
+    _number("--maintenance-lead", "maintenance_lead", 1.0, 604800.0),
     # Issue 12: Google Compute Engine and Azure.
-    "--cloud": (choice(CLOUDS), "cloud"),
-    "--no-approve": (boolean, "no_approve"),
+    Setting("--cloud", "cloud", choice(CLOUDS)),
+    Setting("--no-approve", "no_approve", boolean),
+)
+BY_FLAG = {setting.flag: setting for setting in SETTINGS}
+# flag name -> (parser, RunConfig field), as before the table
+_FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
+    s.flag: (s.parse, s.field) for s in SETTINGS
 }
 
 RUN_FLAGS = tuple(_FIELDS)
@@ -190,6 +284,9 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunC
     values["interval_given"] = "interval" in values  # issue 12: Azure defaults to 1 s
     settings = RunConfig(**values)
     _check_maintenance_lead(settings)
+    # With --cloud auto the lead is known once the cloud is (the daemon checks again
+    # then); a margin no cloud leaves time for is an error now.
+    check_margin(settings, settings.cloud)
     if settings.asg_lifecycle_hook and "asg" not in settings.sources:
         raise UsageError(
             "--asg-lifecycle-hook needs the asg source: add asg to --watch "
@@ -206,4 +303,51 @@ def _check_maintenance_lead(settings: RunConfig) -> None:
             f"--maintenance-lead ({settings.maintenance_lead:g} s) must exceed "
             f"--deadline-margin ({settings.deadline_margin:g} s): the hooks would get no time; "
             "raise the lead or lower the margin"
+        )
+
+
+def shortest_lead(settings: RunConfig, cloud: str) -> tuple[float, str] | None:
+    """The least time ahead any watched source announces an end on ``cloud``, and
+    which source that is; None if no watched source has a fixed lead."""
+    leads: list[tuple[float, str]] = []
+    sources = settings.sources
+    if cloud == "aws":
+        from spotwatch.notice import DEFAULT_LEAD_SECONDS
+
+        for source in ("spot", "rebalance"):
+            if source in sources:
+                leads.append((DEFAULT_LEAD_SECONDS, f"the {source} notice on AWS"))
+        if "asg" in sources:
+            leads.append((settings.asg_deadline, "--asg-deadline"))
+        # maintenance: --maintenance-lead, checked on its own in resolve().
+    elif cloud == "gcp":
+        from spotwatch.gcp import MAINTENANCE_LEAD_SECONDS, PREEMPT_LEAD_SECONDS
+
+        if "spot" in sources:
+            leads.append((PREEMPT_LEAD_SECONDS, "a preemption on Google"))
+        for source in ("maintenance", "migrate"):
+            if source in sources:
+                leads.append((MAINTENANCE_LEAD_SECONDS, f"{source} on Google"))
+    elif cloud == "azure" and sources:
+        from spotwatch.azure import DEFAULT_LEAD_SECONDS as AZURE_LEAD
+
+        leads.append((AZURE_LEAD, "an Azure eviction (as little as 30 s)"))
+    return min(leads) if leads else None
+
+
+def check_margin(settings: RunConfig, cloud: str) -> None:
+    """UsageError if --deadline-margin leaves the hooks no time before the shortest
+    lead of a watched source: every hook would be skipped at the notice."""
+    if cloud == "auto":
+        found = [one for c in CLOUDS[1:] if (one := shortest_lead(settings, c)) is not None]
+        shortest = max(found) if found else None
+    else:
+        shortest = shortest_lead(settings, cloud)
+    if shortest is None:
+        return
+    seconds_ahead, what = shortest
+    if settings.deadline_margin >= seconds_ahead:
+        raise UsageError(
+            f"--deadline-margin ({settings.deadline_margin:g} s) leaves the hooks no time: "
+            f"{what} comes {seconds_ahead:g} s ahead; use a margin under {seconds_ahead:g} s"
         )

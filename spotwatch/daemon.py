@@ -15,7 +15,7 @@ from spotwatch.config import RunConfig
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
-from spotwatch.watcher import Listener, Watcher, WatchSettings
+from spotwatch.watcher import Listener, SignalReport, Watcher, WatchSettings
 
 if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
@@ -32,19 +32,19 @@ def check_directories(config: RunConfig) -> None:
             f"hooks directory {hooks_dir} {what}: create it (mkdir -p {hooks_dir}) "
             "or point --hooks-dir / SPOTWATCH_HOOKS_DIR at yours"
         )
+    from spotwatch import statedir
+
     state_dir = config.state_dir
     try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        statedir.make(state_dir)
     except OSError as exc:
         raise UsageError(
             f"cannot create state directory {state_dir}: {exc.strerror}; "
             "use --state-dir / SPOTWATCH_STATE_DIR to pick a writable one"
         ) from None
-    if not os.access(state_dir, os.W_OK | os.X_OK):
-        raise UsageError(
-            f"state directory {state_dir} is not writable by uid {os.geteuid()}; "
-            "fix its owner or use --state-dir"
-        )
+    problem = statedir.unusable(state_dir)
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def build_watcher(
@@ -54,8 +54,9 @@ def build_watcher(
     drill: bool = False,
     max_notices: int | None = None,
     listener: Listener | None = None,
+    signals: SignalReport | None = None,
 ) -> Watcher:
-    from spotwatch import hooks, runner
+    from spotwatch import hooks, orphans, runner
     from spotwatch.imds import ImdsClient, ImdsError, read_identity
     from spotwatch.journal import Journal
     from spotwatch.monitors import RebalanceMonitor, SpotInterruptionMonitor
@@ -72,6 +73,10 @@ def build_watcher(
         monitors.append(RebalanceMonitor(client))
     # Issue 12: on Google and Azure, their own monitors, identity and follow-ups.
     cloud = decide_cloud(config)
+    if not drill:
+        from spotwatch.config import check_margin
+
+        check_margin(config, cloud)
     if cloud == "aws":
         monitors += _aws_monitors(config, client)
     from spotwatch.hook_env import environ_for_hooks
@@ -103,13 +108,21 @@ def build_watcher(
         drill=drill,
         max_notices=max_notices,
     )
+    notifier = Notifier()
+
+    def settle_orphan(orphan: orphans.Orphan, until: float) -> str:
+        return orphans.settle(
+            orphan, until, kill_grace=settings.hooks.kill_grace, log=get_logger(),
+            keep_alive=notifier.watchdog_if_due, stopping=stop.is_set, wait=stop.wait,
+        )  # fmt: skip
+
     return Watcher(
         settings,
         monitors=monitors,  # type: ignore[arg-type]
         read_identity=read_identity_now,
         journal=Journal(config.state_dir),
         stop=stop,
-        notifier=Notifier(),
+        notifier=notifier,
         plan=hooks.plan_hooks,
         runner=runner.run_hooks,
         hook_environment=hooks.notice_environment,
@@ -117,6 +130,9 @@ def build_watcher(
         environ=environ,
         listener=listener,
         followups=followups,  # type: ignore[arg-type]
+        signals=signals,
+        settle_orphan=None if drill else settle_orphan,
+        group_record=orphans.group_record,
     )
 
 
@@ -197,6 +213,10 @@ def _followups(
 def run_daemon(config: RunConfig) -> int:
     """``spotwatch run``: watch until SIGTERM or SIGINT."""
     check_directories(config)
+    from spotwatch import statedir
+
+    # Held until the process ends: a second daemon on this journal would run every hook twice.
+    lock = statedir.acquire(config.state_dir)
     # Like any daemon, hold no directory busy; hooks run in / and can then be
     # started with posix_spawn (see runner). Paths given relative stay valid.
     config = dataclasses.replace(
@@ -214,9 +234,16 @@ def run_daemon(config: RunConfig) -> int:
     log = get_logger()
     stop = Stopper()
     stop.install()
+    from spotwatch.signal_notes import SignalNotes
+
+    stop.install_noted()
+    notes = SignalNotes(stop, log)
     try:
         watcher = build_watcher(
-            config, stop=stop, listener=recorder.listener if recorder is not None else None
+            config,
+            stop=stop,
+            listener=recorder.listener if recorder is not None else None,
+            signals=notes,
         )
         log.info(
             "spotwatch.started",
@@ -236,6 +263,7 @@ def run_daemon(config: RunConfig) -> int:
         return status
     finally:
         stop.close()
+        lock.release()
 
 
 def _signal_name(signum: int) -> str:

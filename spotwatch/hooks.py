@@ -80,7 +80,7 @@ class HookPlan:
     rejected: tuple[Rejected, ...]
     problem: str | None = None
     fix: str = ""
-    missing: bool = False  # the directory does not exist (or is not a directory)
+    missing: bool = False  # the directory does not exist, is not one, or cannot be listed
 
     @property
     def refused(self) -> bool:
@@ -225,6 +225,7 @@ def plan_hooks(directory: Path, allowed_uids: frozenset[int] | None = None) -> H
             (),
             problem=f"cannot list hooks directory {directory}: {exc.strerror or exc}",
             fix="check its permissions",
+            missing=True,
         )
 
     dir_problem = safety_problem(dir_stat.st_mode, dir_stat.st_uid, allowed)

@@ -590,6 +590,12 @@ def _remove_state(root: Path, out: Callable[[str], None]) -> None:
         if entry.name == JOURNAL_NAME or entry.name.startswith(f".{JOURNAL_NAME}."):
             entry.unlink()
             out(f"removed {entry}")
+    from spotwatch.statedir import LOCK_NAME
+
+    lock = state / LOCK_NAME  # the daemon's lock file (the service is stopped by now)
+    if lock.is_file() and not lock.is_symlink():
+        lock.unlink()
+        out(f"removed {lock}")
 
 
 def _enabled_paths(items: Sequence[Item]) -> list[str]:

@@ -113,7 +113,7 @@ class Journal:
             if entry.get("folded_into") or not entry.get("ends_instance", _ends(entry)):
                 continue
             notice = _notice_of(notice_id, entry)
-            if notice is not None and notice.deadline > now:
+            if notice is not None and _last_deadline(entry) > now:
                 return notice
         return None
 
@@ -127,6 +127,12 @@ class Journal:
         entry = self._notices.get(notice_id)
         running = entry.get("running") if entry else None
         return running if isinstance(running, str) else None
+
+    def running_group(self, notice_id: str) -> dict[str, Any] | None:
+        """The process group recorded for the running hook (see ``hook_started``)."""
+        entry = self._notices.get(notice_id)
+        group = entry.get("running_group") if entry else None
+        return group if isinstance(group, dict) else None
 
     # --- changes (each one written to disk) ----------------------------------
 
@@ -145,7 +151,12 @@ class Journal:
         of its own (complete, ``folded_into``), and ``into``'s deadline becomes the
         earlier of the two, so a restart resumes with it and folds the same way."""
         owner = self._entry(into)
+        # The end is still under way while any notice in it is out: a notice whose
+        # time moves on every poll stays one end, however long it moves.
+        owner["last_deadline"] = max(_last_deadline(owner), notice.deadline)
         owner["deadline"] = min(float(owner.get("deadline", notice.deadline)), notice.deadline)
+        if notice.action == "terminate":
+            owner["action"] = "terminate"  # a restart resumes with the end's action
         owner.setdefault("folded", []).append(notice.id)
         self._notices[notice.id] = {
             **self._new_entry(notice),
@@ -171,8 +182,14 @@ class Journal:
             "complete": False,
         }
 
-    def hook_started(self, notice_id: str, name: str) -> None:
-        self._entry(notice_id)["running"] = name
+    def hook_started(
+        self, notice_id: str, name: str, group: dict[str, Any] | None = None
+    ) -> None:
+        """``group``: the hook's process group (spotwatch.orphans.group_record), so a
+        restart can wait for a hook that outlived the daemon instead of running it twice."""
+        entry = self._entry(notice_id)
+        entry["running"] = name
+        entry["running_group"] = group
         # Only informative (an unfinished hook reruns whether or not it was marked
         # running), so no fsync here: it would delay every hook's start by ~10 ms.
         self._save(durable=False)
@@ -186,20 +203,32 @@ class Journal:
         }
         if entry.get("running") == result.name:
             entry["running"] = None
+            entry["running_group"] = None
         self._save()
 
     def complete(self, notice_id: str) -> None:
         entry = self._entry(notice_id)
         entry["complete"] = True
         entry["running"] = None
+        entry["running_group"] = None
         entry["completed_at"] = self._wall_clock()
         self._save()
 
     # --- storage -------------------------------------------------------------
 
     def _trim(self) -> None:
-        while len(self._notices) > KEEP_NOTICES:
-            del self._notices[next(iter(self._notices))]
+        """Forget the oldest notices past KEEP_NOTICES, but never one whose end may not
+        have come yet (its deadline ahead), nor one such a notice folds into: that
+        would let the same end run the hooks again."""
+        excess = len(self._notices) - KEEP_NOTICES
+        if excess <= 0:
+            return
+        now = self._wall_clock()
+        live = {i for i, e in self._notices.items() if _last_deadline(e) > now}
+        owners = {self._notices[i].get("folded_into") for i in live}
+        keep = live | {o for o in owners if isinstance(o, str)}
+        for notice_id in [i for i in self._notices if i not in keep][:excess]:
+            del self._notices[notice_id]
 
     def _entry(self, notice_id: str) -> dict[str, Any]:
         entry = self._notices.get(notice_id)
@@ -216,20 +245,18 @@ class Journal:
         return entry
 
     def _prepare_dir(self) -> None:
+        from spotwatch import statedir
+
         try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            statedir.make(self.state_dir)
         except OSError as exc:
             raise JournalError(
                 f"cannot create state directory {self.state_dir}: {exc.strerror or exc}"
                 " (create it, or pass --state-dir)"
             ) from exc
-        if not self.state_dir.is_dir():
-            raise JournalError(f"state directory {self.state_dir} is not a directory")
-        if not os.access(self.state_dir, os.W_OK | os.X_OK):
-            raise JournalError(
-                f"state directory {self.state_dir} is not writable by uid {os.geteuid()}"
-                " (fix its owner, or pass --state-dir)"
-            )
+        problem = statedir.unusable(self.state_dir)
+        if problem is not None:
+            raise JournalError(problem)
         remove_stale_temps(self.path)
 
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -238,8 +265,11 @@ class Journal:
                 raw = handle.read()
         except FileNotFoundError:
             return {}
+        except IsADirectoryError:
+            self._set_aside("corrupt: a directory, not a file")
+            return {}
         except OSError as exc:
-            self._set_aside(f"unreadable: {exc.strerror or exc}")
+            self._set_aside_unreadable(exc)
             return {}
         try:
             data = json.loads(raw.decode("utf-8"))
@@ -264,6 +294,24 @@ class Journal:
             " inspect the saved copy and delete it when done",
         )
 
+    def _set_aside_unreadable(self, exc: OSError) -> None:
+        # Not corrupt: the file could not be read at all (permissions, an I/O error).
+        aside = self.path.with_name(f"{JOURNAL_NAME}.unreadable-{int(self._wall_clock())}")
+        try:
+            os.replace(self.path, aside)
+            moved_to: str | None = str(aside)
+        except OSError:
+            moved_to = None
+        self._log.error(
+            "journal.unreadable",
+            path=str(self.path),
+            error=exc.strerror or str(exc),
+            uid=os.geteuid(),
+            moved_to=moved_to,
+            advice="give the journal to the user spotwatch runs as (chown, chmod 0600) or "
+            "check the disk; starting a fresh journal: hooks of a notice in progress run again",
+        )
+
     def _save(self, durable: bool = True) -> None:
         data = {"version": FORMAT_VERSION, "notices": self._notices}
         payload = json.dumps(data, indent=1, sort_keys=False).encode("utf-8") + b"\n"
@@ -284,6 +332,14 @@ class Journal:
         if self._write_failed:
             self._log.info("journal.write_recovered", path=str(self.path))
             self._write_failed = False
+
+
+def _last_deadline(entry: dict[str, Any]) -> float:
+    """The latest deadline of a notice and those folded into it (-inf if unknown)."""
+    try:
+        return max(float(entry.get("deadline", "-inf")), float(entry.get("last_deadline", "-inf")))
+    except (TypeError, ValueError):
+        return float("-inf")
 
 
 def _ends(entry: dict[str, Any]) -> bool:

@@ -2,14 +2,26 @@
 
 Every event has a stable dotted name (``notice.detected``, ``hook.finished``,
 ``imds.fault``, ...) and the fields an operator needs; no prose in the name.
+
+Under systemd, when stderr is the journal's stream (``JOURNAL_STREAM`` names its
+device and inode), each line starts with its syslog priority, ``<4>`` for a
+warning, ``<3>`` for an error: journald strips the prefix and files the line at
+that priority (``SyslogLevelPrefix=``, on by default), so ``journalctl -p
+warning`` shows warnings and errors. Chosen over journald's native protocol:
+the lines stay on stderr, one write each, the same JSON ``journalctl -o cat``
+shows, with nothing to fall back to when the journal's socket is missing; and
+anywhere else (a terminal, a file, a pipe) no prefix is written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Callable, TextIO
 
 import structlog
@@ -43,9 +55,51 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
         wrapper_class=_json_bound_logger(min_level)
         if chosen == "json"
         else structlog.make_filtering_bound_logger(min_level),
-        logger_factory=structlog.WriteLoggerFactory(file=out),  # one write() per line
+        logger_factory=(
+            (lambda *args: PriorityWriter(out))
+            if is_journal_stream(out)
+            else structlog.WriteLoggerFactory(file=out)  # one write() per line
+        ),
         cache_logger_on_first_use=False,
     )
+
+
+# syslog priorities (sd-daemon.h's SD_ERR, SD_WARNING, ...), by structlog method name.
+PRIORITIES = {
+    "debug": 7, "info": 6, "msg": 6, "warning": 4, "warn": 4,
+    "error": 3, "exception": 3, "err": 3, "critical": 2, "fatal": 2,
+}  # fmt: skip
+
+
+def is_journal_stream(stream: object, environ: Mapping[str, str] = os.environ) -> bool:
+    """Is ``stream`` the journal's stdout/stderr stream? systemd sets
+    ``JOURNAL_STREAM=DEVICE:INODE`` of it for a service's output."""
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))
+
+
+class PriorityWriter:
+    """structlog's final logger for the journal's stream: one write per line, the line
+    prefixed with its syslog priority ``<N>`` (journald's SyslogLevelPrefix=)."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+
+    def _line(self, priority: int, message: str) -> None:
+        with self._lock:
+            self._file.write(f"<{priority}>{message}\n")
+            self._file.flush()
+
+    def __getattr__(self, name: str) -> Callable[[str], None]:
+        priority = PRIORITIES.get(name, 6)
+        return lambda message: self._line(priority, message)
 
 
 _LEVELS = (("debug", 10), ("info", 20), ("warning", 30), ("error", 40), ("critical", 50))

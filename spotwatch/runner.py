@@ -197,6 +197,7 @@ def run_hooks(
     on_start: Callable[[Hook], None] | None = None,
     on_finish: Callable[[HookResult], None] | None = None,
     on_wait: Callable[[], None] | None = None,
+    on_spawn: Callable[[Hook, int], None] | None = None,
     wait_tick: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
@@ -211,7 +212,8 @@ def run_hooks(
     ``should_stop`` is asked before each hook; once it says True (spotwatch is
     stopping: a warning) or gives a reason (the caller's, logged as info, as the
     caller says what follows) no further hook starts. ``on_start`` runs just
-    after a hook is spawned, ``on_finish`` after every result (skipped ones
+    after a hook is spawned (``on_spawn``, just before it, gets the hook's process
+    group id, which is its pid), ``on_finish`` after every result (skipped ones
     too); an exception in either is logged, not raised. ``on_wait`` runs at
     least every ``wait_tick`` seconds (at most WAIT_TICK) while a hook runs: the
     daemon pings the systemd watchdog from it, so a long hook is not mistaken
@@ -232,6 +234,7 @@ def run_hooks(
         wall_clock=wall_clock,
         allowed_uids=default_allowed_uids() if allowed is None else allowed,
         on_start=on_start,
+        on_spawn=on_spawn,
         spawner=spawner,
         reading=_hook_process.Reading(
             log=log,
@@ -262,6 +265,7 @@ class _Run:
     wall_clock: Callable[[], float]
     allowed_uids: frozenset[int]
     on_start: Callable[[Hook], None] | None
+    on_spawn: Callable[[Hook, int], None] | None
     spawner: _hook_process.Spawner
     reading: _hook_process.Reading
 
@@ -342,6 +346,11 @@ def _take_turn(hook: Hook, env: Mapping[str, str], run: _Run) -> HookResult:
 
     def started(pid: int) -> None:
         # Just after the spawn: the hook already runs while it is journaled and logged.
+        if run.on_spawn is not None:
+            try:
+                run.on_spawn(hook, pid)  # its own session: the process group id is its pid
+            except Exception:
+                log.exception("hooks.callback_failed", callback="on_spawn")
         if run.on_start is not None:
             _callback(run.on_start, hook, log, "on_start")
         log.info(

@@ -22,6 +22,8 @@ from types import FrameType
 from typing import Protocol
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Recorded and counted, not a stop: the loop logs them (spotwatch.signal_notes).
+NOTED_SIGNALS = (signal.SIGHUP,)
 
 
 class StopFlag(Protocol):
@@ -53,12 +55,22 @@ class Stopper:
         self._fds_lock = threading.Lock()  # no write to an fd number close() gave back
         self._previous: dict[int, object] = {}
         self._previous_wakeup_fd: int | None = None
+        self.hangups = 0  # SIGHUPs received, once install_noted() routes them here
 
     def install(self, signals: Iterable[int] = STOP_SIGNALS) -> None:
         """Route ``signals`` here. Only from the main thread (Python's rule for handlers)."""
         self._previous_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         for signum in signals:
             self._previous[signum] = signal.signal(signum, self._handle)
+
+    def install_noted(self, signals: Iterable[int] = NOTED_SIGNALS) -> None:
+        """Count ``signals`` (SIGHUP) in ``hangups`` instead of their default action
+        (which for SIGHUP is to die); they wake a wait like any handled signal."""
+        for signum in signals:
+            self._previous[signum] = signal.signal(signum, self._count)
+
+    def _count(self, signum: int, frame: FrameType | None) -> None:
+        self.hangups += 1
 
     def uninstall(self) -> None:
         for signum, handler in self._previous.items():

@@ -25,6 +25,7 @@ from spotwatch.schedule import deadline_on_monotonic, next_tick
 if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
+    from spotwatch.orphans import Orphan
     from spotwatch.runner import HookResult, HookSettings
     from spotwatch.stopper import StopFlag
 
@@ -52,7 +53,13 @@ class JournalLike(Protocol):
 
     def begin(self, notice: Notice) -> None: ...
 
-    def hook_started(self, notice_id: str, name: str) -> None: ...
+    def hook_started(
+        self, notice_id: str, name: str, group: dict[str, Any] | None = None
+    ) -> None: ...
+
+    def running_hook(self, notice_id: str) -> str | None: ...
+
+    def running_group(self, notice_id: str) -> dict[str, Any] | None: ...
 
     def hook_finished(self, notice_id: str, result: HookResult) -> None: ...
 
@@ -66,11 +73,24 @@ class JournalLike(Protocol):
 
     def fold(self, notice: Notice, into: str) -> None: ...
 
+    def folded_into(self, notice_id: str) -> str | None: ...
+
+    def finished_hooks(self, notice_id: str) -> dict[str, dict[str, Any]]: ...
+
+
+class SignalReport(Protocol):
+    """Logs the signals that came since the last call (the handlers only record them)."""
+
+    def report(self, hook_running: str | None = None) -> None: ...
+
 
 IDENTITY_RETRY_SECONDS = 60.0
+TERMINATE = "terminate"
+HOOKS_DIR_RETRY = 1.0  # seconds between looks for a hooks directory missing at a notice
 # Why the runner stopped between hooks, when spotwatch is not stopping (hooks.stopped).
 LOWERED = "a notice of the same end brought the deadline forward; the rest start again"
 SUPERSEDED = "a notice that ends the instance came; its hooks run instead"
+ACTION_CHANGED = "a terminate notice of the same end came; the rest start again with its action"
 
 # Called with (event name, fields) for what the drill shows on its timeline.
 Listener = Callable[[str, Mapping[str, Any]], None]
@@ -101,10 +121,16 @@ class _Handling:
     followups: list[tuple[FollowUp, Notice]] = field(default_factory=list)
     lowered: bool = False
     superseded: bool = False
+    action: str = ""  # the end's action: "terminate" once any notice in it says so
+    action_changed: bool = False  # since the runner started: the rest start again with it
 
     def effective(self) -> Notice:
-        """The first notice, with the earliest deadline and every folded notice's env."""
-        return dataclasses.replace(self.notice, deadline=self.deadline, env=self.env)
+        """The first notice, with the earliest deadline, the end's action and every
+        folded notice's env."""
+        return dataclasses.replace(
+            self.notice, deadline=self.deadline, env=self.env,
+            action=self.action or self.notice.action,
+        )  # fmt: skip
 
 
 @dataclass
@@ -136,6 +162,9 @@ class Watcher:
         listener: Listener | None = None,
         log: Any = None,
         followups: Sequence[FollowUp] = (),
+        signals: SignalReport | None = None,
+        settle_orphan: Callable[[Orphan, float], str] | None = None,
+        group_record: Callable[[int, float], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self._monitors = list(monitors)
@@ -162,6 +191,12 @@ class Watcher:
         self.last_results: list[HookResult] = []
         self._poll_now = False
         self._followups = list(followups)
+        self._signals = signals
+        self._settle_orphan = settle_orphan
+        self._group_record = group_record
+        self._spawned: dict[str, Any] | None = None
+        self._folded_kinds: set[tuple[str, str]] = set()
+        self._hook_running: str | None = None
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> int:
@@ -185,6 +220,7 @@ class Watcher:
                 self._poll_now = False
                 continue
             self._sleep_until(next_tick(start, self.settings.interval, self._clock()))
+        self._report_signals()
         self._notifier.stopping("stopping")
         self._log.info("watcher.stopped", polls=self.polls, notices=self.notices_handled)
         return 0
@@ -206,6 +242,7 @@ class Watcher:
         # Ping the watchdog from this live loop. Waking every half ping interval
         # keeps the longest gap between pings under 1.5 intervals (systemd allows 2).
         while not self._stop.is_set():
+            self._report_signals()
             self._notifier.watchdog_if_due()
             remaining = tick - self._clock()
             if remaining <= 0:
@@ -251,6 +288,7 @@ class Watcher:
         # A notice that ends the instance outranks a rebalance recommendation (or a
         # reboot) seen in the same poll; among them the spot notice comes first.
         seen.sort(key=lambda n: (not n.ends_instance, n.kind != SPOT_INTERRUPTION))
+        self._log_still_out(seen)
         new = [n for n in seen if not self._is_done(n)]
         for notice in new:
             if self._stop.is_set():
@@ -260,10 +298,51 @@ class Watcher:
             # Further ends seen in this same poll fold into this one before its hooks start.
             together = [n for n in new if n is not notice and n.ends_instance]
             self.handle(notice, together=together if notice.ends_instance else ())
+        if all(self._is_done(n) for n in seen):
+            self._notifier.status(self._still_out_status(seen[0]))
         return seen
 
     def _is_done(self, notice: Notice) -> bool:
         return notice.id in self._handled or self._journal.is_complete(notice.id)
+
+    # -- a notice still out after its hooks ---------------------------------------
+    def _log_still_out(self, seen: Sequence[Notice]) -> None:
+        """Once per notice and run: one whose hooks a previous run already ran (the
+        journal says so) is still out; say it, so a restart is not silent about it."""
+        for notice in seen:
+            if notice.id in self._handled or not self._journal.is_complete(notice.id):
+                continue
+            self._handled.add(notice.id)
+            owner = self._journal.folded_into(notice.id) or notice.id
+            finished = self._journal.finished_hooks(owner)
+            self._log.info(
+                "notice.still_out",
+                notice_id=notice.id,
+                kind=notice.kind,
+                action=notice.action,
+                folded_into=owner if owner != notice.id else None,
+                hooks_done=len(finished),
+                note="its hooks already ran (the journal says so); they do not run again",
+            )
+
+    def _still_out_status(self, notice: Notice) -> str:
+        """The STATUS line while a handled or folded notice is still out: the hooks of
+        its end across every run (the journal's count, not this run's)."""
+        owner = self._journal.folded_into(notice.id) or notice.id
+        stamp = time.strftime("%H:%M:%SZ", time.gmtime(self._wall()))
+        if not self._journal.is_complete(owner):
+            # Not closed: its hooks directory never came back in time.
+            return (
+                f"watching; last poll {stamp}: {notice.kind} {notice.action} still out, "
+                "not handled: no hook ran"
+            )
+        finished = self._journal.finished_hooks(owner)
+        ok = sum(1 for f in finished.values() if f.get("outcome") == "ok")
+        folded = f", folded into {owner}" if owner != notice.id else ""
+        return (
+            f"watching; last poll {stamp}: {notice.kind} {notice.action} still out{folded}, "
+            f"handled ({ok}/{len(finished)} hooks ok)"
+        )
 
     def _idle_status(self) -> str:
         if self._faults.states:
@@ -339,6 +418,12 @@ class Watcher:
         identity = self._try_identity()
         plan = self._plan(self.settings.hooks_dir)
         log_plan(self._log, plan)
+        if plan.missing:
+            plan = self._wait_for_hooks_dir(notice, plan)
+            if plan.missing:
+                return self._no_hooks_dir(notice, plan)
+        self._log_ignored(plan)
+        self._orphan_first(notice, plan)
         pending = self._journal.pending_hooks(notice, plan.hooks)
         skipped = len(plan.hooks) - len(pending)
         if skipped:
@@ -358,6 +443,88 @@ class Watcher:
                 self._followup_call(followup, "finished", about, results)
         self.last_results = results
         return self._conclude(run, len(pending), results)
+
+    # -- a hook the last run left running ------------------------------------------
+    def _orphan_first(self, notice: Notice, plan: HookPlan) -> None:
+        """Before any hook of ``notice`` runs: wait for (or stop) the hook a killed
+        daemon left running, so it never runs twice at once. One stopped at its time
+        is recorded as timed out; one that ended on its own runs again (its exit
+        status was lost with the old daemon)."""
+        if self._settle_orphan is None:
+            return
+        name = self._journal.running_hook(notice.id)
+        record = self._journal.running_group(notice.id)
+        if name is None or record is None:
+            return
+        from spotwatch import orphans
+        from spotwatch.runner import TIMED_OUT, HookResult
+
+        orphan = orphans.Orphan.of(notice.id, name, record)
+        if orphan is None:
+            return
+        hooks = self.settings.hooks
+        until = min(orphan.started_at + hooks.hook_timeout, notice.deadline - hooks.deadline_margin)
+        if self._settle_orphan(orphan, until) != orphans.KILLED:
+            return
+        path = next((h.path for h in plan.hooks if h.name == name), self.settings.hooks_dir / name)
+        self._journal.hook_finished(
+            notice.id,
+            HookResult(name, str(path), orphan.started_at, self._wall(), TIMED_OUT, None, None,
+                       "timed out: left running by the previous spotwatch, stopped at its "
+                       "time"),
+        )  # fmt: skip
+
+    # -- a hooks directory missing at the notice ------------------------------------
+    def _wait_for_hooks_dir(self, notice: Notice, plan: HookPlan) -> HookPlan:
+        """Look again every HOOKS_DIR_RETRY seconds until the directory can be read
+        or the deadline less the margin: a notice is never closed without its hooks."""
+        until = notice.deadline - self.settings.hooks.deadline_margin
+        self._log.warning(
+            "hooks.dir_missing",
+            notice_id=notice.id,
+            problem=plan.problem,
+            fix=plan.fix,
+            seconds_left=round(until - self._wall(), 1),
+            note="looking again every second until it appears or the deadline less the margin",
+        )
+        self._notifier.status(f"{notice.kind} {notice.action}: hooks directory missing")
+        while self._wall() < until and not self._stop.is_set():
+            self._report_signals()
+            self._notifier.watchdog_if_due()
+            self._stop.wait(min(HOOKS_DIR_RETRY, max(0.0, until - self._wall())))
+            plan = self._plan(self.settings.hooks_dir)
+            if not plan.missing:
+                log_plan(self._log, plan)
+                self._log.info("hooks.dir_back", notice_id=notice.id, hooks=len(plan.hooks))
+                return plan
+        return plan
+
+    def _no_hooks_dir(self, notice: Notice, plan: HookPlan) -> list[HookResult]:
+        """The directory never came back in time (or spotwatch is stopping): the notice
+        is recorded but not closed, so a restart in time still runs its hooks."""
+        self._journal.begin(notice)
+        self._handled.add(notice.id)  # this run does not wait again on every poll
+        if not self._stop.is_set():
+            self.notices_handled += 1
+        self._log.error(
+            "notice.not_handled",
+            notice_id=notice.id,
+            problem=plan.problem,
+            fix=plan.fix,
+            note="no hook ran: the hooks directory was missing until the deadline; the "
+            "notice is not marked handled, so a restart before the deadline runs them",
+        )
+        self._notifier.status(
+            f"{notice.kind} {notice.action} still out: no hook ran (hooks directory missing)"
+        )
+        return []
+
+    def _log_ignored(self, plan: HookPlan) -> None:
+        """At a notice, the names that will not run for good reason (backups, ...), at
+        info: the plan logs each at debug only."""
+        ignored = [r.name for r in plan.rejected if r not in plan.warnings]
+        if ignored:
+            self._log.info("hooks.ignored", directory=str(plan.directory), names=ignored)
 
     def _log_detected(self, notice: Notice) -> None:
         wall_now = self._wall()
@@ -382,25 +549,33 @@ class Watcher:
         run start again from there with it."""
         notice_id = run.notice.id
 
+        def on_spawn(hook: Hook, pgid: int) -> None:
+            if self._group_record is not None:
+                self._spawned = self._group_record(pgid, self._wall())
+
         def on_start(hook: Hook) -> None:
-            self._journal.hook_started(notice_id, hook.name)
+            self._hook_running = hook.name
+            group, self._spawned = self._spawned, None
+            self._journal.hook_started(notice_id, hook.name, group)
             self._notifier.status(f"{run.notice.kind} {run.notice.action}: running {hook.name}")
             self._notifier.watchdog_if_due()
             self._emit("hook.started", {"hook": hook.name})
 
         def on_finish(result: HookResult) -> None:
+            self._hook_running = None
             self._journal.hook_finished(notice_id, result)
             self._notifier.watchdog_if_due()
             self._emit("hook.finished", {"hook": result.name, "result": result})
 
         def on_wait() -> None:
+            self._report_signals()
             self._notifier.watchdog_if_due()
             for followup, about in run.followups:
                 self._followup_call(followup, "tick", about)
 
         results: list[HookResult] = []
         while True:
-            run.lowered = False
+            run.lowered = run.action_changed = False
             env = self._hook_environment(
                 self._environ, run.effective(), identity, drill=self.settings.drill
             )
@@ -415,12 +590,21 @@ class Watcher:
                 clock=self._clock,
                 wall_clock=self._wall,
                 on_wait=on_wait,
+                on_spawn=on_spawn,
                 wait_tick=self._wait_tick(),
             )
             results += batch
             pending = pending[len(batch) :]
-            if not (run.lowered and pending) or run.superseded or self._stop.is_set():
+            if not ((run.lowered or run.action_changed) and pending):
                 return results
+            if run.superseded or self._stop.is_set():
+                return results
+            if not run.lowered:
+                left = [h.name for h in pending]
+                action = run.effective().action
+                self._log.info("notice.action_changed", notice_id=notice_id, action=action,
+                               left=left)  # fmt: skip
+                continue
             self._log.info(
                 "notice.deadline_lowered",
                 notice_id=notice_id,
@@ -429,16 +613,23 @@ class Watcher:
                 note="a notice of the same end came with an earlier deadline",
             )
 
+    def _report_signals(self) -> None:
+        if self._signals is not None:
+            self._signals.report(self._hook_running)
+
     def _should_stop(self, run: _Handling) -> bool | str:
         """Asked between hooks. A notice that does not end the instance (a rebalance
         recommendation, a reboot) must not hold up one that does: it is cut short. For
         one that ends it, another notice of the same end folds in; the runner stops if
         that brought the deadline forward, and starts again with it."""
+        self._report_signals()
         if self._stop.is_set():
             return True
         if run.notice.ends_instance:
             self._look_for_same_end(run)
-            return LOWERED if run.lowered else False
+            if run.lowered:
+                return LOWERED
+            return ACTION_CHANGED if run.action_changed else False
         if self._end_pending():
             run.superseded = True
         return SUPERSEDED if run.superseded else False
@@ -475,20 +666,24 @@ class Watcher:
         self.notices_handled += 1
         failed = [r.name for r in results if not r.ok]
         left = round(run.deadline - self._wall(), 1)
+        extra = {} if results else {"note": "no hook ran: the hooks directory has none"}
         self._log.log(
-            logging.WARNING if failed else logging.INFO,
+            logging.WARNING if failed or not results else logging.INFO,
             "notice.handled",
             notice_id=notice.id,
             hooks=len(results),
             failed=failed,
             seconds_left=left,
+            **extra,
         )
         self._emit(
             "notice.handled", {"notice_id": notice.id, "seconds_left": left, "failed": failed}
         )
+        # Every hook of this notice, across runs (a restart resumed it), not this run's.
+        finished = self._journal.finished_hooks(notice.id) or {r.name: {} for r in results}
+        ok = sum(1 for f in finished.values() if f.get("outcome") == "ok")
         self._notifier.status(
-            f"watching; handled {notice.kind} {notice.action} "
-            f"({len(results) - len(failed)}/{len(results)} hooks ok)"
+            f"watching; handled {notice.kind} {notice.action} ({ok}/{len(finished)} hooks ok)"
         )
         return results
 
@@ -511,7 +706,12 @@ class Watcher:
         self._journal.fold(notice, into.id)
         self._handled.add(notice.id)
         current = run.deadline if run is not None else into.deadline
-        self._log.warning(
+        # A notice whose time moves on every poll folds in on every poll: the first
+        # fold of its kind into an end (or one that brings the deadline forward) is
+        # a warning, the repeats are info.
+        repeat = (into.id, notice.kind) in self._folded_kinds and notice.deadline >= current
+        self._folded_kinds.add((into.id, notice.kind))
+        (self._log.info if repeat else self._log.warning)(
             "notice.folded",
             notice_id=notice.id,
             kind=notice.kind,
@@ -531,6 +731,11 @@ class Watcher:
         if notice.deadline < run.deadline:
             run.deadline = notice.deadline
             run.lowered = True
+        if notice.action == TERMINATE and run.effective().action != TERMINATE:
+            # A stop (or hibernate) that became a terminate: the hooks still to run
+            # must hear SPOTWATCH_ACTION=terminate.
+            run.action = TERMINATE
+            run.action_changed = True
         known = {name for name, _ in run.env}
         run.env += tuple(pair for pair in notice.env if pair[0] not in known)
         self._start_followups(run, notice)

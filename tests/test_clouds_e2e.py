@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -117,8 +118,15 @@ def test_gcp_restart_mid_hooks_resumes_from_the_journal(
         first.wait_for_event("watcher.started")
         sim.set_value(PREEMPTED, "TRUE")
         wait_until(lambda: "20-slow" in starts(record), 15, "the slow hook")
+        (slow,) = wait_until(
+            lambda: [e for e in first.events("hook.started") if e["hook"] == "20-slow"],
+            10, "hook.started 20-slow",
+        )  # fmt: skip
         first.signal(signal.SIGKILL)
         first.wait()
+        # systemd's KillMode=mixed kills the hook's group too; do the same here (a
+        # group left alive would be waited for, not run beside: test_run_faults_core).
+        os.killpg(int(slow["pid"]), signal.SIGKILL)
         recording_hook(hooks_dir, "20-slow", record)  # quick this time: 30 s is all there is
         second = daemons.start(sim.url, hooks_dir, "--cloud", "gcp")
         second.wait_for_event("notice.handled", timeout=40)
@@ -231,8 +239,13 @@ def test_azure_restart_mid_hooks_resumes_and_approves_once_done(
         first.wait_for_event("azure.events_started")
         mine = sim.add_event("Preempt", lead=90)
         wait_until(lambda: "20-slow" in starts(record), 15, "the slow hook")
+        (slow,) = wait_until(
+            lambda: [e for e in first.events("hook.started") if e["hook"] == "20-slow"],
+            10, "hook.started 20-slow",
+        )  # fmt: skip
         first.signal(signal.SIGKILL)
         first.wait()
+        os.killpg(int(slow["pid"]), signal.SIGKILL)  # as systemd's KillMode=mixed would
         assert sim.approvals == []
         write_hook(hooks_dir, "20-slow", 'echo "20-slow start now" >> ' + str(record))
         second = daemons.start(sim.url, hooks_dir, "--cloud", "azure")
@@ -253,6 +266,7 @@ def test_auto_picks_the_cloud_by_probing_and_from_dmi(
                         env={"SPOTWATCH_DMI_DIR": str(empty)})  # fmt: skip
         decided = probed.wait_for_event("cloud.decided")[0]
         assert (decided["cloud"], decided["how"]) == (cloud, "probe")
+        probed.stop()  # one daemon per state directory
     dmi = tmp_path / "dmi"
     dmi.mkdir()
     (dmi / "sys_vendor").write_text("Google\n" if cloud == "gcp" else "Microsoft Corporation\n")

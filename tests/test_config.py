@@ -111,3 +111,67 @@ def test_a_lifecycle_hook_without_the_asg_source_is_a_usage_error() -> None:
     with pytest.raises(UsageError) as err:
         resolve({"--asg-lifecycle-hook": "drain"}, {})
     assert "add asg to --watch" in str(err.value) and err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--interval", "0.09"),
+        ("--interval", "3600.1"),
+        ("--interval", "1e10"),
+        ("--interval", "0.000001"),
+        ("--hook-timeout", "86401"),
+        ("--deadline-margin", "3601"),
+        ("--asg-deadline", "7201"),
+        ("--maintenance-lead", "604801"),
+        ("--hook-output-head", "100001"),
+        ("--imds-url", "http://"),
+        ("--imds-url", "http://[::1"),
+        ("--imds-url", "http://[zz]"),
+        ("--imds-url", "http://127.0.0.1:99999"),
+        ("--imds-url", "http://127.0.0.1:0"),
+        ("--imds-url", "http://a host"),
+        ("--imds-url", "http://host/\x00"),
+        ("--imds-url", "http://-bad-/"),
+        ("--imds-url", "http://h/?q=1"),
+    ],
+)
+def test_out_of_range_and_unusable_values_are_usage_errors(flag: str, value: str) -> None:
+    for flags, env in (({flag: value}, {}), ({}, {env_name(flag): value})):
+        with pytest.raises(UsageError) as err:
+            resolve(flags, env)
+        assert err.value.exit_code == 2 and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://169.254.169.254", "http://[fd00:ec2::254]", "http://127.0.0.1:1338/",
+     "https://metadata.google.internal", "http://[::1]:8080/base"],
+)  # fmt: skip
+def test_usable_urls_pass(value: str) -> None:
+    assert resolve({"--imds-url": value}, {}).imds_url == value.rstrip("/")
+
+
+def test_the_range_ends_are_accepted_and_shown() -> None:
+    from spotwatch.config import BY_FLAG
+
+    assert resolve({"--interval": "0.1"}, {}).interval == 0.1
+    assert resolve({"--interval": "3600"}, {}).interval == 3600.0
+    assert BY_FLAG["--interval"].range_text() == "0.1 to 3600 s"
+    assert BY_FLAG["--imds-url"].range_text() is None
+
+
+def test_a_margin_that_leaves_no_time_for_the_shortest_lead_is_refused() -> None:
+    from spotwatch.config import check_margin
+
+    with pytest.raises(UsageError, match=r"120 s ahead"):
+        resolve({"--deadline-margin": "200"}, {})  # no cloud leaves time for it
+    cfg = resolve({"--deadline-margin": "50"}, {})  # fine on AWS, not on Google
+    check_margin(cfg, "aws")
+    with pytest.raises(UsageError, match=r"preemption on Google comes 30 s ahead"):
+        check_margin(cfg, "gcp")
+    with pytest.raises(UsageError, match="--asg-deadline"):
+        resolve({"--deadline-margin": "40", "--watch": "spot,asg", "--asg-deadline": "30",
+                 "--cloud": "aws"}, {})  # fmt: skip
+    with pytest.raises(UsageError):
+        resolve({"--deadline-margin": "40", "--cloud": "azure"}, {})

@@ -193,3 +193,86 @@ def test_a_restart_folds_the_same_way(tmp_path: Path) -> None:
     assert second.runs == []
     assert journal.folded_into("asg1") == "spot"
     assert any(e["event"] == "notice.folded" for e in logs)
+
+
+def test_a_stop_that_becomes_a_terminate_gives_the_rest_of_the_hooks_the_terminate() -> None:
+    h = Harness({"spot-interruption": [], "asg": []}, hooks=HOOKS, stop_after_polls=2)
+    stop = dataclasses.replace(notice(nid="stop", lead=120.0, clock=h.clock), action="stop")
+    terminate = asg(h, nid="term", lead=200.0)  # same end, later deadline, action terminate
+    h.monitors[0].script = [stop] * 10
+    h.monitors[1].script = [None] + [terminate] * 10
+    with capture_logs() as logs:
+        h.watcher.run()
+    assert [r["hooks"] for r in h.runs] == [list(HOOKS), ["40-d"]]
+    assert h.runs[0]["env"]["SPOTWATCH_ACTION"] == "stop"
+    assert h.runs[1]["env"]["SPOTWATCH_ACTION"] == "terminate"
+    assert h.runs[1]["env"]["SPOTWATCH_NOTICE_ID"] == "stop"
+    assert h.journal.folds == {"term": "stop"}
+    assert [e["action"] for e in logs if e["event"] == "notice.action_changed"] == ["terminate"]
+
+
+def test_the_status_line_says_a_handled_or_folded_notice_is_still_out() -> None:
+    h = Harness({"spot-interruption": [], "asg": []}, stop_after_polls=4)
+    spot = notice(nid="spot", clock=h.clock)
+    # Poll 1 runs the hooks; poll 2 folds the ASG notice in; then only it is out.
+    h.monitors[0].script = [spot, spot, None, None]
+    h.monitors[1].script = [None, asg(h), asg(h), asg(h)]
+    h.watcher.run()
+    statuses = [m for m in h.notifier.messages if "still out" in m]
+    assert statuses, h.notifier.messages
+    assert "spot-interruption terminate still out, handled (2/2 hooks ok)" in statuses[0]
+    assert "asg-termination terminate still out, folded into spot" in statuses[-1]
+    assert "(2/2 hooks ok)" in statuses[-1] and "no notice" not in statuses[-1]
+
+
+def test_a_restart_with_a_handled_notice_still_out_says_so_once() -> None:
+    h = Harness({"spot-interruption": []}, stop_after_polls=3)
+    spot = notice(nid="spot", clock=h.clock)
+    h.journal.begun_notices.append(spot)
+    h.journal.finished["spot"] = ["10-a", "20-b"]
+    h.journal.completed.add("spot")  # a previous run handled it
+    h.monitors[0].script = [spot] * 3
+    with capture_logs() as logs:
+        h.watcher.run()
+    (still,) = [e for e in logs if e["event"] == "notice.still_out"]
+    assert still["notice_id"] == "spot" and still["hooks_done"] == 2
+    assert h.runs == []
+    assert any("(2/2 hooks ok)" in m for m in h.notifier.messages)
+
+
+def test_after_a_resumed_run_the_status_line_counts_every_hook_of_the_notice() -> None:
+    h = Harness({"spot-interruption": []}, hooks=HOOKS, stop_after_polls=1)
+    spot = notice(nid="spot", clock=h.clock)
+    h.journal.begun_notices.append(spot)
+    h.journal.finished["spot"] = ["10-a", "20-b", "30-c"]  # a previous run ran three
+    h.monitors[0].script = [None]
+    h.watcher.run()
+    assert [r["hooks"] for r in h.runs] == [["40-d"]]
+    assert any("handled spot-interruption terminate (4/4 hooks ok)" in m
+               for m in h.notifier.messages), h.notifier.messages  # fmt: skip
+
+
+def test_a_hooks_dir_that_never_comes_back_leaves_the_notice_open() -> None:
+    from tests.watch_helpers import FakePlan
+
+    h = Harness({"spot-interruption": []}, stop_after_polls=3)
+    spot = notice(nid="spot", lead=30.0, clock=h.clock)
+    h.monitors[0].script = [spot] * 3
+    looks: list[int] = []
+
+    def missing(directory: Path) -> FakePlan:
+        looks.append(1)
+        return FakePlan(directory, (), problem="hooks directory gone", missing=True)
+
+    h.watcher._plan = missing  # type: ignore[assignment]
+    with capture_logs() as logs:
+        h.watcher.run()
+    events = [e["event"] for e in logs]
+    assert "hooks.dir_missing" in events and "notice.not_handled" in events
+    assert "notice.handled" not in events
+    assert h.runs == [] and "spot" not in h.journal.completed  # not closed
+    assert h.journal.begun == ["spot"]  # recorded: a restart in time resumes it
+    # Looked again about once a second until the deadline less the margin (20 s).
+    assert 15 <= len(looks) <= 25
+    assert events.count("hooks.dir_missing") == 1  # later polls do not wait again
+    assert any("not handled: no hook ran" in m for m in h.notifier.messages)

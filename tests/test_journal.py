@@ -291,10 +291,39 @@ def test_a_fold_is_recorded_and_survives_a_restart(state_dir: Path) -> None:
     (resumed,) = restarted.unfinished(100.0)
     assert resumed.id == "spot" and resumed.deadline == 400.0  # the earlier of the two
     assert names(restarted.pending_hooks(resumed, HOOKS)) == ["20-b", "30-c"]
-    # The owner, not the folded notice, is the end in progress; past its deadline, none.
-    owner = restarted.end_in_progress(399.0)
+    # The owner, not the folded notice, is the end in progress, until the latest
+    # deadline of the notices in it (the spot notice's 1000 s); then none.
+    owner = restarted.end_in_progress(999.0)
     assert owner is not None and owner.id == "spot"
-    assert restarted.end_in_progress(400.0) is None
+    assert restarted.end_in_progress(1000.0) is None
+
+
+def test_trimming_keeps_ends_still_ahead_and_what_they_fold_into(state_dir: Path) -> None:
+    import dataclasses
+
+    now = [1000.0]
+    journal = Journal(state_dir, wall_clock=lambda: now[0])
+    # An end whose own deadline has passed, and notices whose time moves on every
+    # poll folded into it, far more than the journal keeps.
+    owner = dataclasses.replace(notice("owner"), deadline=900.0)
+    journal.begin(owner)
+    journal.complete(owner.id)
+    for i in range(KEEP_NOTICES + 30):
+        now[0] = 1000.0 + i
+        journal.fold(dataclasses.replace(notice(f"moved-{i}"), deadline=now[0] + 120), owner.id)
+    reopened = Journal(state_dir, wall_clock=lambda: now[0])
+    assert reopened.is_complete("owner")  # others fold into it: kept
+    assert not reopened.is_known("moved-0")  # passed and nobody's owner: trimmed
+    assert reopened.is_known(f"moved-{KEEP_NOTICES + 29}")
+    # Still the end in progress, though its own deadline passed long ago.
+    in_progress = reopened.end_in_progress(now[0])
+    assert in_progress is not None and in_progress.id == "owner"
+    # A notice whose deadline is ahead is never trimmed, however many come after.
+    fresh = Journal(tmp := state_dir / "second", wall_clock=lambda: 0.0)
+    assert tmp.is_dir()
+    for i in range(KEEP_NOTICES + 10):
+        fresh.begin(dataclasses.replace(notice(f"ahead-{i}"), deadline=50.0))
+    assert fresh.is_known("ahead-0") and fresh.is_known(f"ahead-{KEEP_NOTICES + 9}")
 
 
 def test_a_rebalance_is_no_end_in_progress(state_dir: Path) -> None:

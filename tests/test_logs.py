@@ -148,3 +148,42 @@ def test_captured_logs_still_see_json_configured_events() -> None:
         log.debug("not.shown")
     assert captured == [{"event": "hook.started", "hook": "10-a", "log_level": "info"}]
     assert out.getvalue() == ""
+
+
+def test_on_the_journals_stream_each_line_carries_its_syslog_priority(tmp_path: Path) -> None:
+    import os
+
+    target = tmp_path / "stream"
+    with open(target, "w") as out:
+        st = os.fstat(out.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert logs.is_journal_stream(out, env)
+        assert not logs.is_journal_stream(out, {"JOURNAL_STREAM": "1:2"})
+        assert not logs.is_journal_stream(io.StringIO(), env)
+        old = os.environ.get("JOURNAL_STREAM")
+        os.environ["JOURNAL_STREAM"] = env["JOURNAL_STREAM"]
+        try:
+            logs.configure("json", "debug", stream=out)
+        finally:
+            if old is None:
+                del os.environ["JOURNAL_STREAM"]
+            else:
+                os.environ["JOURNAL_STREAM"] = old
+        log = logs.get_logger()
+        log.debug("a.debug")
+        log.info("an.info")
+        log.warning("a.warning")
+        log.error("an.error")
+        log.log(40, "a.logged_error")
+    lines = target.read_text().splitlines()
+    assert [line[:3] for line in lines] == ["<7>", "<6>", "<4>", "<3>", "<3>"]
+    assert [json.loads(line[3:])["event"] for line in lines] == [
+        "a.debug", "an.info", "a.warning", "an.error", "a.logged_error"
+    ]
+
+
+def test_elsewhere_no_priority_prefix_is_written() -> None:
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    logs.get_logger().warning("a.warning")
+    assert out.getvalue().startswith("{")

@@ -136,7 +136,10 @@ def test_sigkill_mid_hooks_then_restart_runs_only_the_hooks_that_did_not_finish(
     assert starts(record) == ["10-first", "20-second", "20-second", "30-third"]
     assert ends(record) == ["10-first", "20-second", "30-third"]
 
-    # A third start sees the notice still out, and the journal says it is done.
+    # A third start sees the notice still out, and the journal says it is done
+    # (the second one stopped first: one daemon per state directory).
+    second.signal(signal.SIGTERM)
+    second.wait()
     third = daemons.start(sim.url, hooks_dir)
     third.wait_for_event("watcher.started")
     polls = sim.count(INSTANCE_ACTION_PATH)
@@ -313,7 +316,7 @@ def test_proxy_variables_are_ignored(
     ("argv", "message"),
     [
         (["--bogus"], "unrecognized arguments: --bogus"),
-        (["--interval", "0"], "--interval: must be greater than 0"),
+        (["--interval", "0"], "--interval: must be from 0.1 to 3600 seconds"),
         (
             ["--hooks-dir", "/nonexistent/hooks.d"],
             "hooks directory /nonexistent/hooks.d does not exist",

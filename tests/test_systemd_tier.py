@@ -298,6 +298,13 @@ def step_a_notice_runs_the_example_hooks_under_the_strict_dropin(box: Box) -> No
     )  # fmt: skip
     assert folded[0]["into"] == first, folded
     assert not [e for e in box.events()[before:] if e["event"] == "hook.started"]
+    # The status line says so, and counts the first run's hooks (not "no notice").
+    def still_out() -> str | None:
+        text = box.show("StatusText")["StatusText"]
+        return text if "still out" in text else None
+
+    status: str = wait_until(still_out, 30, "a 'still out' status line", step=0.2)
+    assert f"folded into {first}" in status and "(3/3 hooks ok)" in status, status
     box.new_instance()
     before = box.notice()
     new = box.handled(before)
@@ -405,6 +412,25 @@ def step_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal(box: Box) 
                                       check=False)  # fmt: skip
 
 
+def step_a_failing_hook_is_in_journalctl_priority_warning(box: Box) -> None:
+    box.hooks({
+        "10-fails": "#!/bin/sh\necho cannot-checkpoint >&2\nexit 3\n",
+        "20-fine": "#!/bin/sh\necho fine\n",
+    })  # fmt: skip
+    box.new_instance()
+    before = box.notice()
+    box.handled(before)
+    text = box.c.run("journalctl", "-u", UNIT, "-p", "warning", "-o", "cat", "--no-pager").stdout
+    warned = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    failed = [e for e in warned if e["event"] == "hook.finished" and e["hook"] == "10-fails"]
+    assert failed and failed[-1]["exit_code"] == 3, text[-2000:]
+    # Priority filters: info events (a hook that went fine, a start) are not there,
+    # and no line keeps its "<N>" prefix.
+    assert not [e for e in warned if e["event"] in ("hook.started", "spotwatch.started")]
+    assert not [e for e in warned if e["event"] == "hook.finished" and e["hook"] == "20-fine"]
+    assert "<4>" not in box.journal_text() and "<6>" not in box.journal_text()
+
+
 def step_uninstall_leaves_the_users_files_and_nothing_else(box: Box) -> None:
     # The operator's own hook, and an example they enabled, stay; all else goes.
     box.hooks({"10-mine": "#!/bin/sh\necho mine\n"})
@@ -443,6 +469,7 @@ STEPS: tuple[Callable[[Box], None], ...] = (
     step_stop_during_a_hook_lets_it_finish_and_start_runs_only_the_rest,
     step_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hook,
     step_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal,
+    step_a_failing_hook_is_in_journalctl_priority_warning,
     step_uninstall_leaves_the_users_files_and_nothing_else,
 )
 

@@ -85,6 +85,11 @@ class FakePlan:
     rejected: tuple[Any, ...] = ()
     problem: str | None = None
     fix: str = ""
+    missing: bool = False
+
+    @property
+    def warnings(self) -> tuple[Any, ...]:
+        return self.rejected
 
 
 @dataclass
@@ -104,8 +109,14 @@ class FakeJournal:
         self.begun.append(notice.id)
         self.begun_notices.append(notice)
 
-    def hook_started(self, notice_id: str, name: str) -> None:
+    def hook_started(self, notice_id: str, name: str, group: Any = None) -> None:
         pass
+
+    def running_hook(self, notice_id: str) -> str | None:
+        return None
+
+    def running_group(self, notice_id: str) -> Any:
+        return None
 
     def hook_finished(self, notice_id: str, result: Any) -> None:
         self.finished.setdefault(notice_id, []).append(result.name)
@@ -128,6 +139,12 @@ class FakeJournal:
             if n.ends_instance and n.id not in self.folds and deadline > now:
                 return n
         return None
+
+    def folded_into(self, notice_id: str) -> str | None:
+        return self.folds.get(notice_id)
+
+    def finished_hooks(self, notice_id: str) -> dict[str, dict[str, Any]]:
+        return {name: {"outcome": "ok"} for name in self.finished.get(notice_id, [])}
 
     def fold(self, notice: Notice, into: str) -> None:
         self.folds[notice.id] = into
@@ -222,6 +239,7 @@ class Harness:
                 "SPOTWATCH_NOTICE_ID": n.id,
                 "SPOTWATCH_INSTANCE_ID": ident.instance_id,
                 "SPOTWATCH_EVENT": n.kind,
+                "SPOTWATCH_ACTION": n.action,
                 "SPOTWATCH_DEADLINE": str(int(n.deadline)),
                 **dict(n.env),
             },

@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> None:
             "a flag on the command line wins."
         ),
     )
-    add = parser.add_argument
+    add = _with_range(parser.add_argument)
     add("--imds-url", metavar="URL", help=f"IMDS base URL (default {config.DEFAULT_IMDS_URL})")
     add(
         "--interval",
@@ -106,6 +106,19 @@ def add_parser(subparsers: Any) -> None:
         "collector (a *.prom file in its --collector.textfile.directory; default: none)",
     )
     parser.set_defaults(func=_main)
+
+
+def _with_range(add_argument: Any) -> Any:
+    """``add_argument`` that appends the flag's range, from config.SETTINGS, to its help."""
+
+    def add(flag: str, **kwargs: Any) -> Any:
+        setting = config.BY_FLAG.get(flag)
+        span = setting.range_text() if setting is not None else None
+        if span is not None and "help" in kwargs:
+            kwargs["help"] = f"{kwargs['help']}; range {span}"
+        return add_argument(flag, **kwargs)
+
+    return add
 
 
 def _main(args: argparse.Namespace) -> int:
