@@ -20,6 +20,7 @@ from spotwatch.errors import UsageError
 DEFAULT_IMDS_URL = "http://169.254.169.254"
 DEFAULT_INTERVAL = 5.0
 DEFAULT_HOOKS_DIR = "/etc/spotwatch/hooks.d"
+DEFAULT_RESUME_DIR = "/etc/spotwatch/resume.d"
 DEFAULT_STATE_DIR = "/var/lib/spotwatch"
 DEFAULT_HOOK_TIMEOUT = 60.0
 DEFAULT_DEADLINE_MARGIN = 10.0
@@ -27,7 +28,9 @@ DEFAULT_HOOK_OUTPUT_HEAD = 100
 DEFAULT_HOOK_OUTPUT_TAIL = 100
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg", "migrate")  # migrate: issue 12, Google
+# migrate: Google only; shutdown: a system shutdown with no notice (on by default).
+WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg", "migrate", "shutdown")
+DEFAULT_WATCH = ("spot", "shutdown")
 DEFAULT_ASG_DEADLINE = 300.0
 DEFAULT_MAINTENANCE_LEAD = 300.0
 # Issue 12: which cloud.
@@ -42,6 +45,7 @@ class RunConfig:
     imds_url: str = DEFAULT_IMDS_URL
     interval: float = DEFAULT_INTERVAL
     hooks_dir: Path = Path(DEFAULT_HOOKS_DIR)
+    resume_dir: Path = Path(DEFAULT_RESUME_DIR)
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     deadline_margin: float = DEFAULT_DEADLINE_MARGIN
@@ -55,7 +59,7 @@ class RunConfig:
     # metrics (issue 14): Prometheus textfile for node_exporter
     metrics_file: Path | None = None
     # Issue 11: what to watch (spot, rebalance, maintenance, asg) and their settings.
-    watch: tuple[str, ...] = ("spot",)
+    watch: tuple[str, ...] = DEFAULT_WATCH
     asg_lifecycle_hook: str | None = None
     asg_name: str | None = None
     asg_deadline: float = DEFAULT_ASG_DEADLINE
@@ -236,6 +240,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--imds-url", "imds_url", url),
     _number("--interval", "interval", *INTERVAL_RANGE),
     Setting("--hooks-dir", "hooks_dir", Path),
+    Setting("--resume-dir", "resume_dir", Path),
     Setting("--state-dir", "state_dir", Path),
     _number("--hook-timeout", "hook_timeout", 0.1, 86400.0),
     _number("--deadline-margin", "deadline_margin", 0.0, 3600.0),

@@ -15,7 +15,7 @@ from spotwatch.config import RunConfig
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
-from spotwatch.watcher import Listener, SignalReport, Watcher, WatchSettings
+from spotwatch.watcher import Listener, ShutdownLink, SignalReport, Watcher, WatchSettings
 
 if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
@@ -55,7 +55,10 @@ def build_watcher(
     max_notices: int | None = None,
     listener: Listener | None = None,
     signals: SignalReport | None = None,
+    shutdown: ShutdownLink | None = None,
 ) -> Watcher:
+    """The watcher for ``config``. A drill passes its own ``shutdown`` link (or none):
+    only the daemon asks systemd, and only it keeps the boot record."""
     from spotwatch import hooks, orphans, runner
     from spotwatch.imds import ImdsClient, ImdsError, read_identity
     from spotwatch.journal import Journal
@@ -107,6 +110,7 @@ def build_watcher(
         ),
         drill=drill,
         max_notices=max_notices,
+        resume_dir=config.resume_dir,
     )
     notifier = Notifier()
 
@@ -116,11 +120,18 @@ def build_watcher(
             keep_alive=notifier.watchdog_if_due, stopping=stop.is_set, wait=stop.wait,
         )  # fmt: skip
 
+    from spotwatch.boot import BootRecord
+    from spotwatch.shutdown import SystemShutdown
+
+    journal = Journal(config.state_dir)
+    boot = None if drill else BootRecord(config.state_dir, boot_id_path=boot_id_path())
+    if boot is not None:
+        boot.log_previous_end(lambda notice_id: list(journal.finished_hooks(notice_id)))
     return Watcher(
         settings,
         monitors=monitors,  # type: ignore[arg-type]
         read_identity=read_identity_now,
-        journal=Journal(config.state_dir),
+        journal=journal,
         stop=stop,
         notifier=notifier,
         plan=hooks.plan_hooks,
@@ -133,7 +144,20 @@ def build_watcher(
         signals=signals,
         settle_orphan=None if drill else settle_orphan,
         group_record=orphans.group_record,
+        shutdown=shutdown
+        if drill
+        else SystemShutdown(
+            signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
+        ),
+        boot=boot,
     )
+
+
+def boot_id_path() -> Path:
+    """Where the boot id is read (SPOTWATCH_BOOT_ID_FILE: tests)."""
+    from spotwatch.boot import BOOT_ID_PATH
+
+    return Path(os.environ.get("SPOTWATCH_BOOT_ID_FILE") or BOOT_ID_PATH)
 
 
 def decide_cloud(config: RunConfig) -> str:
@@ -157,9 +181,9 @@ def decide_cloud(config: RunConfig) -> str:
 
 
 _SOURCES_ON = {
-    "aws": ("spot", "rebalance", "maintenance", "asg"),
-    "gcp": ("spot", "maintenance", "migrate"),
-    "azure": ("spot", "maintenance"),
+    "aws": ("spot", "rebalance", "maintenance", "asg", "shutdown"),
+    "gcp": ("spot", "maintenance", "migrate", "shutdown"),
+    "azure": ("spot", "maintenance", "shutdown"),
 }
 
 
@@ -220,7 +244,10 @@ def run_daemon(config: RunConfig) -> int:
     # Like any daemon, hold no directory busy; hooks run in / and can then be
     # started with posix_spawn (see runner). Paths given relative stay valid.
     config = dataclasses.replace(
-        config, hooks_dir=config.hooks_dir.absolute(), state_dir=config.state_dir.absolute()
+        config,
+        hooks_dir=config.hooks_dir.absolute(),
+        state_dir=config.state_dir.absolute(),
+        resume_dir=config.resume_dir.absolute(),
     )
     recorder = None
     if config.metrics_file is not None:
@@ -250,6 +277,7 @@ def run_daemon(config: RunConfig) -> int:
             pid=os.getpid(),
             imds_url=config.imds_url,
             state_dir=str(config.state_dir),
+            resume_dir=str(config.resume_dir),
             hook_timeout=config.hook_timeout,
             deadline_margin=config.deadline_margin,
             on_rebalance=config.on_rebalance,

@@ -21,7 +21,7 @@ from spotwatch.config import RunConfig
 from spotwatch.errors import SpotwatchError
 
 ACTIONS = ("terminate", "stop", "hibernate")
-EVENTS = ("spot", "rebalance", "maintenance", "asg")
+EVENTS = ("spot", "rebalance", "maintenance", "asg", "shutdown")
 # The maintenance event a drill of --action A schedules.
 MAINTENANCE_CODES = {
     "terminate": "instance-retirement",
@@ -43,6 +43,8 @@ class DrillOptions:
     event: str = "spot"  # which source to rehearse (EVENTS)
     watch: tuple[str, ...] = ()  # what the watcher watches; the event's source is added
     cloud: str = "aws"  # issue 12: the simulator speaks this cloud's protocol
+    resume: bool = False  # then the way back: the resume hooks, as when the end did not come
+    resume_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ class DrillReport:
     problems: tuple[str, ...] = field(default=())
     event: str = "spot"
     cloud: str = "aws"  # issue 12
+    resume_requested: bool = False
+    resume_dir: str = ""
+    resume_seen: float | None = None  # seconds since began_at
+    resume_hooks: tuple[HookEntry, ...] = ()
+    resume_ended: float | None = None
 
     @property
     def seconds_left(self) -> float:
@@ -112,6 +119,10 @@ class DrillReport:
                 f"hooks ended {self.seconds_left:.1f} s before the interruption, "
                 f"inside the {self.deadline_margin:g} s margin"
             )
+        if self.resume_requested:
+            if self.resume_seen is None:
+                out.append("the way back never ran")
+            out += [f"resume {h.name}: {h.description}" for h in self.resume_hooks if not h.ok]
         return tuple(out)
 
     @property
@@ -126,9 +137,10 @@ def report_as_dict(report: DrillReport) -> dict[str, Any]:
     data["failures"] = list(report.failures)
     data["seconds_left"] = round(report.seconds_left, 3)
     data["detection_seconds"] = report.detection_seconds
-    for hook, entry in zip(data["hooks"], report.hooks):
-        hook["ok"] = entry.ok
-        hook["seconds"] = round(entry.ended - entry.started, 3)
+    for key, entries in (("hooks", report.hooks), ("resume_hooks", report.resume_hooks)):
+        for hook, entry in zip(data[key], entries):
+            hook["ok"] = entry.ok
+            hook["seconds"] = round(entry.ended - entry.started, 3)
     return data
 
 
@@ -162,7 +174,34 @@ def render_text(report: DrillReport) -> str:
             f"{_stamp(report.notice_seen)}  notice seen    "
             f"{report.deadline - report.notice_seen:.1f} s to the deadline{after}"
         )
-    for hook in report.hooks:
+    lines += _hook_lines(report.hooks)
+    failed = sum(1 for h in report.hooks if not h.ok)
+    lines.append(
+        f"{_stamp(report.ended)}  done           {len(report.hooks)} hooks, {failed} failed; "
+        f"{report.seconds_left:.1f} s left before the interruption "
+        f"(margin {report.deadline_margin:g} s)"
+    )
+    if report.resume_requested:
+        if report.resume_seen is not None:
+            lines.append(
+                f"{_stamp(report.resume_seen)}  way back       the end did not come: "
+                f"resume hooks from {report.resume_dir}"
+            )
+        lines += _hook_lines(report.resume_hooks)
+        if report.resume_ended is not None:
+            bad = sum(1 for h in report.resume_hooks if not h.ok)
+            lines.append(f"{_stamp(report.resume_ended)}  resumed        "
+                         f"{len(report.resume_hooks)} resume hooks, {bad} failed")  # fmt: skip
+    if report.ok:
+        lines.append("PASS: every hook finished in time")
+    else:
+        lines.append("FAIL: " + "; ".join(report.failures))
+    return "\n".join(lines)
+
+
+def _hook_lines(hooks: tuple[HookEntry, ...]) -> list[str]:
+    lines = []
+    for hook in hooks:
         lines.append(f"{_stamp(hook.started)}  > {hook.name}")
         for out in hook.output:
             tag = "err" if out.stream == "stderr" else "out"
@@ -172,21 +211,16 @@ def render_text(report: DrillReport) -> str:
             f"{_stamp(hook.ended)}  {mark} {hook.name}: {hook.description} "
             f"({hook.ended - hook.started:.2f} s)"
         )
-    failed = sum(1 for h in report.hooks if not h.ok)
-    lines.append(
-        f"{_stamp(report.ended)}  done           {len(report.hooks)} hooks, {failed} failed; "
-        f"{report.seconds_left:.1f} s left before the interruption "
-        f"(margin {report.deadline_margin:g} s)"
-    )
-    if report.ok:
-        lines.append("PASS: every hook finished in time")
-    else:
-        lines.append("FAIL: " + "; ".join(report.failures))
-    return "\n".join(lines)
+    return lines
 
 
 def _describe(report: DrillReport) -> tuple[str, str]:
     """(what is rehearsed, what the "notice out" line says)."""
+    if report.event == "shutdown":
+        return (
+            "system shutdown (poweroff) with no notice",
+            "systemctl poweroff: SIGTERM, the hooks run as SPOTWATCH_EVENT=shutdown",
+        )
     if report.cloud == "gcp":
         if report.event == "maintenance":
             what = "instance/maintenance-event TERMINATE_ON_HOST_MAINTENANCE"
@@ -216,15 +250,21 @@ class _Timeline:
         self.seen: float | None = None
         self.deadline: float | None = None  # epoch, as the notice gave it to the hooks
         self.hooks: list[HookEntry] = []
+        self.resume_hooks: list[HookEntry] = []
+        self.resume_seen: float | None = None
+        self.notice: Any = None  # the Notice handled, for the way back
         self.began_wall = time.time()
 
     def __call__(self, event: str, fields: Mapping[str, Any]) -> None:
         if event == "notice.detected" and self.seen is None:
             self.seen = time.monotonic() - self.began_mono
             self.deadline = float(fields["deadline"])
+            self.notice = fields.get("notice")
+        elif event == "resume.detected" and self.resume_seen is None:
+            self.resume_seen = time.monotonic() - self.began_mono
         elif event == "hook.finished":
             result = fields["result"]
-            self.hooks.append(
+            (self.resume_hooks if self.resume_seen is not None else self.hooks).append(
                 HookEntry(
                     name=result.name,
                     started=result.started_at - self.began_wall,
@@ -253,7 +293,13 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
             exit_code=2,
         )
-    if options.cloud != "aws" and options.event not in ("spot", "maintenance"):
+    if options.resume and not _resume_dir(options).is_dir():
+        raise SpotwatchError(
+            f"resume hooks directory {_resume_dir(options)} does not exist: "
+            "pass --resume-dir DIR (spotwatch install creates /etc/spotwatch/resume.d)",
+            exit_code=2,
+        )
+    if options.cloud != "aws" and options.event not in ("spot", "maintenance", "shutdown"):
         raise SpotwatchError(
             f"--event {options.event} exists on AWS only; with --cloud {options.cloud} "
             "rehearse --event spot or maintenance",
@@ -275,7 +321,8 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
                 state_dir=Path(state_dir),
                 hook_timeout=options.hook_timeout,
                 deadline_margin=options.deadline_margin,
-                watch=(*options.watch, options.event),
+                watch=_drill_watch(options),
+                resume_dir=_resume_dir(options),
                 asg_deadline=options.lead,
                 maintenance_lead=options.lead,
                 cloud=options.cloud,
@@ -285,16 +332,32 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             appear_at = timeline.began_wall + options.notice_in
             notice_time = appear_at + options.lead
             notice_text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(notice_time))
-            if options.cloud == "aws":
+            link = None
+            if options.event == "shutdown":
+                link = _DrillShutdown(stop, options)
+                notice_time = appear_at + options.lead
+                _shut_down_at(stop, options.notice_in)
+            elif options.cloud == "aws":
                 _schedule(sim, options, appear_at, notice_text)
             else:
                 notice_time, notice_text = _schedule_cloud(sim, options, appear_at)
-            watcher = build_watcher(config, stop=stop, drill=True, max_notices=1, listener=timeline)
+            watcher = build_watcher(config, stop=stop, drill=True, max_notices=1,
+                                    listener=timeline, shutdown=link)  # fmt: skip
             # If the notice is never seen (it should be, within one interval), give up.
             give_up = options.notice_in + 3 * options.interval + 10.0
             _stop_if_unseen(stop, timeline, give_up)
             watcher.run()
             ended = time.time() - timeline.began_wall
+            resume_ended = None
+            if options.resume and timeline.notice is not None and not stop.signals:
+                # The way back, as after a boot of the same instance: a fresh watcher
+                # (the first one was told to stop) on the same journal.
+                stop.close()
+                stop = Stopper()
+                stop.install()
+                again = build_watcher(config, stop=stop, drill=True, listener=timeline)
+                again.come_back(timeline.notice, "drill: the end did not come")
+                resume_ended = time.time() - timeline.began_wall
     finally:
         stop.close()
     problems: list[str] = []
@@ -325,7 +388,64 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
         problems=tuple(problems),
         event=options.event,
         cloud=options.cloud,
+        resume_requested=options.resume,
+        resume_dir=str(_resume_dir(options)),
+        resume_seen=timeline.resume_seen,
+        resume_hooks=tuple(timeline.resume_hooks),
+        resume_ended=resume_ended,
     )
+
+
+def _drill_watch(options: DrillOptions) -> tuple[str, ...]:
+    if options.event == "shutdown":
+        # The last check before the shutdown run asks the notice source too.
+        return (*options.watch, "spot", "shutdown")
+    return (*options.watch, options.event)
+
+
+def _resume_dir(options: DrillOptions) -> Path:
+    from spotwatch.config import DEFAULT_RESUME_DIR
+
+    return options.resume_dir if options.resume_dir is not None else Path(DEFAULT_RESUME_DIR)
+
+
+class _DrillShutdown:
+    """The drill's system shutdown: a poweroff at --in, with --lead s as the unit's
+    TimeoutStopSec; a Ctrl-C is the operator's, and stops all."""
+
+    runs_hooks = True
+
+    def __init__(self, stop: Any, options: DrillOptions) -> None:
+        self._stop = stop
+        self._options = options
+
+    def classify(self) -> Any:
+        from spotwatch.shutdown import StopKind
+
+        if self._stop.signals:
+            return StopKind(None, "interrupted (a signal)")
+        return StopKind("poweroff", "drill: a rehearsed poweroff")
+
+    def deadline(self, stopped_at: float) -> float:
+        from spotwatch.shutdown import shutdown_deadline
+
+        return shutdown_deadline(stopped_at, self._options.lead, cloud=self._options.cloud)
+
+    def forced(self) -> bool:
+        return bool(self._stop.signals)
+
+    def last_check(self, monitors: Any) -> list[Any]:
+        from spotwatch.shutdown import LAST_CHECK_SECONDS, last_check
+
+        return last_check(monitors, LAST_CHECK_SECONDS)
+
+
+def _shut_down_at(stop: Any, after: float) -> None:
+    import threading
+
+    timer = threading.Timer(after, stop.set)
+    timer.daemon = True
+    timer.start()
 
 
 def _simulator(options: DrillOptions) -> Any:

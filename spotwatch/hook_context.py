@@ -41,6 +41,7 @@ class HookContext:
     cloud: str = ""
     asg_name: str = ""
     phase: str = ""  # "resume" in a resume hook
+    shutdown: str = ""  # SPOTWATCH_SHUTDOWN: poweroff, reboot, ... for a shutdown
     drill: bool = False
     state_dir: str = DEFAULT_STATE_DIR
 
@@ -106,6 +107,7 @@ def from_environment(
         cloud=get("SPOTWATCH_CLOUD"),
         asg_name=get("SPOTWATCH_ASG_NAME"),
         phase=get("SPOTWATCH_PHASE"),
+        shutdown=get("SPOTWATCH_SHUTDOWN"),
         drill=get("SPOTWATCH_DRILL") == "1",
         state_dir=get("SPOTWATCH_STATE_DIR", DEFAULT_STATE_DIR),
     )

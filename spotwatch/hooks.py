@@ -331,6 +331,8 @@ def notice_environment(
         "SPOTWATCH_INSTANCE_TYPE": identity.instance_type,
         "SPOTWATCH_REGION": identity.region,
         "SPOTWATCH_AZ": identity.availability_zone,
+        # hooks.d runs at the end; resume.d's run carries SPOTWATCH_PHASE=resume in env.
+        "SPOTWATCH_PHASE": "end",
     }
     variables.update(notice.env)
     if drill:
@@ -358,5 +360,8 @@ _NOTICE_VARIABLES = frozenset(
         "SPOTWATCH_GCE_MAINTENANCE_EVENT",
         "SPOTWATCH_AZURE_EVENT_ID",
         "SPOTWATCH_AZURE_EVENT_TYPE",
+        # A system shutdown with no notice, and the way back.
+        "SPOTWATCH_SHUTDOWN",
+        "SPOTWATCH_PHASE",
     }
 )

@@ -27,7 +27,7 @@ from typing import Callable
 
 from spotwatch import shipped
 from spotwatch.atomicfile import write_atomically
-from spotwatch.config import DEFAULT_HOOKS_DIR
+from spotwatch.config import DEFAULT_HOOKS_DIR, DEFAULT_RESUME_DIR
 from spotwatch.errors import SpotwatchError, UsageError
 from spotwatch.hook_env import find_spotwatch
 
@@ -36,6 +36,7 @@ UNIT_PATH = "/etc/systemd/system/spotwatch.service"
 STRICT_PATH = "/etc/systemd/system/spotwatch.service.d/strict.conf"
 CONFIG_DIR = "/etc/spotwatch"
 HOOKS_DIR = DEFAULT_HOOKS_DIR
+RESUME_DIR = DEFAULT_RESUME_DIR
 ENV_PATH = "/etc/spotwatch/spotwatch.env"
 MANIFEST_PATH = "/var/lib/spotwatch/install-manifest.json"
 DISABLED = ".disabled"
@@ -46,6 +47,7 @@ DIRECTORIES: tuple[tuple[str, int], ...] = (
     ("/etc/systemd/system", 0o755),
     (CONFIG_DIR, 0o755),
     (HOOKS_DIR, 0o755),
+    (RESUME_DIR, 0o755),
     ("/var/lib/spotwatch", 0o700),
 )
 STRICT_DIR = "/etc/systemd/system/spotwatch.service.d"
@@ -153,6 +155,7 @@ def planned_items(
     strict_conf: bytes,
     env_template: bytes,
     hooks: Mapping[str, bytes],
+    resume_hooks: Mapping[str, bytes] | None = None,
 ) -> list[Item]:
     """Every file install manages, strict drop-in included (the plan decides on it)."""
     items = [
@@ -163,7 +166,14 @@ def planned_items(
     ]
     for name, content in sorted(hooks.items()):
         items.append(Item(f"{HOOKS_DIR}/{name}{DISABLED}", content, 0o755, EXAMPLE, name))
+    for name, content in sorted((resume_hooks or {}).items()):
+        items.append(Item(f"{RESUME_DIR}/{name}{DISABLED}", content, 0o755, EXAMPLE, name))
     return items
+
+
+def enabled_path(item: Item) -> str:
+    """Where an example hook is once enabled: its own directory, its enabled name."""
+    return f"{item.path.rsplit('/', 1)[0]}/{item.enabled_name}"
 
 
 def packaged_items(spotwatch_path: str) -> list[Item]:
@@ -173,6 +183,7 @@ def packaged_items(spotwatch_path: str) -> list[Item]:
         strict_conf=shipped.read(shipped.STRICT),
         env_template=shipped.read(shipped.ENV),
         hooks=shipped.example_hooks(),
+        resume_hooks=shipped.example_hooks(shipped.RESUME),
     ) + example_items(shipped.examples())
 
 
@@ -245,7 +256,7 @@ def plan_install(
             steps.append(_unwanted(item, here, manifest))
             continue
         if item.kind == EXAMPLE:
-            enabled = f"{HOOKS_DIR}/{item.enabled_name}"
+            enabled = enabled_path(item)
             if disk.get(enabled) is not None:
                 steps.append(Step(item.path, SKIP, f"{item.enabled_name} is enabled", item))
                 continue
@@ -533,6 +544,7 @@ def install(
     if pyz is not None and (not use_systemctl or enable):
         onefile.prune(root, onefile.build_id(pyz), out)
     out(f"example hooks are disabled: enable one with 'mv NAME{DISABLED} NAME' in {HOOKS_DIR}")
+    out(f"resume hooks (the way back, when an end did not come) go in {RESUME_DIR}")
     out(f"action and drain examples are in {HOOKS_DIR}/examples (and resume.d/examples): "
         "'spotwatch hooks --examples' says what each needs")
     return 0
@@ -563,8 +575,7 @@ def uninstall(
     write_manifest(root, {s.path: manifest[s.path] for s in steps
                           if s.action == KEEP and s.path in manifest})  # fmt: skip
     examples = [f"{CONFIG_DIR}/{d}" for d in shipped.EXAMPLE_DIRS]
-    resume_dir = f"{CONFIG_DIR}/resume.d"
-    _remove_empty_dirs(root, [STRICT_DIR, *examples, resume_dir, HOOKS_DIR, CONFIG_DIR,
+    _remove_empty_dirs(root, [STRICT_DIR, *examples, HOOKS_DIR, RESUME_DIR, CONFIG_DIR,
                               "/var/lib/spotwatch"])  # fmt: skip
     if use_systemctl:
         _systemctl(run, "daemon-reload")
@@ -583,13 +594,15 @@ def uninstall(
 def _remove_state(root: Path, out: Callable[[str], None]) -> None:
     """The hooks journal in the default state directory: spotwatch's, not the operator's
     (and a later install must not resume an old notice from it)."""
+    from spotwatch.boot import BOOT_NAME
     from spotwatch.journal import JOURNAL_NAME
 
     state = target(root, "/var/lib/spotwatch")
-    for entry in sorted(state.glob(f"*{JOURNAL_NAME}*")) if state.is_dir() else []:
-        if entry.name == JOURNAL_NAME or entry.name.startswith(f".{JOURNAL_NAME}."):
-            entry.unlink()
-            out(f"removed {entry}")
+    for name in (JOURNAL_NAME, BOOT_NAME):  # the boot record: how the last boot ended
+        for entry in sorted(state.glob(f"*{name}*")) if state.is_dir() else []:
+            if entry.name == name or entry.name.startswith(f".{name}."):
+                entry.unlink()
+                out(f"removed {entry}")
     from spotwatch.statedir import LOCK_NAME
 
     lock = state / LOCK_NAME  # the daemon's lock file (the service is stopped by now)
@@ -599,7 +612,7 @@ def _remove_state(root: Path, out: Callable[[str], None]) -> None:
 
 
 def _enabled_paths(items: Sequence[Item]) -> list[str]:
-    return [f"{HOOKS_DIR}/{i.enabled_name}" for i in items if i.kind == EXAMPLE]
+    return [enabled_path(i) for i in items if i.kind == EXAMPLE]
 
 
 def _remove_empty_dirs(root: Path, paths: Sequence[str]) -> None:

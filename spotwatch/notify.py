@@ -185,7 +185,7 @@ def summary(context: HookContext, left: int | None) -> str:
         if context.action:
             text += f" ({context.action})"
     elif context.event == SHUTDOWN:
-        text = f"shutdown on {who}: shutting down, no notice"
+        text = f"shutdown on {who}: shutting down ({context.shutdown or 'unknown'}), no notice"
         if left is not None:
             text += f", {left} s left"
     else:

@@ -21,6 +21,7 @@ STRICT = "systemd/spotwatch.service.d/strict.conf"
 ENV = "systemd/spotwatch.env"
 FLEET_UNIT = "systemd/spotwatch-fleet.service"
 HOOKS = "hooks.d"
+RESUME = "resume.d"
 
 
 def _node(name: str) -> Traversable:
@@ -35,11 +36,11 @@ def read(name: str) -> bytes:
     return _node(name).read_bytes()
 
 
-def example_hooks() -> dict[str, bytes]:
-    """The example hooks, by name."""
+def example_hooks(directory: str = HOOKS) -> dict[str, bytes]:
+    """The example hooks of ``directory`` (hooks.d, or resume.d: the resume hooks), by name."""
     return {
         entry.name: entry.read_bytes()
-        for entry in sorted(_node(HOOKS).iterdir(), key=lambda e: e.name)
+        for entry in sorted(_node(directory).iterdir(), key=lambda e: e.name)
         if entry.is_file() and not entry.name.startswith(".")
     }
 

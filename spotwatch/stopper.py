@@ -50,6 +50,7 @@ class Stopper:
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         self.signum: int | None = None
+        self.signals = 0  # stop signals received: a second one in a shutdown stops all
         self._requested = False
         self._closed = False
         self._fds_lock = threading.Lock()  # no write to an fd number close() gave back
@@ -98,6 +99,7 @@ class Stopper:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+        self.signals += 1
         self._requested = True
 
     def is_set(self) -> bool:

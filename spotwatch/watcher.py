@@ -20,13 +20,16 @@ from spotwatch import faults
 from spotwatch.hooks import log_plan
 from spotwatch.logs import get_logger
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
+from spotwatch.resume import Withdrawals, is_resume, resume_notice
 from spotwatch.schedule import deadline_on_monotonic, next_tick
 
 if TYPE_CHECKING:
+    from spotwatch.boot import PreviousBoot
     from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
     from spotwatch.orphans import Orphan
     from spotwatch.runner import HookResult, HookSettings
+    from spotwatch.shutdown import StopKind
     from spotwatch.stopper import StopFlag
 
 
@@ -84,6 +87,40 @@ class SignalReport(Protocol):
     def report(self, hook_running: str | None = None) -> None: ...
 
 
+class ShutdownLink(Protocol):
+    """What the watcher asks once a stop is requested (spotwatch.shutdown.SystemShutdown)."""
+
+    runs_hooks: bool  # the ``shutdown`` source is watched
+
+    def classify(self) -> StopKind: ...
+
+    def deadline(self, stopped_at: float) -> float: ...
+
+    def forced(self) -> bool:
+        """A second stop request came: stop everything now."""
+        ...
+
+    def last_check(self, monitors: Sequence[Monitor]) -> list[Notice]:
+        """One more look at every source, bounded in time (faults: nothing)."""
+        ...
+
+
+class BootLink(Protocol):
+    """spotwatch.boot.BootRecord: what this boot remembers for the next one."""
+
+    previous: PreviousBoot | None
+
+    def identity(self, instance_id: str) -> None: ...
+
+    def end_handled(self, notice: Notice) -> None: ...
+
+    def resumed(self) -> None: ...
+
+    def shutdown_began(self, kind: str, notice_id: str | None, hooks: Sequence[str]) -> None: ...
+
+    def shutdown_ended(self, left: Sequence[str]) -> None: ...
+
+
 IDENTITY_RETRY_SECONDS = 60.0
 TERMINATE = "terminate"
 HOOKS_DIR_RETRY = 1.0  # seconds between looks for a hooks directory missing at a notice
@@ -91,6 +128,8 @@ HOOKS_DIR_RETRY = 1.0  # seconds between looks for a hooks directory missing at 
 LOWERED = "a notice of the same end brought the deadline forward; the rest start again"
 SUPERSEDED = "a notice that ends the instance came; its hooks run instead"
 ACTION_CHANGED = "a terminate notice of the same end came; the rest start again with its action"
+SHUTDOWN_SUPERSEDES = "the system is shutting down; the shutdown's run follows"
+SHUTDOWN_LOWERED = "the system is shutting down: the rest run within the time systemd gives"
 
 # Called with (event name, fields) for what the drill shows on its timeline.
 Listener = Callable[[str, Mapping[str, Any]], None]
@@ -103,6 +142,7 @@ class WatchSettings:
     hooks: HookSettings  # how each hook runs: its timeout, the deadline margin, ...
     drill: bool = False
     max_notices: int | None = None  # stop after handling this many (the drill: 1)
+    resume_dir: Path | None = None  # the resume hooks (None: no way back is run)
 
 
 @dataclass
@@ -165,6 +205,8 @@ class Watcher:
         signals: SignalReport | None = None,
         settle_orphan: Callable[[Orphan, float], str] | None = None,
         group_record: Callable[[int, float], dict[str, Any]] | None = None,
+        shutdown: ShutdownLink | None = None,
+        boot: BootLink | None = None,
     ) -> None:
         self.settings = settings
         self._monitors = list(monitors)
@@ -197,6 +239,13 @@ class Watcher:
         self._spawned: dict[str, Any] | None = None
         self._folded_kinds: set[tuple[str, str]] = set()
         self._hook_running: str | None = None
+        self._shutdown = shutdown
+        self._boot = boot
+        self._stop_kind: StopKind | None = None
+        self._shutdown_deadline: float | None = None
+        self._withdrawals = Withdrawals()
+        self._monitor_of: dict[str, str] = {}  # notice id -> the monitor that saw it
+        self.resumes_handled = 0
 
     # -- the loop -------------------------------------------------------------
     def run(self) -> int:
@@ -210,6 +259,7 @@ class Watcher:
         )
         self._notifier.ready(f"watching every {self.settings.interval:g}s: {', '.join(names)}")
         self._resume_unfinished()
+        self._come_back_after_boot()
         start = self._clock()
         while not self._stop.is_set():
             self.poll_once()
@@ -221,6 +271,8 @@ class Watcher:
                 continue
             self._sleep_until(next_tick(start, self.settings.interval, self._clock()))
         self._report_signals()
+        if not self._finished():
+            self._finish_on_shutdown()
         self._notifier.stopping("stopping")
         self._log.info("watcher.stopped", polls=self.polls, notices=self.notices_handled)
         return 0
@@ -232,7 +284,10 @@ class Watcher:
             if self._stop.is_set():
                 return
             self._log.warning("journal.resuming", notice_id=notice.id, kind=notice.kind)
-            self.handle(notice)
+            if is_resume(notice):
+                self._run_resume(notice)
+            else:
+                self.handle(notice)
 
     def _finished(self) -> bool:
         limit = self.settings.max_notices
@@ -264,6 +319,7 @@ class Watcher:
         self.polls += 1
         seen: list[Notice] = []
         failed: list[tuple[str, str]] = []  # (source, fault kind), for the metrics
+        answers: dict[str, Notice | None] = {}  # what each monitor said, faults aside
         for monitor in self._monitors:
             try:
                 notice = monitor.check()
@@ -272,8 +328,10 @@ class Watcher:
                 failed.append((monitor.name, fault_kind(exc)))
                 continue
             self._record_fault(monitor.name, None)
+            answers[monitor.name] = notice
             if notice is not None:
                 seen.append(notice)
+                self._monitor_of.setdefault(notice.id, monitor.name)
         self._emit("poll.done", {"faults": failed, "notices": len(seen)})
         self._notifier.watchdog_if_due()
         if not seen:
@@ -284,6 +342,7 @@ class Watcher:
                 and self._clock() >= self._identity_retry_at
             ):
                 self._try_identity()
+            self._look_for_withdrawals(answers)
             return seen
         # A notice that ends the instance outranks a rebalance recommendation (or a
         # reboot) seen in the same poll; among them the spot notice comes first.
@@ -300,6 +359,7 @@ class Watcher:
             self.handle(notice, together=together if notice.ends_instance else ())
         if all(self._is_done(n) for n in seen):
             self._notifier.status(self._still_out_status(seen[0]))
+        self._look_for_withdrawals(answers)
         return seen
 
     def _is_done(self, notice: Notice) -> bool:
@@ -399,6 +459,8 @@ class Watcher:
                     "until it is read",
                 )
             return Identity()
+        if self._boot is not None:
+            self._boot.identity(self._identity.instance_id)
         self._log.info(
             "identity.read",
             instance_id=self._identity.instance_id,
@@ -438,7 +500,7 @@ class Watcher:
         results = self._run_pending(run, pending, identity)
         # Stopped mid-run (SIGTERM): the journal resumes the hooks on the next start,
         # so the follow-ups' closing step (CompleteLifecycleAction) waits for that.
-        if not self._stop.is_set():
+        if not self._stopping():
             for followup, about in run.followups:
                 self._followup_call(followup, "finished", about, results)
         self.last_results = results
@@ -597,7 +659,7 @@ class Watcher:
             pending = pending[len(batch) :]
             if not ((run.lowered or run.action_changed) and pending):
                 return results
-            if run.superseded or self._stop.is_set():
+            if run.superseded or self._stopping():
                 return results
             if not run.lowered:
                 left = [h.name for h in pending]
@@ -623,8 +685,20 @@ class Watcher:
         one that ends it, another notice of the same end folds in; the runner stops if
         that brought the deadline forward, and starts again with it."""
         self._report_signals()
-        if self._stop.is_set():
+        if is_resume(run.notice):
+            return self._stop.is_set()  # the journal finishes it on the next start
+        if self._stopping():
             return True
+        if self._stop.is_set():
+            # A system shutdown: this run goes on, to the shutdown's deadline.
+            if not run.notice.ends_instance:
+                run.superseded = True  # the shutdown's own run follows
+                return SHUTDOWN_SUPERSEDES
+            assert self._shutdown_deadline is not None
+            if self._shutdown_deadline < run.deadline:
+                run.deadline = self._shutdown_deadline
+                run.lowered = True
+                return SHUTDOWN_LOWERED
         if run.notice.ends_instance:
             self._look_for_same_end(run)
             if run.lowered:
@@ -664,6 +738,9 @@ class Watcher:
         self._journal.complete(notice.id)
         self._handled.add(notice.id)
         self.notices_handled += 1
+        self._withdrawals.handled(self._monitor_of.get(notice.id, notice.source), notice)
+        if notice.ends_instance and self._boot is not None:
+            self._boot.end_handled(notice)
         failed = [r.name for r in results if not r.ok]
         left = round(run.deadline - self._wall(), 1)
         extra = {} if results else {"note": "no hook ran: the hooks directory has none"}
@@ -770,6 +847,197 @@ class Watcher:
     def _end_monitors(self) -> list[Monitor]:
         # A rebalance recommendation never ends the instance: no need to ask.
         return [m for m in self._monitors if m.name != REBALANCE_RECOMMENDATION]
+
+    # -- a system shutdown ---------------------------------------------------------
+    def _stop_kind_now(self) -> StopKind | None:
+        """What the stop request is (None: none yet), asked once, from the loop: the
+        signal handler only records."""
+        if not self._stop.is_set() or self._shutdown is None:
+            return None
+        if self._stop_kind is None:
+            kind = self._shutdown.classify()
+            self._stop_kind = kind
+            if kind.is_shutdown:
+                self._shutdown_deadline = self._shutdown.deadline(self._wall())
+                self._log.warning(
+                    "shutdown.detected",
+                    shutdown=kind.shutdown,
+                    how=kind.how,
+                    deadline=round(self._shutdown_deadline, 3),
+                    seconds_left=round(self._shutdown_deadline - self._wall(), 1),
+                    note="the hooks run to the end, within the time systemd gives the stop",
+                )
+                self._emit("shutdown.detected", {"shutdown": kind.shutdown, "how": kind.how})
+                if self._boot is not None:
+                    self._boot.shutdown_began(str(kind.shutdown), None, [])
+            else:
+                self._log.info("stop.requested", how=kind.how)
+        return self._stop_kind
+
+    def _stopping(self) -> bool:
+        """Stop what runs: an operator's stop, or a second stop request in a shutdown.
+        A system shutdown alone does not: the hooks are what it is for."""
+        if not self._stop.is_set():
+            return False
+        kind = self._stop_kind_now()
+        if kind is None or not kind.is_shutdown:
+            return True
+        assert self._shutdown is not None
+        if self._shutdown.forced():
+            return True
+        return self._shutdown_deadline is not None and self._wall() >= self._shutdown_deadline
+
+    def _finish_on_shutdown(self) -> None:
+        """On a system shutdown: one last look at every source; a notice that ends the
+        instance runs its remaining hooks, and with none the hooks run once as a
+        ``shutdown`` event (if watched), all within the shutdown's deadline."""
+        kind = self._stop_kind_now()
+        if kind is None or not kind.is_shutdown or self._shutdown is None:
+            return
+        deadline = self._shutdown_deadline
+        assert deadline is not None
+        target: Notice | None = self._journal.end_in_progress(self._wall())
+        if not self._stopping():
+            found = self._shutdown.last_check(self._monitors)
+            ends = [n for n in found if n.ends_instance and not self._is_done(n)]
+            ends.sort(key=lambda n: n.kind != SPOT_INTERRUPTION)
+            owner = self._journal.end_in_progress(self._wall())
+            if ends and (owner is None or owner.id == ends[0].id):
+                target = dataclasses.replace(ends[0], deadline=min(ends[0].deadline, deadline))
+                self.handle(target, together=ends[1:])
+            elif ends and owner is not None:
+                for notice in ends:
+                    self._fold(notice, None, owner)
+                target = owner
+            elif owner is not None:
+                target = owner
+                if not self._journal.is_complete(owner.id):
+                    self.handle(dataclasses.replace(owner, deadline=min(owner.deadline, deadline)))
+                else:
+                    self._log.info(
+                        "shutdown.after_notice",
+                        notice_id=owner.id,
+                        kind=owner.kind,
+                        note="this end's hooks already ran: nothing more runs",
+                    )
+            elif self._shutdown.runs_hooks:
+                target = self._shutdown_notice(str(kind.shutdown), deadline)
+                self.handle(target)
+            else:
+                self._log.info(
+                    "shutdown.not_watched",
+                    note="the shutdown source is not in --watch: no hooks run on a shutdown",
+                )
+        self._record_shutdown_end(target)
+
+    def _shutdown_notice(self, kind: str, deadline: float) -> Notice:
+        from spotwatch.notice import notice_id
+        from spotwatch.shutdown import SHUTDOWN_EVENT
+
+        now = self._wall()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        return Notice(
+            kind=SHUTDOWN_EVENT,
+            action=kind,
+            raw_time=stamp,
+            time=now,
+            deadline=deadline,
+            id=notice_id(SHUTDOWN_EVENT, kind, f"{stamp}:{now:.6f}"),
+            source=SHUTDOWN_EVENT,
+            env=(("SPOTWATCH_SHUTDOWN", kind),),
+        )
+
+    def _record_shutdown_end(self, target: Notice | None) -> None:
+        if self._boot is None:
+            return
+        left: list[str] = []
+        names: list[str] = []
+        if target is not None:
+            hooks = self._plan(self.settings.hooks_dir).hooks
+            names = [h.name for h in hooks]
+            if not self._journal.is_complete(target.id):
+                left = [h.name for h in self._journal.pending_hooks(target, hooks)]
+        kind = self._stop_kind.shutdown if self._stop_kind is not None else None
+        self._boot.shutdown_began(str(kind), target.id if target else None, names)
+        self._boot.shutdown_ended(left)
+        if left:
+            self._log.warning("shutdown.cut_short", hooks_left=left,
+                              notice_id=target.id if target else None)  # fmt: skip
+
+    # -- the way back ------------------------------------------------------------------
+    def _look_for_withdrawals(self, answers: Mapping[str, Notice | None]) -> None:
+        """A handled notice its source no longer shows, with no end since: come back."""
+        for name, answer in answers.items():
+            if self._stop.is_set():
+                return
+            gone = self._withdrawals.observe(name, answer)
+            if gone is not None:
+                why = f"{gone.kind} {gone.action} is over and the instance still runs"
+                self.come_back(gone, why)
+
+    def _come_back_after_boot(self) -> None:
+        """A new boot of the same instance after an end whose hooks ran: come back."""
+        previous = self._boot.previous if self._boot is not None else None
+        if previous is None or previous.last_end is None or self._stop.is_set():
+            return
+        assert self._boot is not None
+        identity = self._try_identity()
+        then = previous.instance_id
+        if then and identity.instance_id != "unknown" and then != identity.instance_id:
+            self._log.info("resume.other_instance", was=then, now=identity.instance_id,
+                           note="the state directory came from another instance: "
+                           "nothing to come back from")  # fmt: skip
+        else:
+            end = previous.last_end
+            self.come_back(end, f"a new boot of the same instance after {end.kind} {end.action}")
+        self._boot.resumed()
+
+    def come_back(self, original: Notice, why: str) -> None:
+        """Run the resume hooks for ``original`` once (the drill calls this too)."""
+        if self.settings.resume_dir is None:
+            return
+        notice = resume_notice(original, self._wall())
+        if self._journal.is_complete(notice.id):
+            return
+        self._log.warning("resume.detected", notice_id=original.id, kind=original.kind,
+                          action=original.action, why=why)  # fmt: skip
+        self._emit("resume.detected", {"notice_id": original.id, "why": why})
+        self._run_resume(notice)
+
+    def _run_resume(self, notice: Notice) -> list[HookResult]:
+        """Run the resume hooks still due for ``notice`` (a resume_notice), journaled."""
+        assert self.settings.resume_dir is not None
+        identity = self._try_identity()
+        plan = self._plan(self.settings.resume_dir)
+        if getattr(plan, "missing", False):
+            # resume.d is optional: without it there is nothing to put back.
+            self._log.info("resume.no_hooks", directory=str(self.settings.resume_dir),
+                           notice_id=notice.id)  # fmt: skip
+            return []
+        log_plan(self._log, plan)
+        pending = self._journal.pending_hooks(notice, plan.hooks)
+        self._journal.begin(notice)
+        run = _Handling(notice, notice.deadline, notice.env, checked_at=self._clock())
+        self._notifier.status(f"resume after {notice.kind}: running {len(pending)} hooks")
+        results = self._run_pending(run, pending, identity)
+        if len(results) < len(pending):
+            self._log.warning(
+                "resume.interrupted",
+                notice_id=notice.id,
+                done=len(results),
+                left=len(pending) - len(results),
+                note="the remaining resume hooks run when spotwatch starts again",
+            )
+            return results
+        self._journal.complete(notice.id)
+        self._handled.add(notice.id)
+        self.resumes_handled += 1
+        failed = [r.name for r in results if not r.ok]
+        self._log.log(logging.WARNING if failed else logging.INFO, "resume.handled",
+                      notice_id=notice.id, hooks=len(results), failed=failed)  # fmt: skip
+        self._emit("resume.handled", {"notice_id": notice.id, "failed": failed})
+        self._notifier.status(f"watching; resumed after {notice.kind} {notice.action}")
+        return results
 
     # -- follow-ups ---------------------------------------------------------------
     def _applicable(self, notice: Notice) -> list[FollowUp]:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -54,8 +55,11 @@ def _umount(path: Path) -> None:
 
 
 class Container:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, binds: Sequence[tuple[Path, str]] = ()) -> None:
+        """``binds``: (directory here, path inside) pairs, bound read-write at every boot,
+        so what is written there outlives the container (a poweroff, a reboot)."""
         self.name = name
+        self.binds = tuple(binds)
         self.base: Path | None = None
         self.root = Path("/nonexistent")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,6 +69,10 @@ class Container:
     # -- life ------------------------------------------------------------------------
 
     def boot(self, timeout: float = 90.0) -> None:
+        self._mount_root()
+        self._start(timeout)
+
+    def _mount_root(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(self.base))
         for sub in ("upper", "work", "root"):
@@ -75,6 +83,8 @@ class Container:
             f"lowerdir=/,upperdir={self.base / 'upper'},workdir={self.base / 'work'}",
             str(self.root),
         )  # fmt: skip
+
+    def _start(self, timeout: float) -> None:
         argv = [
             "systemd-nspawn", "-D", str(self.root), "-b", "--private-network",
             "--register=no", "--keep-unit", "-M", self.name, "--console=read-only",
@@ -89,6 +99,9 @@ class Container:
             hidden = any(real == d or real.startswith(d + "/") for d in ("/tmp", "/var/tmp"))
             if hidden or os.stat(path).st_dev != root_dev:
                 argv.append(f"--bind-ro={real}")
+        for here, inside in self.binds:
+            argv.append(f"--bind={here}:{inside}")
+        self.leader = 0
         with open(self.console, "wb") as console:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT
@@ -109,6 +122,22 @@ class Container:
             if time.monotonic() > end:
                 raise RuntimeError(f"the container did not boot ({state}):\n{self.console_text()}")
             time.sleep(0.2)
+
+    def shut_down(self, how: str = "poweroff", timeout: float = 120.0) -> int:
+        """``systemctl poweroff`` (or ``reboot``, ``halt``) inside, as an operator or the
+        platform would; waits for the container to be gone and returns nspawn's exit
+        status (133 for a reboot). The root file system (the overlay) stays: ``boot_again``."""
+        assert self.proc is not None
+        self.run("systemctl", how, "--no-block", timeout=30)
+        status = self.proc.wait(timeout=timeout)
+        self.proc = None
+        self.leader = 0
+        return status
+
+    def boot_again(self, timeout: float = 90.0) -> None:
+        """Boot the same root again (what it wrote kept), as an instance comes back."""
+        assert self.proc is None and self.base is not None
+        self._start(timeout)
 
     def close(self) -> None:
         """Power off and unmount; safe to call after a failed boot, and twice."""

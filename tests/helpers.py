@@ -113,6 +113,9 @@ class Daemon:
         ]  # fmt: skip
         full_env = dict(os.environ)
         full_env.pop("NOTIFY_SOCKET", None)
+        # Outside systemd, as a test is: a SIGTERM is an operator's stop (a test that
+        # rehearses a system shutdown sets it, with a systemctl of its own on PATH).
+        full_env.pop("INVOCATION_ID", None)
         # The simulators here speak AWS unless a test says otherwise: no cloud probing.
         full_env.setdefault("SPOTWATCH_CLOUD", "aws")
         full_env.update(env or {})

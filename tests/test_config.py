@@ -68,7 +68,9 @@ def test_margin_may_be_zero_but_timeout_may_not() -> None:
 
 
 def test_watch_list_and_on_rebalance() -> None:
-    assert resolve(NONE, {}).sources == ("spot",)
+    # shutdown is on by default; leaving it out of --watch turns it off.
+    assert resolve(NONE, {}).sources == ("spot", "shutdown")
+    assert resolve({"--watch": "spot,shutdown"}, {}).sources == ("spot", "shutdown")
     cfg = resolve({"--watch": "asg, Maintenance,spot"}, {})
     assert cfg.watch == ("spot", "maintenance", "asg")
     assert cfg.sources == ("spot", "maintenance", "asg")

@@ -339,6 +339,7 @@ def test_hook_environment_has_every_variable() -> None:
         "SPOTWATCH_INSTANCE_TYPE": "m5.large",
         "SPOTWATCH_REGION": "eu-west-1",
         "SPOTWATCH_AZ": "eu-west-1b",
+        "SPOTWATCH_PHASE": "end",  # resume.d's hooks see "resume"
     }
     assert base == {"PATH": "/usr/bin:/bin", "HOME": "/root", "SPOTWATCH_HOOKS_DIR": "/x"}
 

@@ -98,7 +98,9 @@ def test_every_documented_field_is_in_the_record() -> None:
 
 
 def test_summaries_for_shutdown_resume_and_drill() -> None:
-    assert "shutting down, no notice" in notify.summary(context(event="shutdown"), 3)
+    assert "shutting down (poweroff), no notice" in notify.summary(
+        context(event="shutdown", shutdown="poweroff"), 3
+    )
     resumed = notify.summary(context(phase="resume"), None)
     assert resumed.startswith("resume on i-0abc") and "running again after spot-interruption" in resumed  # noqa: E501
     assert notify.summary(context(drill=True), 7).startswith("[drill] spot-interruption on i-0abc")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,6 +53,21 @@ WEBHOOK_PORT = 8080
 # The tests' hooks append a word here each time they run (writable under both hardenings).
 RUNS = "/var/log/spotwatch/runs"
 STATE = "/var/lib/spotwatch"
+RESUME = "/etc/spotwatch/resume.d"
+# A directory of the host's, bound inside at every boot: hooks record here what they did,
+# and it is there after the container has powered off.
+RECORDS = "/records"
+# The simulator of the shutdown steps, ordered (by the test drop-in) to stop after spotwatch.
+SHUTDOWN_IMDS = "spotwatch-imds.service"
+GCP_DROPIN = "/etc/systemd/system/spotwatch.service.d/gcp.conf"
+# One line when a hook starts (its name, event, phase, shutdown, deadline, the time), one
+# when it ends.
+RECORD_HOOK = """#!/bin/sh
+echo "{name} start $SPOTWATCH_EVENT $SPOTWATCH_PHASE ${{SPOTWATCH_SHUTDOWN:--}}" \\
+    "$SPOTWATCH_DEADLINE $(date +%s)" >> /records/runs
+{extra}
+echo "{name} end $?" >> /records/runs
+"""
 
 TEST_DROPIN = f"""[Service]
 Environment=SPOTWATCH_IMDS_URL=http://127.0.0.1:{IMDS_PORT} SPOTWATCH_INTERVAL=0.5
@@ -58,6 +75,12 @@ Environment=SPOTWATCH_S3_BUCKET=spot-logs SPOTWATCH_SHIP_PATHS=/var/log/app
 Environment=AWS_ENDPOINT_URL=http://127.0.0.1:{MOTO_PORT} AWS_DEFAULT_REGION=us-east-1
 Environment=AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 Environment=SPOTWATCH_WEBHOOK_URL=http://127.0.0.1:{WEBHOOK_PORT}/hook
+# The tests' records, bound from the host: they outlive the container.
+ReadWritePaths=-{RECORDS}
+# What the hooks need at a shutdown, as an operator orders their own service: it
+# stops only after spotwatch has.
+[Unit]
+After=moto.service webhook-listener.service {SHUTDOWN_IMDS}
 """
 
 LISTENER = f"""
@@ -95,6 +118,69 @@ class Box:
         self.pyz = pyz
         self.tmp = tmp
         self.imds_runs = 0
+        self.records_dir = container.binds[0][0] if container.binds else tmp
+
+    # -- records and boots (the shutdown steps) -------------------------------------
+
+    def record_hooks(self, directory: str, hooks: dict[str, str]) -> None:
+        """Recording hooks (RECORD_HOOK; the value: shell run between start and end)."""
+        scripts = {n: RECORD_HOOK.format(name=n, extra=extra) for n, extra in hooks.items()}
+        if directory == HOOKS:
+            self.hooks(scripts)
+            return
+        target = self.c.path(directory)
+        for entry in target.iterdir():
+            if not entry.name.endswith(".disabled"):
+                entry.unlink()
+        for name, body in scripts.items():
+            self.c.write(f"{directory}/{name}", body, 0o755)
+
+    def records(self) -> list[list[str]]:
+        """The hooks' lines, read on the host (the container may be gone)."""
+        try:
+            text = (self.records_dir / "runs").read_text()
+        except FileNotFoundError:
+            return []
+        return [line.split() for line in text.splitlines() if line.strip()]
+
+    def recorded(self, what: str) -> list[str]:
+        """The hooks, in order, with a ``what`` (start or end) line."""
+        return [r[0] for r in self.records() if r[1:2] == [what]]
+
+    def clear_records(self) -> None:
+        (self.records_dir / "runs").unlink(missing_ok=True)
+
+    def imds(self, *args: str, unit: str = SHUTDOWN_IMDS) -> None:
+        """A simulator under ``unit`` (by default the one ordered after spotwatch)."""
+        self.c.run("systemctl", "stop", "spotwatch-imds*.service", check=False)
+        self.c.run("systemd-run", f"--unit={unit}", "--collect", PY, "-m", "spotwatch.imdssim",
+                   "--port", str(IMDS_PORT), *args)  # fmt: skip
+
+    def services(self) -> None:
+        """What the tests talk to: the webhook listener and moto (again after a boot)."""
+        self.c.run("systemd-run", "--unit=webhook-listener", "--collect", PY, "/root/listener.py")
+        self.c.run("systemd-run", "--unit=moto", "--collect", PY, "-m", "moto.server",
+                   "-H", "127.0.0.1", "-p", str(MOTO_PORT))  # fmt: skip
+        wait_until(
+            lambda: self.sh(f"curl -s -o /dev/null -w '%{{http_code}}' "
+                            f"http://127.0.0.1:{MOTO_PORT}/", check=False) == "200",
+            30, "moto", step=0.2,
+        )  # fmt: skip
+        self.sh(f"curl -sf -X PUT http://127.0.0.1:{MOTO_PORT}/spot-logs")
+
+    def boot_again(self) -> None:
+        self.c.boot_again()
+        self.services()
+
+    def events_this_boot(self) -> list[dict[str, Any]]:
+        return self._events("-b", "0")
+
+    def events_last_boot(self) -> list[dict[str, Any]]:
+        return self._events("-b", "-1")
+
+    def _events(self, *args: str) -> list[dict[str, Any]]:
+        text = self.c.run("journalctl", "-u", UNIT, "-o", "cat", "--no-pager", *args).stdout
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
     def sh(self, script: str, check: bool = True, timeout: float = 60.0) -> str:
         return self.c.run("sh", "-c", script, check=check, timeout=timeout).stdout
@@ -150,15 +236,16 @@ class Box:
         except FileNotFoundError:
             return []
 
-    def notice(self) -> int:
+    def notice(self, action: str = "terminate") -> int:
         """A new spot interruption notice (a new simulator); returns how many events
         the journal held before it, so the caller can look at what came after."""
         before = len(self.events())
-        self.c.run("systemctl", "stop", "spotwatch-imds-*.service", check=False)
+        self.c.run("systemctl", "stop", "spotwatch-imds*.service", check=False)
         self.imds_runs += 1
         self.c.run(
             "systemd-run", f"--unit=spotwatch-imds-{self.imds_runs}", "--collect",
             PY, "-m", "spotwatch.imdssim", "--port", str(IMDS_PORT), "--notice-in", "0.3",
+            "--action", action,
         )  # fmt: skip
         return before
 
@@ -168,7 +255,7 @@ class Box:
         notice that ends the instance, seen before the previous one's deadline (the
         simulator's 2 minutes) has passed, is folded into it and runs no hooks. So a
         step that wants its notice's hooks to run needs a new instance first."""
-        self.c.run("systemctl", "stop", "spotwatch-imds-*.service", check=False)
+        self.c.run("systemctl", "stop", "spotwatch-imds*.service", check=False)
         self.c.run("systemctl", "stop", UNIT, timeout=60)
         for entry in self.c.path(STATE).iterdir():
             entry.unlink()
@@ -196,12 +283,14 @@ class Box:
 def container() -> Iterator[Container]:
     if _WHY_NOT is not None:
         pytest.fail(f"SPOTWATCH_REQUIRE_SYSTEMD_TIER=1, but the tier cannot run: {_WHY_NOT}")
-    box = Container(f"spotwatch-tier-{uuid.uuid4().hex[:8]}")
+    records = Path(tempfile.mkdtemp(prefix="spotwatch-records-"))
+    box = Container(f"spotwatch-tier-{uuid.uuid4().hex[:8]}", binds=[(records, RECORDS)])
     try:
         box.boot()
         yield box
     finally:
         box.close()
+        shutil.rmtree(records, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -210,21 +299,13 @@ def box(container: Container, pyz: Path, tmp_path_factory: pytest.TempPathFactor
     b = Box(container, pyz, tmp_path_factory.mktemp("tier"))
     c = container
     c.write("/root/listener.py", LISTENER)
-    c.run("systemd-run", "--unit=webhook-listener", "--collect", PY, "/root/listener.py")
-    c.run("systemd-run", "--unit=moto", "--collect", PY, "-m", "moto.server",
-          "-H", "127.0.0.1", "-p", str(MOTO_PORT))  # fmt: skip
     c.write(DROPIN, TEST_DROPIN)
     c.write("/var/log/app/app.log", "the application's log\n")
     shutil_copy(pyz, c.path(f"/root/{pyz.name}"))
     # As a user would, offline: the system python3 runs the file.
     result = c.run("python3", f"/root/{pyz.name}", "install", timeout=120)
     b.install_output = result.stdout  # type: ignore[attr-defined]
-    wait_until(
-        lambda: b.sh(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{MOTO_PORT}/",
-                     check=False) == "200",
-        30, "moto", step=0.2,
-    )  # fmt: skip
-    b.sh(f"curl -sf -X PUT http://127.0.0.1:{MOTO_PORT}/spot-logs")
+    b.services()
     return b
 
 
@@ -431,6 +512,121 @@ def step_a_failing_hook_is_in_journalctl_priority_warning(box: Box) -> None:
     assert "<4>" not in box.journal_text() and "<6>" not in box.journal_text()
 
 
+def step_stop_while_idle_runs_no_hook(box: Box) -> None:
+    box.record_hooks(HOOKS, {"10-first": ""})
+    box.new_instance()
+    box.clear_records()
+    box.c.run("systemctl", "stop", UNIT, timeout=60)
+    # An operator's stop: systemd is running, no shutdown job is queued.
+    assert box.recorded("start") == []
+    assert "shutdown.detected" not in {e["event"] for e in box.events_this_boot()}
+    assert any(e["event"] == "stop.requested" for e in box.events_this_boot())
+    box.c.run("systemctl", "start", UNIT)
+    box.active()
+
+
+# The example hooks (parked by box.hooks) run as they would be, their exit status recorded.
+SHIP = "/root/parked/50-ship-logs.sh > /records/ship.out 2>&1"
+NOTIFY = "/root/parked/90-notify-webhook.sh > /records/notify.out 2>&1"
+
+
+def step_idle_poweroff_runs_every_hook_once_as_shutdown_and_the_boot_comes_back(
+    box: Box,
+) -> None:
+    box.new_instance()
+    box.imds()  # no notice
+    box.record_hooks(HOOKS, {"10-first": "", "50-ship": SHIP, "90-notify": NOTIFY})
+    box.record_hooks(RESUME, {"10-back": ""})
+    box.clear_records()
+    posted = len(box.c.path("/root/webhook.log").read_text().splitlines())
+    box.c.shut_down("poweroff")
+    # The container is gone; each hook recorded its end before it went.
+    assert box.recorded("start") == box.recorded("end") == ["10-first", "50-ship", "90-notify"]
+    for row in box.records():
+        if row[1] == "start":
+            assert row[2:5] == ["shutdown", "end", "poweroff"], row
+            # TimeoutStopSec (150 s), read from systemd, less the 2 s reserve.
+            assert 130 <= int(row[5]) - int(row[6]) <= 148, row
+        else:
+            assert row[2] == "0", row
+    shipped = (box.records_dir / "ship.out").read_text()
+    assert "app.log" in shipped or "shipped 1" in shipped, shipped
+    webhook = box.c.path("/root/webhook.log").read_text().splitlines()
+    assert len(webhook) == posted + 1 and "shutting down (poweroff), no notice" in webhook[-1]
+    box.boot_again()
+    # The same instance boots: how the last boot ended, and the way back, once.
+    wait_until(lambda: "10-back" in box.recorded("end"), 30, "the resume hook", step=0.2)
+    back = [r for r in box.records() if r[0] == "10-back" and r[1] == "start"]
+    assert len(back) == 1 and back[0][2:5] == ["shutdown", "resume", "poweroff"], back
+    ends = [e for e in box.events_this_boot() if e["event"] == "boot.previous_end"]
+    assert len(ends) == 1 and ends[0]["end"] == "shut-down", ends
+    assert ends[0]["shutdown"] == "poweroff"
+
+
+def step_google_preempted_and_poweroff_at_once_run_the_hooks_as_the_preemption(
+    box: Box,
+) -> None:
+    box.c.write(GCP_DROPIN, "[Service]\nEnvironment=SPOTWATCH_CLOUD=gcp\n")
+    box.c.run("systemctl", "daemon-reload")
+    box.record_hooks(HOOKS, {"10-first": "", "20-second": "", "30-third": ""})
+    box.new_instance()
+    box.imds("--cloud", "gcp", "--notice-in", "3")
+    box.clear_records()
+    # Google's ACPI soft-off comes at the moment preempted turns TRUE.
+    box.c.run("sh", "-c", "until curl -sf -H 'Metadata-Flavor: Google' "
+              f"http://127.0.0.1:{IMDS_PORT}/computeMetadata/v1/instance/preempted "
+              "| grep -q TRUE; do sleep 0.01; done; systemctl poweroff --no-block",
+              timeout=30)  # fmt: skip
+    assert box.c.proc is not None
+    box.c.proc.wait(timeout=120)
+    box.c.proc = None
+    starts = [r for r in box.records() if r[1] == "start"]
+    assert [r[0] for r in starts] == ["10-first", "20-second", "30-third"], box.records()
+    assert box.recorded("end") == ["10-first", "20-second", "30-third"]
+    for row in starts:
+        assert row[2:4] == ["spot-interruption", "end"], row
+        assert int(row[5]) - int(row[6]) <= 30, row  # Google's 30 s
+    box.c.path(GCP_DROPIN).unlink()
+    box.boot_again()
+
+
+def step_poweroff_during_the_first_of_three_hooks_runs_all_three_once(box: Box) -> None:
+    box.record_hooks(HOOKS, {"10-slow": "sleep 2", "20-next": "", "30-last": ""})
+    box.new_instance()
+    box.clear_records()
+    box.notice()
+    wait_until(lambda: "10-slow" in box.recorded("start"), 30, "the first hook", step=0.1)
+    box.c.shut_down("poweroff")
+    assert box.recorded("start") == box.recorded("end") == ["10-slow", "20-next", "30-last"]
+    assert {r[2] for r in box.records() if r[1] == "start"} == {"spot-interruption"}
+    box.boot_again()
+
+
+def step_reboot_after_a_handled_stop_notice_runs_the_resume_hooks_after_the_boot(
+    box: Box,
+) -> None:
+    box.record_hooks(HOOKS, {"10-first": ""})
+    box.record_hooks(RESUME, {"10-back": ""})
+    box.new_instance()
+    box.handled(box.notice(action="stop"))
+    box.clear_records()
+    status = box.c.shut_down("reboot")
+    assert status == 133, status  # nspawn's "reboot requested"
+    # The end's hooks had run: the shutdown runs nothing more.
+    assert box.records() == []
+    box.boot_again()
+    last = {e["event"] for e in box.events_last_boot()}
+    assert "shutdown.detected" in last and "shutdown.after_notice" in last
+    wait_until(lambda: "10-back" in box.recorded("end"), 30, "the resume hook", step=0.2)
+    back = [r for r in box.records() if r[1] == "start"]
+    assert [r[0] for r in back] == ["10-back"] and back[0][2:4] == ["spot-interruption", "resume"]
+    events = box.events_this_boot()
+    ends = [e for e in events if e["event"] == "boot.previous_end"]
+    assert len(ends) == 1 and ends[0]["end"] == "shut-down" and ends[0]["shutdown"] == "reboot"
+    assert [e["event"] for e in events].count("resume.handled") == 1
+    box.c.path(f"{RESUME}/10-back").unlink()
+
+
 def step_uninstall_leaves_the_users_files_and_nothing_else(box: Box) -> None:
     # The operator's own hook, and an example they enabled, stay; all else goes.
     box.hooks({"10-mine": "#!/bin/sh\necho mine\n"})
@@ -470,6 +666,11 @@ STEPS: tuple[Callable[[Box], None], ...] = (
     step_a_frozen_daemon_is_restarted_by_the_watchdog_and_reruns_no_finished_hook,
     step_a_chatty_hook_leaves_every_event_of_spotwatch_in_the_journal,
     step_a_failing_hook_is_in_journalctl_priority_warning,
+    step_stop_while_idle_runs_no_hook,
+    step_idle_poweroff_runs_every_hook_once_as_shutdown_and_the_boot_comes_back,
+    step_google_preempted_and_poweroff_at_once_run_the_hooks_as_the_preemption,
+    step_poweroff_during_the_first_of_three_hooks_runs_all_three_once,
+    step_reboot_after_a_handled_stop_notice_runs_the_resume_hooks_after_the_boot,
     step_uninstall_leaves_the_users_files_and_nothing_else,
 )
 

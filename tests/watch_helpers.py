@@ -209,6 +209,9 @@ class Harness:
         watchdog: float | None = None,
         stop_in_hook: str | None = None,
         followups: tuple[Any, ...] = (),
+        shutdown: Any = None,
+        boot: Any = None,
+        resume_hooks: tuple[str, ...] | None = None,
     ) -> None:
         self.clock = FakeClock()
         self.stop = FakeStop(self.clock)
@@ -216,6 +219,7 @@ class Harness:
         self.notifier = FakeNotifier(self.clock, watchdog)
         self.monitors = [ScriptedMonitor(n, self.clock, s) for n, s in scripts.items()]
         self.hooks = tuple(FakeHook(h, Path("/hooks") / h) for h in hooks)
+        self.resume_hooks = tuple(FakeHook(h, Path("/resume") / h) for h in resume_hooks or ())
         self.runs: list[dict[str, Any]] = []
         self.stop_answers: list[bool | str] = []  # should_stop's answers that stopped a run
         self.stop_after_polls = stop_after_polls
@@ -227,13 +231,14 @@ class Harness:
                 hooks_dir=Path("/hooks"),
                 hooks=HookSettings(hook_timeout=30.0, deadline_margin=10.0),
                 max_notices=max_notices,
+                resume_dir=Path("/resume") if resume_hooks is not None else None,
             ),
             monitors=self.monitors,
             read_identity=lambda: Identity(instance_id="i-0abc"),
             journal=self.journal,
             stop=self.stop,
             notifier=self.notifier,
-            plan=lambda d: FakePlan(d, self.hooks),
+            plan=lambda d: FakePlan(d, self.resume_hooks if d == Path("/resume") else self.hooks),
             runner=self.run_hooks,
             hook_environment=lambda base, n, ident, drill=False: {
                 "SPOTWATCH_NOTICE_ID": n.id,
@@ -249,6 +254,8 @@ class Harness:
             environ={},
             listener=lambda e, f: self.events.append((e, dict(f))),
             followups=followups,
+            shutdown=shutdown,
+            boot=boot,
         )
         original = self.watcher.poll_once
 

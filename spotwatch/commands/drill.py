@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spotwatch.config import DEFAULT_HOOKS_DIR, seconds, watch_list
+from spotwatch.config import DEFAULT_HOOKS_DIR, DEFAULT_RESUME_DIR, seconds, watch_list
 
 
 def _seconds(text: str) -> float:
@@ -94,11 +94,24 @@ def add_parser(subparsers: Any) -> None:
     )
     add(
         "--event",
-        choices=("spot", "rebalance", "maintenance", "asg"),
+        choices=("spot", "rebalance", "maintenance", "asg", "shutdown"),
         default="spot",
         help="what to rehearse: the spot notice, a rebalance recommendation, a scheduled "
         "maintenance event (--action terminate: instance-retirement, stop/hibernate: "
-        "instance-stop) or an Auto Scaling termination (default %(default)s)",
+        "instance-stop), an Auto Scaling termination, or a system shutdown with no "
+        "notice (a poweroff at --in, --lead s standing for the unit's TimeoutStopSec) "
+        "(default %(default)s)",
+    )
+    add(
+        "--resume",
+        action="store_true",
+        help="then rehearse the way back: the resume hooks, as when the end did not come",
+    )
+    add(
+        "--resume-dir",
+        metavar="DIR",
+        default=os.environ.get("SPOTWATCH_RESUME_DIR") or DEFAULT_RESUME_DIR,
+        help="resume hooks for --resume (default $SPOTWATCH_RESUME_DIR or %(default)s)",
     )
     add(
         "--watch",
@@ -142,6 +155,8 @@ def _main(args: argparse.Namespace) -> int:
             event=args.event,
             watch=args.watch,
             cloud=args.cloud,
+            resume=args.resume,
+            resume_dir=Path(args.resume_dir),
         )
     )
     print(render_json(report) if args.json else render_text(report), file=sys.stdout)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spotwatch.config import DEFAULT_HOOKS_DIR
+from spotwatch.config import DEFAULT_HOOKS_DIR, DEFAULT_RESUME_DIR
 from spotwatch.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SpotwatchError
 
 if TYPE_CHECKING:
@@ -35,6 +35,13 @@ def add_parser(subparsers: Any) -> None:
         default=os.environ.get("SPOTWATCH_HOOKS_DIR") or DEFAULT_HOOKS_DIR,
         help="the hooks directory (env SPOTWATCH_HOOKS_DIR; default %(default)s)",
     )
+    parser.add_argument(
+        "--resume-dir",
+        metavar="DIR",
+        default=os.environ.get("SPOTWATCH_RESUME_DIR") or DEFAULT_RESUME_DIR,
+        help="the resume hooks, run on the way back (env SPOTWATCH_RESUME_DIR; "
+        "default %(default)s; may be missing)",
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--examples", action="store_true",
                         help="list the shipped action and drain examples and what each needs")
@@ -44,7 +51,9 @@ def add_parser(subparsers: Any) -> None:
 def _main(args: argparse.Namespace) -> int:
     if args.examples:
         return show_examples(as_json=bool(args.json))
-    return show_hooks(Path(args.hooks_dir), as_json=bool(args.json))
+    return show_hooks(
+        Path(args.hooks_dir), as_json=bool(args.json), resume_dir=Path(args.resume_dir)
+    )
 
 
 def show_examples(*, as_json: bool = False) -> int:
@@ -62,19 +71,32 @@ def show_examples(*, as_json: bool = False) -> int:
     return EXIT_OK
 
 
-def show_hooks(directory: Path, *, as_json: bool = False) -> int:
-    """Print the plan for ``directory``; return the exit status."""
+def show_hooks(directory: Path, *, as_json: bool = False, resume_dir: Path | None = None) -> int:
+    """Print the plan for ``directory`` (and ``resume_dir``'s); return the exit status."""
     from spotwatch.hooks import plan_hooks
 
     plan = plan_hooks(directory)
     if plan.missing:
         raise SpotwatchError(f"{plan.problem}; {plan.fix}", exit_code=EXIT_USAGE)
+    # The resume hooks are optional: a missing directory only means no way back runs.
+    resume = plan_hooks(resume_dir) if resume_dir is not None else None
     if as_json:
-        json.dump(plan_to_json(plan), sys.stdout, indent=2)
+        data = plan_to_json(plan)
+        if resume is not None:
+            data["resume"] = None if resume.missing else plan_to_json(resume)
+        json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(render_plan(plan))
-    return EXIT_FAILURE if plan.refused else EXIT_OK
+        if resume is not None:
+            sys.stdout.write("\nResume hooks (run on the way back, SPOTWATCH_PHASE=resume):\n")
+            if resume.missing:
+                sys.stdout.write(f"Hooks directory: {printable(str(resume_dir))} does not "
+                                 "exist: nothing runs on the way back.\n")  # fmt: skip
+            else:
+                sys.stdout.write(render_plan(resume))
+    refused = plan.refused or (resume is not None and not resume.missing and resume.refused)
+    return EXIT_FAILURE if refused else EXIT_OK
 
 
 def _target(path: Path) -> str | None:

@@ -28,6 +28,12 @@ def add_parser(subparsers: Any) -> None:
         help=f"seconds between polls (default {config.DEFAULT_INTERVAL:g})",
     )
     add("--hooks-dir", metavar="DIR", help=f"hook scripts (default {config.DEFAULT_HOOKS_DIR})")
+    add(
+        "--resume-dir",
+        metavar="DIR",
+        help="hooks run when an end that ran the hooks turned out not to be one "
+        f"(default {config.DEFAULT_RESUME_DIR}; need not exist)",
+    )
     add("--state-dir", metavar="DIR", help=f"journal location (default {config.DEFAULT_STATE_DIR})")
     add(
         "--hook-timeout",
@@ -50,7 +56,8 @@ def add_parser(subparsers: Any) -> None:
     add(
         "--watch",
         metavar="LIST",
-        help="comma-separated sources: spot, rebalance, maintenance, asg (default spot)",
+        help="comma-separated sources: spot, rebalance, maintenance, asg, migrate, shutdown "
+        "(default spot,shutdown; shutdown: run the hooks on a system shutdown with no notice)",
     )
     add(
         "--asg-lifecycle-hook",

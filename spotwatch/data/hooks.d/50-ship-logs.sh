@@ -15,6 +15,8 @@
 # The instance role needs s3:PutObject and s3:AbortMultipartUpload on
 # arn:aws:s3:::BUCKET/PREFIX/* (and kms:GenerateDataKey with SSE-KMS).
 # Safe to run twice: the same notice gives the same keys.
+# Also on a system shutdown with no notice (SPOTWATCH_EVENT=shutdown): the logs
+# are worth as much then, and spotwatch keeps the network up while it runs.
 set -euo pipefail
 
 if [[ -z ${SPOTWATCH_S3_BUCKET:-} ]]; then
