@@ -18,7 +18,10 @@ from typing import NoReturn
 from spotwatch import __version__
 from spotwatch.errors import EXIT_USAGE, SpotwatchError
 
-COMMANDS = ("run", "hooks", "drill", "ship", "status", "install", "uninstall", "fleet", "sim")
+COMMANDS = (
+    "run", "hooks", "drill", "ship", "notify", "deregister", "replace", "status", "install",
+    "uninstall", "fleet", "sim",
+)  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):

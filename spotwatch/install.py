@@ -184,7 +184,17 @@ def packaged_items(spotwatch_path: str) -> list[Item]:
         env_template=shipped.read(shipped.ENV),
         hooks=shipped.example_hooks(),
         resume_hooks=shipped.example_hooks(shipped.RESUME),
-    )
+    ) + example_items(shipped.examples())
+
+
+def example_items(examples: Mapping[str, bytes]) -> list[Item]:
+    """The action and drain examples, in ``examples/`` beside the hooks (a directory
+    spotwatch never runs from): copy or link one up a level to enable it. Kept, as
+    configuration is, once the operator changed it."""
+    return [
+        Item(f"{CONFIG_DIR}/{name}", content, 0o755, CONFIG)
+        for name, content in sorted(examples.items())
+    ]
 
 
 def render_fleet_unit(template: str, spotwatch_path: str) -> str:
@@ -535,6 +545,8 @@ def install(
         onefile.prune(root, onefile.build_id(pyz), out)
     out(f"example hooks are disabled: enable one with 'mv NAME{DISABLED} NAME' in {HOOKS_DIR}")
     out(f"resume hooks (the way back, when an end did not come) go in {RESUME_DIR}")
+    out(f"action and drain examples are in {HOOKS_DIR}/examples (and resume.d/examples): "
+        "'spotwatch hooks --examples' says what each needs")
     return 0
 
 
@@ -562,9 +574,9 @@ def uninstall(
     _remove_state(root, out)
     write_manifest(root, {s.path: manifest[s.path] for s in steps
                           if s.action == KEEP and s.path in manifest})  # fmt: skip
-    _remove_empty_dirs(
-        root, [STRICT_DIR, HOOKS_DIR, RESUME_DIR, CONFIG_DIR, "/var/lib/spotwatch"]
-    )
+    examples = [f"{CONFIG_DIR}/{d}" for d in shipped.EXAMPLE_DIRS]
+    _remove_empty_dirs(root, [STRICT_DIR, *examples, HOOKS_DIR, RESUME_DIR, CONFIG_DIR,
+                              "/var/lib/spotwatch"])  # fmt: skip
     if use_systemctl:
         _systemctl(run, "daemon-reload")
     from spotwatch import onefile

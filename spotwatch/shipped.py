@@ -43,3 +43,20 @@ def example_hooks(directory: str = HOOKS) -> dict[str, bytes]:
         for entry in sorted(_node(directory).iterdir(), key=lambda e: e.name)
         if entry.is_file() and not entry.name.startswith(".")
     }
+
+
+EXAMPLE_DIRS = ("hooks.d/examples", "resume.d/examples")
+
+
+def examples() -> dict[str, bytes]:
+    """The action and drain examples, by their path under spotwatch/data
+    (``hooks.d/examples/NAME``, ``resume.d/examples/NAME``)."""
+    out: dict[str, bytes] = {}
+    for folder in EXAMPLE_DIRS:
+        node = _node(folder)
+        if not node.is_dir():
+            continue
+        for entry in sorted(node.iterdir(), key=lambda e: e.name):
+            if entry.is_file() and not entry.name.startswith("."):
+                out[f"{folder}/{entry.name}"] = entry.read_bytes()
+    return out

@@ -90,10 +90,16 @@ def test_install_into_a_root(tmp_path: Path) -> None:
     env = tmp_path / ENV
     assert env.read_bytes() == (DATA / shipped.ENV).read_bytes()
     assert mode(env) == 0o600  # may hold a webhook URL
-    installed = sorted(p.name for p in (tmp_path / HOOKS).iterdir())
+    installed = sorted(p.name for p in (tmp_path / HOOKS).iterdir() if p.is_file())
     assert installed == [f"{name}.disabled" for name in example_names()]
     for path in (tmp_path / HOOKS).iterdir():
         assert mode(path) == 0o755
+    # The action and drain examples: in examples/ folders, which spotwatch never runs.
+    for name in shipped.examples():
+        copy = tmp_path / "etc/spotwatch" / name
+        assert copy.read_bytes() == (DATA / name).read_bytes() and mode(copy) == 0o755
+    assert (tmp_path / HOOKS / "examples" / "30-drain-kubernetes.sh").is_file()
+    assert (tmp_path / "etc/spotwatch/resume.d/examples/30-uncordon-kubernetes.sh").is_file()
     assert not (tmp_path / STRICT).exists()
 
     manifest = json.loads((tmp_path / MANIFEST).read_text())["files"]

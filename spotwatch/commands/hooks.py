@@ -43,13 +43,32 @@ def add_parser(subparsers: Any) -> None:
         "default %(default)s; may be missing)",
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--examples", action="store_true",
+                        help="list the shipped action and drain examples and what each needs")
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.examples:
+        return show_examples(as_json=bool(args.json))
     return show_hooks(
         Path(args.hooks_dir), as_json=bool(args.json), resume_dir=Path(args.resume_dir)
     )
+
+
+def show_examples(*, as_json: bool = False) -> int:
+    from dataclasses import asdict
+
+    from spotwatch import examples, shipped
+    from spotwatch.install import CONFIG_DIR
+
+    found = examples.describe_all(shipped.examples())
+    if as_json:
+        json.dump([asdict(e) for e in found], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(examples.render(found, CONFIG_DIR))
+    return EXIT_OK
 
 
 def show_hooks(directory: Path, *, as_json: bool = False, resume_dir: Path | None = None) -> int:
