@@ -300,10 +300,13 @@ class FaultServer:
     def _find(self, req: Request) -> Route | None:
         with self._lock:
             for route in reversed(self._routes):
-                if route.method == req.method and route.path == req.path:
-                    if route.match is None or route.match(req):
-                        route.call_count += 1
-                        return route
+                if (
+                    route.method == req.method
+                    and route.path == req.path
+                    and (route.match is None or route.match(req))
+                ):
+                    route.call_count += 1
+                    return route
         return None
 
     # -- serving -------------------------------------------------------------------------
@@ -363,7 +366,7 @@ class FaultServer:
             buf += data
         raw_head, _, rest = buf.partition(b"\r\n\r\n")
         lines = raw_head.decode("latin-1").split("\r\n")
-        method, target, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
+        method, target, _ = [*lines[0].split(" ", 2), "", ""][:3]
         headers = Headers()
         for line in lines[1:]:
             name, _, value = line.partition(":")
