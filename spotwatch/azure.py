@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable
 
-import requests
-
 from spotwatch import cloudhttp
 from spotwatch.feed import Feed
 from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
@@ -55,10 +53,15 @@ ENDING = {
 }
 MAINTENANCE = {"Reboot": "reboot", "Redeploy": "redeploy", "Freeze": "freeze"}
 
-ADVICE_AZURE = (
-    "check that this VM runs on Azure and that nothing blocks 169.254.169.254 "
-    "(--imds-url / SPOTWATCH_IMDS_URL), or set --cloud; spotwatch keeps polling"
-)
+
+
+def advice_azure(base_url: str) -> str:
+    """What to check when Azure's metadata service fails (the URL in use, named)."""
+    return (
+        f"check that this VM runs on Azure and that nothing blocks {base_url} "
+        "(--imds-url / SPOTWATCH_IMDS_URL), or set --cloud; spotwatch keeps polling"
+    )
+
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,8 @@ def parse_identity(body: bytes) -> tuple[str, Identity]:
 class AzureMetadata:
     def __init__(self, base_url: str) -> None:
         self._base = base_url.rstrip("/")
-        self._session: requests.Session = cloudhttp.new_session()
+        self._advice = advice_azure(self._base)
+        self._session: cloudhttp.Session = cloudhttp.new_session()
 
     def close(self) -> None:
         self._session.close()
@@ -220,27 +224,32 @@ class AzureMetadata:
         headers = {HEADER: "true"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        answer = cloudhttp.request(
-            self._session,
-            method,
-            f"{self._base}{path}?api-version={api}",
-            headers=headers,
-            timeout=(CONNECT_TIMEOUT, read_timeout),
-            what=what,
-            data=data,
-        )
+        try:
+            answer = cloudhttp.request(
+                self._session,
+                method,
+                f"{self._base}{path}?api-version={api}",
+                headers=headers,
+                timeout=(CONNECT_TIMEOUT, read_timeout),
+                what=what,
+                data=data,
+            )
+        except ImdsError as err:
+            if err.kind == "unreachable":
+                raise ImdsError(err.kind, err.detail, self._advice) from None
+            raise
         if 200 <= answer.status < 300:
             return answer.body
         if answer.status >= 500 or answer.status == 429:
-            err = _status_error(what, answer.status)
-            raise ImdsError(err.kind, err.detail, ADVICE_AZURE)
+            status_error = _status_error(what, answer.status)
+            raise ImdsError(status_error.kind, status_error.detail, self._advice)
         if answer.status == 400:
             raise ImdsError(
                 "bad-status",
                 f"{what} answered 400 (a missing 'Metadata: true' header, or not Azure)",
-                ADVICE_AZURE,
+                self._advice,
             )
-        raise ImdsError("bad-status", f"{what} answered {answer.status}", ADVICE_AZURE)
+        raise ImdsError("bad-status", f"{what} answered {answer.status}", self._advice)
 
     def events(self, *, read_timeout: float = READ_TIMEOUT) -> bytes:
         return self._call("GET", EVENTS_PATH, EVENTS_API, read_timeout=read_timeout)

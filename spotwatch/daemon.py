@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -71,8 +72,9 @@ def build_watcher(
     from spotwatch.monitors import RebalanceMonitor, SpotInterruptionMonitor
     from spotwatch.sdnotify import Notifier
 
-    # One poll (retries included) must fit well inside the interval.
-    budget = max(0.5, min(4.0, config.interval * 0.8))
+    # One poll (retries, the termination-time fallback and every AWS source
+    # included) must fit well inside the interval.
+    budget = poll_budget(config.interval)
     client = ImdsClient(config.imds_url, budget=budget, stop=stop)
     sources = config.sources
     monitors: list[object] = []
@@ -156,6 +158,8 @@ def build_watcher(
             signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
         ),
         boot=boot,
+        # On AWS one poll's GETs (fallback and every source) share the budget.
+        poll_scope=client.poll_window if cloud == "aws" else nullcontext,
     )
 
 
@@ -164,6 +168,11 @@ def boot_id_path() -> Path:
     from spotwatch.boot import BOOT_ID_PATH
 
     return Path(os.environ.get("SPOTWATCH_BOOT_ID_FILE") or BOOT_ID_PATH)
+
+
+def poll_budget(interval: float) -> float:
+    """Seconds one AWS poll may take: 80% of the interval, at least 0.5 s, at most 4 s."""
+    return max(0.5, min(4.0, interval * 0.8))
 
 
 def decide_cloud(config: RunConfig) -> str:

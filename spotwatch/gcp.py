@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlencode
 
-import requests
-
 from spotwatch import cloudhttp
 from spotwatch.feed import Feed
 from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
@@ -41,9 +39,11 @@ PREEMPT_LEAD_SECONDS = 30.0
 MAINTENANCE_LEAD_SECONDS = 60.0
 # How long one hanging GET waits for a change. It runs on its own thread, so the
 # watch loop pings the watchdog regardless; this bounds how long a connection that
-# died silently goes unnoticed (the read timeout is this plus READ_SLACK).
+# died silently goes unnoticed (the whole request's deadline is this plus
+# READ_SLACK). Once the headers are in, the body gets cloudhttp.BODY_SECONDS: a
+# stalled or dripping answer is dropped and asked again within seconds.
 HANG_SECONDS = 20
-READ_SLACK = 5.0
+READ_SLACK = 3.0
 CONNECT_TIMEOUT = 1.0
 
 TERMINATING = ("TERMINATE_ON_HOST_MAINTENANCE", "SHUTDOWN_ON_HOST_MAINTENANCE")
@@ -79,7 +79,7 @@ class GceMetadata:
 
     def __init__(self, base_url: str) -> None:
         self._base = base_url.rstrip("/")
-        self._session: requests.Session = cloudhttp.new_session()
+        self._session: cloudhttp.Session = cloudhttp.new_session()
 
     def close(self) -> None:
         self._session.close()

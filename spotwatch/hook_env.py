@@ -11,6 +11,8 @@ reach a pipx or venv install, and the example hooks call ``spotwatch ship``.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 
 from spotwatch.errors import SpotwatchError
@@ -25,12 +27,57 @@ def hook_environment(
     base_env: Mapping[str, str], variables: Mapping[str, str], replaces: frozenset[str]
 ) -> dict[str, str]:
     """``base_env`` without the daemon's systemd variables and the stale ``replaces``,
-    plus ``variables``."""
+    plus ``variables``, each made fit for an environment (``env_value``)."""
     env = {
         k: v for k, v in base_env.items() if k not in replaces and k not in DAEMON_ONLY_VARIABLES
     }
-    env.update(variables)
+    for name, value in variables.items():
+        clean, why = env_value(value)
+        if why:
+            _log_cleaned(name, why)
+        env[name] = clean
     return env
+
+
+def env_value(value: str) -> tuple[str, str]:
+    """``value`` as something execve accepts, and what was removed ("" when nothing). Pure.
+
+    The values come from metadata servers; a NUL byte (execve ends a string
+    there, Python refuses it) or a character the file system encoding cannot
+    carry (a lone surrogate from a JSON ``\\ud800``) would stop every hook from
+    starting. NULs are dropped, the others become ``?``.
+    """
+    problems = []
+    if "\0" in value:
+        value = value.replace("\0", "")
+        problems.append("NUL bytes dropped")
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        encoding = sys.getfilesystemencoding()
+        value = value.encode(encoding, "replace").decode(encoding, "replace")
+        problems.append(f"characters {encoding} cannot carry replaced by '?'")
+    return value, "; ".join(problems)
+
+
+# Variables whose cleaning was logged: once per name for the daemon's life (the
+# identity is cached, so the same value comes back at every notice).
+_CLEANED_LOGGED: set[str] = set()
+
+
+def _log_cleaned(name: str, why: str) -> None:
+    if name in _CLEANED_LOGGED:
+        return
+    _CLEANED_LOGGED.add(name)
+    from spotwatch.logs import get_logger
+
+    get_logger().warning(
+        "hook_env.value_cleaned",
+        variable=name,
+        what=why,
+        note="the metadata server sent a value no environment can hold; hooks get the "
+        "cleaned value (logged once per variable)",
+    )
 
 
 def environ_for_hooks(environ: Mapping[str, str]) -> dict[str, str]:

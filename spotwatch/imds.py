@@ -7,21 +7,23 @@ and jitter, and raises ``ImdsError`` with a stable ``kind`` and advice for the
 operator otherwise. A 404 is an answer, not an error: monitors read it as "no
 notice". The client logs only mode changes (v2 <-> v1); reporting faults, once
 each, is the caller's job.
+
+The transport is ``cloudhttp``: one deadline per request for connect, headers
+and body together, whatever the server sends. ``poll_window`` makes every get()
+of one poll share the poll's budget, fallbacks included.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-import requests
-import urllib3.exceptions
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -29,14 +31,53 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
-from spotwatch import __version__
+from spotwatch import cloudhttp
+from spotwatch.imds_errors import (
+    ADVICE_BAD_BODY,
+    ADVICE_BAD_STATUS,
+    ADVICE_DROPPED,
+    ADVICE_FORBIDDEN,
+    ADVICE_REDIRECT,
+    ADVICE_SERVER,
+    ADVICE_THROTTLED,
+    ADVICE_TIMEOUT,
+    ADVICE_TOKEN_MISSING,
+    ADVICE_TOO_LARGE,
+    ADVICE_UNAUTHORIZED,
+    ADVICE_UNREACHABLE,
+    ERROR_KINDS,
+    V2_RETRY_SECONDS,
+    ImdsError,
+    advice_unreachable,
+)
 from spotwatch.logs import get_logger
 from spotwatch.notice import Identity
 
 if TYPE_CHECKING:
     from spotwatch.stopper import StopFlag
+
+__all__ = [
+    "ADVICE_BAD_BODY",
+    "ADVICE_BAD_STATUS",
+    "ADVICE_DROPPED",
+    "ADVICE_FORBIDDEN",
+    "ADVICE_REDIRECT",
+    "ADVICE_SERVER",
+    "ADVICE_THROTTLED",
+    "ADVICE_TIMEOUT",
+    "ADVICE_TOKEN_MISSING",
+    "ADVICE_TOO_LARGE",
+    "ADVICE_UNAUTHORIZED",
+    "ADVICE_UNREACHABLE",
+    "ERROR_KINDS",
+    "V2_RETRY_SECONDS",
+    "ImdsClient",
+    "ImdsError",
+    "ImdsResponse",
+    "parse_identity",
+    "read_identity",
+]
 
 DEFAULT_BASE_URL = "http://169.254.169.254"
 TOKEN_PATH = "/latest/api/token"
@@ -44,70 +85,19 @@ IDENTITY_PATH = "/latest/dynamic/instance-identity/document"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 MAX_TOKEN_TTL = 21600
-# After falling back to IMDSv1, try for a token again this often.
-V2_RETRY_SECONDS = 300.0
 # A retry needs at least this much of the budget left to be worth starting.
 MIN_ATTEMPT_SECONDS = 0.1
 # Belt and braces: even a clock that never moves cannot make get() loop forever.
 MAX_ATTEMPTS = 12
 # A timeout this close to the end of the budget was the budget running out.
 BUDGET_EDGE = 0.01
+# The token PUT gets at most this share of what is left, so that the GET
+# without a token still fits in the same poll when the token service hangs.
+TOKEN_SHARE = 0.5
+TOKEN_MAX_BODY = 8192
 
-ADVICE_UNREACHABLE = (
-    "check that this runs on EC2 and that IMDS is enabled "
-    "(aws ec2 modify-instance-metadata-options --instance-id ID --http-endpoint enabled), "
-    "and that no firewall or network namespace blocks 169.254.169.254; "
-    "spotwatch keeps polling"
-)
-ADVICE_TIMEOUT = (
-    "IMDS did not answer in time; in a container, answers can be dropped by the hop limit "
-    "(aws ec2 modify-instance-metadata-options --instance-id ID "
-    "--http-put-response-hop-limit 2); spotwatch keeps polling"
-)
-ADVICE_DROPPED = "the connection to IMDS was cut; usually transient, spotwatch keeps polling"
-ADVICE_SERVER = "IMDS answered with a server error; usually transient, spotwatch keeps polling"
-ADVICE_THROTTLED = (
-    "IMDS is throttling this instance: other processes query it too often; "
-    "have them cache their answers. spotwatch keeps polling"
-)
-ADVICE_UNAUTHORIZED = (
-    "IMDS requires IMDSv2 tokens but none could be used: check that PUT /latest/api/token "
-    "works from here (in a container, raise the hop limit: aws ec2 "
-    "modify-instance-metadata-options --instance-id ID --http-put-response-hop-limit 2)"
-)
-ADVICE_REDIRECT = (
-    "something between spotwatch and IMDS redirects requests; check --imds-url and any "
-    "proxy or iptables rule in the way (redirects are never followed)"
-)
-ADVICE_TOO_LARGE = "the answer is far larger than any IMDS answer; check --imds-url"
-ADVICE_BAD_STATUS = "unexpected answer from IMDS; check that --imds-url points at IMDS"
-ADVICE_FORBIDDEN = (
-    "IMDS refused the request; check that IMDS is enabled for this instance "
-    "(aws ec2 modify-instance-metadata-options --instance-id ID --http-endpoint enabled)"
-)
-ADVICE_BAD_BODY = "IMDS sent a malformed answer; check --imds-url"
-ADVICE_TOKEN_MISSING = (
-    "IMDSv2 tokens are unavailable, so spotwatch uses IMDSv1 and tries tokens again every "
-    f"{V2_RETRY_SECONDS:g} s; if the instance requires IMDSv2 in a container, raise the hop "
-    "limit (aws ec2 modify-instance-metadata-options --instance-id ID "
-    "--http-put-response-hop-limit 2)"
-)
-
-ERROR_KINDS = (
-    "unreachable",
-    "timeout",
-    "dropped",
-    "server-error",
-    "throttled",
-    "unauthorized",
-    "redirect",
-    "too-large",
-    "bad-status",
-    "bad-body",
-)
 # A token goes back in a header: printable ASCII without spaces, or it is unusable.
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,4096}")
-_RETRYABLE_KINDS = frozenset({"unreachable", "timeout", "dropped", "server-error", "throttled"})
 
 
 @dataclass(frozen=True)
@@ -118,29 +108,12 @@ class ImdsResponse:
     body: bytes
 
 
-class ImdsError(Exception):
-    """IMDS could not give an answer. ``kind`` is a stable code (see ERROR_KINDS)."""
-
-    def __init__(self, kind: str, detail: str, advice: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-        self.advice = advice
-
-    @property
-    def retryable(self) -> bool:
-        """True for faults that may go away on their own (worth another try)."""
-        return self.kind in _RETRYABLE_KINDS
-
-    def __str__(self) -> str:
-        return f"IMDS {self.kind}: {self.detail}"
-
-
 @dataclass(frozen=True)
 class _Raw:
     status: int
     body: bytes
     location: str
+    too_large: bool = False
 
 
 class _Call:
@@ -155,7 +128,8 @@ class ImdsClient:
     """A small, defensive IMDS client. Thread-safe: calls are serialised.
 
     ``clock`` (monotonic seconds) drives token expiry and the time budget;
-    ``stop``, when set, cuts short the backoff sleeps between retries.
+    ``stop``, when set, cuts short the backoff sleeps between retries and any
+    wait on a stuck server (within ``cloudhttp.STOP_SLICE``).
     """
 
     def __init__(
@@ -190,25 +164,15 @@ class ImdsClient:
         self._max_body = max_body
         self._clock = clock
         self._stop = stop
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._token: str | None = None
         self._token_renew_at = 0.0
         self._mode = "v2"
         self._v2_retry_at = 0.0
+        self._window_end: float | None = None
         self._log = get_logger(component="imds")
-        session = requests.Session()
-        session.trust_env = False  # never HTTP_PROXY & co., never .netrc
-        # Replace the defaults wholesale: nothing we did not choose goes out
-        # (identity encoding keeps the body cap honest: no decompression).
-        session.headers.clear()
-        session.headers.update(
-            {
-                "User-Agent": f"spotwatch/{__version__}",
-                "Accept": "*/*",
-                "Accept-Encoding": "identity",
-            }
-        )
-        self._session = session
+        self._session = cloudhttp.Session(stop=stop, clock=clock)
+        self._advice_unreachable = advice_unreachable(self._base)
 
     @property
     def mode(self) -> str:
@@ -217,7 +181,7 @@ class ImdsClient:
 
     @property
     def budget(self) -> float:
-        """Default time budget of one get(), in seconds."""
+        """Default time budget of one get(), and of one poll_window(), in seconds."""
         return self._budget
 
     @property
@@ -225,7 +189,8 @@ class ImdsClient:
         return self._base
 
     def close(self) -> None:
-        self._session.close()
+        with self._lock:
+            self._session.close()
 
     def __enter__(self) -> ImdsClient:
         return self
@@ -233,13 +198,38 @@ class ImdsClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def poll_window(self, seconds: float | None = None) -> Iterator[None]:
+        """Every get() inside shares one deadline: ``seconds`` (the budget) from now.
+
+        One poll asks several paths (a fallback, other sources); together they
+        must still fit the budget the README states.
+        """
+        limit = self._budget if seconds is None else seconds
+        with self._lock:
+            self._window_end = self._clock() + limit
+            try:
+                yield
+            finally:
+                self._window_end = None
+
+    def remaining(self) -> float:
+        """Seconds left in the current poll window (the budget outside one)."""
+        if self._window_end is None:
+            return self._budget
+        return max(0.0, self._window_end - self._clock())
+
     def get(self, path: str, *, budget: float | None = None) -> ImdsResponse:
-        """GET ``path``; a 2xx or 404 answer, or ImdsError within ``budget`` seconds."""
+        """GET ``path``; a 2xx or 404 answer, or ImdsError within ``budget`` seconds
+        (and within the poll window, inside one)."""
         if not path.startswith("/"):
             raise ValueError(f"IMDS path must start with '/', not {path!r}")
         limit = self._budget if budget is None else budget
         with self._lock:
-            call = _Call(self._clock() + limit)
+            deadline = self._clock() + limit
+            if self._window_end is not None:
+                deadline = min(deadline, self._window_end)
+            call = _Call(deadline)
             retrying = Retrying(
                 stop=self._out_of_time(call),
                 wait=self._backoff(call),
@@ -272,28 +262,32 @@ class ImdsClient:
             raise
 
     def _attempt_once(self, path: str, call: _Call) -> ImdsResponse:
-        token, unanswered = self._token_for(call)
+        token, token_fault = self._token_for(call)
         raw = self._request("GET", path, call, token)
         if raw.status == 401:
-            if unanswered:
+            if token_fault is not None:
+                # IMDSv2 is required and the token service failed: a server error
+                # is worth a retry; anything else is the operator's to fix.
+                if token_fault.kind in ("server-error", "throttled"):
+                    raise token_fault
                 raise ImdsError(
                     "unauthorized",
-                    f"GET {path} needs an IMDSv2 token and PUT {TOKEN_PATH} did not answer",
+                    f"GET {path} got 401 (IMDSv2 required) and {token_fault.detail}",
                     ADVICE_UNAUTHORIZED,
                 )
             raw = self._retry_unauthorized(path, call, token)
-        elif unanswered:
-            # The PUT went unanswered but a plain GET works: hop limit or a
-            # v1-only metadata endpoint. Use v1 for a while.
-            self._fall_back(f"PUT {TOKEN_PATH} did not answer while GETs work")
+        elif token_fault is not None:
+            # The token service failed but a plain GET works (hop limit, a v1-only
+            # metadata endpoint, a broken token service): use v1 for a while.
+            self._fall_back(f"PUT {TOKEN_PATH}: {token_fault.detail}")
         return self._answer(path, raw)
 
     def _retry_unauthorized(self, path: str, call: _Call, used: str | None) -> _Raw:
         """401: drop the token, get a fresh one (even in v1 mode), retry once."""
         self._token = None
-        token, unanswered = self._token_for(call, force=True)
+        token, fault = self._token_for(call, force=True)
         if token is None:
-            why = "did not answer" if unanswered else "gave no token"
+            why = f"failed ({fault.detail})" if fault is not None else "gave no token"
             raise ImdsError(
                 "unauthorized",
                 f"GET {path} got 401 (IMDSv2 required) and PUT {TOKEN_PATH} {why}",
@@ -310,8 +304,16 @@ class ImdsClient:
 
     def _answer(self, path: str, raw: _Raw) -> ImdsResponse:
         status = raw.status
-        if 200 <= status < 300 or status == 404:
+        if 200 <= status < 300:
+            if raw.too_large:
+                raise ImdsError(
+                    "too-large",
+                    f"GET {path} sent more than the {self._max_body}-byte cap",
+                    ADVICE_TOO_LARGE,
+                )
             return ImdsResponse(status, raw.body)
+        if status == 404:
+            return ImdsResponse(status, raw.body)  # an odd 404 page is still "nothing there"
         if 300 <= status < 400:
             where = f" to {raw.location}" if raw.location else ""
             raise ImdsError(
@@ -321,46 +323,64 @@ class ImdsClient:
 
     # -- tokens ------------------------------------------------------------------
 
-    def _token_for(self, call: _Call, *, force: bool = False) -> tuple[str | None, bool]:
-        """(token or None for v1, whether the token endpoint failed to answer at all)."""
+    def _token_for(
+        self, call: _Call, *, force: bool = False
+    ) -> tuple[str | None, ImdsError | None]:
+        """(token, or None for v1; the token service's fault when it failed just now).
+
+        Whatever the token service does (no answer, 5xx, a redirect, a huge or
+        garbled answer, a hang), the GET goes ahead without a token in the same
+        poll: the notice never depends on the token service.
+        """
         now = self._clock()
         if self._token is not None and now < self._token_renew_at:
-            return self._token, False
+            return self._token, None
         if self._mode == "v1" and not force and now < self._v2_retry_at:
-            return None, False
+            return None, None
         self._token = None
         # In v1 mode this is the periodic try for v2: whatever goes wrong, stay v1.
         retrying_v2 = self._mode == "v1" and not force
-        try:
-            raw = self._request("PUT", TOKEN_PATH, call, None, {TTL_HEADER: str(self._token_ttl)})
-        except ImdsError as err:
-            if retrying_v2:
-                self._v2_retry_at = now + V2_RETRY_SECONDS
-                return None, False
-            if err.kind not in ("timeout", "unreachable", "dropped"):
-                raise
-            return None, self._mode == "v2"
-        token = raw.body.strip().decode("ascii", "replace") if raw.status == 200 else ""
-        if _TOKEN_CHARS.fullmatch(token):
-            self._token = token
-            # Renew well before expiry so a token never dies between polls.
+        fault = self._fetch_token(call)
+        if fault is None:
+            assert self._token is not None
             self._token_renew_at = now + self._token_ttl - min(60.0, self._token_ttl / 4)
             if self._mode == "v1":
                 self._mode = "v2"
                 self._log.info("imds.mode_changed", mode="v2", reason="token endpoint works again")
-            return token, False
+            return self._token, None
         if retrying_v2:
             self._v2_retry_at = now + V2_RETRY_SECONDS
-            return None, False
-        if raw.status == 429 or raw.status >= 500:
-            raise _status_error(f"PUT {TOKEN_PATH}", raw.status)
-        if 300 <= raw.status < 400:
-            raise ImdsError(
-                "redirect", f"PUT {TOKEN_PATH} was redirected ({raw.status})", ADVICE_REDIRECT
+            return None, None
+        return None, fault
+
+    def _fetch_token(self, call: _Call) -> ImdsError | None:
+        """PUT for a token (kept in ``self._token``); the fault, or None when it worked."""
+        what = f"PUT {TOKEN_PATH}"
+        # A share of what is left, so that a hanging token service leaves time for the GET.
+        share = max(0.05, (call.deadline - self._clock()) * TOKEN_SHARE)
+        try:
+            raw = self._request(
+                "PUT", TOKEN_PATH, call, None, {TTL_HEADER: str(self._token_ttl)},
+                seconds=min(share, self._connect_timeout + self._read_timeout),
+                max_body=TOKEN_MAX_BODY,
+            )  # fmt: skip
+        except ImdsError as err:
+            if err.kind == cloudhttp.KIND_STOPPED:
+                raise
+            return err
+        if raw.status == 200 and not raw.too_large:
+            token = raw.body.strip().decode("ascii", "replace")
+            if _TOKEN_CHARS.fullmatch(token):
+                self._token = token
+                return None
+            return ImdsError("bad-body", f"{what} answered an unusable token", ADVICE_BAD_BODY)
+        if raw.too_large:
+            return ImdsError(
+                "too-large", f"{what} sent more than {TOKEN_MAX_BODY} bytes", ADVICE_TOO_LARGE
             )
-        detail = "an unusable token" if raw.status == 200 else str(raw.status)
-        self._fall_back(f"PUT {TOKEN_PATH} answered {detail}")
-        return None, False
+        if 300 <= raw.status < 400:
+            return ImdsError("redirect", f"{what} was redirected ({raw.status})", ADVICE_REDIRECT)
+        return _status_error(what, raw.status)
 
     def _fall_back(self, reason: str) -> None:
         self._v2_retry_at = self._clock() + V2_RETRY_SECONDS
@@ -379,69 +399,34 @@ class ImdsClient:
         call: _Call,
         token: str | None,
         extra: dict[str, str] | None = None,
+        *,
+        seconds: float | None = None,
+        max_body: int | None = None,
     ) -> _Raw:
         remaining = call.deadline - self._clock()
-        timeout = (_clamp(self._connect_timeout, remaining), _clamp(self._read_timeout, remaining))
+        # One attempt: connect and read once each at most, never past the budget.
+        limit = self._connect_timeout + self._read_timeout if seconds is None else seconds
         headers = dict(extra or {})
         if token is not None:
             headers[TOKEN_HEADER] = token
-        what = f"{method} {path}"
         try:
-            resp = self._session.request(
+            answer = self._session.request(
                 method,
                 self._base + path,
                 headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-                stream=True,
+                seconds=max(0.0, min(limit, remaining)),
+                what=f"{method} {path}",
+                max_body=self._max_body if max_body is None else max_body,
+                connect_seconds=self._connect_timeout,
+                body_seconds=None,
             )
-        except _TRANSPORT_ERRORS as err:
-            raise _transport_error(what, err, timeout) from err
-        try:
-            status = resp.status_code
-            body = b""
-            if 200 <= status < 300:
-                body = self._read_capped(what, resp, call, timeout)
-            elif status == 404:
-                try:
-                    body = self._read_capped(what, resp, call, timeout)
-                except ImdsError:
-                    body = b""  # an odd 404 page is still "nothing there"
-            return _Raw(status, body, resp.headers.get("Location", ""))
-        finally:
-            resp.close()
-
-    def _read_capped(
-        self, what: str, resp: requests.Response, call: _Call, timeout: tuple[float, float]
-    ) -> bytes:
-        declared = resp.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self._max_body:
-            raise ImdsError(
-                "too-large",
-                f"{what} announced {declared} bytes, more than the {self._max_body}-byte cap",
-                ADVICE_TOO_LARGE,
-            )
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            for chunk in resp.iter_content(chunk_size=8192):
-                size += len(chunk)
-                if size > self._max_body:
-                    raise ImdsError(
-                        "too-large",
-                        f"{what} sent more than the {self._max_body}-byte cap",
-                        ADVICE_TOO_LARGE,
-                    )
-                chunks.append(chunk)
-                if self._clock() > call.deadline:  # a slow drip must not beat the budget
-                    raise ImdsError(
-                        "timeout",
-                        f"{what}: answer still arriving at the budget's end",
-                        ADVICE_TIMEOUT,
-                    )
-        except _TRANSPORT_ERRORS as err:
-            raise _transport_error(what, err, timeout) from err
-        return b"".join(chunks)
+        except ImdsError as err:
+            if err.kind == "unreachable":
+                raise ImdsError(err.kind, err.detail, self._advice_unreachable) from None
+            raise
+        return _Raw(
+            answer.status, answer.body, answer.headers.get("location", ""), answer.too_large
+        )
 
     # -- retry plumbing ----------------------------------------------------------
 
@@ -488,22 +473,8 @@ class ImdsClient:
         return note
 
 
-# What a broken or hostile endpoint can make requests/urllib3 raise; never a crash.
-_TRANSPORT_ERRORS = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    OSError,
-    ValueError,
-)
-
-
 def _is_retryable(err: BaseException) -> bool:
     return isinstance(err, ImdsError) and err.retryable
-
-
-def _clamp(timeout: float, remaining: float) -> float:
-    return max(0.05, min(timeout, remaining))
 
 
 def _status_error(what: str, status: int) -> ImdsError:
@@ -513,63 +484,6 @@ def _status_error(what: str, status: int) -> ImdsError:
         return ImdsError("server-error", f"{what} answered {status}", ADVICE_SERVER)
     advice = ADVICE_FORBIDDEN if status == 403 else ADVICE_BAD_STATUS
     return ImdsError("bad-status", f"{what} answered {status}", advice)
-
-
-def _caused_by(err: BaseException, types: tuple[type[BaseException], ...]) -> bool:
-    """Whether ``err`` is or wraps (args, ``reason``, cause, context) one of ``types``."""
-    seen: set[int] = set()
-    todo: list[Any] = [err]
-    while todo:
-        cur = todo.pop()
-        if not isinstance(cur, BaseException) or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, types):
-            return True
-        todo.extend(cur.args)
-        todo.extend((getattr(cur, "reason", None), cur.__cause__, cur.__context__))
-    return False
-
-
-def _transport_error(what: str, err: BaseException, timeout: tuple[float, float]) -> ImdsError:
-    """Map a requests/urllib3 failure to a stable kind."""
-    # Connection failures first: urllib3 2 derives NewConnectionError from a timeout class.
-    if isinstance(err, requests.exceptions.ConnectTimeout) or _caused_by(
-        err, (NewConnectionError, ConnectTimeoutError)
-    ):
-        return ImdsError(
-            "unreachable", f"{what}: cannot connect ({_root(err)})", ADVICE_UNREACHABLE
-        )
-    if isinstance(err, requests.exceptions.ReadTimeout) or _caused_by(
-        err, (ReadTimeoutError, socket.timeout)
-    ):
-        return ImdsError("timeout", f"{what}: no answer within {timeout[1]:g} s", ADVICE_TIMEOUT)
-    if isinstance(
-        err,
-        (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.ProtocolError,
-            http.client.HTTPException,
-            ConnectionError,
-        ),
-    ):
-        return ImdsError("dropped", f"{what}: connection lost ({_root(err)})", ADVICE_DROPPED)
-    return ImdsError("unreachable", f"{what}: {_root(err)}", ADVICE_UNREACHABLE)
-
-
-def _root(err: BaseException) -> str:
-    """The innermost useful message of a wrapped exception, one line."""
-    cur: BaseException = err
-    for _ in range(8):
-        nxt = getattr(cur, "reason", None) or cur.__cause__ or cur.__context__
-        if nxt is None and cur.args and isinstance(cur.args[-1], BaseException):
-            nxt = cur.args[-1]
-        if not isinstance(nxt, BaseException):
-            break
-        cur = nxt
-    text = str(cur) or type(cur).__name__
-    return " ".join(text.split())[:200]
 
 
 # -- identity ------------------------------------------------------------------

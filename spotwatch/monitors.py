@@ -39,6 +39,8 @@ SOURCE_INSTANCE_ACTION = "spot/instance-action"
 SOURCE_TERMINATION_TIME = "spot/termination-time"
 SOURCE_REBALANCE = "events/recommendations/rebalance"
 KEY_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# At most this share of a poll's budget is kept for the termination-time fallback.
+FALLBACK_SHARE = 0.375
 # A notice time must be at least this far ahead to be believed as a deadline.
 MIN_AHEAD_SECONDS = 1.0
 
@@ -206,9 +208,13 @@ class SpotInterruptionMonitor:
 
     def check(self) -> Notice | None:
         """One poll: the notice, None when there is none; ImdsError when IMDS fails."""
-        # While on the fallback, instance-action is known to fail: a short budget
-        # keeps both reads within one poll interval.
-        budget = min(self._client.budget, self._fallback_budget) if self._on_fallback else None
+        # Both reads fit the poll's budget: instance-action leaves the fallback its
+        # share, and while on the fallback (instance-action known to fail) gets a
+        # short budget itself.
+        window = self._client.remaining()
+        budget = window - min(self._fallback_budget, window * FALLBACK_SHARE)
+        if self._on_fallback:
+            budget = min(budget, self._fallback_budget)
         try:
             resp = self._client.get(INSTANCE_ACTION_PATH, budget=budget)
         except ImdsError as err:
@@ -223,8 +229,9 @@ class SpotInterruptionMonitor:
     def _fallback(self, err: ImdsError) -> Notice | None:
         # The idle path stays one GET per poll: termination-time is only read
         # when instance-action fails, with a short budget of its own.
+        budget = min(self._fallback_budget, self._client.remaining())
         try:
-            resp = self._client.get(TERMINATION_TIME_PATH, budget=self._fallback_budget)
+            resp = self._client.get(TERMINATION_TIME_PATH, budget=budget)
         except ImdsError:
             raise err from None
         if not self._on_fallback:

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -207,8 +208,10 @@ class Watcher:
         group_record: Callable[[int, float], dict[str, Any]] | None = None,
         shutdown: ShutdownLink | None = None,
         boot: BootLink | None = None,
+        poll_scope: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.settings = settings
+        self._poll_scope = poll_scope
         self._monitors = list(monitors)
         self._read_identity = read_identity
         self._journal = journal
@@ -320,30 +323,38 @@ class Watcher:
         seen: list[Notice] = []
         failed: list[tuple[str, str]] = []  # (source, fault kind), for the metrics
         answers: dict[str, Notice | None] = {}  # what each monitor said, faults aside
-        for monitor in self._monitors:
-            try:
-                notice = monitor.check()
-            except self._fault_types as exc:
-                self._record_fault(monitor.name, exc)
-                failed.append((monitor.name, fault_kind(exc)))
-                continue
-            self._record_fault(monitor.name, None)
-            answers[monitor.name] = notice
-            if notice is not None:
-                seen.append(notice)
-                self._monitor_of.setdefault(notice.id, monitor.name)
-        self._emit("poll.done", {"faults": failed, "notices": len(seen)})
-        self._notifier.watchdog_if_due()
-        if not seen:
-            self._notifier.status(self._idle_status())
-            if (
-                self._identity is None
-                and not self._faults.states
-                and self._clock() >= self._identity_retry_at
-            ):
-                self._try_identity()
-            self._look_for_withdrawals(answers)
-            return seen
+        # Every source of one poll shares the poll's budget (poll_scope), so a
+        # stuck metadata server holds the loop (and the watchdog) no longer.
+        with self._poll_scope():
+            for monitor in self._monitors:
+                if self._stop.is_set():
+                    break  # a stop cut the poll short: no fault to record
+                try:
+                    notice = monitor.check()
+                except self._fault_types as exc:
+                    if self._stop.is_set():
+                        break
+                    self._record_fault(monitor.name, exc)
+                    failed.append((monitor.name, fault_kind(exc)))
+                    continue
+                self._record_fault(monitor.name, None)
+                answers[monitor.name] = notice
+                if notice is not None:
+                    seen.append(notice)
+                    self._monitor_of.setdefault(notice.id, monitor.name)
+            self._emit("poll.done", {"faults": failed, "notices": len(seen)})
+            self._notifier.watchdog_if_due()
+            if not seen:
+                self._notifier.status(self._idle_status())
+                if (
+                    self._identity is None
+                    and not self._faults.states
+                    and not self._stop.is_set()
+                    and self._clock() >= self._identity_retry_at
+                ):
+                    self._try_identity()
+                self._look_for_withdrawals(answers)
+                return seen
         # A notice that ends the instance outranks a rebalance recommendation (or a
         # reboot) seen in the same poll; among them the spot notice comes first.
         seen.sort(key=lambda n: (not n.ends_instance, n.kind != SPOT_INTERRUPTION))

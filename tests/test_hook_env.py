@@ -35,3 +35,22 @@ def test_environ_for_hooks_adds_this_spotwatch_unless_set() -> None:
     assert env["SPOTWATCH_BIN"] == str(Path(sys.executable).parent / "spotwatch")
     assert os.access(env["SPOTWATCH_BIN"], os.X_OK)
     assert environ_for_hooks({"SPOTWATCH_BIN": "/x"}) == {"SPOTWATCH_BIN": "/x"}
+
+
+def test_values_no_environment_can_hold_are_cleaned_every_time_and_logged_once() -> None:
+    from structlog.testing import capture_logs
+
+    from spotwatch import hook_env as he
+
+    he._CLEANED_LOGGED.discard("SPOTWATCH_TEST_ID")
+    with capture_logs() as logs:
+        for _ in range(3):  # the identity is cached: the same value at every notice
+            env = he.hook_environment(
+                {"PATH": "/bin"}, {"SPOTWATCH_TEST_ID": "i-0\x00x\ud800"}, frozenset()
+            )
+            assert env["SPOTWATCH_TEST_ID"] == "i-0x?"
+            os.fsencode(env["SPOTWATCH_TEST_ID"])
+    cleaned = [e for e in logs if e["event"] == "hook_env.value_cleaned"]
+    assert len(cleaned) == 1
+    assert cleaned[0]["variable"] == "SPOTWATCH_TEST_ID"
+    assert he.env_value("plain") == ("plain", "")

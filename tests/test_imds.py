@@ -1,18 +1,12 @@
-"""Narrow unit tests of the IMDS client with ``responses`` (no network)."""
+"""Narrow unit tests of the IMDS client against a byte-level fake server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import http.client
-import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
-import requests
-import responses
-import urllib3.exceptions
-from responses import matchers
 from structlog.testing import capture_logs
 
 from spotwatch.imds import (
@@ -28,11 +22,9 @@ from spotwatch.imds import (
     read_identity,
 )
 from spotwatch.notice import Identity
+from tests import fault_servers as fs
 
-BASE = "http://imds.test"
 PATH = "/latest/meta-data/spot/instance-action"
-URL = BASE + PATH
-TOKEN_URL = BASE + TOKEN_PATH
 
 
 class FakeClock:
@@ -43,98 +35,146 @@ class FakeClock:
         return self.now
 
 
+class Mock:
+    """Routes on a FaultServer, registered the way ``responses`` does: for one path,
+    the first registered route that matches answers, and the last one keeps answering."""
+
+    def __init__(self, server: fs.FaultServer) -> None:
+        self.server = server
+        self._routes: dict[tuple[str, str], list[fs.Route]] = {}
+
+    def add(self, method: str, path: str, behaviour: fs.Behaviour,
+            header: Mapping[str, str] | None = None) -> fs.Route:  # fmt: skip
+        key = (method, path)
+        found = fs.Route(method, path, behaviour, _header_match(header))
+        self._routes.setdefault(key, []).append(found)
+        if len(self._routes[key]) == 1:
+            self.server.route(method, path, lambda c, r: self._dispatch(key, c, r))
+        return found
+
+    def reply(self, method: str, path: str, status: int = 200, body: bytes = b"",
+              headers: Mapping[str, str] = {}, header: Mapping[str, str] | None = None
+              ) -> fs.Route:  # fmt: skip
+        return self.add(method, path, fs.reply(status, body, headers), header)
+
+    def remove(self, route: fs.Route) -> None:
+        for routes in self._routes.values():
+            if route in routes:
+                routes.remove(route)
+
+    def _dispatch(self, key: tuple[str, str], conn: fs.Conn, req: fs.Request) -> None:
+        routes = [r for r in self._routes.get(key, []) if r.match is None or r.match(req)]
+        if not routes:
+            fs.reply(404)(conn, req)
+            return
+        # Like responses: each registration answers once, in order; the last repeats.
+        chosen = next((r for r in routes if r.call_count == 0), routes[-1])
+        chosen.call_count += 1
+        chosen.behaviour(conn, req)
+
+    def calls(self, method: str, path: str) -> list[fs.Request]:
+        return self.server.seen(path, method)
+
+
+def _header_match(header: Mapping[str, str] | None) -> fs.Callable[[fs.Request], bool] | None:
+    if header is None:
+        return None
+    return lambda req: all(req.headers.get(k) == v for k, v in header.items())
+
+
 @pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
+def server() -> Iterator[fs.FaultServer]:
+    with fs.FaultServer() as srv:
+        yield srv
 
 
-def client(**kwargs: object) -> ImdsClient:
+@pytest.fixture
+def rsps(server: fs.FaultServer) -> Mock:
+    return Mock(server)
+
+
+def client(rsps: Mock, **kwargs: object) -> ImdsClient:
     kwargs.setdefault("budget", 2.0)
-    return ImdsClient(BASE, **kwargs)  # type: ignore[arg-type]
+    return ImdsClient(rsps.server.url, **kwargs)  # type: ignore[arg-type]
 
 
-def token_ok(rsps: responses.RequestsMock, token: str = "tok-1", ttl: int = 21600) -> None:
-    rsps.put(TOKEN_URL, body=token, match=[matchers.header_matcher({TTL_HEADER: str(ttl)})])
-
-
-def calls(rsps: responses.RequestsMock, method: str, url: str) -> list[requests.PreparedRequest]:
-    return [c.request for c in rsps.calls if c.request.method == method and c.request.url == url]
+def token_ok(rsps: Mock, token: str = "tok-1", ttl: int = 21600) -> None:
+    rsps.reply("PUT", TOKEN_PATH, body=token.encode(), header={TTL_HEADER: str(ttl)})
 
 
 # -- tokens --------------------------------------------------------------------
 
 
-def test_token_is_fetched_once_and_sent_on_every_get(rsps: responses.RequestsMock) -> None:
+def test_token_is_fetched_once_and_sent_on_every_get(rsps: Mock) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=404)
-    with client() as imds:
+    rsps.reply("GET", PATH, status=404)
+    with client(rsps) as imds:
         assert imds.get(PATH) == ImdsResponse(404, b"")
         assert imds.get(PATH).status == 404
         assert imds.mode == "v2"
-    assert len(calls(rsps, "PUT", TOKEN_URL)) == 1
-    gets = calls(rsps, "GET", URL)
+    assert len(rsps.calls("PUT", TOKEN_PATH)) == 1
+    gets = rsps.calls("GET", PATH)
     assert [g.headers[TOKEN_HEADER] for g in gets] == ["tok-1", "tok-1"]
-    for req in gets + calls(rsps, "PUT", TOKEN_URL):
+    for req in gets + rsps.calls("PUT", TOKEN_PATH):
         assert "X-Forwarded-For" not in req.headers
         assert req.headers["Accept-Encoding"] == "identity"
 
 
-def test_token_is_renewed_before_it_expires(rsps: responses.RequestsMock) -> None:
+def test_token_is_renewed_before_it_expires(rsps: Mock) -> None:
     clock = FakeClock()
-    rsps.put(TOKEN_URL, body="tok-1")
-    rsps.put(TOKEN_URL, body="tok-2")
-    rsps.get(URL, status=404)
-    imds = client(clock=clock, token_ttl=600)
+    rsps.reply("PUT", TOKEN_PATH, body=b"tok-1")
+    rsps.reply("PUT", TOKEN_PATH, body=b"tok-2")
+    rsps.reply("GET", PATH, status=404)
+    imds = client(rsps, clock=clock, token_ttl=600)
     imds.get(PATH)
     clock.now += 600 - 61  # not yet within a minute of expiry
     imds.get(PATH)
     clock.now += 2  # now it is
     imds.get(PATH)
-    tokens = [g.headers[TOKEN_HEADER] for g in calls(rsps, "GET", URL)]
+    tokens = [g.headers[TOKEN_HEADER] for g in rsps.calls("GET", PATH)]
     assert tokens == ["tok-1", "tok-1", "tok-2"]
-    assert calls(rsps, "PUT", TOKEN_URL)[0].headers[TTL_HEADER] == "600"
+    assert rsps.calls("PUT", TOKEN_PATH)[0].headers[TTL_HEADER] == "600"
 
 
 def test_401_drops_the_token_and_retries_once_with_a_new_one(
-    rsps: responses.RequestsMock,
+    rsps: Mock,
 ) -> None:
-    rsps.put(TOKEN_URL, body="old")
-    rsps.put(TOKEN_URL, body="new")
-    rsps.get(URL, status=401, match=[matchers.header_matcher({TOKEN_HEADER: "old"})])
-    rsps.get(URL, body=b'{"action":"stop"}', match=[matchers.header_matcher({TOKEN_HEADER: "new"})])
-    imds = client()
+    rsps.reply("PUT", TOKEN_PATH, body=b"old")
+    rsps.reply("PUT", TOKEN_PATH, body=b"new")
+    rsps.reply("GET", PATH, status=401, header={TOKEN_HEADER: "old"})
+    rsps.reply("GET", PATH, body=b'{"action":"stop"}', header={TOKEN_HEADER: "new"})
+    imds = client(rsps)
     assert imds.get(PATH) == ImdsResponse(200, b'{"action":"stop"}')
-    assert len(calls(rsps, "PUT", TOKEN_URL)) == 2
-    assert len(calls(rsps, "GET", URL)) == 2
+    assert len(rsps.calls("PUT", TOKEN_PATH)) == 2
+    assert len(rsps.calls("GET", PATH)) == 2
 
 
 def test_401_with_a_fresh_token_too_is_unauthorized_and_not_retried_further(
-    rsps: responses.RequestsMock,
+    rsps: Mock,
 ) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=401)
+    rsps.reply("GET", PATH, status=401)
     with pytest.raises(ImdsError) as caught:
-        client().get(PATH)
+        client(rsps).get(PATH)
     assert caught.value.kind == "unauthorized"
     assert not caught.value.retryable
-    assert len(calls(rsps, "GET", URL)) == 2
+    assert len(rsps.calls("GET", PATH)) == 2
 
 
 @pytest.mark.parametrize("status", [403, 404, 405])
 def test_token_endpoint_refusal_falls_back_to_v1_logged_once(
-    rsps: responses.RequestsMock, status: int
+    rsps: Mock, status: int
 ) -> None:
-    rsps.put(TOKEN_URL, status=status)
-    rsps.get(URL, status=404)
+    rsps.reply("PUT", TOKEN_PATH, status=status)
+    rsps.reply("GET", PATH, status=404)
     clock = FakeClock()
     with capture_logs() as logs:
-        imds = client(clock=clock)
+        imds = client(rsps, clock=clock)
         for _ in range(3):
             assert imds.get(PATH).status == 404
     assert imds.mode == "v1"
-    assert len(calls(rsps, "PUT", TOKEN_URL)) == 1  # not again before the retry period
-    assert all(TOKEN_HEADER not in g.headers for g in calls(rsps, "GET", URL))
+    assert len(rsps.calls("PUT", TOKEN_PATH)) == 1  # not again before the retry period
+    assert all(TOKEN_HEADER not in g.headers for g in rsps.calls("GET", PATH))
     changes = [e for e in logs if e["event"] == "imds.mode_changed"]
     assert len(changes) == 1
     assert changes[0]["mode"] == "v1"
@@ -142,11 +182,11 @@ def test_token_endpoint_refusal_falls_back_to_v1_logged_once(
     assert changes[0]["log_level"] == "warning"
 
 
-def test_v1_tries_tokens_again_later_and_returns_to_v2(rsps: responses.RequestsMock) -> None:
+def test_v1_tries_tokens_again_later_and_returns_to_v2(rsps: Mock) -> None:
     clock = FakeClock()
-    failing = rsps.put(TOKEN_URL, status=405)
-    rsps.get(URL, status=404)
-    imds = client(clock=clock)
+    failing = rsps.reply("PUT", TOKEN_PATH, status=405)
+    rsps.reply("GET", PATH, status=404)
+    imds = client(rsps, clock=clock)
     imds.get(PATH)
     clock.now += V2_RETRY_SECONDS - 1
     imds.get(PATH)
@@ -161,128 +201,170 @@ def test_v1_tries_tokens_again_later_and_returns_to_v2(rsps: responses.RequestsM
     with capture_logs() as logs:
         imds.get(PATH)
     assert imds.mode == "v2"
-    assert calls(rsps, "GET", URL)[-1].headers[TOKEN_HEADER] == "back"
+    assert rsps.calls("GET", PATH)[-1].headers[TOKEN_HEADER] == "back"
     assert [e["mode"] for e in logs if e["event"] == "imds.mode_changed"] == ["v2"]
 
 
 def test_unanswered_token_put_while_gets_work_falls_back_to_v1(
-    rsps: responses.RequestsMock,
+    rsps: Mock,
 ) -> None:
-    rsps.put(TOKEN_URL, body=requests.exceptions.ReadTimeout("hop limit"))
-    rsps.get(URL, status=404)
-    imds = client()
+    rsps.add("PUT", TOKEN_PATH, fs.silence())  # hop limit 1: the answer never arrives
+    rsps.reply("GET", PATH, status=404)
+    imds = client(rsps)
     assert imds.get(PATH).status == 404
     assert imds.mode == "v1"
 
 
 def test_unanswered_token_put_with_failing_gets_keeps_v2_and_reports_the_get(
-    rsps: responses.RequestsMock,
+    rsps: Mock,
 ) -> None:
-    rsps.put(TOKEN_URL, body=requests.exceptions.ConnectionError("refused"))
-    rsps.get(URL, body=requests.exceptions.ConnectionError("refused"))
-    imds = client(budget=0.5)
+    rsps.add("PUT", TOKEN_PATH, fs.hang_up())
+    rsps.add("GET", PATH, fs.hang_up())
+    imds = client(rsps, budget=0.5)
     with pytest.raises(ImdsError) as caught:
         imds.get(PATH)
     assert caught.value.kind == "dropped"
     assert imds.mode == "v2"  # IMDS is down, not v1-only
 
 
-def test_v1_mode_meeting_401_tries_a_token_at_once(rsps: responses.RequestsMock) -> None:
-    refused = rsps.put(TOKEN_URL, status=404)
-    plain = rsps.get(URL, status=404)
-    imds = client()
+def test_v1_mode_meeting_401_tries_a_token_at_once(rsps: Mock) -> None:
+    refused = rsps.reply("PUT", TOKEN_PATH, status=404)
+    plain = rsps.reply("GET", PATH, status=404)
+    imds = client(rsps)
     imds.get(PATH)
     assert imds.mode == "v1"
     # Now the instance requires IMDSv2 and the token endpoint is back.
     rsps.remove(refused)
     rsps.remove(plain)
     token_ok(rsps, "now")
-    rsps.get(URL, status=404, match=[matchers.header_matcher({TOKEN_HEADER: "now"})])
-    rsps.get(URL, status=401)
+    rsps.reply("GET", PATH, status=404, header={TOKEN_HEADER: "now"})
+    rsps.reply("GET", PATH, status=401)
     assert imds.get(PATH).status == 404
     assert imds.mode == "v2"
 
 
 def test_v1_mode_meeting_401_without_a_token_endpoint_is_unauthorized(
-    rsps: responses.RequestsMock,
+    rsps: Mock,
 ) -> None:
-    rsps.put(TOKEN_URL, status=405)
-    rsps.get(URL, status=401)
+    rsps.reply("PUT", TOKEN_PATH, status=405)
+    rsps.reply("GET", PATH, status=401)
     with pytest.raises(ImdsError) as caught:
-        client().get(PATH)
+        client(rsps).get(PATH)
     assert caught.value.kind == "unauthorized"
     assert "hop-limit" in caught.value.advice
-    assert len(calls(rsps, "GET", URL)) == 1
+    assert len(rsps.calls("GET", PATH)) == 1
 
 
 # -- retries -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
-def test_transient_statuses_are_retried(rsps: responses.RequestsMock, status: int) -> None:
+def test_transient_statuses_are_retried(rsps: Mock, status: int) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=status)
-    rsps.get(URL, status=status)
-    rsps.get(URL, body=b"ok")
-    assert client().get(PATH) == ImdsResponse(200, b"ok")
-    assert len(calls(rsps, "GET", URL)) == 3
+    rsps.reply("GET", PATH, status=status)
+    rsps.reply("GET", PATH, status=status)
+    rsps.reply("GET", PATH, body=b"ok")
+    assert client(rsps).get(PATH) == ImdsResponse(200, b"ok")
+    assert len(rsps.calls("GET", PATH)) == 3
 
 
 @pytest.mark.parametrize(
     "status,kind", [(500, "server-error"), (503, "server-error"), (429, "throttled")]
 )
 def test_persistent_transient_status_ends_within_the_budget(
-    rsps: responses.RequestsMock, status: int, kind: str
+    rsps: Mock, status: int, kind: str
 ) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=status)
+    rsps.reply("GET", PATH, status=status)
     started = time.monotonic()
     with pytest.raises(ImdsError) as caught:
-        client(budget=0.8).get(PATH)
+        client(rsps, budget=0.8).get(PATH)
     elapsed = time.monotonic() - started
     assert caught.value.kind == kind
     assert caught.value.retryable
     assert caught.value.advice
     assert elapsed < 0.8 + 0.5
-    assert 2 <= len(calls(rsps, "GET", URL)) < 12
+    assert 2 <= len(rsps.calls("GET", PATH)) < 12
 
 
-def test_a_per_call_budget_overrides_the_default(rsps: responses.RequestsMock) -> None:
+def test_a_per_call_budget_overrides_the_default(rsps: Mock) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=503)
+    rsps.reply("GET", PATH, status=503)
     started = time.monotonic()
     with pytest.raises(ImdsError):
-        client(budget=30.0).get(PATH, budget=0.3)
+        client(rsps, budget=30.0).get(PATH, budget=0.3)
     assert time.monotonic() - started < 0.3 + 0.5
 
 
-def test_token_endpoint_5xx_is_retried_not_a_fallback(rsps: responses.RequestsMock) -> None:
-    rsps.put(TOKEN_URL, status=503)
+def test_token_endpoint_5xx_while_plain_gets_work_is_v1_in_the_same_get(rsps: Mock) -> None:
+    rsps.reply("PUT", TOKEN_PATH, status=503)
+    rsps.reply("GET", PATH, status=404)
+    imds = client(rsps)
+    assert imds.get(PATH).status == 404
+    assert imds.mode == "v1"
+    assert len(rsps.calls("PUT", TOKEN_PATH)) == 1
+    assert TOKEN_HEADER not in rsps.calls("GET", PATH)[0].headers
+
+
+def test_token_endpoint_5xx_with_v2_required_is_retried(rsps: Mock) -> None:
+    rsps.reply("PUT", TOKEN_PATH, status=503)
     token_ok(rsps)
-    rsps.get(URL, status=404)
-    imds = client()
+    rsps.reply("GET", PATH, status=404, header={TOKEN_HEADER: "tok-1"})
+    rsps.reply("GET", PATH, status=401)
+    imds = client(rsps)
     assert imds.get(PATH).status == 404
     assert imds.mode == "v2"
-    assert calls(rsps, "GET", URL)[0].headers[TOKEN_HEADER] == "tok-1"
+    assert rsps.calls("GET", PATH)[-1].headers[TOKEN_HEADER] == "tok-1"
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        fs.reply(500),
+        fs.redirect("http://127.0.0.1:9/elsewhere"),
+        fs.huge(5 * 1024 * 1024),
+        fs.huge(5 * 1024 * 1024, content_length=False),
+        fs.reply(200, b"\x00garbage \xff"),
+        fs.silence(),
+        fs.drip(b"AQAE" * 10, 0.3),
+    ],
+    ids=["500", "redirect", "5MB", "5MB-unframed", "garbage", "hang", "drip"],
+)
+def test_any_token_failure_means_a_plain_get_in_the_same_call(
+    rsps: Mock, behaviour: fs.Behaviour
+) -> None:
+    rsps.add("PUT", TOKEN_PATH, behaviour)
+    rsps.reply("GET", PATH, 200, b'{"action": "terminate", "time": "2026-01-01T00:00:00Z"}')
+    imds = client(rsps, budget=2.0)
+    started = time.monotonic()
+    with capture_logs() as logs:
+        answer = imds.get(PATH)
+        imds.get(PATH)
+    assert answer.status == 200
+    assert time.monotonic() - started < 2.0 + 0.5
+    assert imds.mode == "v1"
+    assert len(rsps.calls("PUT", TOKEN_PATH)) == 1  # not again before the retry period
+    changes = [e for e in logs if e["event"] == "imds.mode_changed"]
+    assert len(changes) == 1 and "PUT /latest/api/token" in changes[0]["reason"]
 
 
 @pytest.mark.parametrize("status", [400, 403, 418])
-def test_other_statuses_are_not_retried(rsps: responses.RequestsMock, status: int) -> None:
+def test_other_statuses_are_not_retried(rsps: Mock, status: int) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=status)
+    rsps.reply("GET", PATH, status=status)
     with pytest.raises(ImdsError) as caught:
-        client().get(PATH)
+        client(rsps).get(PATH)
     assert caught.value.kind == "bad-status"
-    assert len(calls(rsps, "GET", URL)) == 1
+    assert len(rsps.calls("GET", PATH)) == 1
     if status == 403:
         assert "--http-endpoint enabled" in caught.value.advice
 
 
-def test_stop_cuts_the_backoff_short(rsps: responses.RequestsMock) -> None:
+def test_stop_cuts_the_backoff_short(rsps: Mock) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=503)
+    rsps.reply("GET", PATH, status=503)
     stop = threading.Event()
-    imds = client(budget=30.0, stop=stop)
+    imds = client(rsps, budget=30.0, stop=stop)
     timer = threading.Timer(0.3, stop.set)
     timer.start()
     started = time.monotonic()
@@ -295,61 +377,64 @@ def test_stop_cuts_the_backoff_short(rsps: responses.RequestsMock) -> None:
     assert time.monotonic() - started < 3.0
 
 
-def test_a_clock_that_never_moves_still_ends(rsps: responses.RequestsMock) -> None:
+def test_a_clock_that_never_moves_still_ends(rsps: Mock) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=500)
+    rsps.reply("GET", PATH, status=500)
     with pytest.raises(ImdsError):
-        client(clock=lambda: 5.0, budget=0.15).get(PATH)
-    assert len(calls(rsps, "GET", URL)) == 12  # MAX_ATTEMPTS
+        client(rsps, clock=lambda: 5.0, budget=0.15).get(PATH)
+    assert len(rsps.calls("GET", PATH)) == 12  # MAX_ATTEMPTS
 
 
 # -- what is never done ----------------------------------------------------------
 
 
-def test_redirects_are_errors_and_not_followed(rsps: responses.RequestsMock) -> None:
+def test_redirects_are_errors_and_not_followed(rsps: Mock) -> None:
     token_ok(rsps)
-    rsps.get(URL, status=301, headers={"Location": "http://elsewhere.test/x"})
-    target = rsps.get("http://elsewhere.test/x", body=b"followed")
+    elsewhere = rsps.server.url + "/x"
+    rsps.reply("GET", PATH, status=301, headers={"Location": elsewhere})
+    target = rsps.reply("GET", "/x", body=b"followed")
     with pytest.raises(ImdsError) as caught:
-        client().get(PATH)
+        client(rsps).get(PATH)
     assert caught.value.kind == "redirect"
-    assert "elsewhere.test" in caught.value.detail
+    assert elsewhere in caught.value.detail
     assert target.call_count == 0
-    assert len(calls(rsps, "GET", URL)) == 1
+    assert len(rsps.calls("GET", PATH)) == 1
 
 
-def test_body_over_the_cap_is_an_error(rsps: responses.RequestsMock) -> None:
+def test_body_over_the_cap_is_an_error(rsps: Mock) -> None:
     token_ok(rsps)
-    rsps.get(URL, body=b"x" * 11)
+    rsps.reply("GET", PATH, body=b"x" * 11)
     with pytest.raises(ImdsError) as caught:
-        client(max_body=10).get(PATH)
+        client(rsps, max_body=10).get(PATH)
     assert caught.value.kind == "too-large"
     assert not caught.value.retryable
 
 
-def test_body_at_the_cap_is_fine(rsps: responses.RequestsMock) -> None:
+def test_body_at_the_cap_is_fine(rsps: Mock) -> None:
     token_ok(rsps)
-    rsps.get(URL, body=b"x" * 10)
-    assert client(max_body=10).get(PATH).body == b"x" * 10
+    rsps.reply("GET", PATH, body=b"x" * 10)
+    assert client(rsps, max_body=10).get(PATH).body == b"x" * 10
 
 
-def test_streamed_body_without_length_is_capped_too(rsps: responses.RequestsMock) -> None:
+def test_streamed_body_without_length_is_capped_too(rsps: Mock) -> None:
     token_ok(rsps)
 
-    body = io.BufferedReader(io.BytesIO(b"y" * 100_000))  # type: ignore[arg-type]
-    rsps.get(URL, body=body, auto_calculate_content_length=False)
+    rsps.add("GET", PATH, fs.huge(100_000, content_length=False))
     with pytest.raises(ImdsError) as caught:
-        client(max_body=4096).get(PATH)
+        client(rsps, max_body=4096).get(PATH)
     assert caught.value.kind == "too-large"
 
 
-def test_no_proxy_settings_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    imds = client()
-    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
-    monkeypatch.setenv("http_proxy", "http://proxy.test:3128")
-    session = imds._session  # the one object whose settings matter here
-    assert session.trust_env is False
-    assert session.merge_environment_settings(URL, {}, True, None, None)["proxies"] == {}
+def test_no_proxy_settings_are_used(rsps: Mock, monkeypatch: pytest.MonkeyPatch) -> None:
+    token_ok(rsps)
+    rsps.reply("GET", PATH, status=404)
+    with fs.FaultServer() as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert client(rsps).get(PATH).status == 404
+        assert proxy.seen() == []
 
 
 def test_arguments_are_validated() -> None:
@@ -390,45 +475,45 @@ def test_parse_identity_reads_the_fields_and_tolerates_gaps() -> None:
             parse_identity(bad)
 
 
-def test_read_identity(rsps: responses.RequestsMock) -> None:
+def test_read_identity(rsps: Mock) -> None:
     token_ok(rsps)
-    rsps.get(BASE + IDENTITY_PATH, body=b'{"instanceId": "i-9"}')
-    assert read_identity(client()).instance_id == "i-9"
+    rsps.reply("GET", IDENTITY_PATH, body=b'{"instanceId": "i-9"}')
+    assert read_identity(client(rsps)).instance_id == "i-9"
 
 
 @pytest.mark.parametrize(
     "status,body,kind", [(404, b"", "bad-status"), (200, b"<html>", "bad-body")]
 )
 def test_read_identity_errors(
-    rsps: responses.RequestsMock, status: int, body: bytes, kind: str
+    rsps: Mock, status: int, body: bytes, kind: str
 ) -> None:
     token_ok(rsps)
-    rsps.get(BASE + IDENTITY_PATH, status=status, body=body)
+    rsps.reply("GET", IDENTITY_PATH, status=status, body=body)
     with pytest.raises(ImdsError) as caught:
-        read_identity(client())
+        read_identity(client(rsps))
     assert caught.value.kind == kind
 
 
 @pytest.mark.parametrize("token", ["tok en", "tök", ""])
-def test_an_unusable_token_means_v1_not_a_crash(rsps: responses.RequestsMock, token: str) -> None:
-    rsps.put(TOKEN_URL, body=token.encode())
-    rsps.get(URL, status=404)
-    imds = client()
+def test_an_unusable_token_means_v1_not_a_crash(rsps: Mock, token: str) -> None:
+    rsps.reply("PUT", TOKEN_PATH, body=token.encode())
+    rsps.reply("GET", PATH, status=404)
+    imds = client(rsps)
     assert imds.get(PATH).status == 404
     assert imds.mode == "v1"
-    assert TOKEN_HEADER not in calls(rsps, "GET", URL)[0].headers
+    assert TOKEN_HEADER not in rsps.calls("GET", PATH)[0].headers
 
 
 def test_periodic_v2_try_that_fails_oddly_stays_v1_and_still_answers(
-    rsps: responses.RequestsMock,
+    rsps: Mock,
 ) -> None:
     clock = FakeClock()
-    refused = rsps.put(TOKEN_URL, status=404)
-    rsps.get(URL, status=404)
-    imds = client(clock=clock)
+    refused = rsps.reply("PUT", TOKEN_PATH, status=404)
+    rsps.reply("GET", PATH, status=404)
+    imds = client(rsps, clock=clock)
     imds.get(PATH)
     rsps.remove(refused)
-    broken = rsps.put(TOKEN_URL, status=503)
+    broken = rsps.reply("PUT", TOKEN_PATH, status=503)
     clock.now += V2_RETRY_SECONDS
     assert imds.get(PATH).status == 404  # no error: v1 still works
     assert imds.mode == "v1"
@@ -438,19 +523,23 @@ def test_periodic_v2_try_that_fails_oddly_stays_v1_and_still_answers(
 
 
 @pytest.mark.parametrize(
-    "exc,kind",
+    "behaviour,kind",
     [
-        (urllib3.exceptions.ProtocolError("boom"), "dropped"),
-        (http.client.IncompleteRead(b"x"), "dropped"),
-        (ConnectionResetError(104, "reset"), "dropped"),
-        (ValueError("odd header"), "unreachable"),
+        (fs.hang_up(), "dropped"),
+        (lambda c, r: (c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"), c.close()),
+         "dropped"),
+        (lambda c, r: c.reset(), "dropped"),
+        (lambda c, r: (c.send(b"SPDY/9 what\r\n\r\n"), c.close()), "dropped"),
+        (lambda c, r: c.send(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"), "dropped"),
+        (fs.silence(), "timeout"),
     ],
+    ids=["closed", "short-body", "reset", "not-http", "bad-length", "silence"],
 )
 def test_low_level_failures_become_imds_errors(
-    rsps: responses.RequestsMock, exc: Exception, kind: str
+    rsps: Mock, behaviour: fs.Behaviour, kind: str
 ) -> None:
     token_ok(rsps)
-    rsps.get(URL, body=exc)
+    rsps.add("GET", PATH, behaviour)
     with pytest.raises(ImdsError) as caught:
-        client(budget=0.3).get(PATH)
+        client(rsps, budget=0.3).get(PATH)
     assert caught.value.kind == kind
