@@ -29,7 +29,8 @@ class Feed(Generic[T]):
 
     ``step`` returns (value, seconds to pause before the next step) or raises
     ImdsError. ``snapshot`` gives the latest value, the fault of the latest step
-    (None once a step succeeds again), and when the value last changed.
+    (None once a step succeeds again), and when the value last changed. ``wake``
+    is called when the value changes and when a fault begins.
     """
 
     def __init__(
@@ -74,9 +75,20 @@ class Feed(Generic[T]):
             return self._value, self._error, self._changed_at
 
     def has_news(self) -> bool:
-        """Whether the value changed since the last snapshot."""
+        """Whether the value changed, or a fault began, since the last snapshot."""
         with self._lock:
             return self._news
+
+    def _failed(self, err: ImdsError, *, first: bool) -> None:
+        with self._lock:
+            self._error = err
+            if first:
+                self._news = True
+        if first:
+            # The first failure after a success is news: the watch loop looks now, so
+            # the fault is logged even if the next step succeeds before its next poll
+            # (a drip that ends with the value changing). Repeats wake nobody.
+            self._wake()
 
     def _run(self) -> None:
         failures = 0
@@ -85,14 +97,14 @@ class Feed(Generic[T]):
                 value, pause = self._step()
             except ImdsError as err:
                 failures += 1
-                with self._lock:
-                    self._error = err
+                self._failed(err, first=failures == 1)
                 pause = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (failures - 1))
             except Exception as err:  # a bug must not silently end the feed
                 failures += 1
                 self._log.error("feed.step_failed", error=repr(err))
-                with self._lock:
-                    self._error = ImdsError("bad-body", repr(err), "report this as a bug")
+                self._failed(
+                    ImdsError("bad-body", repr(err), "report this as a bug"), first=failures == 1
+                )
                 pause = MAX_BACKOFF
             else:
                 failures = 0

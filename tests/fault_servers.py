@@ -242,7 +242,8 @@ class FaultServer:
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.stopping = threading.Event()
-        self._lock = threading.Lock()
+        # Reentrant: a route's ``match`` may call ``seen`` while ``_find`` holds it.
+        self._lock = threading.RLock()
         self._routes: list[Route] = []
         self.requests: list[Request] = []
         self._threads: list[threading.Thread] = []

@@ -192,7 +192,6 @@ def test_aws_nul_in_metadata_never_stops_a_hook(
 # -- Google and Azure ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="not yet green on this branch; see the i19net report", strict=False)
 def test_gcp_dripping_preempted_answer_does_not_delay_the_preemption(
     tmp_path: Path, hooks_dir: Path, daemons: Daemons, server: fs.FaultServer
 ) -> None:
@@ -217,7 +216,6 @@ def test_gcp_dripping_preempted_answer_does_not_delay_the_preemption(
     assert starts(record) == ["10-a"]
 
 
-@pytest.mark.xfail(reason="not yet green on this branch; see the i19net report", strict=False)
 def test_azure_dripping_events_do_not_delay_the_eviction(
     tmp_path: Path, hooks_dir: Path, daemons: Daemons, server: fs.FaultServer
 ) -> None:

@@ -48,7 +48,7 @@ def test_feed_keeps_the_latest_value_and_fault_and_wakes_on_change() -> None:
         assert _wait(lambda: feed.snapshot()[0] == 2)
         value, error, changed_at = feed.snapshot()
         assert (value, error) == (2, None) and changed_at is not None
-        assert len(woken) == 2  # 1 then 2; the repeat and the fault wake nobody
+        assert len(woken) == 3  # 1, the fault's start, 2; the repeat wakes nobody
         assert not feed.has_news()
     finally:
         feed.close()
