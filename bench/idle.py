@@ -9,12 +9,12 @@ are counted apart. Measured over ``--polls`` polls after ``--warmup`` polls
 
 - CPU seconds per poll: utime + stime from /proc/<pid>/stat; for the shell
   loop, bash plus its reaped children (every curl and sleep it ran).
-  Goal: at most 0.2 x the loop's.
+  Goal: at most 0.1 x the loop's.
 - Peak RSS: VmHWM of the daemon just before it is stopped; for the loop, bash's
   VmHWM (read during the loop) plus the peak of one curl poll, measured by GNU
   time (a curl runs beside bash at every poll). Not wait4's ru_maxrss of the
   loop: a process spawned with vfork carries the spawner's (this Python's)
-  peak into its own, which would inflate the baseline. Goal: at most 35 MiB,
+  peak into its own, which would inflate the baseline. Goal: at most 30 MiB,
   for every daemon row.
 - ``--metrics-file``: a daemon that writes the metrics file, measured the same
   way with the same goals; its file must have counted every poll. At this
@@ -28,7 +28,10 @@ are counted apart. Measured over ``--polls`` polls after ``--warmup`` polls
 - Every AWS source (``--watch spot,rebalance,maintenance,asg``): a daemon
   making three GETs a poll (spot, rebalance, lifecycle state) and reading the
   maintenance list once a minute, against the loop's one path. Goal: CPU per
-  poll at most 0.3 x the loop's; peak RSS at most 35 MiB.
+  poll at most 0.2 x the loop's; peak RSS at most 30 MiB.
+- Azure (``--cloud azure``): a daemon polling an Azure simulator of its own
+  (Scheduled Events, no events), against the same loop: CPU per poll at most
+  0.1 x the loop's; peak RSS at most 30 MiB.
 - boto3 not imported: separate short runs of the daemon under
   ``python -X importtime``, once with the default source and once with every
   AWS source, list every module it imported while starting and polling; none
@@ -37,8 +40,8 @@ are counted apart. Measured over ``--polls`` polls after ``--warmup`` polls
 Google row (``--google-seconds``, default 120; 0 skips it): ``spotwatch run --cloud
 gcp`` against the Google simulator and ``spotwatch run`` against the AWS one, both
 at ``--interval 5``, side by side for that long after a 10 s warm-up: CPU seconds
-per minute of each. Goal: Google's at most AWS's (its hanging GETs ask once per
-20 s per value; the AWS watcher asks every 5 s).
+per minute of each. Goals: Google's at most AWS's (its hanging GETs ask once per
+20 s per value; the AWS watcher asks every 5 s); Google's peak RSS at most 30 MiB.
 
 Usage: ``.venv/bin/python bench/idle.py [--polls 500] [--interval 0.1]
 [--prometheus-client] [--google-seconds 120]``.
