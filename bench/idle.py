@@ -9,12 +9,12 @@ are counted apart. Measured over ``--polls`` polls after ``--warmup`` polls
 
 - CPU seconds per poll: utime + stime from /proc/<pid>/stat; for the shell
   loop, bash plus its reaped children (every curl and sleep it ran).
-  Goal: at most 0.2 x the loop's.
+  Goal: at most 0.1 x the loop's.
 - Peak RSS: VmHWM of the daemon just before it is stopped; for the loop, bash's
   VmHWM (read during the loop) plus the peak of one curl poll, measured by GNU
   time (a curl runs beside bash at every poll). Not wait4's ru_maxrss of the
   loop: a process spawned with vfork carries the spawner's (this Python's)
-  peak into its own, which would inflate the baseline. Goal: at most 35 MiB,
+  peak into its own, which would inflate the baseline. Goal: at most 30 MiB,
   for every daemon row.
 - ``--metrics-file``: a daemon that writes the metrics file, measured the same
   way with the same goals; its file must have counted every poll. At this
@@ -28,7 +28,10 @@ are counted apart. Measured over ``--polls`` polls after ``--warmup`` polls
 - Every AWS source (``--watch spot,rebalance,maintenance,asg``): a daemon
   making three GETs a poll (spot, rebalance, lifecycle state) and reading the
   maintenance list once a minute, against the loop's one path. Goal: CPU per
-  poll at most 0.3 x the loop's; peak RSS at most 35 MiB.
+  poll at most 0.2 x the loop's; peak RSS at most 30 MiB.
+- Azure (``--cloud azure``): a daemon polling an Azure simulator of its own
+  (Scheduled Events, no events), against the same loop: CPU per poll at most
+  0.1 x the loop's; peak RSS at most 30 MiB.
 - boto3 not imported: separate short runs of the daemon under
   ``python -X importtime``, once with the default source and once with every
   AWS source, list every module it imported while starting and polling; none
@@ -37,8 +40,8 @@ are counted apart. Measured over ``--polls`` polls after ``--warmup`` polls
 Google row (``--google-seconds``, default 120; 0 skips it): ``spotwatch run --cloud
 gcp`` against the Google simulator and ``spotwatch run`` against the AWS one, both
 at ``--interval 5``, side by side for that long after a 10 s warm-up: CPU seconds
-per minute of each. Goal: Google's at most AWS's (its hanging GETs ask once per
-20 s per value; the AWS watcher asks every 5 s).
+per minute of each. Goals: Google's at most AWS's (its hanging GETs ask once per
+20 s per value; the AWS watcher asks every 5 s); Google's peak RSS at most 30 MiB.
 
 Usage: ``.venv/bin/python bench/idle.py [--polls 500] [--interval 0.1]
 [--prometheus-client] [--google-seconds 120]``.
@@ -52,6 +55,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from _common import (
     BenchError,
@@ -69,15 +73,17 @@ from _common import (
 )
 
 from spotwatch.imdssim import INSTANCE_ACTION_PATH, ImdsSimulator
+from spotwatch.imdssim_azure import EVENTS_PATH, AzureSimulator
 from spotwatch.metrics import ROUTINE_WRITE_PERIOD, MetricsFile
+from spotwatch.simserver import Record
 
-GOAL_CPU_FRACTION = 0.2  # of the shell loop's CPU per poll
-GOAL_RSS_MIB = 35.0
+GOAL_CPU_FRACTION = 0.1  # of the shell loop's CPU per poll
+GOAL_RSS_MIB = 30.0
 FORBIDDEN = ("boto3", "botocore", "s3transfer")
 # Every AWS source (issue 11): three GETs a poll (spot, rebalance, lifecycle state)
 # and the maintenance list once a minute, against the loop's one path.
 ALL_AWS = ("--watch", "spot,rebalance,maintenance,asg")
-GOAL_ALL_AWS_CPU_FRACTION = 0.3
+GOAL_ALL_AWS_CPU_FRACTION = 0.2
 
 SHELL_LOOP = r"""
 set -u
@@ -121,16 +127,26 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-class Counter:
-    """GETs of instance-action per client, told apart by User-Agent."""
+class Simulator(Protocol):
+    """What the AWS and the Azure simulators have in common here."""
 
-    def __init__(self, sim: ImdsSimulator) -> None:
+    @property
+    def url(self) -> str: ...
+
+    def requests(self, path: str | None = None, method: str | None = None) -> list[Record]: ...
+
+
+class Counter:
+    """GETs of one path (instance-action by default) per client, told apart by User-Agent."""
+
+    def __init__(self, sim: Simulator, path: str = INSTANCE_ACTION_PATH) -> None:
         self._sim = sim
+        self._path = path
 
     def count(self, agent_prefix: str) -> int:
         return sum(
             1
-            for r in self._sim.requests(INSTANCE_ACTION_PATH)
+            for r in self._sim.requests(self._path)
             if r.headers.get("user-agent", "").startswith(agent_prefix)
         )
 
@@ -154,14 +170,23 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
         ("spotwatch", (), ()),
         ("metrics", ("--metrics-file", str(prom)), ()),
         ("all_aws", ALL_AWS, ()),
+        ("azure", ("--cloud", "azure"), ()),
     ]
     if args.prometheus_client:
         variants.append(("prometheus_client", (), ("-c", WITH_PROMETHEUS_CLIENT)))
-    sims: dict[str, ImdsSimulator] = {}
+    sims: dict[str, Simulator] = {}
+    aws_sims: dict[str, ImdsSimulator] = {}
     daemons: dict[str, Daemon] = {}
     for name, extra, python_flags in variants:
-        sims[name] = ImdsSimulator(require_token=True).start()
-        cleanup.on_close(sims[name].stop)
+        if name == "azure":
+            azure = AzureSimulator()
+            azure.start()
+            cleanup.on_close(azure.stop)
+            sims[name] = azure
+        else:
+            aws = ImdsSimulator(require_token=True).start()
+            cleanup.on_close(aws.stop)
+            sims[name] = aws_sims[name] = aws
         daemons[name] = Daemon(
             cleanup,
             sims[name].url,
@@ -172,14 +197,18 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
             python_flags=python_flags,
             extra=extra,
         )
-    sim = sims["spotwatch"]
+    sim = aws_sims["spotwatch"]
     loop = cleanup.popen(
         ["bash", "-c", SHELL_LOOP, "bash", sim.url, str(last), f"{args.interval:g}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
-    watched = [(name, Counter(sims[name]), "spotwatch/", d.pid) for name, d in daemons.items()]
+    watched = [
+        (name, Counter(sims[name], EVENTS_PATH if name == "azure" else INSTANCE_ACTION_PATH),
+         "spotwatch/", d.pid)
+        for name, d in daemons.items()
+    ]  # fmt: skip
     watched.append(("loop", Counter(sim), "curl/", loop.pid))
     marks: dict[str, dict[str, float]] = {name: {} for name, *_ in watched}
     started = time.monotonic()
@@ -218,11 +247,15 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     for d in daemons.values():
         d.proc.terminate()
         d.proc.wait(timeout=10)
-    # All must have polled properly (404: no notice), not collected 401s.
-    for s in sims.values():
-        odd = sorted({r.status for r in s.requests(INSTANCE_ACTION_PATH) if r.status != 404})
+    # All must have polled properly (404 on AWS, 200 on Azure: no notice), not
+    # collected 401s or 400s.
+    for name, s in sims.items():
+        path, fine = (EVENTS_PATH, 200) if name == "azure" else (INSTANCE_ACTION_PATH, 404)
+        odd = sorted({r.status for r in s.requests(path) if r.status != fine})
         if odd:
-            raise BenchError(f"polls answered {odd}, not 404: the comparison would be unfair")
+            raise BenchError(
+                f"{name} polls answered {odd}, not {fine}: the comparison would be unfair"
+            )
     boto = imported_forbidden(cleanup, sim, hooks_dir, work)
     boto_all = imported_forbidden(cleanup, sim, hooks_dir, work, extra=ALL_AWS)
 
@@ -290,6 +323,8 @@ def measure(args: argparse.Namespace, cleanup: Cleanup) -> Table:
     cpu_row("all AWS sources: CPU per poll (ms)", aw_cpu, GOAL_ALL_AWS_CPU_FRACTION)
     rss_row("all AWS sources: peak RSS (MiB)", aw_rss)
     boto_row("all AWS sources: boto3 imported", boto_all)
+    cpu_row("Azure (--cloud azure): CPU per poll (ms)", cpu_per_poll("azure"))
+    rss_row("Azure (--cloud azure): peak RSS (MiB)", peak_mib("azure"))
     table.add("CPU share at --interval 5 (%)", f"{sw_cpu / 5 * 100:.3f}", f"{sh_cpu / 5 * 100:.3f}")
     table.add("seconds per poll (measured)", f"{sw_period:.3f}", f"{sh_period:.3f}")
     return table
@@ -435,8 +470,9 @@ def measure_google(seconds: float, cleanup: Cleanup) -> Table:
         "<= baseline", g <= a,
     )  # fmt: skip
     table.add(
-        "peak RSS (MiB)", f"{rss['gcp']:.1f}", f"{rss['aws']:.1f}", ratio(rss["gcp"], rss["aws"])
-    )
+        "peak RSS (MiB)", f"{rss['gcp']:.1f}", f"{rss['aws']:.1f}", ratio(rss["gcp"], rss["aws"]),
+        f"<= {GOAL_RSS_MIB:g} MiB", rss["gcp"] <= GOAL_RSS_MIB,
+    )  # fmt: skip
     table.add(
         "metadata requests per minute",
         f"{len(gce.requests()) * 60 / (elapsed + GOOGLE_WARMUP):.1f}",
