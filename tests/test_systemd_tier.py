@@ -130,8 +130,8 @@ class Box:
             self.hooks(scripts)
             return
         target = self.c.path(directory)
-        for entry in target.iterdir():
-            if not entry.name.endswith(".disabled"):
+        for entry in target.iterdir():  # examples/ stays: spotwatch never runs from it
+            if not entry.name.endswith(".disabled") and not entry.is_dir():
                 entry.unlink()
         for name, body in scripts.items():
             self.c.write(f"{directory}/{name}", body, 0o755)
