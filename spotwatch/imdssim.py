@@ -632,6 +632,12 @@ def serve_until_stopped(args: argparse.Namespace) -> int:
             from spotwatch import imdssim_azure
 
             sim = imdssim_azure.serve(args.port, args.notice_in, "Preempt", args.lead)
+        elif args.cloud in ("alibaba", "tencent"):
+            from spotwatch import imdssim_reclaim
+
+            sim = imdssim_reclaim.serve(
+                args.cloud, args.port, args.notice_in, args.lead, args.require_token
+            )
         else:
             sim = ImdsSimulator(host=args.host, port=args.port, require_token=args.require_token)
             sim.start()

@@ -27,6 +27,18 @@ def notice_served(cloud: str, url: str) -> bool:
         resp = requests.get(url + "/metadata/scheduledevents?api-version=2020-07-01",
                             headers={"Metadata": "true"}, timeout=5)  # fmt: skip
         return [e["EventType"] for e in resp.json()["Events"]] == ["Preempt"]
+    if cloud == "alibaba":
+        token = requests.put(url + "/latest/api/token", timeout=5,
+                             headers={"X-aliyun-ecs-metadata-token-ttl-seconds": "60"}).text
+        resp = requests.get(url + "/latest/meta-data/instance/spot/termination-time",
+                            headers={"X-aliyun-ecs-metadata-token": token}, timeout=5)  # fmt: skip
+        return resp.status_code == 200 and resp.text > format_time(time.time() + 60)
+    if cloud == "tencent":
+        resp = requests.get(url + "/latest/meta-data/spot/termination-time", timeout=5)
+        # UTC+8: eight hours ahead of the UTC time 90 s from now.
+        return resp.status_code == 200 and resp.text > format_time(
+            time.time() + 8 * 3600 + 60
+        ).replace("T", " ").rstrip("Z")
     token = requests.put(url + "/latest/api/token", timeout=5,
                          headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}).text
     resp = requests.get(url + INSTANCE_ACTION_PATH, timeout=5,
@@ -38,7 +50,7 @@ def notice_served(cloud: str, url: str) -> bool:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure", "alibaba", "tencent"])
 def test_spotwatch_sim_serves_a_notice_and_stops_on_sigterm(cloud: str) -> None:
     port = free_port()
     proc = subprocess.Popen(

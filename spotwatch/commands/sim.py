@@ -1,4 +1,5 @@
-"""Front end of ``spotwatch sim``: a fake metadata service (AWS, Google, Azure) on
+"""Front end of ``spotwatch sim``: a fake metadata service (AWS, Google, Azure,
+Alibaba, Tencent) on
 127.0.0.1, from pip and from the one-file install alike. ``python -m
 spotwatch.imdssim`` takes the same options, declared here once."""
 
@@ -17,7 +18,8 @@ DESCRIPTION = (
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sim",
-        help="run a fake metadata service (AWS, Google, Azure) with a scheduled notice",
+        help="run a fake metadata service (AWS, Google, Azure, Alibaba, Tencent) with a "
+        "scheduled notice",
         description=DESCRIPTION,
     )
     add_arguments(parser)
@@ -53,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cloud",
         default="aws",
-        choices=("aws", "gcp", "azure"),
+        choices=("aws", "gcp", "azure", "alibaba", "tencent"),
         help="protocol to speak (gcp: preempted after --notice-in; azure: a Preempt event "
-        "--lead s ahead)",
+        "--lead s ahead; alibaba, tencent: a reclaim time --lead s ahead, Alibaba's in UTC, "
+        "Tencent's in UTC+8; --require-token applies to alibaba too)",
     )
 
 
