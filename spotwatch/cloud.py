@@ -1,4 +1,4 @@
-"""Which cloud this runs on: ``--cloud auto|aws|gcp|azure``.
+"""Which cloud this runs on: ``--cloud auto|aws|gcp|azure|alibaba|tencent``.
 
 ``auto`` reads the DMI strings first (``/sys/class/dmi/id``: no network, no
 wait), and only when they say nothing known asks each metadata service once, at
@@ -17,7 +17,7 @@ from typing import Callable
 from spotwatch import cloudhttp
 from spotwatch.imds import ImdsError
 
-CLOUDS = ("aws", "gcp", "azure")
+CLOUDS = ("aws", "gcp", "azure", "alibaba", "tencent")
 CHOICES = ("auto", *CLOUDS)
 DMI_DIR = Path("/sys/class/dmi/id")
 # Every Azure VM carries this chassis asset tag (Hyper-V elsewhere does not).
@@ -53,6 +53,11 @@ def from_dmi(dmi_dir: Path) -> Decision | None:
         tag = _read(dmi_dir, "chassis_asset_tag")
         if tag == AZURE_ASSET_TAG:
             return Decision("azure", "dmi", f"DMI sys_vendor {vendor!r} with Azure's asset tag")
+    if vendor == "Alibaba Cloud" or product == "Alibaba Cloud ECS":
+        return Decision("alibaba", "dmi", f"DMI sys_vendor {vendor!r}, product_name {product!r}")
+    # Observed on CVM (sys_vendor "Tencent Cloud"); Tencent documents no DMI strings.
+    if "tencent" in f"{vendor} {product} {bios_vendor}".lower():
+        return Decision("tencent", "dmi", f"DMI sys_vendor {vendor!r}, product_name {product!r}")
     return None
 
 
@@ -71,6 +76,21 @@ def probe_azure(base_url: str) -> str | None:
     answer = _ask("GET", url, {"Metadata": "true"})
     if answer is not None and answer.status == 200 and b"vmId" in answer.body:
         return f"{base_url} answered the Azure compute metadata"
+    return None
+
+
+def probe_alibaba(base_url: str) -> str | None:
+    # AWS has no region-id path (404); Alibaba answers it (in normal mode).
+    answer = _ask("GET", base_url + "/latest/meta-data/region-id", {})
+    if answer is not None and answer.status == 200 and answer.body.strip():
+        return f"{base_url} answered /latest/meta-data/region-id (Alibaba)"
+    return None
+
+
+def probe_tencent(base_url: str) -> str | None:
+    answer = _ask("GET", base_url + "/latest/meta-data/instance-id", {})
+    if answer is not None and answer.status == 200 and answer.body.strip().startswith(b"ins-"):
+        return f"{base_url} answered an instance id beginning 'ins-' (Tencent)"
     return None
 
 
@@ -103,6 +123,9 @@ PROBES: Sequence[tuple[str, Probe]] = (
     # Google's and Azure's answers are unmistakable; AWS's token is asked last.
     ("gcp", probe_gcp),
     ("azure", probe_azure),
+    # Before AWS, whose probe takes any answer under /latest/meta-data.
+    ("alibaba", probe_alibaba),
+    ("tencent", probe_tencent),
     ("aws", probe_aws),
 )
 

@@ -1,4 +1,4 @@
-"""What ``spotwatch run`` watches on Google Compute Engine and Azure.
+"""What ``spotwatch run`` watches on Google Compute Engine, Azure, Alibaba and Tencent.
 
 AWS keeps its own assembly in ``daemon.build_watcher``; this gives the monitors,
 the identity reader and the follow-ups for the other clouds, so the daemon only
@@ -67,4 +67,8 @@ def build(
             followups=[approver],
             feeds=[feed],
         )
+    if cloud in ("alibaba", "tencent"):
+        from spotwatch.clouds import reclaim
+
+        return reclaim.sources(cloud, base_url, watch)
     raise ValueError(f"no sources for cloud {cloud!r}")

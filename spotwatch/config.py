@@ -34,7 +34,7 @@ DEFAULT_WATCH = ("spot", "shutdown")
 DEFAULT_ASG_DEADLINE = 300.0
 DEFAULT_MAINTENANCE_LEAD = 300.0
 # Issue 12: which cloud.
-CLOUDS = ("auto", "aws", "gcp", "azure")
+CLOUDS = ("auto", "aws", "gcp", "azure", "alibaba", "tencent")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")

@@ -199,6 +199,8 @@ _SOURCES_ON = {
     "aws": ("spot", "rebalance", "maintenance", "asg", "shutdown"),
     "gcp": ("spot", "maintenance", "migrate", "shutdown"),
     "azure": ("spot", "maintenance", "shutdown"),
+    "alibaba": ("spot", "shutdown"),
+    "tencent": ("spot", "shutdown"),
 }
 
 

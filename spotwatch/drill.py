@@ -29,6 +29,8 @@ MAINTENANCE_CODES = {
     "hibernate": "instance-stop",
 }
 DRILL_EVENT_ID = "instance-event-0drill000000000000"
+# The clouds that publish only a bare reclaim time (no maintenance, no rebalance).
+RECLAIM_CLOUDS = ("alibaba", "tencent")
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,12 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             "rehearse --event spot or maintenance",
             exit_code=2,
         )
+    if options.cloud in RECLAIM_CLOUDS and options.event not in ("spot", "shutdown"):
+        raise SpotwatchError(
+            f"--cloud {options.cloud} announces only the spot reclaim: rehearse --event spot "
+            "or shutdown",
+            exit_code=2,
+        )
     plan = plan_hooks(options.hooks_dir)
     stop = Stopper()
     stop.install()
@@ -454,7 +462,11 @@ def _shut_down_at(stop: Any, after: float) -> None:
 
 
 def _simulator(options: DrillOptions) -> Any:
-    """Google's or Azure's metadata simulator (issue 12)."""
+    """Google's, Azure's, Alibaba's (tokens required) or Tencent's metadata simulator."""
+    if options.cloud in RECLAIM_CLOUDS:
+        from spotwatch.imdssim_reclaim import simulator
+
+        return simulator(options.cloud, require_token=True)
     if options.cloud == "gcp":
         from spotwatch.imdssim_gcp import GceSimulator
 
@@ -467,8 +479,12 @@ def _simulator(options: DrillOptions) -> Any:
 def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[float, str]:
     """Google: preempted=TRUE (30 s to go, as Google gives), or with ``--event
     maintenance`` TERMINATE_ON_HOST_MAINTENANCE (60 s); Azure: a Preempt (or
-    Terminate) event whose NotBefore is --lead after it appears. Returns (deadline,
-    as shown)."""
+    Terminate) event whose NotBefore is --lead after it appears; Alibaba and Tencent:
+    the reclaim time, --lead after it appears, as each writes it (Tencent in UTC+8).
+    Returns (deadline, as shown)."""
+    if options.cloud in RECLAIM_CLOUDS:
+        reclaim_at = appear_at + options.lead
+        return reclaim_at, sim.schedule_reclaim(reclaim_at=reclaim_at, appear_at=appear_at)
     if options.cloud == "gcp":
         from spotwatch import gcp
 

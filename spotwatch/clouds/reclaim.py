@@ -16,13 +16,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from spotwatch import cloudhttp
 from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
 from spotwatch.logs import get_logger
 from spotwatch.monitors import KEY_FORMAT, MIN_AHEAD_SECONDS
 from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice, notice_id
+
+if TYPE_CHECKING:
+    from spotwatch.cloud_sources import CloudSources
 
 CONNECT_TIMEOUT = 1.0
 READ_TIMEOUT = 2.0
@@ -215,3 +218,31 @@ def monitors(cloud: ReclaimCloud, base_url: str, watch: Sequence[str]) -> list[R
     if "spot" not in watch:
         return []
     return [ReclaimMonitor(ReclaimMetadata(cloud, base_url))]
+
+
+def cloud_named(name: str) -> ReclaimCloud:
+    """Alibaba's or Tencent's description; KeyError for any other name."""
+    from spotwatch.clouds import alibaba, tencent
+
+    return {"alibaba": alibaba.CLOUD, "tencent": tencent.CLOUD}[name]
+
+
+def base_url_for(cloud: ReclaimCloud, imds_url: str) -> str:
+    """``--imds-url``, unless it is still AWS's default: then the cloud's own address."""
+    from spotwatch.config import DEFAULT_IMDS_URL
+
+    return cloud.default_url if imds_url.rstrip("/") == DEFAULT_IMDS_URL else imds_url
+
+
+def sources(name: str, imds_url: str, watch: Sequence[str]) -> CloudSources:
+    """What ``spotwatch run`` watches on ``name`` (alibaba or tencent)."""
+    from spotwatch.cloud_sources import CloudSources
+
+    cloud = cloud_named(name)
+    base_url = base_url_for(cloud, imds_url)
+    found = monitors(cloud, base_url, watch)
+    return CloudSources(
+        monitors=list(found),
+        read_identity=lambda: read_identity(cloud, base_url),
+        feeds=list(found),
+    )

@@ -122,11 +122,12 @@ def add_parser(subparsers: Any) -> None:
     )
     add(
         "--cloud",
-        choices=("aws", "gcp", "azure"),
+        choices=("aws", "gcp", "azure", "alibaba", "tencent"),
         default="aws",
         help="the metadata protocol to rehearse: aws (spot notice), gcp (preempted=TRUE, "
-        "30 s to go), azure (a Preempt event --lead s ahead, then its approval) "
-        "(default %(default)s)",
+        "30 s to go), azure (a Preempt event --lead s ahead, then its approval), alibaba "
+        "(a UTC reclaim time --lead s ahead, read with a token), tencent (a UTC+8 reclaim "
+        "time --lead s ahead) (default %(default)s)",
     )
     add("--json", action="store_true", help="print the timeline as JSON")
     add(
