@@ -335,7 +335,7 @@ def shortest_lead(settings: RunConfig, cloud: str) -> tuple[float, str] | None:
             leads.append((settings.asg_deadline, "--asg-deadline"))
         # maintenance: --maintenance-lead, checked on its own in resolve().
     elif cloud == "gcp":
-        from spotwatch.gcp import MAINTENANCE_LEAD_SECONDS, PREEMPT_LEAD_SECONDS
+        from spotwatch.clouds.gcp import MAINTENANCE_LEAD_SECONDS, PREEMPT_LEAD_SECONDS
 
         if "spot" in sources:
             leads.append((PREEMPT_LEAD_SECONDS, "a preemption on Google"))
@@ -343,7 +343,7 @@ def shortest_lead(settings: RunConfig, cloud: str) -> tuple[float, str] | None:
             if source in sources:
                 leads.append((MAINTENANCE_LEAD_SECONDS, f"{source} on Google"))
     elif cloud == "azure" and sources:
-        from spotwatch.azure import DEFAULT_LEAD_SECONDS as AZURE_LEAD
+        from spotwatch.clouds.azure import DEFAULT_LEAD_SECONDS as AZURE_LEAD
 
         leads.append((AZURE_LEAD, "an Azure eviction (as little as 30 s)"))
     return min(leads) if leads else None

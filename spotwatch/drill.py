@@ -470,7 +470,7 @@ def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[
     Terminate) event whose NotBefore is --lead after it appears. Returns (deadline,
     as shown)."""
     if options.cloud == "gcp":
-        from spotwatch import gcp
+        from spotwatch.clouds import gcp
 
         if options.event == "maintenance":
             sim.schedule(gcp.MAINTENANCE_EVENT, gcp.TERMINATING[0], appear_at)

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Generic, TypeVar
 
-from spotwatch.imds import ImdsError
+from spotwatch.clouds.metadata_http import ImdsError
 from spotwatch.logs import get_logger
 
 T = TypeVar("T")

@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlencode
 
-from spotwatch import cloudhttp
+from spotwatch.clouds import metadata_http
+from spotwatch.clouds.base import Cloud, CloudSources
+from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
 from spotwatch.feed import Feed
-from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
 from spotwatch.monitors import KEY_FORMAT
 from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity, Notice, notice_id
+
+if TYPE_CHECKING:
+    from spotwatch.config import RunConfig
+    from spotwatch.stopper import Stopper
 
 BASE_PATH = "/computeMetadata/v1/"
 PREEMPTED = "instance/preempted"
@@ -40,7 +45,7 @@ MAINTENANCE_LEAD_SECONDS = 60.0
 # How long one hanging GET waits for a change. It runs on its own thread, so the
 # watch loop pings the watchdog regardless; this bounds how long a connection that
 # died silently goes unnoticed (the whole request's deadline is this plus
-# READ_SLACK). Once the headers are in, the body gets cloudhttp.BODY_SECONDS: a
+# READ_SLACK). Once the headers are in, the body gets metadata_http.BODY_SECONDS: a
 # stalled or dripping answer is dropped and asked again within seconds.
 HANG_SECONDS = 20
 READ_SLACK = 3.0
@@ -79,7 +84,7 @@ class GceMetadata:
 
     def __init__(self, base_url: str) -> None:
         self._base = base_url.rstrip("/")
-        self._session: cloudhttp.Session = cloudhttp.new_session()
+        self._session: metadata_http.Session = metadata_http.new_session()
 
     def close(self) -> None:
         self._session.close()
@@ -97,7 +102,7 @@ class GceMetadata:
             read_timeout = hang + READ_SLACK
         url = self._base + BASE_PATH + path + ("?" + urlencode(query) if query else "")
         what = f"GET {BASE_PATH}{path}"
-        answer = cloudhttp.request(
+        answer = metadata_http.request(
             self._session,
             "GET",
             url,
@@ -115,7 +120,7 @@ class GceMetadata:
             if answer.status == 403:
                 raise ImdsError("bad-status", f"{what} answered 403", ADVICE_GCE_FORBIDDEN)
             if answer.status >= 500 or answer.status == 429:
-                err = _status_error(what, answer.status)
+                err = metadata_http.status_error(what, answer.status)
                 raise ImdsError(err.kind, err.detail, ADVICE_GCE_SERVER)
             raise ImdsError("bad-status", f"{what} answered {answer.status}", ADVICE_BAD_STATUS)
         try:
@@ -309,3 +314,22 @@ def read_identity(base_url: str) -> Identity:
     finally:
         client.close()
     return parse_identity(*values)
+
+
+# -- the adapter ---------------------------------------------------------------------
+
+
+class GoogleCloud(Cloud):
+    """Google Compute Engine: preemption and host maintenance, from two hanging GETs."""
+
+    name = "gcp"
+    sources = ("spot", "maintenance", "migrate", "shutdown")
+
+    def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
+        base_url = config.imds_url
+        found = monitors(base_url, frozenset(config.sources), wake=stop.wake)
+        return CloudSources(
+            monitors=list(found),
+            read_identity=lambda: read_identity(base_url),
+            feeds=list(found),
+        )

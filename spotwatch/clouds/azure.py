@@ -23,13 +23,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from spotwatch import cloudhttp
+from spotwatch.clouds import metadata_http
+from spotwatch.clouds.base import Cloud, CloudSources
+from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
 from spotwatch.feed import Feed
-from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
 from spotwatch.logs import get_logger
 from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity, Notice, notice_id
+
+if TYPE_CHECKING:
+    from spotwatch.config import RunConfig
+    from spotwatch.stopper import Stopper
 
 EVENTS_PATH = "/metadata/scheduledevents"
 EVENTS_API = "2020-07-01"
@@ -213,7 +218,7 @@ class AzureMetadata:
     def __init__(self, base_url: str) -> None:
         self._base = base_url.rstrip("/")
         self._advice = advice_azure(self._base)
-        self._session: cloudhttp.Session = cloudhttp.new_session()
+        self._session: metadata_http.Session = metadata_http.new_session()
 
     def close(self) -> None:
         self._session.close()
@@ -225,7 +230,7 @@ class AzureMetadata:
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
-            answer = cloudhttp.request(
+            answer = metadata_http.request(
                 self._session,
                 method,
                 f"{self._base}{path}?api-version={api}",
@@ -241,7 +246,7 @@ class AzureMetadata:
         if 200 <= answer.status < 300:
             return answer.body
         if answer.status >= 500 or answer.status == 429:
-            status_error = _status_error(what, answer.status)
+            status_error = metadata_http.status_error(what, answer.status)
             raise ImdsError(status_error.kind, status_error.detail, self._advice)
         if answer.status == 400:
             raise ImdsError(
@@ -524,3 +529,27 @@ class Approver:
                 return
         finally:
             client.close()
+
+
+# -- the adapter ---------------------------------------------------------------------
+
+
+class AzureCloud(Cloud):
+    """Azure: evictions and maintenance from Scheduled Events, each approved after its hooks."""
+
+    name = "azure"
+    sources = ("spot", "maintenance", "shutdown")
+    default_interval = 1.0  # Microsoft recommends polling Scheduled Events every second
+
+    def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
+        base_url = config.imds_url
+        chosen = frozenset(config.sources)
+        registry: dict[str, str] = {}
+        found, feed = monitors(base_url, chosen, interval, registry, wake=stop.wake)
+        approver = Approver(base_url, registry, feed, chosen, enabled=not config.no_approve)
+        return CloudSources(
+            monitors=list(found),
+            read_identity=lambda: read_identity(base_url),
+            followups=[approver],
+            feeds=[feed],
+        )

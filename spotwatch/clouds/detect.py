@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from spotwatch import cloudhttp
-from spotwatch.imds import ImdsError
+from spotwatch.clouds import metadata_http
+from spotwatch.clouds.metadata_http import ImdsError
 
 CLOUDS = ("aws", "gcp", "azure")
 CHOICES = ("auto", *CLOUDS)
@@ -86,10 +86,10 @@ def probe_aws(base_url: str) -> str | None:
     return None
 
 
-def _ask(method: str, url: str, headers: dict[str, str]) -> cloudhttp.Answer | None:
-    session = cloudhttp.new_session()
+def _ask(method: str, url: str, headers: dict[str, str]) -> metadata_http.Answer | None:
+    session = metadata_http.new_session()
     try:
-        return cloudhttp.request(
+        return metadata_http.request(
             session, method, url, headers=headers, timeout=PROBE_TIMEOUT, what="probe",
             max_body=65536,
         )  # fmt: skip
