@@ -7,7 +7,7 @@ thread, when a termination needs it: nothing here imports boto3.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from spotwatch.clouds.base import Cloud, CloudSources
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from spotwatch.config import RunConfig
     from spotwatch.followup import FollowUp
     from spotwatch.imds import ImdsClient
+    from spotwatch.monitor import Monitor
     from spotwatch.notice import Identity
     from spotwatch.stopper import Stopper
 
@@ -44,11 +45,11 @@ class AwsCloud(Cloud):
         )
 
 
-def _monitors(config: RunConfig, client: ImdsClient) -> list[Any]:
+def _monitors(config: RunConfig, client: ImdsClient) -> list[Monitor]:
     from spotwatch.monitors import RebalanceMonitor, SpotInterruptionMonitor
 
     sources = config.sources
-    monitors: list[Any] = []
+    monitors: list[Monitor] = []
     if "spot" in sources:
         monitors.append(SpotInterruptionMonitor(client))
     if "rebalance" in sources:

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from spotwatch.clouds import metadata_http
 from spotwatch.clouds.base import Cloud, CloudSources
 from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
-from spotwatch.feed import Feed
+from spotwatch.feed import Feed, FeedMonitor
+from spotwatch.followup import FollowUpBase
 from spotwatch.logs import get_logger
 from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity, Notice, notice_id
 
@@ -335,7 +336,7 @@ class EventsStep:
         return Events(self._vm_name, incarnation, events), pause
 
 
-class EventsMonitor:
+class EventsMonitor(FeedMonitor[Events]):
     """This VM's watched events of the types in ``types``, as notices; never blocks."""
 
     def __init__(
@@ -349,10 +350,9 @@ class EventsMonitor:
         *,
         reports_faults: bool = True,
     ) -> None:
-        self.name = name
+        super().__init__(name, feed)
         # Monitors sharing a feed: one reports its faults, so each is logged once.
         self._reports_faults = reports_faults
-        self._feed = feed
         self._types = frozenset(types)
         self._watch = watch
         self._registry = registry  # notice id -> EventId, for the approver
@@ -361,9 +361,7 @@ class EventsMonitor:
         self._given: set[str] = set()
 
     def check(self) -> Notice | None:
-        if not self._feed.alive:
-            self._feed.start()
-        doc, error, _ = self._feed.snapshot()
+        doc, error, _ = self.latest()
         if not self._reports_faults:
             error = None
         if doc is None:
@@ -393,12 +391,6 @@ class EventsMonitor:
                 return notice
         return notices[0]
 
-    def has_news(self) -> bool:
-        return self._feed.has_news()
-
-    def close(self) -> None:
-        self._feed.close()
-
 
 def monitors(
     base_url: str,
@@ -427,7 +419,7 @@ def monitors(
     return found, feed
 
 
-class Approver:
+class Approver(FollowUpBase):
     """A follow-up (see INTERFACES item 2): approve an event once its hooks are done.
 
     ``registry`` maps notice ids to EventIds (filled by the monitors, which only

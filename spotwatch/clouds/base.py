@@ -12,21 +12,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Protocol
 
 from spotwatch.notice import Identity
 
 if TYPE_CHECKING:
     from spotwatch.config import RunConfig
+    from spotwatch.followup import FollowUp
+    from spotwatch.monitor import Monitor
     from spotwatch.stopper import Stopper
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass
 class CloudSources:
-    monitors: list[Any]
+    monitors: list[Monitor]
     read_identity: Callable[[], Identity]
-    followups: list[Any] = field(default_factory=list)
-    feeds: list[Any] = field(default_factory=list)  # to close when done (tests, the drill)
+    followups: list[FollowUp] = field(default_factory=list)
+    feeds: list[Closable] = field(default_factory=list)  # to close when done (tests, the drill)
     # Entered around each poll: on AWS, one poll's GETs share one time budget.
     poll_scope: Callable[[], AbstractContextManager[object]] = nullcontext
 

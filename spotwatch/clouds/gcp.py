@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from spotwatch.clouds import metadata_http
 from spotwatch.clouds.base import Cloud, CloudSources
 from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
-from spotwatch.feed import Feed
+from spotwatch.feed import Feed, FeedMonitor
 from spotwatch.monitors import KEY_FORMAT
 from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity, Notice, notice_id
 
@@ -203,8 +203,8 @@ def maintenance_notice(
     )
 
 
-class FeedMonitor:
-    """A monitor over a feed: ``check`` never blocks; it raises the feed's last fault."""
+class ValueMonitor(FeedMonitor[tuple[str, str]]):
+    """A monitor over one value's feed: ``check`` never blocks; it raises the feed's last fault."""
 
     def __init__(
         self,
@@ -213,15 +213,12 @@ class FeedMonitor:
         parse: Callable[[str, str, float], Notice | None],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.name = name
-        self._feed = feed
+        super().__init__(name, feed)
         self._parse = parse
         self._wall = wall_clock
 
     def check(self) -> Notice | None:
-        if not self._feed.alive:
-            self._feed.start()
-        value, error, changed_at = self._feed.snapshot()
+        value, error, changed_at = self.latest()
         if value is None:
             if error is not None:
                 raise error
@@ -232,12 +229,6 @@ class FeedMonitor:
         # A notice already read stands even while the server fails: better the hooks.
         return notice
 
-    def has_news(self) -> bool:
-        return self._feed.has_news()
-
-    def close(self) -> None:
-        self._feed.close()
-
 
 def monitors(
     base_url: str,
@@ -246,17 +237,17 @@ def monitors(
     wake: Callable[[], None] = lambda: None,
     boot: str | None = None,
     hang: int = HANG_SECONDS,
-) -> list[FeedMonitor]:
+) -> list[ValueMonitor]:
     """The Google monitors for ``watch`` (their feeds started). ``spot``: preemption;
     host maintenance that ends the VM always; migration only with ``migrate``."""
     boot_key = boot if boot is not None else boot_id()
-    found: list[FeedMonitor] = []
+    found: list[ValueMonitor] = []
     if "spot" in watch:
         feed = Feed(
             "gce-preempted", ValueStep(GceMetadata(base_url), PREEMPTED, hang=hang), wake=wake
         )
         found.append(
-            FeedMonitor(
+            ValueMonitor(
                 SPOT_INTERRUPTION,
                 feed,
                 lambda v, e, seen: preemption_notice(v, e, seen, boot_key),
@@ -269,14 +260,14 @@ def monitors(
         wake=wake,
     )
     found.append(
-        FeedMonitor(
+        ValueMonitor(
             SCHEDULED_MAINTENANCE,
             feed,
             lambda v, e, seen: maintenance_notice(v, e, seen, boot_key, migrate=migrate),
         )
     )
     for monitor in found:
-        monitor._feed.start()
+        monitor.start()
     return found
 
 
