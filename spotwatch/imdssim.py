@@ -603,8 +603,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve a simulated IMDS until Ctrl-C: ``python -m spotwatch.imdssim``, the
-    same options as ``spotwatch sim`` (declared once, in its front end)."""
+    """Serve a simulated metadata service until Ctrl-C: ``python -m spotwatch.imdssim``,
+    the same options as ``spotwatch sim`` (declared once, in its front end)."""
     from spotwatch.commands import sim as command
     from spotwatch.errors import SpotwatchError
 
@@ -612,57 +612,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description=command.DESCRIPTION)
     command.add_arguments(parser)
     try:
-        return serve_until_stopped(parser.parse_args(argv))
+        return command.serve_until_stopped(parser.parse_args(argv))
     except SpotwatchError as err:
         print(f"imdssim: {err}", file=sys.stderr)
         return err.exit_code
-
-
-def serve_until_stopped(args: argparse.Namespace) -> int:
-    """Start the simulator ``args.cloud`` names, print its URL, serve until SIGTERM/SIGINT."""
-    from spotwatch.errors import SpotwatchError
-
-    sim: Any
-    try:
-        if args.cloud == "gcp":
-            from spotwatch import imdssim_gcp
-
-            sim = imdssim_gcp.serve(args.port, args.notice_in, None, "")
-        elif args.cloud == "azure":
-            from spotwatch import imdssim_azure
-
-            sim = imdssim_azure.serve(args.port, args.notice_in, "Preempt", args.lead)
-        else:
-            sim = ImdsSimulator(host=args.host, port=args.port, require_token=args.require_token)
-            sim.start()
-    except (OSError, OverflowError) as err:
-        raise SpotwatchError(f"cannot listen on {args.host}:{args.port}: {err}") from None
-    now = time.time()
-    if args.cloud == "aws" and args.notice_in is not None:
-        at = now + args.notice_in
-        sim.schedule_notice(args.action, at, format_time(at + args.lead))
-    if args.cloud == "aws" and args.rebalance_in is not None:
-        sim.schedule_rebalance(now + args.rebalance_in)
-    if args.cloud == "aws" and args.asg_terminated_in is not None:
-        sim.schedule_lifecycle_state("InService", now)
-        sim.schedule_lifecycle_state("Terminated", now + args.asg_terminated_in)
-    if args.cloud == "aws" and args.maintenance_in is not None:
-        sim.schedule_maintenance(
-            "instance-event-0123456789abcdef0",
-            now + args.maintenance_in,
-            code=args.maintenance_code,
-        )
-    from spotwatch.stopper import Stopper
-
-    # Routed before the URL is printed: whoever reads it may send SIGTERM at once.
-    with Stopper() as stop:
-        print(sim.url, flush=True)
-        try:
-            while not stop.wait():
-                pass
-        finally:
-            sim.stop()
-    return 0
 
 
 if __name__ == "__main__":

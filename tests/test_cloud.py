@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from spotwatch.clouds import detect
+from spotwatch.clouds.azure import AZURE_ASSET_TAG
 from spotwatch.imdssim import ImdsSimulator
 from spotwatch.imdssim_azure import AzureSimulator
 from spotwatch.imdssim_gcp import GceSimulator
@@ -25,7 +26,7 @@ def _dmi(tmp_path: Path, **files: str) -> Path:
         ({"sys_vendor": "Xen", "bios_version": "4.11.amazon"}, "aws"),
         ({"sys_vendor": "Google", "product_name": "Google Compute Engine"}, "gcp"),
         (
-            {"sys_vendor": "Microsoft Corporation", "chassis_asset_tag": detect.AZURE_ASSET_TAG},
+            {"sys_vendor": "Microsoft Corporation", "chassis_asset_tag": AZURE_ASSET_TAG},
             "azure",
         ),
         ({"sys_vendor": "Microsoft Corporation", "chassis_asset_tag": "none"}, None),

@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from spotwatch.clouds import metadata_http
-from spotwatch.clouds.base import Cloud, CloudSources
+from spotwatch.clouds.base import Cloud, CloudSources, DrillSim, Rehearsal, SimRequest
 from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
 from spotwatch.feed import Feed, FeedMonitor
 from spotwatch.followup import FollowUpBase
@@ -35,6 +35,7 @@ from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity,
 
 if TYPE_CHECKING:
     from spotwatch.config import RunConfig
+    from spotwatch.imdssim_azure import AzureSimulator
     from spotwatch.stopper import Stopper
 
 EVENTS_PATH = "/metadata/scheduledevents"
@@ -46,6 +47,8 @@ SOURCE = "azure:scheduledevents"
 EVENT_ID_VARIABLE = "SPOTWATCH_AZURE_EVENT_ID"
 
 # Preempt gives at least 30 s; used when NotBefore is empty (a Started event) or past.
+# Every Azure VM carries this chassis asset tag (Hyper-V elsewhere does not).
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 DEFAULT_LEAD_SECONDS = 30.0
 FIRST_ANSWER_TIMEOUT = 130.0  # the service may take up to two minutes to turn on
 READ_TIMEOUT = 5.0
@@ -530,8 +533,29 @@ class AzureCloud(Cloud):
     """Azure: evictions and maintenance from Scheduled Events, each approved after its hooks."""
 
     name = "azure"
+    title = "Azure"
     sources = ("spot", "maintenance", "shutdown")
     default_interval = 1.0  # Microsoft recommends polling Scheduled Events every second
+
+    def from_dmi(self, read: Callable[[str], str]) -> str | None:
+        vendor = read("sys_vendor")
+        if vendor == "Microsoft Corporation" and read("chassis_asset_tag") == AZURE_ASSET_TAG:
+            return f"DMI sys_vendor {vendor!r} with Azure's asset tag"
+        return None
+
+    def probe(self, base_url: str) -> str | None:
+        from spotwatch.clouds.detect import ask
+
+        url = f"{base_url}{COMPUTE_PATH}?api-version={COMPUTE_API}"
+        answer = ask("GET", url, {HEADER: "true"})
+        if answer is not None and answer.status == 200 and b"vmId" in answer.body:
+            return f"{base_url} answered the Azure compute metadata"
+        return None
+
+    def leads(self, config: RunConfig) -> list[tuple[float, str]]:
+        if not config.sources:
+            return []
+        return [(DEFAULT_LEAD_SECONDS, "an Azure eviction (as little as 30 s)")]
 
     def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
         base_url = config.imds_url
@@ -545,3 +569,33 @@ class AzureCloud(Cloud):
             followups=[approver],
             feeds=[feed],
         )
+
+    def serve(self, request: SimRequest) -> AzureSimulator:
+        from spotwatch import imdssim_azure
+
+        return imdssim_azure.serve(request.port, request.notice_in, "Preempt", request.lead)
+
+    def drill(self, rehearsal: Rehearsal) -> DrillSim:
+        """A Preempt (or, for maintenance, Terminate) event whose NotBefore is --lead
+        after it appears."""
+        from spotwatch.imdssim_azure import AzureSimulator, rfc1123
+
+        sim = AzureSimulator()
+        kind = _drill_kind(rehearsal)
+
+        def schedule(appear_at: float) -> tuple[float, str]:
+            sim.add_event(kind, at=appear_at, lead=rehearsal.lead)
+            return appear_at + rehearsal.lead, rfc1123(appear_at + rehearsal.lead)
+
+        return DrillSim(sim, schedule)
+
+    def describe_drill(self, rehearsal: Rehearsal, notice_time: str) -> tuple[str, str]:
+        kind = _drill_kind(rehearsal)
+        return f"Azure {kind} event", f"{kind} event, NotBefore {notice_time}"
+
+
+def _drill_kind(rehearsal: Rehearsal) -> str:
+    return "Terminate" if rehearsal.event == "maintenance" else "Preempt"
+
+
+ADAPTER = AzureCloud()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlencode
 
 from spotwatch.clouds import metadata_http
-from spotwatch.clouds.base import Cloud, CloudSources
+from spotwatch.clouds.base import Cloud, CloudSources, DrillSim, Rehearsal, SimRequest
 from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
 from spotwatch.feed import Feed, FeedMonitor
 from spotwatch.monitors import KEY_FORMAT
@@ -28,6 +28,7 @@ from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity,
 
 if TYPE_CHECKING:
     from spotwatch.config import RunConfig
+    from spotwatch.imdssim_gcp import GceSimulator
     from spotwatch.stopper import Stopper
 
 BASE_PATH = "/computeMetadata/v1/"
@@ -314,7 +315,33 @@ class GoogleCloud(Cloud):
     """Google Compute Engine: preemption and host maintenance, from two hanging GETs."""
 
     name = "gcp"
+    title = "Google"
     sources = ("spot", "maintenance", "migrate", "shutdown")
+    # Google stops the VM about 30 s after the soft-off, whatever the unit says.
+    shutdown_seconds = 30.0
+
+    def from_dmi(self, read: Callable[[str], str]) -> str | None:
+        vendor, product = read("sys_vendor"), read("product_name")
+        if vendor == "Google" or product == "Google Compute Engine":
+            return f"DMI sys_vendor {vendor!r}, product_name {product!r}"
+        return None
+
+    def probe(self, base_url: str) -> str | None:
+        from spotwatch.clouds.detect import ask
+
+        answer = ask("GET", base_url + BASE_PATH, {FLAVOR_HEADER: FLAVOR})
+        if answer is not None and answer.headers.get("metadata-flavor") == FLAVOR:
+            return f"{base_url} answered with Metadata-Flavor: Google"
+        return None
+
+    def leads(self, config: RunConfig) -> list[tuple[float, str]]:
+        leads = []
+        if "spot" in config.sources:
+            leads.append((PREEMPT_LEAD_SECONDS, "a preemption on Google"))
+        for source in ("maintenance", "migrate"):
+            if source in config.sources:
+                leads.append((MAINTENANCE_LEAD_SECONDS, f"{source} on Google"))
+        return leads
 
     def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
         base_url = config.imds_url
@@ -324,3 +351,35 @@ class GoogleCloud(Cloud):
             read_identity=lambda: read_identity(base_url),
             feeds=list(found),
         )
+
+    def serve(self, request: SimRequest) -> GceSimulator:
+        from spotwatch import imdssim_gcp
+
+        return imdssim_gcp.serve(request.port, request.notice_in, None, "")
+
+    def drill(self, rehearsal: Rehearsal) -> DrillSim:
+        """preempted=TRUE (30 s to go, as Google gives), or with ``--event maintenance``
+        TERMINATE_ON_HOST_MAINTENANCE (60 s)."""
+        from spotwatch.imdssim_gcp import GceSimulator
+
+        sim = GceSimulator()
+
+        def schedule(appear_at: float) -> tuple[float, str]:
+            if rehearsal.event == "maintenance":
+                sim.schedule(MAINTENANCE_EVENT, TERMINATING[0], appear_at)
+                deadline = appear_at + MAINTENANCE_LEAD_SECONDS
+            else:
+                sim.schedule(PREEMPTED, "TRUE", appear_at)
+                deadline = appear_at + PREEMPT_LEAD_SECONDS
+            return deadline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
+
+        return DrillSim(sim, schedule)
+
+    def describe_drill(self, rehearsal: Rehearsal, notice_time: str) -> tuple[str, str]:
+        if rehearsal.event == "maintenance":
+            what = f"{MAINTENANCE_EVENT} {TERMINATING[0]}"
+            return "Google host maintenance", f"{what}, deadline {notice_time}"
+        return "Google preemption", f"{PREEMPTED} TRUE, deadline {notice_time}"
+
+
+ADAPTER = GoogleCloud()
