@@ -186,7 +186,7 @@ def test_synopsis_is_what_help_prints(command: str) -> None:
         pytest.fail(f"no synopsis for {command} in docs/commands.md")
     assert " ".join(documented.split()) == expected, (
         f"docs/commands.md's synopsis of 'spotwatch {command}' differs from its --help;"
-        f" write it as:\n\n    {expected}\n"
+        f" run tools/update-synopses, or write it as:\n\n    {expected}\n"
     )
 
 
