@@ -207,3 +207,38 @@ def test_strict_dropin_quotes_the_exposure_figures_the_docs_give() -> None:
     operating = (REPO / "docs" / "operating.md").read_text()
     assert f"exposure {default}" in operating
     assert f"Strict drop-in (exposure {strict})" in operating
+
+
+COMMAND_LINE = re.compile(
+    r"(?:^|[\s/(`])spotwatch ((?:fleet )?[a-z]+)((?:[ \t]+[^|&;#>\s`]+)*)"
+)
+
+
+def flags_named(text: str) -> list[tuple[str, str]]:
+    """(command, --flag) for every `spotwatch COMMAND ... --flag` written in the text."""
+    out = []
+    for line in [*re.findall(r"`([^`\n]+)`", text), *text.splitlines()]:
+        for match in COMMAND_LINE.finditer(line):
+            for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", match.group(2)):
+                out.append((match.group(1), flag))
+    return out
+
+
+def test_flags_named_reads_commands_in_prose_and_code() -> None:
+    text = "Run `spotwatch drill --lead 30 | tee x --no`.\n    sudo spotwatch fleet watch --json"
+    found = flags_named(text)
+    assert found == [("drill", "--lead"), ("drill", "--lead"), ("fleet watch", "--json")]
+
+
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_flag_the_docs_give_a_command_exists(page: Path) -> None:
+    parsers = leaf_parsers(build_parser())
+    unknown = sorted(
+        {
+            f"spotwatch {command} {flag}"
+            for command, flag in flags_named(page.read_text())
+            if command in parsers
+            and flag not in {o for a in parsers[command]._actions for o in a.option_strings}
+        }
+    )
+    assert not unknown, f"{page.relative_to(REPO)} names flags that do not exist: {unknown}"
