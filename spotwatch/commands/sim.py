@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--maintenance-code",
+        metavar="CODE",
         default="system-reboot",
         help="its code (default system-reboot; instance-stop, instance-retirement, ...)",
     )
