@@ -16,7 +16,16 @@ from spotwatch.config import RunConfig
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
-from spotwatch.watcher import Listener, ShutdownLink, SignalReport, Watcher, WatchSettings
+from spotwatch.watcher import (
+    HookWork,
+    Listener,
+    ShutdownLink,
+    SignalReport,
+    Watcher,
+    WatcherLinks,
+    WatchSettings,
+    WatchSources,
+)
 
 if TYPE_CHECKING:
     from spotwatch.followup import FollowUp
@@ -137,29 +146,35 @@ def build_watcher(
         boot.log_previous_end(lambda notice_id: list(journal.finished_hooks(notice_id)))
     return Watcher(
         settings,
-        monitors=monitors,  # type: ignore[arg-type]
-        read_identity=read_identity_now,
-        journal=journal,
-        stop=stop,
-        notifier=notifier,
-        plan=hooks.plan_hooks,
-        runner=runner.run_hooks,
-        hook_environment=hooks.notice_environment,
-        fault_types=(ImdsError,),
-        environ=environ,
-        listener=listener,
-        followups=followups,  # type: ignore[arg-type]
-        signals=signals,
-        settle_orphan=None if drill else settle_orphan,
-        group_record=orphans.group_record,
-        shutdown=shutdown
-        if drill
-        else SystemShutdown(
-            signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
+        sources=WatchSources(
+            monitors=monitors,  # type: ignore[arg-type]
+            read_identity=read_identity_now,
+            fault_types=(ImdsError,),
+            followups=followups,  # type: ignore[arg-type]
+            # On AWS one poll's GETs (fallback and every source) share the budget.
+            poll_scope=client.poll_window if cloud == "aws" else nullcontext,
         ),
-        boot=boot,
-        # On AWS one poll's GETs (fallback and every source) share the budget.
-        poll_scope=client.poll_window if cloud == "aws" else nullcontext,
+        hooks=HookWork(
+            plan=hooks.plan_hooks,
+            runner=runner.run_hooks,
+            hook_environment=hooks.notice_environment,
+            journal=journal,
+            environ=environ,
+            settle_orphan=None if drill else settle_orphan,
+            group_record=orphans.group_record,
+        ),
+        links=WatcherLinks(
+            stop=stop,
+            notifier=notifier,
+            listener=listener,
+            signals=signals,
+            shutdown=shutdown
+            if drill
+            else SystemShutdown(
+                signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
+            ),
+            boot=boot,
+        ),
     )
 
 

@@ -44,14 +44,14 @@ import os
 import re
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable
 
 from spotwatch import fleet_schedule as schedule
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.errors import SpotwatchError, aws_error_text
 from spotwatch.fleet_events import (
     FleetEvent,
@@ -68,22 +68,19 @@ from spotwatch.fleet_settings import (
     MAX_VISIBILITY_TIMEOUT,
     FleetWatchSettings,
 )
-from spotwatch.fleet_tags import TagLookup, Tags
+from spotwatch.fleet_tags import TagLookup
+from spotwatch.fleet_wiring import STDOUT_REPORTING, FleetClients, FleetHooks, FleetReporting
 from spotwatch.hooks import REFUSED, log_plan
-from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
 from spotwatch.runner import HookSettings
 
 if TYPE_CHECKING:
-    from spotwatch.fleet_lifecycle import LifecycleActions
     from spotwatch.hooks import HookPlan
-    from spotwatch.runner import HookResult
     from spotwatch.stopper import StopFlag
 
 BACKOFF_MAX = 30.0
 TICK = 0.1  # the book-keeper's beat while messages are in hand
 IDLE_TICK = 0.25
-STATUS_INTERVAL = 5.0
 RATE_WINDOW = 10.0
 
 DONE = "done"
@@ -105,40 +102,33 @@ class FleetWatcher:
         self,
         settings: FleetWatchSettings,
         *,
-        sqs: Any,
-        tags: Tags,
+        clients: FleetClients,
+        hooks: FleetHooks,
         stop: StopFlag,
-        plan: Callable[[Path], HookPlan],
-        runner: Callable[..., list[HookResult]],
-        workdir: Path,
-        out: TextIO | None = None,
-        environ: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        log: Any = None,
-        lifecycle: LifecycleActions | None = None,
+        reporting: FleetReporting = STDOUT_REPORTING,
         backoff: Callable[[float], object] | None = None,
-        status_interval: float = STATUS_INTERVAL,
-        metrics: FleetMetrics | None = None,
+        clocks: Clocks = SYSTEM,
     ) -> None:
         self.settings = settings
-        self._log = log if log is not None else get_logger()
+        self._log = clocks.logger()
+        clock = clocks.monotonic
+        metrics, out = reporting.metrics, reporting.out
         # Thread-safe; called from the receiver and the workers, never under self._lock
         # (a write of the metrics file must not hold up the book-keeping).
         self._metrics = metrics if metrics is not None else FleetMetrics()  # counts only
-        self._queue = FleetQueue(sqs, settings.queue_url, log=self._log, clock=clock)
+        self._queue = FleetQueue(clients.sqs, settings.queue_url, log=self._log, clock=clock)
         self._stop = stop
-        self._plan = plan
-        self._runner = runner
-        self._workdir = workdir
+        self._plan = hooks.plan
+        self._runner = hooks.runner
+        self._workdir = hooks.workdir
         self._output = EventOutput(out if out is not None else sys.stdout,
                                    json_output=settings.json_output, log=self._log)
-        self._environ = environ if environ is not None else os.environ
+        self._environ = hooks.environ if hooks.environ is not None else os.environ
         self._clock = clock
-        self._wall_clock = wall_clock
-        self._lifecycle = lifecycle
-        self._status_interval = status_interval
-        self._lookup = TagLookup(tags, log=self._log)
+        self._wall_clock = clocks.wall
+        self._lifecycle = clients.lifecycle
+        self._status_interval = reporting.status_interval
+        self._lookup = TagLookup(clients.tags, log=self._log)
         self._seen = SeenEvents()
         self._visibility = settings.visibility_timeout
         self._extend_to, self._renew_below = schedule.hold_for(self._visibility or 0)
@@ -506,7 +496,7 @@ class FleetWatcher:
                 # Finish the message in hand: a stop request does not cut its hooks
                 # short; only losing the message to another watcher does.
                 should_stop=lambda: LOST_REASON if item.lost else False,
-                log=log,
+                clocks=Clocks(log=log),
             )
         finally:
             _unlink(path)
