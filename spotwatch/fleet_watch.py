@@ -53,21 +53,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from spotwatch import fleet_schedule as schedule
 from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.errors import SpotwatchError, aws_error_text
-from spotwatch.fleet_events import (
-    FleetEvent,
-    NotAnEvent,
-    SeenEvents,
-    event_environment,
-    lifecycle_action,
-    parse_message,
-)
+from spotwatch.fleet_events import FleetEvent, SeenEvents, event_environment, lifecycle_action
 from spotwatch.fleet_output import EventOutput
-from spotwatch.fleet_queue import FleetQueue, Received
+from spotwatch.fleet_queue import FleetQueue, Received, extension_outcome
 from spotwatch.fleet_schedule import Slot
-from spotwatch.fleet_settings import (
-    MAX_VISIBILITY_TIMEOUT,
-    FleetWatchSettings,
-)
+from spotwatch.fleet_settings import MAX_VISIBILITY_TIMEOUT, FleetWatchSettings
 from spotwatch.fleet_tags import TagLookup
 from spotwatch.fleet_wiring import STDOUT_REPORTING, FleetClients, FleetHooks, FleetReporting
 from spotwatch.hooks import REFUSED, log_plan
@@ -313,7 +303,7 @@ class FleetWatcher:
                     self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                     self._receive_fault = None
                 self._metrics.receive_ok(len(messages))
-                self._take([self._parse(m, asked) for m in messages], asked)
+                self._take([Received.parse(m, asked) for m in messages], asked)
         except Exception:  # a bug of ours: finish what is in hand, exit 1 (to be restarted)
             self._receiver_failed = True
             self._log.exception("fleet.receiver_failed",
@@ -324,14 +314,6 @@ class FleetWatcher:
                 self._receiver_done = True
                 self._work.notify_all()
             self._wake.set()
-
-    @staticmethod
-    def _parse(message: dict[str, Any], received: float) -> Received:
-        try:
-            event = parse_message(str(message.get("Body", "")))
-        except NotAnEvent as exc:
-            return Received(message, None, exc.reason, received)
-        return Received(message, event, "", received)
 
     def _take(self, received: list[Received], asked: float) -> None:
         """Put freshly received messages in the hand (or straight back, when stopping)."""
@@ -405,7 +387,7 @@ class FleetWatcher:
         log = self._log.bind(message_id=item.message_id)
         if event is None:
             log.warning("fleet.bad_message", reason=item.problem,
-                        receive_count=item.receive_count, body=_excerpt(item.message))
+                        receive_count=item.receive_count, body=item.excerpt())
             return BAD
         log = log.bind(event_id=event.event_id)
         if not event.actionable:
@@ -568,31 +550,25 @@ class FleetWatcher:
             failed = self._queue.extend([item for _, item in chunk], seconds)
             if failed is None:
                 return
-            lost: list[tuple[Received, str]] = []
             dropped = 0  # lost while waiting for a worker: no worker will report them
             with self._lock:
-                for n, (slot, item) in enumerate(chunk):
-                    current = self._slots.get(slot.key)
-                    if current is None:
-                        continue  # finished meanwhile
-                    failure = failed.get(n)
-                    if failure is None:
-                        self._slots[slot.key] = replace(current, hidden_until=asked + seconds)
-                        if not current.running:
-                            self._work.notify()  # it may have been waiting for this
-                    elif current.hidden_until <= asked:  # its time ran out: maybe not ours
-                        lost.append((item, failure))
-                        item.lost = True
-                        if not current.running:
-                            del self._slots[slot.key]
-                            del self._items[slot.key]
-                            self.counts[LOST] += 1
-                            dropped += 1
-                            self._room.notify()
-                            self._work.notify()
+                renewed, lost = extension_outcome(chunk, failed, self._slots, asked)
+                for slot in renewed:
+                    self._slots[slot.key] = replace(slot, hidden_until=asked + seconds)
+                    if not slot.running:
+                        self._work.notify()  # it may have been waiting for this
+                for slot, item, _ in lost:
+                    item.lost = True
+                    if not slot.running:
+                        del self._slots[slot.key]
+                        del self._items[slot.key]
+                        self.counts[LOST] += 1
+                        dropped += 1
+                        self._room.notify()
+                        self._work.notify()
             for _ in range(dropped):
                 self._metrics.finished(LOST, started=False)
-            for item, error in lost:
+            for _, item, error in lost:
                 self._log.warning("fleet.lost_message", message_id=item.message_id, error=error,
                                   note="its visibility timeout ran out; another watcher has it "
                                   "or will")
@@ -605,11 +581,6 @@ class FleetWatcher:
         with self._lock:
             busy = bool(self._slots)
         self._queue.flush_deletes(busy=busy, force=force)
-
-
-def _excerpt(message: Mapping[str, Any], limit: int = 200) -> str:
-    body = str(message.get("Body", ""))
-    return body if len(body) <= limit else body[:limit] + "..."
 
 
 def _safe_name(event_id: str) -> str:
