@@ -211,7 +211,7 @@ def test_run_help_shows_every_flag_once_in_its_group() -> None:
     import argparse
 
     from spotwatch import config
-    from spotwatch.commands import run
+    from spotwatch.commands import run_cmd as run
 
     parser = argparse.ArgumentParser(prog="spotwatch")
     subparsers = parser.add_subparsers()
