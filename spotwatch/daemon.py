@@ -91,7 +91,6 @@ def build_watcher(
         monitors.append(SpotInterruptionMonitor(client))
     if "rebalance" in sources:
         monitors.append(RebalanceMonitor(client))
-    # Issue 12: on Google and Azure, their own monitors, identity and follow-ups.
     cloud = decide_cloud(config)
     if not drill:
         from spotwatch.config import check_margin
@@ -191,7 +190,7 @@ def poll_budget(interval: float) -> float:
 
 
 def decide_cloud(config: RunConfig) -> str:
-    """The cloud to watch, logged once with why (issue 12). SPOTWATCH_DMI_DIR: tests."""
+    """The cloud to watch, logged once with why. SPOTWATCH_DMI_DIR: tests."""
     from spotwatch import cloud
 
     dmi_dir = Path(os.environ.get("SPOTWATCH_DMI_DIR") or cloud.DMI_DIR)

@@ -42,7 +42,7 @@ class DrillOptions:
     deadline_margin: float = 10.0
     event: str = "spot"  # which source to rehearse (EVENTS)
     watch: tuple[str, ...] = ()  # what the watcher watches; the event's source is added
-    cloud: str = "aws"  # issue 12: the simulator speaks this cloud's protocol
+    cloud: str = "aws"  # the simulator speaks this cloud's protocol
     resume: bool = False  # then the way back: the resume hooks, as when the end did not come
     resume_dir: Path | None = None
 
@@ -89,7 +89,7 @@ class DrillReport:
     skipped: tuple[str, ...] = ()
     problems: tuple[str, ...] = field(default=())
     event: str = "spot"
-    cloud: str = "aws"  # issue 12
+    cloud: str = "aws"
     resume_requested: bool = False
     resume_dir: str = ""
     resume_seen: float | None = None  # seconds since began_at
@@ -454,7 +454,7 @@ def _shut_down_at(stop: Any, after: float) -> None:
 
 
 def _simulator(options: DrillOptions) -> Any:
-    """Google's or Azure's metadata simulator (issue 12)."""
+    """Google's or Azure's metadata simulator."""
     if options.cloud == "gcp":
         from spotwatch.imdssim_gcp import GceSimulator
 

@@ -1,10 +1,12 @@
-"""No function in spotwatch/ takes more than eight parameters (self and cls not
-counted): what travels together (clocks and the logger, a runner's callbacks,
-the parts a watcher is built from) travels as one object."""
+"""House rules the code keeps: no function in spotwatch/ takes more than eight
+parameters (self and cls not counted): what travels together (clocks and the
+logger, a runner's callbacks, the parts a watcher is built from) travels as one
+object; and no comment or docstring names an issue number (say why, not when)."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import spotwatch
@@ -60,3 +62,17 @@ def test_no_function_in_spotwatch_takes_more_than_eight_parameters() -> None:
     }
     assert sorted(k for k, name in found.items() if name not in NOT_YET_NARROWED) == []
     assert set(found.values()) >= NOT_YET_NARROWED, "narrowed: remove it from NOT_YET_NARROWED"
+
+
+ISSUE_NUMBER = re.compile(r"\bissue\s+#?[0-9]+", re.IGNORECASE)
+
+
+def test_no_issue_numbers_in_the_code() -> None:
+    assert ISSUE_NUMBER.search("# Issue 12: which cloud") and ISSUE_NUMBER.search("(issue #3)")
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{n}: {line.strip()}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if ISSUE_NUMBER.search(line)
+    ]
+    assert found == []
