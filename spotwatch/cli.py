@@ -1,4 +1,6 @@
-"""The argparse front end: one ``spotwatch.commands.<name>`` module per subcommand.
+"""The argparse front end: one ``spotwatch.commands.<name>_cmd`` module per subcommand
+(the suffix keeps ``commands/ship_cmd.py``, the front end, apart from ``ship.py``,
+what it runs).
 
 Each command module exposes ``add_parser(subparsers)`` that ends in
 ``set_defaults(func=...)``; ``func`` takes the Namespace, unpacks it into typed
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spotwatch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
-        module = importlib.import_module(f"spotwatch.commands.{name}")
+        module = importlib.import_module(f"spotwatch.commands.{name}_cmd")
         module.add_parser(subparsers)
     return parser
 

@@ -13,7 +13,16 @@ from spotwatch.config import RunConfig
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
-from spotwatch.watcher import Listener, ShutdownLink, SignalReport, Watcher, WatchSettings
+from spotwatch.watcher import (
+    HookWork,
+    Listener,
+    ShutdownLink,
+    SignalReport,
+    Watcher,
+    WatcherLinks,
+    WatchSettings,
+    WatchSources,
+)
 
 
 def check_directories(config: RunConfig) -> None:
@@ -105,28 +114,34 @@ def build_watcher(
         boot.log_previous_end(lambda notice_id: list(journal.finished_hooks(notice_id)))
     return Watcher(
         settings,
-        monitors=watched.monitors,
-        read_identity=watched.read_identity,
-        journal=journal,
-        stop=stop,
-        notifier=notifier,
-        plan=hooks.plan_hooks,
-        runner=runner.run_hooks,
-        hook_environment=hooks.notice_environment,
-        fault_types=(ImdsError,),
-        environ=environ,
-        listener=listener,
-        followups=watched.followups,
-        signals=signals,
-        settle_orphan=None if drill else settle_orphan,
-        group_record=orphans.group_record,
-        shutdown=shutdown
-        if drill
-        else SystemShutdown(
-            signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
+        sources=WatchSources(
+            monitors=watched.monitors,
+            read_identity=watched.read_identity,
+            fault_types=(ImdsError,),
+            followups=watched.followups,
+            poll_scope=watched.poll_scope,
         ),
-        boot=boot,
-        poll_scope=watched.poll_scope,
+        hooks=HookWork(
+            plan=hooks.plan_hooks,
+            runner=runner.run_hooks,
+            hook_environment=hooks.notice_environment,
+            journal=journal,
+            environ=environ,
+            settle_orphan=None if drill else settle_orphan,
+            group_record=orphans.group_record,
+        ),
+        links=WatcherLinks(
+            stop=stop,
+            notifier=notifier,
+            listener=listener,
+            signals=signals,
+            shutdown=shutdown
+            if drill
+            else SystemShutdown(
+                signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
+            ),
+            boot=boot,
+        ),
     )
 
 

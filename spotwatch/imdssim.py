@@ -388,7 +388,7 @@ def _reply(
 def main(argv: list[str] | None = None) -> int:
     """Serve a simulated metadata service until Ctrl-C: ``python -m spotwatch.imdssim``,
     the same options as ``spotwatch sim`` (declared once, in its front end)."""
-    from spotwatch.commands import sim as command
+    from spotwatch.commands import sim_cmd as command
     from spotwatch.errors import SpotwatchError
 
     parser = argparse.ArgumentParser(prog="python -m spotwatch.imdssim",

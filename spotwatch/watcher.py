@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from spotwatch import faults
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.hooks import log_plan
-from spotwatch.logs import get_logger
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.resume import Withdrawals, is_resume, resume_notice
+from spotwatch.runner import RunObserver
 from spotwatch.schedule import deadline_on_monotonic, next_tick
 
 if TYPE_CHECKING:
@@ -181,49 +182,80 @@ def fault_kind(exc: BaseException) -> str:
     return str(getattr(exc, "kind", type(exc).__name__))
 
 
+@dataclass(frozen=True)
+class WatchSources:
+    """What the cloud gives the loop: its monitors, how to read the instance's
+    identity, the follow-ups and the fault types its clients raise. ``poll_scope``
+    wraps one poll of every monitor (on AWS: one shared time budget)."""
+
+    monitors: Sequence[Monitor]
+    read_identity: Callable[[], Identity]
+    fault_types: tuple[type[BaseException], ...]
+    followups: Sequence[FollowUp] = ()
+    poll_scope: Callable[[], AbstractContextManager[object]] = nullcontext
+
+
+@dataclass(frozen=True)
+class HookWork:
+    """How a notice's hooks are planned, given their environment (from
+    ``environ``), run, and recorded in the journal; what is left of a hook a
+    previous run lost (``settle_orphan``, ``group_record``; None: not looked for)."""
+
+    plan: Callable[[Path], HookPlan]
+    runner: Callable[..., list[HookResult]]
+    hook_environment: Callable[..., dict[str, str]]
+    journal: JournalLike
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    settle_orphan: Callable[[Orphan, float], str] | None = None
+    group_record: Callable[[int, float], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class WatcherLinks:
+    """The loop's ties to its process and the system: the stop flag, systemd,
+    an event listener, the signal report, the system shutdown and the boot record."""
+
+    stop: StopFlag
+    notifier: SystemdLink
+    listener: Listener | None = None
+    signals: SignalReport | None = None
+    shutdown: ShutdownLink | None = None
+    boot: BootLink | None = None
+
+
 class Watcher:
     def __init__(
         self,
         settings: WatchSettings,
         *,
-        monitors: Sequence[Monitor],
-        read_identity: Callable[[], Identity],
-        journal: JournalLike,
-        stop: StopFlag,
-        notifier: SystemdLink,
-        plan: Callable[[Path], HookPlan],
-        runner: Callable[..., list[HookResult]],
-        hook_environment: Callable[..., dict[str, str]],
-        fault_types: tuple[type[BaseException], ...],
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        environ: Mapping[str, str] = os.environ,
-        listener: Listener | None = None,
-        log: Any = None,
-        followups: Sequence[FollowUp] = (),
-        signals: SignalReport | None = None,
-        settle_orphan: Callable[[Orphan, float], str] | None = None,
-        group_record: Callable[[int, float], dict[str, Any]] | None = None,
-        shutdown: ShutdownLink | None = None,
-        boot: BootLink | None = None,
-        poll_scope: Callable[[], AbstractContextManager[object]] = nullcontext,
+        sources: WatchSources,
+        hooks: HookWork,
+        links: WatcherLinks,
+        clocks: Clocks = SYSTEM,
     ) -> None:
         self.settings = settings
-        self._poll_scope = poll_scope
-        self._monitors = list(monitors)
-        self._read_identity = read_identity
-        self._journal = journal
-        self._stop = stop
-        self._notifier = notifier
-        self._plan = plan
-        self._runner = runner
-        self._hook_environment = hook_environment
-        self._fault_types = fault_types
-        self._clock = clock
-        self._wall = wall_clock
-        self._environ = environ
-        self._listener = listener
-        self._log: Any = log if log is not None else get_logger()
+        self._poll_scope = sources.poll_scope
+        self._monitors = list(sources.monitors)
+        self._read_identity = sources.read_identity
+        self._fault_types = sources.fault_types
+        self._followups = list(sources.followups)
+        self._journal = hooks.journal
+        self._plan = hooks.plan
+        self._runner = hooks.runner
+        self._hook_environment = hooks.hook_environment
+        self._environ = hooks.environ
+        self._settle_orphan = hooks.settle_orphan
+        self._group_record = hooks.group_record
+        self._stop = links.stop
+        self._notifier = links.notifier
+        self._listener = links.listener
+        self._signals = links.signals
+        self._shutdown = links.shutdown
+        self._boot = links.boot
+        self._clocks = clocks
+        self._clock = clocks.monotonic
+        self._wall = clocks.wall
+        self._log: Any = clocks.logger()
         self._identity: Identity | None = None
         self._identity_retry_at = float("-inf")
         self._identity_failed = False
@@ -233,15 +265,9 @@ class Watcher:
         self.polls = 0
         self.last_results: list[HookResult] = []
         self._poll_now = False
-        self._followups = list(followups)
-        self._signals = signals
-        self._settle_orphan = settle_orphan
-        self._group_record = group_record
         self._spawned: dict[str, Any] | None = None
         self._folded_kinds: set[tuple[str, str]] = set()
         self._hook_running: str | None = None
-        self._shutdown = shutdown
-        self._boot = boot
         self._stop_kind: StopKind | None = None
         self._shutdown_deadline: float | None = None
         self._withdrawals = Withdrawals()
@@ -656,14 +682,12 @@ class Watcher:
                 settings=self.settings.hooks,
                 deadline_mono=deadline_on_monotonic(run.deadline, self._wall(), self._clock()),
                 should_stop=lambda: self._should_stop(run),
-                on_start=on_start,
-                on_finish=on_finish,
-                clock=self._clock,
-                wall_clock=self._wall,
-                on_wait=on_wait,
-                on_spawn=on_spawn,
-                wait_tick=self._wait_tick(),
-            )
+                observer=RunObserver(
+                    on_start=on_start, on_finish=on_finish, on_wait=on_wait,
+                    on_spawn=on_spawn, wait_tick=self._wait_tick(),
+                ),
+                clocks=self._clocks,
+            )  # fmt: skip
             results += batch
             pending = pending[len(batch) :]
             if not ((run.lowered or run.action_changed) and pending):

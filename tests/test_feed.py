@@ -13,7 +13,7 @@ from spotwatch.monitor import MonitorBase
 from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.runner import HookSettings
 from spotwatch.stopper import Stopper
-from spotwatch.watcher import Watcher, WatchSettings
+from spotwatch.watcher import HookWork, Watcher, WatcherLinks, WatchSettings, WatchSources
 from tests.watch_helpers import (
     FakeClock,
     FakeHook,
@@ -103,16 +103,12 @@ def test_news_cuts_the_loops_sleep_short() -> None:
     watcher = Watcher(
         WatchSettings(interval=60.0, hooks_dir=Path("/hooks"),
                       hooks=HookSettings(hook_timeout=5.0, deadline_margin=1.0), max_notices=1),
-        monitors=[monitor],
-        read_identity=Identity,
-        journal=FakeJournal(),
-        stop=stop,
-        notifier=FakeNotifier(FakeClock()),
-        plan=lambda d: FakePlan(d, hooks),
-        runner=runner,
-        hook_environment=lambda base, n, ident, drill=False: {},
-        fault_types=(ImdsError,),
-        environ={},
+        sources=WatchSources(monitors=[monitor], read_identity=Identity,
+                             fault_types=(ImdsError,)),
+        hooks=HookWork(plan=lambda d: FakePlan(d, hooks), runner=runner,
+                       hook_environment=lambda base, n, ident, drill=False: {},
+                       journal=FakeJournal(), environ={}),
+        links=WatcherLinks(stop=stop, notifier=FakeNotifier(FakeClock())),
     )  # fmt: skip
     thread = threading.Thread(target=watcher.run, daemon=True)
     try:
