@@ -62,8 +62,9 @@ def add_parser(subparsers: Any) -> None:
         "--lead",
         metavar="S",
         type=_seconds,
-        default=120.0,
-        help="seconds from the notice to the interruption (default %(default)g)",
+        default=None,
+        help="seconds from the notice to the interruption (default 120; with --cloud azure "
+        "30, the least notice Azure gives a Spot eviction)",
     )
     add(
         "--action",
@@ -140,14 +141,14 @@ def add_parser(subparsers: Any) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     from spotwatch import logs
-    from spotwatch.drill import DrillOptions, render_json, render_text, run_drill
+    from spotwatch.drill import DrillOptions, default_lead, render_json, render_text, run_drill
 
     logs.configure(None, args.log_level)
     report = run_drill(
         DrillOptions(
             hooks_dir=Path(args.hooks_dir),
             notice_in=args.notice_in,
-            lead=args.lead,
+            lead=args.lead if args.lead is not None else default_lead(args.cloud, args.event),
             action=args.action,
             interval=args.interval,
             hook_timeout=args.hook_timeout,
