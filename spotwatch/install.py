@@ -434,15 +434,22 @@ def apply(root: Path, steps: Sequence[Step], out: Callable[[str], None]) -> None
 # -- systemctl and the spotwatch script ---------------------------------------------
 
 
-Runner = Callable[[Sequence[str]], int]
+# run(argv, out): the exit status; the command's own lines go through ``out``.
+Runner = Callable[[Sequence[str], Callable[[str], None]], int]
 
 
-def run_command(argv: Sequence[str]) -> int:
-    """Run ``argv``, its output going to ours; returns the exit status."""
+def run_command(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    """Run ``argv`` and relay its output (stdout and stderr, in order) through ``out``,
+    each line tagged with the program, so it never interleaves with ours."""
     try:
-        return subprocess.run(list(argv), check=False).returncode
+        proc = subprocess.run(list(argv), check=False, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     except FileNotFoundError:
         return 127
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        if line.strip():
+            out(f"  {argv[0]}: {line.rstrip()}")
+    return proc.returncode
 
 
 def unit_program() -> str:
@@ -464,9 +471,9 @@ def _need_root(root: Path | None, command: str, system_root: Path) -> Path:
     return system_root
 
 
-def _systemctl(run: Runner, *args: str) -> None:
+def _systemctl(run: Runner, out: Callable[[str], None], *args: str) -> None:
     argv = ["systemctl", *args]
-    status = run(argv)
+    status = run(argv, out)
     if status == 127:
         raise SpotwatchError(
             "systemctl not found: this machine does not run systemd; the files are in "
@@ -528,14 +535,14 @@ def install(
         s.path in (UNIT_PATH, STRICT_PATH) and s.action in (CREATE, UPDATE, REMOVE) for s in steps
     )
     if use_systemctl and enable:
-        _systemctl(run, "daemon-reload")
-        _systemctl(run, "enable", "--now", UNIT_NAME)
+        _systemctl(run, out, "daemon-reload")
+        _systemctl(run, out, "enable", "--now", UNIT_NAME)
         out(f"enabled and started {UNIT_NAME}: see 'systemctl status spotwatch'")
         if code_changed and not fresh:
             # A new version of the one file: a running service still uses the old
             # one's unpacked code, which is about to go. (A stop lets a running hook
             # finish; the start resumes what was left.)
-            _systemctl(run, "try-restart", UNIT_NAME)
+            _systemctl(run, out, "try-restart", UNIT_NAME)
             out(f"restarted {UNIT_NAME} (if it was running) to run the new version")
         elif unit_changed:
             out("the unit changed: 'systemctl restart spotwatch' to use it")
@@ -567,7 +574,7 @@ def uninstall(
     steps = plan_uninstall(items, disk, manifest)
 
     if use_systemctl and disk.get(UNIT_PATH) is not None:
-        status = run(["systemctl", "disable", "--now", UNIT_NAME])
+        status = run(["systemctl", "disable", "--now", UNIT_NAME], out)
         if status != 0:
             out(f"warning: 'systemctl disable --now {UNIT_NAME}' failed (exit {status})")
     apply(root, steps, out)
@@ -578,7 +585,7 @@ def uninstall(
     _remove_empty_dirs(root, [STRICT_DIR, *examples, HOOKS_DIR, RESUME_DIR, CONFIG_DIR,
                               "/var/lib/spotwatch"])  # fmt: skip
     if use_systemctl:
-        _systemctl(run, "daemon-reload")
+        _systemctl(run, out, "daemon-reload")
     from spotwatch import onefile
 
     # Last: this may be the code that is running now.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -201,7 +202,7 @@ class Systemctl:
         self.calls: list[list[str]] = []
         self.fail = fail
 
-    def __call__(self, argv: Sequence[str]) -> int:
+    def __call__(self, argv: Sequence[str], out: Callable[[str], None]) -> int:
         self.calls.append(list(argv))
         return 1 if any(word in argv for word in self.fail) else 0
 
@@ -239,6 +240,38 @@ def test_failing_systemctl_is_one_clear_error(tmp_path: Path) -> None:
             None, run=Systemctl(fail=["enable"]), out=lambda line: None, system_root=tmp_path
         )
     assert (tmp_path / UNIT).exists()  # the files are in place
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("as_root")
+def test_systemctls_own_lines_are_relayed_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A real (stand-in) systemctl that talks on stdout and stderr: its lines come back
+    through spotwatch's output, tagged and in order, and never straight to the terminal."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "$* said on stdout"\n'
+        'echo "Created symlink for $*" >&2\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    lines: list[str] = []
+    inst.install(None, out=lines.append, system_root=tmp_path / "sys")
+    captured = capfd.readouterr()
+    assert "systemctl" not in captured.out + captured.err
+    relayed = [line for line in lines if line.startswith("  systemctl: ")]
+    assert relayed == [
+        "  systemctl: daemon-reload said on stdout",
+        "  systemctl: Created symlink for daemon-reload",
+        "  systemctl: enable --now spotwatch.service said on stdout",
+        "  systemctl: Created symlink for enable --now spotwatch.service",
+    ]
+    enabled = lines.index("enabled and started spotwatch.service: see 'systemctl status spotwatch'")
+    assert lines.index(relayed[-1]) < enabled
 
 
 @pytest.mark.usefixtures("as_root")
@@ -362,7 +395,7 @@ def test_plan_install_decisions() -> None:
 @pytest.mark.usefixtures("as_root")
 def test_machine_without_systemd_is_told_to_use_no_enable(tmp_path: Path) -> None:
     with pytest.raises(SpotwatchError, match=r"systemctl not found.*--no-enable"):
-        inst.install(None, run=lambda argv: 127, out=lambda line: None, system_root=tmp_path)
+        inst.install(None, run=lambda argv, out: 127, out=lambda line: None, system_root=tmp_path)
 
 
 # -- install --print ------------------------------------------------------------------
