@@ -23,6 +23,7 @@ import struct
 import sys
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -664,6 +665,15 @@ def serve_until_stopped(args: argparse.Namespace) -> int:
             sim.stop()
     return 0
 
+
+class _RunnableModule(types.ModuleType):
+    """``SHIV_MODULE=spotwatch.imdssim`` (the one-file install) calls the module itself."""
+
+    def __call__(self) -> int:
+        return main()
+
+
+sys.modules[__name__].__class__ = _RunnableModule
 
 if __name__ == "__main__":
     sys.exit(main())
