@@ -313,7 +313,15 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
     from spotwatch.imdssim import ImdsSimulator
     from spotwatch.stopper import Stopper
 
-    if not options.hooks_dir.is_dir():
+    try:
+        is_dir = options.hooks_dir.is_dir()
+    except OSError as exc:  # not reachable by the user the drill runs as
+        raise SpotwatchError(
+            f"cannot reach hooks directory {options.hooks_dir}: {exc.strerror or exc} "
+            f"(as uid {os.geteuid()}); the service running as this user could not either",
+            exit_code=2,
+        ) from None
+    if not is_dir:
         raise SpotwatchError(
             f"hooks directory {options.hooks_dir} {_not_dir(options.hooks_dir)}: "
             "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
