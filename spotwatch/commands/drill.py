@@ -39,7 +39,9 @@ def add_parser(subparsers: Any) -> None:
         description=(
             "Start an IMDS simulator on 127.0.0.1, run the real watcher against it with "
             "the hooks in --hooks-dir, send a spot interruption notice and print the "
-            "timeline. Hooks see SPOTWATCH_DRILL=1. Exit status 1 when a hook failed, "
+            "timeline. Hooks see SPOTWATCH_DRILL=1. With --installed, the hooks run as the "
+            "installed service would run them (its user, PATH and settings file), not with "
+            "your shell's environment. Exit status 1 when a hook failed, "
             "timed out, or the deadline would have been missed."
         ),
     )

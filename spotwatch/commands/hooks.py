@@ -27,7 +27,8 @@ def add_parser(subparsers: Any) -> None:
         help="show which hooks would run, in order, and why the others would not",
         description=(
             "List the hooks spotwatch would run, in order, and every other file in the "
-            "hooks directory with the reason it would not run and the fix. Exit status: "
+            "hooks directory with the reason it would not run and the fix; and the tools "
+            "each hook names in a '# Tools:' line at its top that are not on PATH. Exit status: "
             "0 fine, 1 something is refused as unsafe, 2 the directory is missing."
         ),
     )
