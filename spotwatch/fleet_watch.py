@@ -71,6 +71,8 @@ if TYPE_CHECKING:
 BACKOFF_MAX = 30.0
 TICK = 0.1  # the book-keeper's beat while messages are in hand
 IDLE_TICK = 0.25
+# After a signal, how long the receiver's long poll (up to 20 s) may still hold the exit.
+RECEIVE_GRACE = 2.0
 RATE_WINDOW = 10.0
 
 DONE = "done"
@@ -203,7 +205,14 @@ class FleetWatcher:
             for worker in workers:
                 worker.join()
             self._flush_deletes(force=True)
-            receiver.join(timeout=self.settings.wait_seconds + 30)
+            signalled = self._stop.is_set()
+            receiver.join(timeout=RECEIVE_GRACE if signalled else self.settings.wait_seconds + 30)
+            if signalled and receiver.is_alive():
+                # SQS cannot cancel a long poll; a message it hands this process now
+                # is simply delivered again once its visibility timeout runs out.
+                self._log.info("fleet.receive_abandoned", grace=RECEIVE_GRACE,
+                               note="a message received now reappears after the "
+                               f"visibility timeout ({self._visibility} s)")
             self._lookup.close()
             self._metrics.flush(force=True)
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
@@ -225,8 +234,9 @@ class FleetWatcher:
                     self._work.notify_all()
                     self._room.notify_all()
                 # Nothing more comes once the receiver is done (stopping, enough, or
-                # a bug of ours in it): finish what is in hand, then return.
-                finished = self._receiver_done and not self._slots
+                # a bug of ours in it): finish what is in hand, then return. After a
+                # signal, do not sit out its long poll: run() gives it a short grace.
+                finished = not self._slots and (self._receiver_done or self._stop.is_set())
                 busy = bool(self._slots)
             self._extend_due()
             self._flush_deletes()
@@ -250,9 +260,13 @@ class FleetWatcher:
             for key in waiting:
                 del self._slots[key]
             self.released += len(items)
+            running = len(self._slots)
             self._work.notify_all()
             self._room.notify_all()
         self._quit.set()
+        # Said at once, before the hand-back and the wait for running hooks.
+        self._log.info("fleet.stopping", reason=self._stop_reason(), running=running,
+                       releasing=len(items))
         self._queue.release(items)
 
     def _enough(self) -> bool:

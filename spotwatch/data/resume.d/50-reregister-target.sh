@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: aws
 # The way back: put this instance back into its load balancer's target group,
 # undoing an end hook that deregistered it (so it took no new requests while
 # it went away) when the end turned out not to come: the instance is back after
