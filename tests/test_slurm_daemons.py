@@ -25,7 +25,7 @@ _WHY_NOT = slurm_cluster.why_not()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(_WHY_NOT is not None and not slurm_cluster.REQUIRED,
-                       reason=f"real Slurm: {_WHY_NOT}"),  # fmt: skip
+                       reason=f"real Slurm: {_WHY_NOT}"),
     pytest.mark.timeout(240),
 ]
 
