@@ -45,6 +45,9 @@ class DrillOptions:
     cloud: str = "aws"  # issue 12: the simulator speaks this cloud's protocol
     resume: bool = False  # then the way back: the resume hooks, as when the end did not come
     resume_dir: Path | None = None
+    # Identity document fields the AWS simulator gives (instanceId, region, ...):
+    # a rehearsal against stand-ins names the instance its stand-ins know.
+    identity: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,8 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             as sim,
             tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
         ):
+            if options.identity:
+                sim.set_identity(**dict(options.identity))
             config = RunConfig(
                 imds_url=sim.url,
                 interval=options.interval,
