@@ -177,6 +177,8 @@ def rehearse(options: DrillOptions) -> tuple[DrillReport, Seen]:
                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
                 "SPOTWATCH_STANDIN_LOG": str(calls_log), "SPOTWATCH_STATE_DIR": str(state),
                 "SPOTWATCH_S3_BUCKET": BUCKET, "SPOTWATCH_SHIP_PATHS": str(logs),
+                # Its one-line summary on the timeline, not a JSON line per file.
+                "SPOTWATCH_SHIP_ARGS": "--log-level warning",
                 "SPOTWATCH_NOTIFY_WEBHOOK_URL": f"{receiver.url}/ops",
                 "SPOTWATCH_NOTIFY_TAG": "true", "SPOTWATCH_ECS_CLUSTER": CLUSTER,
                 "SPOTWATCH_K8S_NODE": NODE, "SPOTWATCH_SLURM_NODE": NODE,

@@ -183,5 +183,5 @@ def _main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**report_as_dict(report), "stand_ins": asdict(seen)}, indent=2))
     else:
-        print(render_text(report) + render_seen(seen, report))
+        print(render_text(report) + "\n" + render_seen(seen, report))
     return 0 if report.ok else 1
