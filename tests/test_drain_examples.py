@@ -205,8 +205,8 @@ def test_ecs_gives_up_with_the_time_left(standins: Standins) -> None:
     assert result.returncode == 0 and "still running" in result.stdout
     assert near(budget(result.stdout), 4)  # 44 - 10 - 30
     assert time.monotonic() - started < 15
-    # Polled (every 2 s) until then, not once and not past it.
-    assert 2 <= len(standins.calls("aws")) - 2 <= 4
+    # Polled (every 2 s) until then: at least once, and no more than fits in 4 s.
+    assert 1 <= len(standins.calls("aws")) - 2 <= 3
 
 
 def test_ecs_honours_the_hook_deadline(standins: Standins) -> None:
