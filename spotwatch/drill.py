@@ -55,6 +55,9 @@ class DrillOptions:
     cloud: str = "aws"  # the simulator speaks this cloud's protocol
     resume: bool = False  # then the way back: the resume hooks, as when the end did not come
     resume_dir: Path | None = None
+    # Identity document fields the AWS simulator gives (instanceId, region, ...):
+    # a rehearsal against stand-ins names the instance its stand-ins know.
+    identity: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,13 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             _serving(drill_sim.simulator) as sim,
             tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
         ):
+            if options.identity:
+                from spotwatch.imdssim import ImdsSimulator
+
+                # Only the action rehearsal sets one, and it rehearses AWS.
+                if not isinstance(sim, ImdsSimulator):
+                    raise SpotwatchError("a rehearsed identity needs --cloud aws", exit_code=2)
+                sim.set_identity(**dict(options.identity))
             config = RunConfig(
                 imds_url=sim.url,
                 interval=options.interval,

@@ -101,6 +101,11 @@ def test_install_into_a_root(tmp_path: Path) -> None:
         assert copy.read_bytes() == (DATA / name).read_bytes() and mode(copy) == 0o755
     assert (tmp_path / HOOKS / "examples" / "30-drain-kubernetes.sh").is_file()
     assert (tmp_path / "etc/spotwatch/resume.d/examples/30-uncordon-kubernetes.sh").is_file()
+    # One way back into the load balancers: `spotwatch deregister --restore`, an example
+    # like the rest, and no second script of its own in resume.d.
+    resume = tmp_path / "etc/spotwatch/resume.d"
+    assert [p.name for p in resume.iterdir() if p.is_file()] == []
+    assert (resume / "examples" / "20-register.sh").is_file()
     assert not (tmp_path / STRICT).exists()
 
     manifest = json.loads((tmp_path / MANIFEST).read_text())["files"]

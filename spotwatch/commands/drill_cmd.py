@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from spotwatch.clouds import registry
 from spotwatch.config import DEFAULT_HOOKS_DIR, DEFAULT_RESUME_DIR, seconds, watch_list
+from spotwatch.errors import SpotwatchError
 
 
 def _seconds(text: str) -> float:
@@ -145,6 +147,14 @@ def add_parser(subparsers: Any) -> None:
         help="with --installed: the installed files under DIR (as 'install --root DIR' "
         "wrote them) instead of /",
     )
+    add(
+        "--with-examples",
+        action="store_true",
+        help="rehearse the shipped action examples (deregister, the drains, ship, notify; "
+        "with --resume their resume hooks) against stand-ins on 127.0.0.1: moto for AWS, a "
+        "webhook receiver, recording kubectl/nomad/scontrol/aws/docker/systemctl; "
+        "--hooks-dir and --resume-dir are not used. Needs moto[server]",
+    )
     add("--json", action="store_true", help="print the timeline as JSON")
     add(
         "--log-level",
@@ -169,23 +179,37 @@ def _main(args: argparse.Namespace) -> int:
     from spotwatch.drill import DrillOptions, default_lead, render_json, render_text, run_drill
 
     logs.configure(None, args.log_level)
-    report = run_drill(
-        DrillOptions(
-            hooks_dir=Path(args.hooks_dir),
-            notice_in=args.notice_in,
-            lead=args.lead if args.lead is not None else default_lead(args.cloud, args.event),
-            action=args.action,
-            interval=args.interval,
-            hook_timeout=args.hook_timeout,
-            deadline_margin=args.deadline_margin,
-            event=args.event,
-            watch=args.watch,
-            cloud=args.cloud,
-            resume=args.resume,
-            resume_dir=Path(args.resume_dir),
-        )
+    options = DrillOptions(
+        hooks_dir=Path(args.hooks_dir),
+        notice_in=args.notice_in,
+        lead=args.lead if args.lead is not None else default_lead(args.cloud, args.event),
+        action=args.action,
+        interval=args.interval,
+        hook_timeout=args.hook_timeout,
+        deadline_margin=args.deadline_margin,
+        event=args.event,
+        watch=args.watch,
+        cloud=args.cloud,
+        resume=args.resume,
+        resume_dir=Path(args.resume_dir),
     )
-    print(render_json(report) if args.json else render_text(report), file=sys.stdout)
+    if not args.with_examples:
+        report = run_drill(options)
+        print(render_json(report) if args.json else render_text(report), file=sys.stdout)
+        return 0 if report.ok else 1
+    if args.cloud != "aws" or args.event == "shutdown":
+        raise SpotwatchError("--with-examples rehearses the AWS examples: leave out --cloud "
+                             "and --event shutdown", exit_code=2)  # fmt: skip
+    from dataclasses import asdict
+
+    from spotwatch.drill import report_as_dict
+    from spotwatch.rehearsal import rehearse, render_seen
+
+    report, seen = rehearse(options)
+    if args.json:
+        print(json.dumps({**report_as_dict(report), "stand_ins": asdict(seen)}, indent=2))
+    else:
+        print(render_text(report) + "\n" + render_seen(seen, report))
     return 0 if report.ok else 1
 
 
