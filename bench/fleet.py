@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -90,7 +91,9 @@ def serve_moto(port: str) -> None:
     moto finds an instance by id by walking every instance, and RunInstances
     does that for each instance it makes (to attach its volume): 10,000
     instances took many minutes to make. Here the walk starts at the newest
-    reservation, which is where RunInstances looks.
+    reservation, which is where RunInstances looks; and an instance's own tags
+    (in every RunInstances answer) are read from the tag table by its id, not
+    by filtering every tag in the region.
 
     moto also computes every queue attribute, counting the queue three times,
     for each message sent (to read ContentBasedDeduplication): filling a queue
@@ -98,7 +101,9 @@ def serve_moto(port: str) -> None:
     """
     from moto.core.utils import unix_time
     from moto.ec2.exceptions import InvalidInstanceIdError
+    from moto.ec2.models.core import TaggedEC2Resource
     from moto.ec2.models.instances import Instance, InstanceBackend
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
     from moto.server import main as moto_main
     from moto.sqs.models import Queue, SQSBackend
 
@@ -110,6 +115,16 @@ def serve_moto(port: str) -> None:
         raise InvalidInstanceIdError(instance_id)
 
     InstanceBackend.get_instance = get_instance  # type: ignore[method-assign]
+
+    def get_tags(self: TaggedEC2Resource) -> list[dict[str, str]]:
+        resource = getattr(self, "id", None)
+        if not resource:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource), "")
+        return [{"resource_id": resource, "key": k, "value": v, "resource_type": kind}
+                for k, v in self.ec2_backend.tags.get(resource, {}).items()]  # type: ignore[attr-defined]
+
+    TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
 
     counts = {
         "ApproximateNumberOfMessages": lambda q: len(q.messages),
@@ -505,6 +520,8 @@ def main() -> None:
         baseline_worker(args.baseline_worker[0], int(args.baseline_worker[1]))
         return
     parts = set(args.only.split(","))
+    # A TERM (timeout, kill) still stops moto's server, in the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     moto, url = start_moto()
     os.environ.update({
