@@ -11,6 +11,7 @@ from spotwatch.fleet_schedule import (
     hold_for,
     next_to_run,
     rate,
+    receivers_for,
     room,
     to_extend,
 )
@@ -92,3 +93,7 @@ def test_batches_of_ten_and_the_rate() -> None:
     assert [len(b) for b in batches(list(range(23)))] == [10, 10, 3]
     assert batches([]) == []
     assert rate([1.0, 5.0, 9.0, 10.0], 10.0, 5.0) == 3 / 5
+
+
+def test_one_receiver_per_32_workers_at_most_8() -> None:
+    assert [receivers_for(w) for w in (1, 16, 32, 33, 64, 256, 1024)] == [1, 1, 1, 2, 2, 8, 8]
