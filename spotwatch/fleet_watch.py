@@ -208,6 +208,7 @@ class FleetWatcher:
             hooks_dir=str(self.settings.hooks_dir) if self.settings.hooks_dir else None,
             max_messages=self.settings.max_messages,
             workers=self.settings.workers,
+            receivers=self._receivers,
             hand=self._capacity,
         )
 
