@@ -36,7 +36,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="spotwatch",
-        description="Watch for the EC2 spot interruption notice and run your hooks in time.",
+        description="Run your hooks before a spot or preemptible instance ends, on AWS, "
+        "Google Compute Engine and Azure; report spot requests and fleet events on AWS.",
     )
     parser.add_argument("--version", action="version", version=f"spotwatch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

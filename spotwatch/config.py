@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from spotwatch.clouds import registry
 from spotwatch.errors import UsageError
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
@@ -33,7 +34,7 @@ WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg", "migrate", "shutdown
 DEFAULT_WATCH = ("spot", "shutdown")
 DEFAULT_ASG_DEADLINE = 300.0
 DEFAULT_MAINTENANCE_LEAD = 300.0
-CLOUDS = ("auto", "aws", "gcp", "azure")
+CLOUDS = ("auto", *registry.NAMES)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -434,29 +435,9 @@ def _check_maintenance_lead(settings: RunConfig) -> None:
 def shortest_lead(settings: RunConfig, cloud: str) -> tuple[float, str] | None:
     """The least time ahead any watched source announces an end on ``cloud``, and
     which source that is; None if no watched source has a fixed lead."""
-    leads: list[tuple[float, str]] = []
-    sources = settings.sources
-    if cloud == "aws":
-        from spotwatch.notice import DEFAULT_LEAD_SECONDS
+    from spotwatch.clouds import registry
 
-        for source in ("spot", "rebalance"):
-            if source in sources:
-                leads.append((DEFAULT_LEAD_SECONDS, f"the {source} notice on AWS"))
-        if "asg" in sources:
-            leads.append((settings.asg_deadline, "--asg-deadline"))
-        # maintenance: --maintenance-lead, checked on its own in resolve().
-    elif cloud == "gcp":
-        from spotwatch.gcp import MAINTENANCE_LEAD_SECONDS, PREEMPT_LEAD_SECONDS
-
-        if "spot" in sources:
-            leads.append((PREEMPT_LEAD_SECONDS, "a preemption on Google"))
-        for source in ("maintenance", "migrate"):
-            if source in sources:
-                leads.append((MAINTENANCE_LEAD_SECONDS, f"{source} on Google"))
-    elif cloud == "azure" and sources:
-        from spotwatch.azure import DEFAULT_LEAD_SECONDS as AZURE_LEAD
-
-        leads.append((AZURE_LEAD, "an Azure eviction (as little as 30 s)"))
+    leads = registry.get(cloud).leads(settings)
     return min(leads) if leads else None
 
 

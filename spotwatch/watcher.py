@@ -14,8 +14,9 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from spotwatch import faults
 from spotwatch.clocks import SYSTEM, Clocks
@@ -29,16 +30,13 @@ if TYPE_CHECKING:
     from spotwatch.boot import PreviousBoot
     from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
+    from spotwatch.monitor import Monitor
     from spotwatch.orphans import Orphan
     from spotwatch.runner import HookResult, HookSettings
     from spotwatch.shutdown import StopKind
     from spotwatch.stopper import StopFlag
 
-
-class Monitor(Protocol):
-    name: str
-
-    def check(self) -> Notice | None: ...
+_T = TypeVar("_T")
 
 
 class SystemdLink(Protocol):
@@ -333,7 +331,7 @@ class Watcher:
                 return
             ping = self._notifier.watchdog_interval()
             self._stop.wait(remaining if ping is None else min(remaining, ping / 2))
-            if any(_has_news(m) for m in self._monitors):
+            if any(m.has_news() for m in self._monitors):
                 return  # a background feed saw a change (Google, Azure): poll now
 
     def _wait_tick(self) -> float | None:
@@ -446,7 +444,7 @@ class Watcher:
             kinds = sorted({s.kind or "?" for s in self._faults.states.values()})
             return f"watching; IMDS fault: {', '.join(kinds)}"
         stamp = time.strftime("%H:%M:%SZ", time.gmtime(self._wall()))
-        notes = [note for m in self._monitors if (note := _status_note(m))]
+        notes = [note for m in self._monitors if (note := m.status_note())]
         return "; ".join([f"watching; last poll {stamp}: no notice", *notes])
 
     def _record_fault(self, source: str, exc: BaseException | None) -> None:
@@ -539,7 +537,7 @@ class Watcher:
         # so the follow-ups' closing step (CompleteLifecycleAction) waits for that.
         if not self._stopping():
             for followup, about in run.followups:
-                self._followup_call(followup, "finished", about, results)
+                self._guarded(followup, "finished", partial(followup.finished, about, results))
         self.last_results = results
         return self._conclude(run, len(pending), results)
 
@@ -670,7 +668,7 @@ class Watcher:
             self._report_signals()
             self._notifier.watchdog_if_due()
             for followup, about in run.followups:
-                self._followup_call(followup, "tick", about)
+                self._guarded(followup, "tick", partial(followup.tick, about))
 
         results: list[HookResult] = []
         while True:
@@ -837,8 +835,8 @@ class Watcher:
         if run is None:
             # The hooks already ran for this end: the follow-up's work comes at once.
             for followup in self._applicable(notice):
-                self._followup_call(followup, "started", notice)
-                self._followup_call(followup, "finished", notice, [])
+                self._guarded(followup, "started", partial(followup.started, notice))
+                self._guarded(followup, "finished", partial(followup.finished, notice, []))
             return
         if notice.deadline < run.deadline:
             run.deadline = notice.deadline
@@ -1076,42 +1074,35 @@ class Watcher:
 
     # -- follow-ups ---------------------------------------------------------------
     def _applicable(self, notice: Notice) -> list[FollowUp]:
-        return [f for f in self._followups if self._followup_call(f, "applies", notice)]
+        return [
+            f for f in self._followups
+            if self._guarded(f, "applies", partial(f.applies, notice))
+        ]  # fmt: skip
 
     def _start_followups(self, run: _Handling, notice: Notice) -> None:
         for followup in self._applicable(notice):
             run.followups.append((followup, notice))
-            self._followup_call(followup, "started", notice)
-            # Optional: what the follow-up learnt for the hooks (SPOTWATCH_ASG_NAME).
-            if hasattr(followup, "environment"):
-                known = {name for name, _ in run.env}
-                extra = self._followup_call(followup, "environment", notice) or ()
-                run.env += tuple(pair for pair in extra if pair[0] not in known)
+            self._guarded(followup, "started", partial(followup.started, notice))
+            # What the follow-up learnt for the hooks (SPOTWATCH_ASG_NAME).
+            known = {name for name, _ in run.env}
+            extra = self._guarded(followup, "environment", partial(followup.environment, notice))
+            run.env += tuple(pair for pair in extra or () if pair[0] not in known)
 
-    def _followup_call(self, followup: FollowUp, method: str, *args: Any) -> Any:
-        # A follow-up's trouble never stops the hooks.
+    def _guarded(self, followup: FollowUp, step: str, call: Callable[[], _T]) -> _T | None:
+        """``call`` (one step of ``followup``), or None when it raised: a follow-up's
+        trouble never stops the hooks."""
         try:
-            return getattr(followup, method)(*args)
+            return call()
         except Exception as exc:
             self._log.error(
                 "followup.failed",
                 followup=type(followup).__name__,
-                step=method,
+                step=step,
                 error=f"{type(exc).__name__}: {exc}",
             )
-            return False
+            return None
 
     def _emit(self, event: str, fields: Mapping[str, Any]) -> None:
         if self._listener is not None:
             self._listener(event, fields)
 
-
-def _has_news(monitor: Monitor) -> bool:
-    news = getattr(monitor, "has_news", None)
-    return bool(news()) if callable(news) else False
-
-
-def _status_note(monitor: Monitor) -> str | None:
-    """What a monitor adds to the idle STATUS line (the next planned maintenance)."""
-    note = getattr(monitor, "status_note", None)
-    return note() if callable(note) else None

@@ -9,6 +9,7 @@ from typing import Any
 
 from spotwatch.feed import Feed
 from spotwatch.imds import ImdsError
+from spotwatch.monitor import MonitorBase
 from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.runner import HookSettings
 from spotwatch.stopper import Stopper
@@ -72,7 +73,7 @@ def test_feed_survives_a_bug_in_its_step() -> None:
         feed.close()
 
 
-class NewsMonitor:
+class NewsMonitor(MonitorBase):
     """A monitor whose news arrives from another thread, as from a feed."""
 
     name = SPOT_INTERRUPTION

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from spotwatch.clocks import Clocks
+from spotwatch.monitor import MonitorBase
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.runner import HookSettings
 from spotwatch.watcher import HookWork, Watcher, WatcherLinks, WatchSettings, WatchSources
@@ -49,7 +50,7 @@ class Fault(Exception):
         self.advice = "do something"
 
 
-class ScriptedMonitor:
+class ScriptedMonitor(MonitorBase):
     """Answers from a script, one entry per poll; each poll takes ``cost`` seconds."""
 
     def __init__(self, name: str, clock: FakeClock, script: list[Any], cost: float = 0.3) -> None:

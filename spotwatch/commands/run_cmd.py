@@ -12,7 +12,7 @@ from spotwatch import config
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="watch IMDS for the spot interruption notice and run the hooks",
+        help="watch the metadata service for a notice that the instance ends; run the hooks",
         description=(
             "Poll the instance metadata service for the spot interruption notice and, "
             "when it appears, run the hooks in order within the deadline. Every flag can "
