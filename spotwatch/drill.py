@@ -301,7 +301,9 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
         ):
             if options.identity:
-                sim.set_identity(**dict(options.identity))
+                # Only the AWS simulator takes one (the rehearsal with examples is AWS only).
+                aws_sim: Any = sim
+                aws_sim.set_identity(**dict(options.identity))
             config = RunConfig(
                 imds_url=sim.url,
                 interval=options.interval,
