@@ -12,25 +12,33 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spotwatch.clouds.base import Rehearsal, Simulator
 from spotwatch.config import RunConfig
 from spotwatch.errors import SpotwatchError
+from spotwatch.runner import NO_TIME_LEFT
 
 ACTIONS = ("terminate", "stop", "hibernate")
 EVENTS = ("spot", "rebalance", "maintenance", "asg", "shutdown")
-# The maintenance event a drill of --action A schedules.
-MAINTENANCE_CODES = {
-    "terminate": "instance-retirement",
-    "stop": "instance-stop",
-    "hibernate": "instance-stop",
-}
-DRILL_EVENT_ID = "instance-event-0drill000000000000"
-# The clouds that publish only a bare reclaim time (no maintenance, no rebalance).
-RECLAIM_CLOUDS = ("alibaba", "tencent")
+DEFAULT_LEAD = 120.0  # the spot notice's two minutes
+AZURE_PREEMPT_LEAD = 30.0  # Azure's minimum notice for a Spot eviction
+
+
+def default_lead(cloud: str, event: str) -> float:
+    """``--lead`` when none is given: what the rehearsed platform promises at least."""
+    if cloud == "azure" and event == "spot":
+        return AZURE_PREEMPT_LEAD
+    return DEFAULT_LEAD
+
+
+def _the_end(event: str) -> str:
+    # A rebalance recommendation announces no interruption; its deadline is spotwatch's own.
+    return "the deadline" if event == "rebalance" else "the interruption"
 
 
 @dataclass(frozen=True)
@@ -44,9 +52,12 @@ class DrillOptions:
     deadline_margin: float = 10.0
     event: str = "spot"  # which source to rehearse (EVENTS)
     watch: tuple[str, ...] = ()  # what the watcher watches; the event's source is added
-    cloud: str = "aws"  # issue 12: the simulator speaks this cloud's protocol
+    cloud: str = "aws"  # the simulator speaks this cloud's protocol
     resume: bool = False  # then the way back: the resume hooks, as when the end did not come
     resume_dir: Path | None = None
+    # Identity document fields the AWS simulator gives (instanceId, region, ...):
+    # a rehearsal against stand-ins names the instance its stand-ins know.
+    identity: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,7 @@ class DrillReport:
     skipped: tuple[str, ...] = ()
     problems: tuple[str, ...] = field(default=())
     event: str = "spot"
-    cloud: str = "aws"  # issue 12
+    cloud: str = "aws"
     resume_requested: bool = False
     resume_dir: str = ""
     resume_seen: float | None = None  # seconds since began_at
@@ -118,8 +129,14 @@ class DrillReport:
         out += [f"{name}: refused (see 'spotwatch hooks')" for name in self.refused]
         if self.notice_seen is not None and self.seconds_left < self.deadline_margin:
             out.append(
-                f"hooks ended {self.seconds_left:.1f} s before the interruption, "
+                f"hooks ended {self.seconds_left:.1f} s before {_the_end(self.event)}, "
                 f"inside the {self.deadline_margin:g} s margin"
+            )
+        if any(h.description == NO_TIME_LEFT for h in self.hooks):
+            out.append(
+                f"hint: hooks must end --deadline-margin {self.deadline_margin:g} s before "
+                f"{_the_end(self.event)}, which leaves little of a {self.lead:g} s --lead; "
+                "pass a smaller --deadline-margin or a longer --lead"
             )
         if self.resume_requested:
             if self.resume_seen is None:
@@ -180,7 +197,7 @@ def render_text(report: DrillReport) -> str:
     failed = sum(1 for h in report.hooks if not h.ok)
     lines.append(
         f"{_stamp(report.ended)}  done           {len(report.hooks)} hooks, {failed} failed; "
-        f"{report.seconds_left:.1f} s left before the interruption "
+        f"{report.seconds_left:.1f} s left before {_the_end(report.event)} "
         f"(margin {report.deadline_margin:g} s)"
     )
     if report.resume_requested:
@@ -223,25 +240,10 @@ def _describe(report: DrillReport) -> tuple[str, str]:
             "system shutdown (poweroff) with no notice",
             "systemctl poweroff: SIGTERM, the hooks run as SPOTWATCH_EVENT=shutdown",
         )
-    if report.cloud == "gcp":
-        if report.event == "maintenance":
-            what = "instance/maintenance-event TERMINATE_ON_HOST_MAINTENANCE"
-            return "Google host maintenance", f"{what}, deadline {report.notice_time}"
-        return "Google preemption", f"instance/preempted TRUE, deadline {report.notice_time}"
-    if report.cloud == "azure":
-        kind = "Terminate" if report.event == "maintenance" else "Preempt"
-        return f"Azure {kind} event", f"{kind} event, NotBefore {report.notice_time}"
-    if report.event == "rebalance":
-        return "rebalance recommendation", "rebalance recommendation"
-    if report.event == "asg":
-        return "Auto Scaling termination", "lifecycle state Terminated"
-    if report.event == "maintenance":
-        code = MAINTENANCE_CODES[report.action]
-        return (
-            f"scheduled maintenance {code}",
-            f"{code} due, NotBefore {report.notice_time} ({report.lead:g} s lead)",
-        )
-    return f"{report.action} notice", f"{report.action} at {report.notice_time}"
+    from spotwatch.clouds import registry
+
+    rehearsal = Rehearsal(report.event, report.action, report.lead, report.notice_appeared or 0.0)
+    return registry.get(report.cloud).describe_drill(rehearsal, report.notice_time)
 
 
 class _Timeline:
@@ -289,12 +291,20 @@ def _not_dir(path: Path) -> str:
 
 def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) -> DrillReport:
     """Rehearse one notice end to end and return what happened."""
+    from spotwatch.clouds import registry
     from spotwatch.daemon import build_watcher
     from spotwatch.hooks import plan_hooks
-    from spotwatch.imdssim import ImdsSimulator
     from spotwatch.stopper import Stopper
 
-    if not options.hooks_dir.is_dir():
+    try:
+        is_dir = options.hooks_dir.is_dir()
+    except OSError as exc:  # not reachable by the user the drill runs as
+        raise SpotwatchError(
+            f"cannot reach hooks directory {options.hooks_dir}: {exc.strerror or exc} "
+            f"(as uid {os.geteuid()}); the service running as this user could not either",
+            exit_code=2,
+        ) from None
+    if not is_dir:
         raise SpotwatchError(
             f"hooks directory {options.hooks_dir} {_not_dir(options.hooks_dir)}: "
             "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
@@ -306,27 +316,26 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             "pass --resume-dir DIR (spotwatch install creates /etc/spotwatch/resume.d)",
             exit_code=2,
         )
-    if options.cloud != "aws" and options.event not in ("spot", "maintenance", "shutdown"):
-        raise SpotwatchError(
-            f"--event {options.event} exists on AWS only; with --cloud {options.cloud} "
-            "rehearse --event spot or maintenance",
-            exit_code=2,
-        )
-    if options.cloud in RECLAIM_CLOUDS and options.event not in ("spot", "shutdown"):
-        raise SpotwatchError(
-            f"--cloud {options.cloud} announces only the spot reclaim: rehearse --event spot "
-            "or shutdown",
-            exit_code=2,
-        )
+    adapter = registry.get(options.cloud)
+    if options.event not in adapter.drill_events:
+        raise SpotwatchError(_no_such_event(options.event, adapter.name), exit_code=2)
     plan = plan_hooks(options.hooks_dir)
     stop = Stopper()
     stop.install()
     try:
+        rehearsal = Rehearsal(options.event, options.action, options.lead, options.notice_in)
+        drill_sim = adapter.drill(rehearsal)
         with (
-            (ImdsSimulator(require_token=True) if options.cloud == "aws" else _simulator(options))
-            as sim,
+            _serving(drill_sim.simulator) as sim,
             tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
         ):
+            if options.identity:
+                from spotwatch.imdssim import ImdsSimulator
+
+                # Only the action rehearsal sets one, and it rehearses AWS.
+                if not isinstance(sim, ImdsSimulator):
+                    raise SpotwatchError("a rehearsed identity needs --cloud aws", exit_code=2)
+                sim.set_identity(**dict(options.identity))
             config = RunConfig(
                 imds_url=sim.url,
                 interval=options.interval,
@@ -350,10 +359,8 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
                 link = _DrillShutdown(stop, options)
                 notice_time = appear_at + options.lead
                 _shut_down_at(stop, options.notice_in)
-            elif options.cloud == "aws":
-                _schedule(sim, options, appear_at, notice_text)
             else:
-                notice_time, notice_text = _schedule_cloud(sim, options, appear_at)
+                notice_time, notice_text = drill_sim.schedule(appear_at)
             watcher = build_watcher(config, stop=stop, drill=True, max_notices=1,
                                     listener=timeline, shutdown=link)  # fmt: skip
             # If the notice is never seen (it should be, within one interval), give up.
@@ -375,7 +382,8 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
         stop.close()
     problems: list[str] = []
     if plan.problem:
-        problems.append(plan.problem)
+        # The fix on the FAIL line itself, not only in the log on stderr.
+        problems.append(f"{plan.problem} (fix: {plan.fix})" if plan.fix else plan.problem)
     # The deadline the hooks saw (whole seconds from a notice time; seen + lead for
     # Auto Scaling and rebalance, which give none).
     seen_deadline = timeline.deadline if timeline.deadline is not None else int(notice_time)
@@ -461,64 +469,30 @@ def _shut_down_at(stop: Any, after: float) -> None:
     timer.start()
 
 
-def _simulator(options: DrillOptions) -> Any:
-    """Google's, Azure's, Alibaba's (tokens required) or Tencent's metadata simulator."""
-    if options.cloud in RECLAIM_CLOUDS:
-        from spotwatch.imdssim_reclaim import simulator
-
-        return simulator(options.cloud, require_token=True)
-    if options.cloud == "gcp":
-        from spotwatch.imdssim_gcp import GceSimulator
-
-        return GceSimulator()
-    from spotwatch.imdssim_azure import AzureSimulator
-
-    return AzureSimulator()
+@contextmanager
+def _serving(sim: Simulator) -> Iterator[Simulator]:
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
-def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[float, str]:
-    """Google: preempted=TRUE (30 s to go, as Google gives), or with ``--event
-    maintenance`` TERMINATE_ON_HOST_MAINTENANCE (60 s); Azure: a Preempt (or
-    Terminate) event whose NotBefore is --lead after it appears; Alibaba and Tencent:
-    the reclaim time, --lead after it appears, as each writes it (Tencent in UTC+8).
-    Returns (deadline, as shown)."""
-    if options.cloud in RECLAIM_CLOUDS:
-        reclaim_at = appear_at + options.lead
-        return reclaim_at, sim.schedule_reclaim(reclaim_at=reclaim_at, appear_at=appear_at)
-    if options.cloud == "gcp":
-        from spotwatch import gcp
+def _no_such_event(event: str, cloud: str) -> str:
+    from spotwatch.clouds import registry
 
-        if options.event == "maintenance":
-            sim.schedule(gcp.MAINTENANCE_EVENT, gcp.TERMINATING[0], appear_at)
-            deadline = appear_at + gcp.MAINTENANCE_LEAD_SECONDS
-        else:
-            sim.schedule(gcp.PREEMPTED, "TRUE", appear_at)
-            deadline = appear_at + gcp.PREEMPT_LEAD_SECONDS
-        return deadline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
-    from spotwatch.imdssim_azure import rfc1123
-
-    kind = "Terminate" if options.event == "maintenance" else "Preempt"
-    sim.add_event(kind, at=appear_at, lead=options.lead)
-    return appear_at + options.lead, rfc1123(appear_at + options.lead)
-
-
-def _schedule(sim: Any, options: DrillOptions, appear_at: float, notice_text: str) -> None:
-    """Put the drill's event on the simulator: it appears ``options.notice_in`` s in."""
-    if options.event == "spot":
-        sim.schedule_notice(action=options.action, appear_at=appear_at, notice_time=notice_text)
-    elif options.event == "rebalance":
-        sim.schedule_rebalance(appear_at=appear_at)
-    elif options.event == "asg":
-        sim.schedule_lifecycle_state("InService", at=appear_at - options.notice_in)
-        sim.schedule_lifecycle_state("Terminated", at=appear_at)
-    else:
-        # Listed from the start, as AWS announces days ahead; due --lead before NotBefore.
-        sim.schedule_maintenance(
-            DRILL_EVENT_ID,
-            int(appear_at + options.lead),
-            code=MAINTENANCE_CODES[options.action],
-            at=appear_at - options.notice_in,
+    where = " and ".join(a.title for a in registry.every() if event in a.drill_events)
+    here = registry.get(cloud).drill_events
+    choices = " or ".join(e for e in here if e != "shutdown")
+    if choices == "spot":
+        return (
+            f"--event {event} exists on {where} only; --cloud {cloud} announces only "
+            "the spot reclaim: rehearse --event spot or shutdown"
         )
+    return (
+        f"--event {event} exists on {where} only; with --cloud {cloud} "
+        f"rehearse --event {choices}"
+    )
 
 
 def _stop_if_unseen(stop: Any, timeline: _Timeline, after: float) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 from spotwatch import regions
 from spotwatch.errors import UsageError
+from spotwatch.fleet_schedule import receivers_for
 from spotwatch.fleet_settings import FleetWatchSettings, check_settings, region_from_queue_url
 from spotwatch.fleet_tags import InstanceTags, NoTags
 from spotwatch.fleet_watch import FleetWatcher
+from spotwatch.fleet_wiring import FleetClients, FleetHooks, FleetReporting
 from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
 
@@ -49,11 +51,11 @@ def watch(
     if found is None:
         raise UsageError(regions.no_region("no AWS region for the queue"))
     region = found.name
-    # A connection for the receiver's long poll, the book-keeper and every worker
+    # A connection for each receiver's long poll, the book-keeper and every worker
     # (a failed hook's visibility change), so none waits for a free one.
     config = Config(retries={"mode": "standard", "max_attempts": 3},
                     read_timeout=settings.wait_seconds + 15,
-                    max_pool_connections=settings.workers + 4)
+                    max_pool_connections=settings.workers + receivers_for(settings.workers) + 3)
     sqs = session.client("sqs", region_name=region, config=config)
     ec2_clients: dict[str, Any] = {}
     ec2_lock = threading.Lock()  # the tag thread and snapshot threads; a session is not thread-safe
@@ -93,15 +95,16 @@ def watch(
     try:
         watcher = FleetWatcher(
             settings,
-            sqs=sqs,
-            tags=InstanceTags(ec2_for, warm=[region]) if settings.tags else NoTags(),
+            clients=FleetClients(
+                sqs=sqs,
+                tags=InstanceTags(ec2_for, warm=[region]) if settings.tags else NoTags(),
+                lifecycle=actions,
+            ),
+            hooks=FleetHooks(
+                plan=hooks.plan_hooks, runner=runner.run_hooks, workdir=workdir, environ=environ
+            ),
             stop=stop,
-            plan=hooks.plan_hooks,
-            runner=runner.run_hooks,
-            workdir=workdir,
-            environ=environ,
-            lifecycle=actions,
-            metrics=recorder,
+            reporting=FleetReporting(metrics=recorder),
         )
         return watcher.run()
     finally:

@@ -1,6 +1,7 @@
 """``spotwatch fleet watch``: consume EC2 events from SQS and run the fleet hooks.
 
-One receiver thread long-polls the queue (batches of up to 10) while up to
+Receiver threads long-poll the queue (batches of up to 10; one per 32 workers,
+the others only while the queue has a backlog) while up to
 ``--workers`` worker threads run events' hooks (``spotwatch.hooks`` /
 ``spotwatch.runner``, the same rules as on the instance); the main thread keeps
 the books. The watcher holds at most ``2 x workers`` messages (the hand), so its
@@ -44,46 +45,35 @@ import os
 import re
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable
 
 from spotwatch import fleet_schedule as schedule
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.errors import SpotwatchError, aws_error_text
-from spotwatch.fleet_events import (
-    FleetEvent,
-    NotAnEvent,
-    SeenEvents,
-    event_environment,
-    lifecycle_action,
-    parse_message,
-)
+from spotwatch.fleet_events import FleetEvent, SeenEvents, event_environment, lifecycle_action
 from spotwatch.fleet_output import EventOutput
-from spotwatch.fleet_queue import FleetQueue, Received
+from spotwatch.fleet_queue import FleetQueue, Received, extension_outcome
 from spotwatch.fleet_schedule import Slot
-from spotwatch.fleet_settings import (
-    MAX_VISIBILITY_TIMEOUT,
-    FleetWatchSettings,
-)
-from spotwatch.fleet_tags import TagLookup, Tags
+from spotwatch.fleet_settings import MAX_VISIBILITY_TIMEOUT, FleetWatchSettings
+from spotwatch.fleet_tags import TagLookup
+from spotwatch.fleet_wiring import STDOUT_REPORTING, FleetClients, FleetHooks, FleetReporting
 from spotwatch.hooks import REFUSED, log_plan
-from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
 from spotwatch.runner import HookSettings
 
 if TYPE_CHECKING:
-    from spotwatch.fleet_lifecycle import LifecycleActions
     from spotwatch.hooks import HookPlan
-    from spotwatch.runner import HookResult
     from spotwatch.stopper import StopFlag
 
 BACKOFF_MAX = 30.0
 TICK = 0.1  # the book-keeper's beat while messages are in hand
 IDLE_TICK = 0.25
-STATUS_INTERVAL = 5.0
+# After a signal, how long the receiver's long poll (up to 20 s) may still hold the exit.
+RECEIVE_GRACE = 2.0
 RATE_WINDOW = 10.0
 
 DONE = "done"
@@ -105,40 +95,33 @@ class FleetWatcher:
         self,
         settings: FleetWatchSettings,
         *,
-        sqs: Any,
-        tags: Tags,
+        clients: FleetClients,
+        hooks: FleetHooks,
         stop: StopFlag,
-        plan: Callable[[Path], HookPlan],
-        runner: Callable[..., list[HookResult]],
-        workdir: Path,
-        out: TextIO | None = None,
-        environ: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        log: Any = None,
-        lifecycle: LifecycleActions | None = None,
+        reporting: FleetReporting = STDOUT_REPORTING,
         backoff: Callable[[float], object] | None = None,
-        status_interval: float = STATUS_INTERVAL,
-        metrics: FleetMetrics | None = None,
+        clocks: Clocks = SYSTEM,
     ) -> None:
         self.settings = settings
-        self._log = log if log is not None else get_logger()
+        self._log = clocks.logger()
+        clock = clocks.monotonic
+        metrics, out = reporting.metrics, reporting.out
         # Thread-safe; called from the receiver and the workers, never under self._lock
         # (a write of the metrics file must not hold up the book-keeping).
         self._metrics = metrics if metrics is not None else FleetMetrics()  # counts only
-        self._queue = FleetQueue(sqs, settings.queue_url, log=self._log, clock=clock)
+        self._queue = FleetQueue(clients.sqs, settings.queue_url, log=self._log, clock=clock)
         self._stop = stop
-        self._plan = plan
-        self._runner = runner
-        self._workdir = workdir
+        self._plan = hooks.plan
+        self._runner = hooks.runner
+        self._workdir = hooks.workdir
         self._output = EventOutput(out if out is not None else sys.stdout,
                                    json_output=settings.json_output, log=self._log)
-        self._environ = environ if environ is not None else os.environ
+        self._environ = hooks.environ if hooks.environ is not None else os.environ
         self._clock = clock
-        self._wall_clock = wall_clock
-        self._lifecycle = lifecycle
-        self._status_interval = status_interval
-        self._lookup = TagLookup(tags, log=self._log)
+        self._wall_clock = clocks.wall
+        self._lifecycle = clients.lifecycle
+        self._status_interval = reporting.status_interval
+        self._lookup = TagLookup(clients.tags, log=self._log)
         self._seen = SeenEvents()
         self._visibility = settings.visibility_timeout
         self._extend_to, self._renew_below = schedule.hold_for(self._visibility or 0)
@@ -161,7 +144,11 @@ class FleetWatcher:
         self._seq = 0
         self._closing = False  # receive no more
         self._stopping = False  # start no more hooks either
-        self._receiver_done = False
+        self._receivers = schedule.receivers_for(settings.workers)
+        self._receiving = 0  # receivers still running
+        self._asking = 0  # messages asked for in receives under way: room they will take
+        self._backlog = False  # the last receive came back full: the extra receivers poll
+        self._receiver_done = False  # every receiver
         self._receiver_failed = False
         self._handled_at: deque[float] = deque(maxlen=100000)
         self.released = 0
@@ -203,18 +190,24 @@ class FleetWatcher:
             hooks_dir=str(self.settings.hooks_dir) if self.settings.hooks_dir else None,
             max_messages=self.settings.max_messages,
             workers=self.settings.workers,
+            receivers=self._receivers,
             hand=self._capacity,
         )
 
     def run(self) -> int:
         self.start()
         self._lookup.start()
-        receiver = threading.Thread(target=self._receive_loop, name="fleet-receive", daemon=True)
+        receivers = [
+            threading.Thread(target=self._receive_loop, args=(n,), name=f"fleet-receive-{n}",
+                             daemon=True)
+            for n in range(self._receivers)
+        ]
+        self._receiving = len(receivers)
         workers = [
             threading.Thread(target=self._work_loop, name=f"fleet-worker-{n}", daemon=True)
             for n in range(self.settings.workers)
         ]
-        for thread in (receiver, *workers):
+        for thread in (*receivers, *workers):
             thread.start()
         try:
             self._keep_books()
@@ -223,7 +216,16 @@ class FleetWatcher:
             for worker in workers:
                 worker.join()
             self._flush_deletes(force=True)
-            receiver.join(timeout=self.settings.wait_seconds + 30)
+            signalled = self._stop.is_set()
+            grace = RECEIVE_GRACE if signalled else self.settings.wait_seconds + 30
+            for receiver in receivers:
+                receiver.join(timeout=grace)
+            if signalled and any(receiver.is_alive() for receiver in receivers):
+                # SQS cannot cancel a long poll; a message it hands this process now
+                # is simply delivered again once its visibility timeout runs out.
+                self._log.info("fleet.receive_abandoned", grace=RECEIVE_GRACE,
+                               note="a message received now reappears after the "
+                               f"visibility timeout ({self._visibility} s)")
             self._lookup.close()
             self._metrics.flush(force=True)
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
@@ -245,8 +247,9 @@ class FleetWatcher:
                     self._work.notify_all()
                     self._room.notify_all()
                 # Nothing more comes once the receiver is done (stopping, enough, or
-                # a bug of ours in it): finish what is in hand, then return.
-                finished = self._receiver_done and not self._slots
+                # a bug of ours in it): finish what is in hand, then return. After a
+                # signal, do not sit out its long poll: run() gives it a short grace.
+                finished = not self._slots and (self._receiver_done or self._stop.is_set())
                 busy = bool(self._slots)
             self._extend_due()
             self._flush_deletes()
@@ -270,9 +273,13 @@ class FleetWatcher:
             for key in waiting:
                 del self._slots[key]
             self.released += len(items)
+            running = len(self._slots)
             self._work.notify_all()
             self._room.notify_all()
         self._quit.set()
+        # Said at once, before the hand-back and the wait for running hooks.
+        self._log.info("fleet.stopping", reason=self._stop_reason(), running=running,
+                       releasing=len(items))
         self._queue.release(items)
 
     def _enough(self) -> bool:
@@ -287,7 +294,7 @@ class FleetWatcher:
         return "max-messages" if self._enough() else "done"
 
     # -- the receiver thread --------------------------------------------------------------
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, index: int = 0) -> None:
         delay = 1.0
         try:
             while True:
@@ -297,9 +304,10 @@ class FleetWatcher:
                             return
                         limit = self.settings.max_messages
                         held = len(self._slots)
-                        want = schedule.room(held, self._capacity, limit=limit,
-                                             taken=self.handled + held)
-                        if want > 0:
+                        want = schedule.room(held + self._asking, self._capacity, limit=limit,
+                                             taken=self.handled + held + self._asking)
+                        if want > 0 and (index == 0 or self._backlog):
+                            self._asking += want
                             break
                         if limit is not None and self.handled + held >= limit:
                             return  # the rest of the work is in hand
@@ -309,6 +317,9 @@ class FleetWatcher:
                     messages = self._queue.receive(want, self.settings.wait_seconds,
                                                    self.settings.visibility_timeout)
                 except Exception as exc:  # log once, back off, keep watching
+                    with self._lock:
+                        self._asking -= want
+                        self._backlog = False
                     self._metrics.receive_failed()
                     text = aws_error_text(exc)
                     if text != self._receive_fault:
@@ -323,7 +334,7 @@ class FleetWatcher:
                     self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                     self._receive_fault = None
                 self._metrics.receive_ok(len(messages))
-                self._take([self._parse(m, asked) for m in messages], asked)
+                self._take([Received.parse(m, asked) for m in messages], asked, want)
         except Exception:  # a bug of ours: finish what is in hand, exit 1 (to be restarted)
             self._receiver_failed = True
             self._log.exception("fleet.receiver_failed",
@@ -331,24 +342,24 @@ class FleetWatcher:
                                 "messages in hand are handled")
         finally:
             with self._lock:
-                self._receiver_done = True
+                self._receiving -= 1
+                self._receiver_done = self._receiving <= 0
                 self._work.notify_all()
+                self._room.notify_all()  # the others may be waiting on this one's ask
             self._wake.set()
 
-    @staticmethod
-    def _parse(message: dict[str, Any], received: float) -> Received:
-        try:
-            event = parse_message(str(message.get("Body", "")))
-        except NotAnEvent as exc:
-            return Received(message, None, exc.reason, received)
-        return Received(message, event, "", received)
-
-    def _take(self, received: list[Received], asked: float) -> None:
-        """Put freshly received messages in the hand (or straight back, when stopping)."""
-        if not received:
-            return
+    def _take(self, received: list[Received], asked: float, want: int = 0) -> None:
+        """Put freshly received messages in the hand (or straight back, when stopping);
+        ``want`` is how many the receive asked for, a full batch meaning a backlog."""
         hidden_until = asked + (self._visibility or 0)
         with self._lock:
+            self._asking -= want
+            backlog = bool(received) and len(received) >= want
+            if (backlog and not self._backlog) or len(received) < want:
+                self._room.notify_all()  # the extra receivers go to work; room came free
+            self._backlog = backlog
+            if not received:
+                return
             if self._stopping:
                 self.released += len(received)
                 back = received
@@ -415,7 +426,7 @@ class FleetWatcher:
         log = self._log.bind(message_id=item.message_id)
         if event is None:
             log.warning("fleet.bad_message", reason=item.problem,
-                        receive_count=item.receive_count, body=_excerpt(item.message))
+                        receive_count=item.receive_count, body=item.excerpt())
             return BAD
         log = log.bind(event_id=event.event_id)
         if not event.actionable:
@@ -506,7 +517,7 @@ class FleetWatcher:
                 # Finish the message in hand: a stop request does not cut its hooks
                 # short; only losing the message to another watcher does.
                 should_stop=lambda: LOST_REASON if item.lost else False,
-                log=log,
+                clocks=Clocks(log=log),
             )
         finally:
             _unlink(path)
@@ -578,31 +589,25 @@ class FleetWatcher:
             failed = self._queue.extend([item for _, item in chunk], seconds)
             if failed is None:
                 return
-            lost: list[tuple[Received, str]] = []
             dropped = 0  # lost while waiting for a worker: no worker will report them
             with self._lock:
-                for n, (slot, item) in enumerate(chunk):
-                    current = self._slots.get(slot.key)
-                    if current is None:
-                        continue  # finished meanwhile
-                    failure = failed.get(n)
-                    if failure is None:
-                        self._slots[slot.key] = replace(current, hidden_until=asked + seconds)
-                        if not current.running:
-                            self._work.notify()  # it may have been waiting for this
-                    elif current.hidden_until <= asked:  # its time ran out: maybe not ours
-                        lost.append((item, failure))
-                        item.lost = True
-                        if not current.running:
-                            del self._slots[slot.key]
-                            del self._items[slot.key]
-                            self.counts[LOST] += 1
-                            dropped += 1
-                            self._room.notify()
-                            self._work.notify()
+                renewed, lost = extension_outcome(chunk, failed, self._slots, asked)
+                for slot in renewed:
+                    self._slots[slot.key] = replace(slot, hidden_until=asked + seconds)
+                    if not slot.running:
+                        self._work.notify()  # it may have been waiting for this
+                for slot, item, _ in lost:
+                    item.lost = True
+                    if not slot.running:
+                        del self._slots[slot.key]
+                        del self._items[slot.key]
+                        self.counts[LOST] += 1
+                        dropped += 1
+                        self._room.notify()
+                        self._work.notify()
             for _ in range(dropped):
                 self._metrics.finished(LOST, started=False)
-            for item, error in lost:
+            for _, item, error in lost:
                 self._log.warning("fleet.lost_message", message_id=item.message_id, error=error,
                                   note="its visibility timeout ran out; another watcher has it "
                                   "or will")
@@ -615,11 +620,6 @@ class FleetWatcher:
         with self._lock:
             busy = bool(self._slots)
         self._queue.flush_deletes(busy=busy, force=force)
-
-
-def _excerpt(message: Mapping[str, Any], limit: int = 200) -> str:
-    body = str(message.get("Body", ""))
-    return body if len(body) <= limit else body[:limit] + "..."
 
 
 def _safe_name(event_id: str) -> str:

@@ -75,19 +75,12 @@ class _ReclaimSimulator(SimBase):
             timer.cancel()
         super().stop()
 
-    def refuse(self, method: str, headers: Mapping[str, str]) -> Reply | None:
-        """A reply that refuses the request before it is served, or None."""
-        return None
-
     def answer(self, method: str, path: str, query: Mapping[str, str],
                headers: Mapping[str, str], body: bytes, fault: str) -> Reply:  # fmt: skip
         if fault in ("500", "503", "429"):
             return Reply(int(fault), f"fault {fault}\n".encode(), TEXT, fault)
         if fault in ("drop", "reset"):
             return Reply(0, fault=fault)
-        refused = self.refuse(method, headers)
-        if refused is not None:
-            return refused
         if method != "GET":
             return Reply(405, b"Method Not Allowed\n", TEXT)
         key = path[len(META) :] if path.startswith(META) else None
@@ -127,7 +120,7 @@ class AlibabaSimulator(_ReclaimSimulator):
         with self._cond:
             self._tokens.clear()
 
-    def refuse(self, method: str, headers: Mapping[str, str]) -> Reply | None:
+    def refuse(self, method: str, path: str, headers: Mapping[str, str]) -> Reply | None:
         if method == "PUT":
             return None  # answered in answer()
         token = headers.get(self.TOKEN_HEADER)

@@ -86,3 +86,18 @@ def test_the_simulator_runs_alone(cloud: str) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize(("cloud", "lead"), [("azure", 30.0), ("aws", 120.0)])
+def test_the_default_lead_is_the_clouds_own(hooks_dir: Path, cloud: str, lead: float) -> None:
+    """Azure's least notice for a Spot eviction is 30 s, not the spot notice's two minutes."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotwatch", "drill", "--hooks-dir", str(hooks_dir),
+         "--cloud", cloud, "--in", "0.5", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert abs(report["lead"] - lead) < 1.0, report["lead"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spotwatch.imdssim_reclaim import AlibabaSimulator, TencentSimulator
-from tests.helpers import Daemons, holds_for, hook_env, recording_hook, starts, wait_until
+from tests.helpers import Daemons, ends, holds_for, hook_env, recording_hook, starts, wait_until
 from tests.helpers import daemons_fixture as daemons_fixture
 from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
@@ -33,7 +33,7 @@ def test_tencent_reclaim_runs_hooks_with_the_utc8_time_as_deadline(
         holds_for(lambda: starts(record) == [], 1.0, "no hooks while 404")
         reclaim_at = int(time.time()) + 100
         written = sim.schedule_reclaim(reclaim_at=reclaim_at)
-        wait_until(lambda: starts(record) == ["10-first", "20-second"], 15, "both hooks")
+        wait_until(lambda: ends(record) == ["10-first", "20-second"], 15, "both hooks")
         env = hook_env(record, "10-first")
         assert env["SPOTWATCH_CLOUD"] == "tencent"
         assert (env["SPOTWATCH_EVENT"], env["SPOTWATCH_ACTION"]) == (
@@ -64,7 +64,8 @@ def test_alibaba_reclaim_with_token_required_runs_hooks_once(
         assert sim.wait_for(lambda: len(sim.requests(ALIBABA_PATH)) >= 2, 15)
         reclaim_at = int(time.time()) + 290
         written = sim.schedule_reclaim(reclaim_at=reclaim_at)
-        wait_until(lambda: starts(record) == ["10-hook"], 15, "the hook")
+        # Its end, not its start: the hook writes its environment in between.
+        wait_until(lambda: ends(record) == ["10-hook"], 15, "the hook")
         env = hook_env(record, "10-hook")
         assert env["SPOTWATCH_CLOUD"] == "alibaba"
         assert env["SPOTWATCH_NOTICE_TIME"] == written

@@ -1,4 +1,19 @@
-"""The clouds spotwatch watches: one adapter module per cloud (``aws``, ``gcp``,
-``azure``) over ``base.Cloud``, listed by name in ``registry``; the metadata
-HTTP client and the fault type they share in ``metadata_http``; which cloud
-this runs on in ``detect``."""
+"""The clouds spotwatch watches, one adapter module each, over one base::
+
+    clouds/
+      base.py           Cloud (the adapter base), CloudSources, SimRequest, Rehearsal
+      registry.py       name -> adapter module; the only list of clouds
+      aws.py            AwsCloud: IMDS monitors (imds, monitors, maintenance, asg)
+      gcp.py            GoogleCloud: the metadata client, its feeds and monitors
+      azure.py          AzureCloud: Scheduled Events, their monitors and approver
+      alibaba.py        AlibabaCloud: the reclaim time (UTC), read with a token
+      tencent.py        TencentCloud: the reclaim time (UTC+8)
+      reclaim.py        what those two share: parse, read, identity, ReclaimAdapter
+      metadata_http.py  the HTTP client and the fault type (ImdsError) all share
+      detect.py         --cloud auto: each adapter's DMI test, then its probe
+
+Adding a cloud: one module here with a ``Cloud`` subclass as ``ADAPTER``
+(name, title, sources, from_dmi, probe, leads, build, serve, drill), its
+metadata simulator on ``simserver.SimBase``, and one line in ``registry``.
+Nothing else branches on a cloud's name.
+"""

@@ -11,7 +11,9 @@ plain reads when none is issued. Sources: docs/clouds.md.
 
 from __future__ import annotations
 
-from spotwatch.clouds.reclaim import ReclaimCloud
+from typing import Callable
+
+from spotwatch.clouds.reclaim import ReclaimAdapter, ReclaimCloud
 from spotwatch.monitors import parse_time
 
 DEFAULT_URL = "http://100.100.100.200"
@@ -40,3 +42,29 @@ CLOUD = ReclaimCloud(
     token_ttl_header=TOKEN_TTL_HEADER,
     token_header=TOKEN_HEADER,
 )
+
+
+class AlibabaCloud(ReclaimAdapter):
+    """Alibaba Cloud ECS: the preemptible instance's reclaim time, read with a token."""
+
+    name = "alibaba"
+    title = "Alibaba Cloud ECS"
+    description = CLOUD
+
+    def from_dmi(self, read: Callable[[str], str]) -> str | None:
+        vendor, product = read("sys_vendor"), read("product_name")
+        if vendor == "Alibaba Cloud" or product == "Alibaba Cloud ECS":
+            return f"DMI sys_vendor {vendor!r}, product_name {product!r}"
+        return None
+
+    def probe(self, base_url: str) -> str | None:
+        from spotwatch.clouds.detect import ask
+
+        # AWS has no region-id path (404); Alibaba answers it (in normal mode).
+        answer = ask("GET", base_url + "/latest/meta-data/region-id", {})
+        if answer is not None and answer.status == 200 and answer.body.strip():
+            return f"{base_url} answered /latest/meta-data/region-id (Alibaba)"
+        return None
+
+
+ADAPTER = AlibabaCloud()

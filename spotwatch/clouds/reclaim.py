@@ -16,16 +16,21 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, ClassVar
 
-from spotwatch import cloudhttp
-from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
+from spotwatch.clouds import metadata_http
+from spotwatch.clouds.base import Cloud, CloudSources, DrillSim, Rehearsal, SimRequest
+from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
+from spotwatch.clouds.metadata_http import status_error as _status_error
 from spotwatch.logs import get_logger
+from spotwatch.monitor import MonitorBase
 from spotwatch.monitors import KEY_FORMAT, MIN_AHEAD_SECONDS
 from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice, notice_id
 
 if TYPE_CHECKING:
-    from spotwatch.cloud_sources import CloudSources
+    from spotwatch.config import RunConfig
+    from spotwatch.imdssim_reclaim import _ReclaimSimulator
+    from spotwatch.stopper import Stopper
 
 CONNECT_TIMEOUT = 1.0
 READ_TIMEOUT = 2.0
@@ -110,7 +115,7 @@ class ReclaimMetadata:
         self.cloud = cloud
         self._base = base_url.rstrip("/")
         self._advice = advice(cloud, self._base)
-        self._session: cloudhttp.Session = cloudhttp.new_session()
+        self._session: metadata_http.Session = metadata_http.new_session()
         self._clock = clock
         self._token = ""
         self._token_until = 0.0
@@ -120,9 +125,9 @@ class ReclaimMetadata:
     def close(self) -> None:
         self._session.close()
 
-    def _request(self, method: str, path: str, headers: dict[str, str]) -> cloudhttp.Answer:
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> metadata_http.Answer:
         try:
-            return cloudhttp.request(
+            return metadata_http.request(
                 self._session, method, self._base + path, headers=headers,
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), what=f"{method} {path}",
             )  # fmt: skip
@@ -155,7 +160,7 @@ class ReclaimMetadata:
                 return {}
         return {cloud.token_header: self._token}
 
-    def get(self, path: str) -> cloudhttp.Answer:
+    def get(self, path: str) -> metadata_http.Answer:
         """The answer for ``path``: 200 or 404; ImdsError for anything else."""
         answer = self._request("GET", path, self._headers())
         if answer.status in (401, 403) and self._token:
@@ -189,7 +194,7 @@ def read_identity(cloud: ReclaimCloud, base_url: str) -> Identity:
     return Identity(**fields)
 
 
-class ReclaimMonitor:
+class ReclaimMonitor(MonitorBase):
     """One GET of the reclaim time per poll: the notice, or None on 404."""
 
     name = SPOT_INTERRUPTION
@@ -234,15 +239,54 @@ def base_url_for(cloud: ReclaimCloud, imds_url: str) -> str:
     return cloud.default_url if imds_url.rstrip("/") == DEFAULT_IMDS_URL else imds_url
 
 
-def sources(name: str, imds_url: str, watch: Sequence[str]) -> CloudSources:
-    """What ``spotwatch run`` watches on ``name`` (alibaba or tencent)."""
-    from spotwatch.cloud_sources import CloudSources
+# -- the adapter ---------------------------------------------------------------------
 
-    cloud = cloud_named(name)
-    base_url = base_url_for(cloud, imds_url)
-    found = monitors(cloud, base_url, watch)
-    return CloudSources(
-        monitors=list(found),
-        read_identity=lambda: read_identity(cloud, base_url),
-        feeds=list(found),
-    )
+
+class ReclaimAdapter(Cloud):
+    """The adapter of a cloud that publishes only a bare reclaim time: spot and the
+    system shutdown. Subclasses set ``description`` and say how the cloud is recognised."""
+
+    description: ClassVar[ReclaimCloud]
+    sources = ("spot", "shutdown")
+    drill_events = ("spot", "shutdown")
+    # Rank 0, listed after Google and Azure: asked before AWS, whose probe takes any
+    # answer under /latest/meta-data.
+
+    def leads(self, config: RunConfig) -> list[tuple[float, str]]:
+        if "spot" not in config.sources:
+            return []
+        return [(self.description.lead_seconds, f"a reclaim on {self.title}")]
+
+    def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
+        cloud = self.description
+        base_url = base_url_for(cloud, config.imds_url)
+        found = monitors(cloud, base_url, config.sources)
+        return CloudSources(
+            monitors=list(found),
+            read_identity=lambda: read_identity(cloud, base_url),
+            feeds=list(found),
+        )
+
+    def serve(self, request: SimRequest) -> _ReclaimSimulator:
+        from spotwatch import imdssim_reclaim
+
+        return imdssim_reclaim.serve(
+            self.name, request.port, request.notice_in, request.lead, request.require_token
+        )
+
+    def drill(self, rehearsal: Rehearsal) -> DrillSim:
+        """The reclaim time, --lead after it appears, as the cloud writes it; Alibaba's
+        simulator requires its token, as security hardening mode does."""
+        from spotwatch.imdssim_reclaim import simulator
+
+        sim = simulator(self.name, require_token=True)
+
+        def schedule(appear_at: float) -> tuple[float, str]:
+            reclaim_at = appear_at + rehearsal.lead
+            return reclaim_at, sim.schedule_reclaim(reclaim_at=reclaim_at, appear_at=appear_at)
+
+        return DrillSim(sim, schedule)
+
+    def describe_drill(self, rehearsal: Rehearsal, notice_time: str) -> tuple[str, str]:
+        path = self.description.path
+        return f"{self.title} spot reclaim", f"{path} {notice_time}"

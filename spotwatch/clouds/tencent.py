@@ -9,8 +9,9 @@ time as ``2018-08-18 12:05:33``: no zone written, and the zone is UTC+8
 from __future__ import annotations
 
 import re
+from typing import Callable
 
-from spotwatch.clouds.reclaim import ReclaimCloud
+from spotwatch.clouds.reclaim import ReclaimAdapter, ReclaimCloud
 from spotwatch.monitors import parse_time as parse_rfc3339
 
 DEFAULT_URL = "http://metadata.tencentyun.com"
@@ -48,3 +49,29 @@ CLOUD = ReclaimCloud(
         ("availability_zone", "/latest/meta-data/placement/zone"),
     ),
 )
+
+
+class TencentCloud(ReclaimAdapter):
+    """Tencent Cloud CVM: the spot instance's reclaim time (UTC+8), no token."""
+
+    name = "tencent"
+    title = "Tencent Cloud CVM"
+    description = CLOUD
+
+    def from_dmi(self, read: Callable[[str], str]) -> str | None:
+        vendor, product = read("sys_vendor"), read("product_name")
+        # Observed on CVM (sys_vendor "Tencent Cloud"); Tencent documents no DMI strings.
+        if "tencent" in f"{vendor} {product} {read('bios_vendor')}".lower():
+            return f"DMI sys_vendor {vendor!r}, product_name {product!r}"
+        return None
+
+    def probe(self, base_url: str) -> str | None:
+        from spotwatch.clouds.detect import ask
+
+        answer = ask("GET", base_url + "/latest/meta-data/instance-id", {})
+        if answer is not None and answer.status == 200 and answer.body.strip().startswith(b"ins-"):
+            return f"{base_url} answered an instance id beginning 'ins-' (Tencent)"
+        return None
+
+
+ADAPTER = TencentCloud()

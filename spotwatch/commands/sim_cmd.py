@@ -1,12 +1,14 @@
 """Front end of ``spotwatch sim``: a fake metadata service (AWS, Google, Azure,
-Alibaba, Tencent) on
-127.0.0.1, from pip and from the one-file install alike. ``python -m
-spotwatch.imdssim`` takes the same options, declared here once."""
+Alibaba, Tencent) on 127.0.0.1, from pip and from the one-file install alike.
+``python -m spotwatch.imdssim`` takes the same options, declared here once."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from spotwatch.clouds import registry
+from spotwatch.clouds.base import SimRequest
 
 DESCRIPTION = (
     "A fake instance metadata service on 127.0.0.1 with a scheduled notice, for trying "
@@ -49,13 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--maintenance-code",
+        metavar="CODE",
         default="system-reboot",
         help="its code (default system-reboot; instance-stop, instance-retirement, ...)",
     )
     parser.add_argument(
         "--cloud",
         default="aws",
-        choices=("aws", "gcp", "azure", "alibaba", "tencent"),
+        choices=registry.NAMES,
         help="protocol to speak (gcp: preempted after --notice-in; azure: a Preempt event "
         "--lead s ahead; alibaba, tencent: a reclaim time --lead s ahead, Alibaba's in UTC, "
         "Tencent's in UTC+8; --require-token applies to alibaba too)",
@@ -63,6 +66,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from spotwatch.imdssim import serve_until_stopped
-
     return serve_until_stopped(args)
+
+
+def serve_until_stopped(args: argparse.Namespace) -> int:
+    """Start the simulator of the cloud ``args.cloud`` names, print its URL, serve until
+    SIGTERM/SIGINT."""
+    from spotwatch.errors import SpotwatchError
+    from spotwatch.stopper import Stopper
+
+    request = SimRequest(
+        host=args.host,
+        port=args.port,
+        notice_in=args.notice_in,
+        action=args.action,
+        lead=args.lead,
+        rebalance_in=args.rebalance_in,
+        require_token=args.require_token,
+        asg_terminated_in=args.asg_terminated_in,
+        maintenance_in=args.maintenance_in,
+        maintenance_code=args.maintenance_code,
+    )
+    try:
+        sim = registry.get(args.cloud).serve(request)
+    except (OSError, OverflowError) as err:
+        raise SpotwatchError(f"cannot listen on {args.host}:{args.port}: {err}") from None
+    # Routed before the URL is printed: whoever reads it may send SIGTERM at once.
+    with Stopper() as stop:
+        print(sim.url, flush=True)
+        try:
+            while not stop.wait():
+                pass
+        finally:
+            sim.stop()
+    return 0
