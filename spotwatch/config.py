@@ -329,13 +329,14 @@ SETTINGS: tuple[Setting, ...] = (
     # Cloud: which one, where its metadata service is, what spotwatch may do there.
     Setting(
         "--cloud", "cloud", choice(CLOUDS), "auto",
-        "auto, aws, gcp or azure (default auto: DMI strings, else ask each metadata "
-        "service once); on gcp, --watch migrate adds host migrations",
+        "auto, aws, gcp, azure, alibaba or tencent (default auto: DMI strings, else ask "
+        "each metadata service once); on gcp, --watch migrate adds host migrations",
         "cloud", "CLOUD",
     ),
     Setting(
         "--imds-url", "imds_url", url, DEFAULT_IMDS_URL,
-        "IMDS base URL (default {default})", "cloud", "URL",
+        "IMDS base URL (default {default}; left at that, alibaba and tencent use their "
+        "own address)", "cloud", "URL",
     ),
     Setting(
         "--no-approve", "no_approve", boolean, False,
