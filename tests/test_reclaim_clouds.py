@@ -146,3 +146,14 @@ def test_server_errors_are_imds_errors_with_advice() -> None:
             assert reclaim.ReclaimMonitor(client).check() is None  # and then fine
         finally:
             client.close()
+
+
+def test_the_margin_is_checked_against_two_minutes_on_both() -> None:
+    from spotwatch.config import RunConfig, check_margin
+    from spotwatch.errors import UsageError
+
+    fine, too_long = RunConfig(deadline_margin=100.0), RunConfig(deadline_margin=150.0)
+    for cloud in ("alibaba", "tencent"):
+        check_margin(fine, cloud)
+        with pytest.raises(UsageError, match=r"a reclaim on .* comes 120 s ahead"):
+            check_margin(too_long, cloud)

@@ -252,10 +252,15 @@ class ReclaimAdapter(Cloud):
     # Rank 0, listed after Google and Azure: asked before AWS, whose probe takes any
     # answer under /latest/meta-data.
 
+    # The least time ahead --deadline-margin is checked against: neither cloud
+    # documents one (Alibaba's "about five minutes" is unconfirmed), so a spot
+    # notice's two minutes, as on AWS.
+    least_lead: ClassVar[float] = 120.0
+
     def leads(self, config: RunConfig) -> list[tuple[float, str]]:
         if "spot" not in config.sources:
             return []
-        return [(self.description.lead_seconds, f"a reclaim on {self.title}")]
+        return [(self.least_lead, f"a reclaim on {self.title}")]
 
     def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
         cloud = self.description
