@@ -43,15 +43,24 @@ def build(
     interval: float,
     approve: bool = True,
     wake: Callable[[], None] = lambda: None,
+    maintenance_lead: float = 300.0,  # config.DEFAULT_MAINTENANCE_LEAD
 ) -> CloudSources:
     """Monitors (feeds started), identity and follow-ups for ``cloud`` (gcp or azure)."""
     chosen = frozenset(watch)
     if cloud == "gcp":
         from spotwatch import gcp
 
-        gcp_monitors = gcp.monitors(base_url, chosen, wake=wake)
+        gcp_monitors: list[Any] = list(gcp.monitors(base_url, chosen, wake=wake))
+        if "maintenance" in chosen:
+            from spotwatch.gce_upcoming import UpcomingMaintenanceMonitor
+
+            gcp_monitors.append(
+                UpcomingMaintenanceMonitor(
+                    gcp.GceMetadata(base_url), lead=maintenance_lead, migrate="migrate" in chosen
+                )
+            )
         return CloudSources(
-            monitors=list(gcp_monitors),
+            monitors=gcp_monitors,
             read_identity=lambda: gcp.read_identity(base_url),
             feeds=list(gcp_monitors),
         )

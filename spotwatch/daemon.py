@@ -103,6 +103,7 @@ def build_watcher(
         other = cloud_sources.build(
             cloud, config.imds_url, config.sources, interval=interval,
             approve=not config.no_approve, wake=stop.wake,
+            maintenance_lead=config.maintenance_lead,
         )  # fmt: skip
         monitors, read_identity_now = list(other.monitors), other.read_identity
         followups = list(other.followups)
@@ -198,7 +199,7 @@ def decide_cloud(config: RunConfig) -> str:
 _SOURCES_ON = {
     "aws": ("spot", "rebalance", "maintenance", "asg", "shutdown"),
     "gcp": ("spot", "maintenance", "migrate", "shutdown"),
-    "azure": ("spot", "maintenance", "shutdown"),
+    "azure": ("spot", "rebalance", "maintenance", "shutdown"),
 }
 
 

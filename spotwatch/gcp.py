@@ -95,6 +95,16 @@ class GceMetadata:
             if last_etag:
                 query["last_etag"] = last_etag
             read_timeout = hang + READ_SLACK
+        answer = self._ask(path, query, read_timeout)
+        return self._text(path, answer), answer.headers.get("etag", "")
+
+    def get_if_present(self, path: str, query: dict[str, str]) -> str | None:
+        """The value at ``path`` asked with ``query`` (e.g. ``alt=json``); None on a 404."""
+        # Read on the watch loop (about once a minute): a short wait, retried next tick.
+        answer = self._ask(path, query, 1.0)
+        return None if answer.status == 404 else self._text(path, answer)
+
+    def _ask(self, path: str, query: dict[str, str], read_timeout: float) -> cloudhttp.Answer:
         url = self._base + BASE_PATH + path + ("?" + urlencode(query) if query else "")
         what = f"GET {BASE_PATH}{path}"
         answer = cloudhttp.request(
@@ -111,6 +121,10 @@ class GceMetadata:
                 f"{what} answered {answer.status} without '{FLAVOR_HEADER}: {FLAVOR}'",
                 ADVICE_NOT_GOOGLE,
             )
+        return answer
+
+    def _text(self, path: str, answer: cloudhttp.Answer) -> str:
+        what = f"GET {BASE_PATH}{path}"
         if answer.status != 200:
             if answer.status == 403:
                 raise ImdsError("bad-status", f"{what} answered 403", ADVICE_GCE_FORBIDDEN)
@@ -124,7 +138,7 @@ class GceMetadata:
             raise ImdsError(
                 "bad-body", f"{what} sent a body that is not UTF-8", ADVICE_BAD_STATUS
             ) from None
-        return text, answer.headers.get("etag", "")
+        return text
 
 
 class ValueStep:
