@@ -21,7 +21,15 @@ from spotwatch.config import RunConfig
 from spotwatch.errors import SpotwatchError
 
 ACTIONS = ("terminate", "stop", "hibernate")
-EVENTS = ("spot", "rebalance", "maintenance", "asg", "shutdown")
+EVENTS = ("spot", "rebalance", "maintenance", "upcoming-maintenance", "asg", "shutdown")
+# What each cloud's simulator can rehearse.
+EVENTS_ON = {
+    "aws": ("spot", "rebalance", "maintenance", "asg", "shutdown"),
+    "gcp": ("spot", "maintenance", "upcoming-maintenance", "shutdown"),
+    "azure": ("spot", "rebalance", "maintenance", "shutdown"),
+}
+# The watched source each event belongs to (the others are their own).
+EVENT_SOURCE = {"upcoming-maintenance": "maintenance"}
 # The maintenance event a drill of --action A schedules.
 MAINTENANCE_CODES = {
     "terminate": "instance-retirement",
@@ -222,11 +230,19 @@ def _describe(report: DrillReport) -> tuple[str, str]:
             "systemctl poweroff: SIGTERM, the hooks run as SPOTWATCH_EVENT=shutdown",
         )
     if report.cloud == "gcp":
+        if report.event == "upcoming-maintenance":
+            return (
+                "Google upcoming maintenance",
+                f"instance/upcoming-maintenance window from {report.notice_time} "
+                f"({report.lead:g} s lead)",
+            )
         if report.event == "maintenance":
             what = "instance/maintenance-event TERMINATE_ON_HOST_MAINTENANCE"
             return "Google host maintenance", f"{what}, deadline {report.notice_time}"
         return "Google preemption", f"instance/preempted TRUE, deadline {report.notice_time}"
     if report.cloud == "azure":
+        if report.event == "rebalance":
+            return "Azure SpotRebalanceRecommendation event", "SpotRebalanceRecommendation event"
         kind = "Terminate" if report.event == "maintenance" else "Preempt"
         return f"Azure {kind} event", f"{kind} event, NotBefore {report.notice_time}"
     if report.event == "rebalance":
@@ -304,10 +320,13 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             "pass --resume-dir DIR (spotwatch install creates /etc/spotwatch/resume.d)",
             exit_code=2,
         )
-    if options.cloud != "aws" and options.event not in ("spot", "maintenance", "shutdown"):
+    possible = EVENTS_ON.get(options.cloud, EVENTS)
+    if options.event not in possible:
+        names = {"aws": "AWS", "gcp": "Google", "azure": "Azure"}
+        clouds = [names[c] for c, events in EVENTS_ON.items() if options.event in events]
         raise SpotwatchError(
-            f"--event {options.event} exists on AWS only; with --cloud {options.cloud} "
-            "rehearse --event spot or maintenance",
+            f"--event {options.event} exists on {' and '.join(clouds)} only; with --cloud "
+            f"{options.cloud} rehearse --event {', '.join(possible)}",
             exit_code=2,
         )
     plan = plan_hooks(options.hooks_dir)
@@ -405,7 +424,7 @@ def _drill_watch(options: DrillOptions) -> tuple[str, ...]:
     if options.event == "shutdown":
         # The last check before the shutdown run asks the notice source too.
         return (*options.watch, "spot", "shutdown")
-    return (*options.watch, options.event)
+    return (*options.watch, EVENT_SOURCE.get(options.event, options.event))
 
 
 def _resume_dir(options: DrillOptions) -> Path:
@@ -466,12 +485,21 @@ def _simulator(options: DrillOptions) -> Any:
 
 def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[float, str]:
     """Google: preempted=TRUE (30 s to go, as Google gives), or with ``--event
-    maintenance`` TERMINATE_ON_HOST_MAINTENANCE (60 s); Azure: a Preempt (or
-    Terminate) event whose NotBefore is --lead after it appears. Returns (deadline,
-    as shown)."""
+    maintenance`` TERMINATE_ON_HOST_MAINTENANCE (60 s), or with ``--event
+    upcoming-maintenance`` a window opening --lead after the notice; Azure: a Preempt
+    (or Terminate, or SpotRebalanceRecommendation) event whose NotBefore is --lead
+    after it appears. Returns (deadline, as shown)."""
     if options.cloud == "gcp":
         from spotwatch import gcp
 
+        if options.event == "upcoming-maintenance":
+            from spotwatch.imdssim_gcp import upcoming_doc
+
+            # Announced from the start, as Google does days ahead; due --lead before
+            # the window opens (the drill's --maintenance-lead is --lead).
+            window = float(int(appear_at + options.lead))
+            sim.set_upcoming(upcoming_doc(window))
+            return window, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(window))
         if options.event == "maintenance":
             sim.schedule(gcp.MAINTENANCE_EVENT, gcp.TERMINATING[0], appear_at)
             deadline = appear_at + gcp.MAINTENANCE_LEAD_SECONDS
@@ -481,6 +509,12 @@ def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[
         return deadline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
     from spotwatch.imdssim_azure import rfc1123
 
+    if options.event == "rebalance":
+        from spotwatch.azure import REBALANCE, REBALANCE_LEAD_SECONDS
+
+        # Advisory: the hooks get two minutes, as for a rebalance on AWS.
+        sim.add_event(REBALANCE, at=appear_at, lead=options.lead)
+        return appear_at + REBALANCE_LEAD_SECONDS, rfc1123(appear_at + options.lead)
     kind = "Terminate" if options.event == "maintenance" else "Preempt"
     sim.add_event(kind, at=appear_at, lead=options.lead)
     return appear_at + options.lead, rfc1123(appear_at + options.lead)

@@ -27,6 +27,10 @@ def hooks_dir(tmp_path: Path) -> Path:
         ("gcp", "maintenance", "gcp scheduled-maintenance terminate", 60.0),
         ("azure", "spot", "azure spot-interruption terminate", 20.0),
         ("azure", "maintenance", "azure scheduled-maintenance terminate", 20.0),
+        # A window opening --lead after the notice; hooks from --lead before it.
+        ("gcp", "upcoming-maintenance", "gcp scheduled-maintenance terminate", 20.0),
+        # Advisory: two minutes, as on AWS.
+        ("azure", "rebalance", "azure rebalance-recommendation rebalance", 120.0),
     ],
 )
 def test_drill_rehearses_each_cloud(
@@ -53,6 +57,17 @@ def test_aws_only_events_are_a_usage_error_elsewhere(hooks_dir: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "--event asg exists on AWS only" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_upcoming_maintenance_is_google_only(hooks_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotwatch", "drill", "--hooks-dir", str(hooks_dir),
+         "--event", "upcoming-maintenance"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--event upcoming-maintenance exists on Google only" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -94,11 +94,12 @@ def add_parser(subparsers: Any) -> None:
     )
     add(
         "--event",
-        choices=("spot", "rebalance", "maintenance", "asg", "shutdown"),
+        choices=("spot", "rebalance", "maintenance", "upcoming-maintenance", "asg", "shutdown"),
         default="spot",
-        help="what to rehearse: the spot notice, a rebalance recommendation, a scheduled "
-        "maintenance event (--action terminate: instance-retirement, stop/hibernate: "
-        "instance-stop), an Auto Scaling termination, or a system shutdown with no "
+        help="what to rehearse: the spot notice, a rebalance recommendation (AWS, Azure), a "
+        "scheduled maintenance event (--action terminate: instance-retirement, stop/hibernate: "
+        "instance-stop), Google's upcoming maintenance (a window --lead s after the notice), "
+        "an Auto Scaling termination, or a system shutdown with no "
         "notice (a poweroff at --in, --lead s standing for the unit's TimeoutStopSec) "
         "(default %(default)s)",
     )
