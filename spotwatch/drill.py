@@ -510,11 +510,12 @@ def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[
     from spotwatch.imdssim_azure import rfc1123
 
     if options.event == "rebalance":
-        from spotwatch.azure import REBALANCE, REBALANCE_LEAD_SECONDS
+        from spotwatch.azure import REBALANCE
+        from spotwatch.notice import DEFAULT_LEAD_SECONDS
 
         # Advisory: the hooks get two minutes, as for a rebalance on AWS.
         sim.add_event(REBALANCE, at=appear_at, lead=options.lead)
-        return appear_at + REBALANCE_LEAD_SECONDS, rfc1123(appear_at + options.lead)
+        return appear_at + DEFAULT_LEAD_SECONDS, rfc1123(appear_at + options.lead)
     kind = "Terminate" if options.event == "maintenance" else "Preempt"
     sim.add_event(kind, at=appear_at, lead=options.lead)
     return appear_at + options.lead, rfc1123(appear_at + options.lead)
