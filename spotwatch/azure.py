@@ -270,7 +270,9 @@ class AzureMetadata:
         self._advice = advice_azure(self._base)
         self._session: cloudhttp.Session = cloudhttp.new_session()
         # The Scheduled Events api-version in use: the newest until refused, then kept.
+        # Once a version has answered, a later 400 or 404 is a fault, not an old service.
         self.events_api = events_api
+        self._version_settled = False
         self._log = get_logger(cloud="azure")
 
     def close(self) -> None:
@@ -279,7 +281,9 @@ class AzureMetadata:
     def _call(self, method: str, path: str, api: str, *, read_timeout: float,
               data: bytes | None = None) -> bytes:  # fmt: skip
         answer = self._ask(method, path, api, read_timeout=read_timeout, data=data)
-        if path == EVENTS_PATH and not 200 <= answer.status < 300:
+        # Only a read finds the version out; an approval uses the one the read found.
+        asking = method == "GET" and path == EVENTS_PATH and not self._version_settled
+        if asking and not 200 <= answer.status < 300:
             instead = fallback_version(api, answer.status, answer.body)
             if instead is not None and api == self.events_api:
                 self._log.warning(
@@ -293,6 +297,8 @@ class AzureMetadata:
                 )
                 self.events_api = instead
                 answer = self._ask(method, path, instead, read_timeout=read_timeout, data=data)
+        if path == EVENTS_PATH and 200 <= answer.status < 300:
+            self._version_settled = True
         return self._body(f"{method} {path}", answer)
 
     def _ask(self, method: str, path: str, api: str, *, read_timeout: float,

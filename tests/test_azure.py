@@ -361,3 +361,19 @@ def test_rebalance_is_not_approved(sim: AzureSimulator) -> None:
         assert not approver.applies(notice)
     finally:
         feed.close()
+
+
+def test_a_404_after_the_new_version_answered_is_a_fault_not_a_fallback(
+    sim: AzureSimulator,
+) -> None:
+    client = azure.AzureMetadata(sim.url)
+    try:
+        client.events()
+        sim.versions = ("2020-07-01",)
+        sim.refuse_status = 404
+        with pytest.raises(ImdsError) as caught:
+            client.events()
+        assert "404" in caught.value.detail
+        assert client.events_api == "2024-07-09"
+    finally:
+        client.close()
