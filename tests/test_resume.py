@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from spotwatch import azure, gcp, maintenance, monitors
+from spotwatch import azure, gce_upcoming, gcp, maintenance, monitors
 from spotwatch.boot import PreviousBoot
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SCHEDULED_MAINTENANCE, Notice
 from spotwatch.resume import WITHDRAWABLE_SOURCES, Withdrawals, resume_notice
@@ -29,7 +29,7 @@ def _resume_runs(h: Harness) -> list[dict[str, Any]]:
 def test_the_withdrawable_sources_are_the_monitors_own() -> None:
     assert {
         monitors.SOURCE_REBALANCE, maintenance.SOURCE_SCHEDULED, gcp.SOURCE_MAINTENANCE,
-        azure.SOURCE,
+        gce_upcoming.SOURCE_UPCOMING, azure.SOURCE,
     } == WITHDRAWABLE_SOURCES  # fmt: skip
 
 
