@@ -64,7 +64,8 @@ from _common import (
     write_hook,
 )
 
-from spotwatch.imdssim import INSTANCE_ACTION_PATH, ImdsSimulator, RequestRecord, format_time
+from spotwatch.imdssim import INSTANCE_ACTION_PATH, ImdsSimulator, format_time
+from spotwatch.simserver import Record
 
 GOAL_DETECT_SLACK = 0.1  # max detection <= interval + this
 GOAL_DISPATCH_P95 = 0.020
@@ -277,7 +278,7 @@ def run_interval(
 
 
 def first_served(
-    requests: Sequence[RequestRecord], agent: str, appear: Sequence[float]
+    requests: Sequence[Record], agent: str, appear: Sequence[float]
 ) -> list[float]:
     """For each notice, when the first GET by ``agent`` that got it (a 200) was received."""
     out = []

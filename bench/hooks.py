@@ -64,7 +64,7 @@ from spotwatch import logs
 from spotwatch.hooks import plan_hooks
 from spotwatch.journal import Journal
 from spotwatch.notice import SPOT_INTERRUPTION, Notice
-from spotwatch.runner import HookResult, HookSettings, run_hooks
+from spotwatch.runner import HookResult, HookSettings, RunObserver, run_hooks
 
 GOAL_RATIO = 1.2
 
@@ -117,7 +117,7 @@ def time_spotwatch(hooks_dir: Path, count: int, state_dir: Path | None, n: int) 
         def on_finish(result: HookResult) -> None:
             j.hook_finished(notice.id, result)
 
-        kwargs = {"on_start": on_start, "on_finish": on_finish}
+        kwargs = {"observer": RunObserver(on_start=on_start, on_finish=on_finish)}
     start = time.perf_counter()
     plan = plan_hooks(hooks_dir)
     if journal is not None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from spotwatch import lifecycle
 from spotwatch.imds import ImdsClient
 from spotwatch.logs import get_logger
+from spotwatch.monitor import MonitorBase
 from spotwatch.notice import ASG_TERMINATION, Notice, notice_id
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def parse_lifecycle_state(body: bytes) -> tuple[str | None, str]:
     return None, f"unknown lifecycle state {shown!r}"
 
 
-class AsgTerminationMonitor:
+class AsgTerminationMonitor(MonitorBase):
     """Polls autoscaling/target-lifecycle-state; ``Terminated`` is a notice."""
 
     name = ASG_TERMINATION

@@ -1,4 +1,6 @@
-"""The argparse front end: one ``spotwatch.commands.<name>`` module per subcommand.
+"""The argparse front end: one ``spotwatch.commands.<name>_cmd`` module per subcommand
+(the suffix keeps ``commands/ship_cmd.py``, the front end, apart from ``ship.py``,
+what it runs).
 
 Each command module exposes ``add_parser(subparsers)`` that ends in
 ``set_defaults(func=...)``; ``func`` takes the Namespace, unpacks it into typed
@@ -34,12 +36,13 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="spotwatch",
-        description="Watch for the EC2 spot interruption notice and run your hooks in time.",
+        description="Run your hooks before a spot or preemptible instance ends, on AWS, "
+        "Google Compute Engine and Azure; report spot requests and fleet events on AWS.",
     )
     parser.add_argument("--version", action="version", version=f"spotwatch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
-        module = importlib.import_module(f"spotwatch.commands.{name}")
+        module = importlib.import_module(f"spotwatch.commands.{name}_cmd")
         module.add_parser(subparsers)
     return parser
 

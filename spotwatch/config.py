@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from spotwatch.clouds import registry
 from spotwatch.errors import UsageError
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
@@ -33,47 +34,10 @@ WATCH_SOURCES = ("spot", "rebalance", "maintenance", "asg", "migrate", "shutdown
 DEFAULT_WATCH = ("spot", "shutdown")
 DEFAULT_ASG_DEADLINE = 300.0
 DEFAULT_MAINTENANCE_LEAD = 300.0
-# Issue 12: which cloud.
-CLOUDS = ("auto", "aws", "gcp", "azure")
+CLOUDS = ("auto", *registry.NAMES)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    imds_url: str = DEFAULT_IMDS_URL
-    interval: float = DEFAULT_INTERVAL
-    hooks_dir: Path = Path(DEFAULT_HOOKS_DIR)
-    resume_dir: Path = Path(DEFAULT_RESUME_DIR)
-    state_dir: Path = Path(DEFAULT_STATE_DIR)
-    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
-    deadline_margin: float = DEFAULT_DEADLINE_MARGIN
-    on_rebalance: bool = False
-    log_format: str | None = None  # None: console on a TTY, JSON otherwise
-    log_level: str = "info"
-    # Chatty hooks (issue 14): lines of one hook's output logged as they come, and
-    # the last ones logged when it ends; the rest are counted, not logged.
-    hook_output_head: int = DEFAULT_HOOK_OUTPUT_HEAD
-    hook_output_tail: int = DEFAULT_HOOK_OUTPUT_TAIL
-    # metrics (issue 14): Prometheus textfile for node_exporter
-    metrics_file: Path | None = None
-    # Issue 11: what to watch (spot, rebalance, maintenance, asg) and their settings.
-    watch: tuple[str, ...] = DEFAULT_WATCH
-    asg_lifecycle_hook: str | None = None
-    asg_name: str | None = None
-    asg_deadline: float = DEFAULT_ASG_DEADLINE
-    maintenance_lead: float = DEFAULT_MAINTENANCE_LEAD
-    # Issue 12: which cloud (auto, aws, gcp, azure); Azure's event approval.
-    cloud: str = "auto"
-    no_approve: bool = False
-    interval_given: bool = False  # --interval set: it wins over Azure's 1 s default
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """The sources watched, in WATCH_SOURCES order; --on-rebalance adds rebalance."""
-        chosen = set(self.watch) | ({"rebalance"} if self.on_rebalance else set())
-        return tuple(s for s in WATCH_SOURCES if s in chosen)
 
 
 def env_name(flag: str) -> str:
@@ -203,15 +167,30 @@ def nonempty(text: str) -> str:
     return text.strip()
 
 
+GROUPS: tuple[tuple[str, str], ...] = (
+    ("watch", "what to watch"),
+    ("timing", "timing"),
+    ("hooks", "hooks"),
+    ("output", "output"),
+    ("cloud", "cloud"),
+)
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One ``spotwatch run`` setting: its flag (and so its SPOTWATCH_* twin), its
-    RunConfig field, its parser, and for numbers the range, declared here once: the
-    parser enforces it and ``--help`` and the README show it."""
+    """One ``spotwatch run`` setting, declared here once: its flag (and so its
+    SPOTWATCH_* twin), RunConfig field, parser, range, default, help and group.
+    The argument parser, RunConfig's defaults and the environment reading are
+    built from :data:`SETTINGS`. ``help`` may hold ``{default}``, filled from
+    ``default``; a numeric range is appended to it."""
 
     flag: str
     field: str
     parse: Callable[[str], Any]
+    default: Any
+    help: str
+    group: str
+    metavar: str | None = None  # None: an on/off switch, given without a value
     low: float | None = None
     high: float | None = None
     unit: str = "s"
@@ -220,14 +199,39 @@ class Setting:
     def env(self) -> str:
         return env_name(self.flag)
 
+    @property
+    def switch(self) -> bool:
+        return self.metavar is None
+
     def range_text(self) -> str | None:
         if self.low is None or self.high is None:
             return None
         return f"{self.low:g} to {self.high:g}{' ' + self.unit if self.unit else ''}"
 
+    def help_text(self) -> str:
+        text = self.help.format(default=_shown(self.default))
+        span = self.range_text()
+        return f"{text}; range {span}" if span is not None else text
 
-def _number(flag: str, field: str, low: float, high: float) -> Setting:
-    return Setting(flag, field, seconds_between(low, high), low, high)
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def _number(
+    flag: str, field: str, span: tuple[float, float], default: float, help: str, group: str
+) -> Setting:
+    low, high = span
+    return Setting(flag, field, seconds_between(low, high), default, help, group, "S", low, high)
+
+
+def _lines(flag: str, field: str, default: int, help: str) -> Setting:
+    high = 100_000
+    return Setting(flag, field, count_up_to(high), default, help, "output", "N", 0, high, "lines")
 
 
 # Ranges. The interval: at least 0.1 s (faster would only load IMDS and a core),
@@ -237,58 +241,166 @@ def _number(flag: str, field: str, low: float, high: float) -> Setting:
 # timeout, 7200 s. The maintenance lead: at most a week (events come days ahead).
 INTERVAL_RANGE = (0.1, 3600.0)
 SETTINGS: tuple[Setting, ...] = (
-    Setting("--imds-url", "imds_url", url),
-    _number("--interval", "interval", *INTERVAL_RANGE),
-    Setting("--hooks-dir", "hooks_dir", Path),
-    Setting("--resume-dir", "resume_dir", Path),
-    Setting("--state-dir", "state_dir", Path),
-    _number("--hook-timeout", "hook_timeout", 0.1, 86400.0),
-    _number("--deadline-margin", "deadline_margin", 0.0, 3600.0),
-    Setting("--on-rebalance", "on_rebalance", boolean),
-    Setting("--log-format", "log_format", choice(LOG_FORMATS)),
-    Setting("--log-level", "log_level", choice(LOG_LEVELS)),
-    # Chatty hooks (issue 14).
-    Setting("--hook-output-head", "hook_output_head", count_up_to(100_000), 0, 100_000, "lines"),
-    Setting("--hook-output-tail", "hook_output_tail", count_up_to(100_000), 0, 100_000, "lines"),
-    # metrics (issue 14)
-    Setting("--metrics-file", "metrics_file", Path),
-    # Issue 11: sources beyond the spot notice.
-    Setting("--watch", "watch", watch_list),
-    Setting("--asg-lifecycle-hook", "asg_lifecycle_hook", nonempty),
-    Setting("--asg-name", "asg_name", nonempty),
-    _number("--asg-deadline", "asg_deadline", 1.0, 7200.0),
-    _number("--maintenance-lead", "maintenance_lead", 1.0, 604800.0),
-    # Issue 12: Google Compute Engine and Azure.
-    Setting("--cloud", "cloud", choice(CLOUDS)),
-    Setting("--no-approve", "no_approve", boolean),
+    # What to watch: the sources, and what each needs.
+    Setting(
+        "--watch", "watch", watch_list, DEFAULT_WATCH,
+        "comma-separated sources: " + ", ".join(WATCH_SOURCES) + " "
+        "(default {default}; shutdown: run the hooks on a system shutdown with no notice)",
+        "watch", "LIST",
+    ),
+    Setting(
+        "--on-rebalance", "on_rebalance", boolean, False,
+        "also run the hooks on a rebalance recommendation", "watch",
+    ),
+    Setting(
+        "--asg-lifecycle-hook", "asg_lifecycle_hook", nonempty, None,
+        "the group's termination lifecycle hook: heartbeat it while the hooks run, "
+        "then complete it with CONTINUE",
+        "watch", "NAME",
+    ),
+    Setting(
+        "--asg-name", "asg_name", nonempty, None,
+        "the Auto Scaling group (default: looked up)", "watch", "NAME",
+    ),
+    _number(
+        "--asg-deadline", "asg_deadline", (1.0, 7200.0), DEFAULT_ASG_DEADLINE,
+        "seconds the hooks get after an Auto Scaling termination is seen (default {default})",
+        "watch",
+    ),
+    _number(
+        "--maintenance-lead", "maintenance_lead", (1.0, 604800.0), DEFAULT_MAINTENANCE_LEAD,
+        "run the hooks this long before a scheduled maintenance event "
+        "(default {default}; needs maintenance in --watch)",
+        "watch",
+    ),
+    # Timing.
+    _number(
+        "--interval", "interval", INTERVAL_RANGE, DEFAULT_INTERVAL,
+        "seconds between polls (default {default})", "timing",
+    ),
+    _number(
+        "--hook-timeout", "hook_timeout", (0.1, 86400.0), DEFAULT_HOOK_TIMEOUT,
+        "longest one hook may run (default {default})", "timing",
+    ),
+    _number(
+        "--deadline-margin", "deadline_margin", (0.0, 3600.0), DEFAULT_DEADLINE_MARGIN,
+        "hooks must end this long before the interruption (default {default})", "timing",
+    ),
+    # Hooks: where they are, and where their journal is kept.
+    Setting(
+        "--hooks-dir", "hooks_dir", Path, Path(DEFAULT_HOOKS_DIR),
+        "hook scripts (default {default})", "hooks", "DIR",
+    ),
+    Setting(
+        "--resume-dir", "resume_dir", Path, Path(DEFAULT_RESUME_DIR),
+        "hooks run when an end that ran the hooks turned out not to be one "
+        "(default {default}; need not exist)",
+        "hooks", "DIR",
+    ),
+    Setting(
+        "--state-dir", "state_dir", Path, Path(DEFAULT_STATE_DIR),
+        "journal location (default {default})", "hooks", "DIR",
+    ),
+    # Output: logs, chatty hooks (the lines past head and tail are counted, not
+    # logged) and metrics.
+    Setting(
+        "--log-format", "log_format", choice(LOG_FORMATS), None,
+        "default: console on a TTY, else JSON", "output", "json|console",
+    ),
+    Setting(
+        "--log-level", "log_level", choice(LOG_LEVELS), "info",
+        "debug, info, warning or error (default {default})", "output", "LEVEL",
+    ),
+    _lines(
+        "--hook-output-head", "hook_output_head", DEFAULT_HOOK_OUTPUT_HEAD,
+        "lines of one hook's output logged as they come (default {default})",
+    ),
+    _lines(
+        "--hook-output-tail", "hook_output_tail", DEFAULT_HOOK_OUTPUT_TAIL,
+        "then only its last N lines, logged when it ends, and a count of the rest "
+        "(default {default})",
+    ),
+    Setting(
+        "--metrics-file", "metrics_file", Path, None,
+        "keep Prometheus metrics in this file for node_exporter's textfile "
+        "collector (a *.prom file in its --collector.textfile.directory; default: none)",
+        "output", "PATH",
+    ),
+    # Cloud: which one, where its metadata service is, what spotwatch may do there.
+    Setting(
+        "--cloud", "cloud", choice(CLOUDS), "auto",
+        "auto, aws, gcp or azure (default auto: DMI strings, else ask each metadata "
+        "service once); on gcp, --watch migrate adds host migrations",
+        "cloud", "CLOUD",
+    ),
+    Setting(
+        "--imds-url", "imds_url", url, DEFAULT_IMDS_URL,
+        "IMDS base URL (default {default})", "cloud", "URL",
+    ),
+    Setting(
+        "--no-approve", "no_approve", boolean, False,
+        "Azure: do not approve (StartRequests) an event once its hooks are done", "cloud",
+    ),
 )
 BY_FLAG = {setting.flag: setting for setting in SETTINGS}
-# flag name -> (parser, RunConfig field), as before the table
-_FIELDS: dict[str, tuple[Callable[[str], Any], str]] = {
-    s.flag: (s.parse, s.field) for s in SETTINGS
-}
+RUN_FLAGS = tuple(BY_FLAG)
+_DEFAULT: dict[str, Any] = {setting.field: setting.default for setting in SETTINGS}
 
-RUN_FLAGS = tuple(_FIELDS)
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings of ``spotwatch run``: one typed field per row of SETTINGS (a
+    test holds the two to each other), defaults taken from the table."""
+
+    imds_url: str = _DEFAULT["imds_url"]
+    interval: float = _DEFAULT["interval"]
+    hooks_dir: Path = _DEFAULT["hooks_dir"]
+    resume_dir: Path = _DEFAULT["resume_dir"]
+    state_dir: Path = _DEFAULT["state_dir"]
+    hook_timeout: float = _DEFAULT["hook_timeout"]
+    deadline_margin: float = _DEFAULT["deadline_margin"]
+    on_rebalance: bool = _DEFAULT["on_rebalance"]
+    log_format: str | None = _DEFAULT["log_format"]  # None: console on a TTY, JSON otherwise
+    log_level: str = _DEFAULT["log_level"]
+    hook_output_head: int = _DEFAULT["hook_output_head"]
+    hook_output_tail: int = _DEFAULT["hook_output_tail"]
+    metrics_file: Path | None = _DEFAULT["metrics_file"]
+    watch: tuple[str, ...] = _DEFAULT["watch"]
+    asg_lifecycle_hook: str | None = _DEFAULT["asg_lifecycle_hook"]
+    asg_name: str | None = _DEFAULT["asg_name"]
+    asg_deadline: float = _DEFAULT["asg_deadline"]
+    maintenance_lead: float = _DEFAULT["maintenance_lead"]
+    cloud: str = _DEFAULT["cloud"]
+    no_approve: bool = _DEFAULT["no_approve"]
+    # Not a flag: whether --interval was given, so that it wins over Azure's 1 s default.
+    interval_given: bool = False
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The sources watched, in WATCH_SOURCES order; --on-rebalance adds rebalance."""
+        chosen = set(self.watch) | ({"rebalance"} if self.on_rebalance else set())
+        return tuple(s for s in WATCH_SOURCES if s in chosen)
 
 
 def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> RunConfig:
     """Build the RunConfig from raw flag strings (None: not given) and the environment."""
     values: dict[str, Any] = {}
     given: dict[str, str] = {}  # field -> the flag or variable that set it
-    for flag, (parse, field) in _FIELDS.items():
-        raw = flags.get(flag)
-        source = flag
+    for setting in SETTINGS:
+        raw = flags.get(setting.flag)
+        source = setting.flag
         if raw is None:
-            source = env_name(flag)
+            source = setting.env
             raw = environ.get(source)
-            if raw is None or (raw == "" and flag != "--on-rebalance"):
+            # An empty switch variable says "off"; an empty value elsewhere is unset.
+            if raw is None or (raw == "" and not setting.switch):
                 continue
         try:
-            values[field] = parse(raw)
+            values[setting.field] = setting.parse(raw)
         except ValueError as exc:
             raise UsageError(f"{source}: {exc}") from None
-        given[field] = source
-    values["interval_given"] = "interval" in values  # issue 12: Azure defaults to 1 s
+        given[setting.field] = source
+    values["interval_given"] = "interval" in values  # Azure defaults to 1 s otherwise
     settings = RunConfig(**values)
     _check_maintenance_lead(settings)
     # With --cloud auto the lead is known once the cloud is (the daemon checks again
@@ -323,29 +435,9 @@ def _check_maintenance_lead(settings: RunConfig) -> None:
 def shortest_lead(settings: RunConfig, cloud: str) -> tuple[float, str] | None:
     """The least time ahead any watched source announces an end on ``cloud``, and
     which source that is; None if no watched source has a fixed lead."""
-    leads: list[tuple[float, str]] = []
-    sources = settings.sources
-    if cloud == "aws":
-        from spotwatch.notice import DEFAULT_LEAD_SECONDS
+    from spotwatch.clouds import registry
 
-        for source in ("spot", "rebalance"):
-            if source in sources:
-                leads.append((DEFAULT_LEAD_SECONDS, f"the {source} notice on AWS"))
-        if "asg" in sources:
-            leads.append((settings.asg_deadline, "--asg-deadline"))
-        # maintenance: --maintenance-lead, checked on its own in resolve().
-    elif cloud == "gcp":
-        from spotwatch.gcp import MAINTENANCE_LEAD_SECONDS, PREEMPT_LEAD_SECONDS
-
-        if "spot" in sources:
-            leads.append((PREEMPT_LEAD_SECONDS, "a preemption on Google"))
-        for source in ("maintenance", "migrate"):
-            if source in sources:
-                leads.append((MAINTENANCE_LEAD_SECONDS, f"{source} on Google"))
-    elif cloud == "azure" and sources:
-        from spotwatch.azure import DEFAULT_LEAD_SECONDS as AZURE_LEAD
-
-        leads.append((AZURE_LEAD, "an Azure eviction (as little as 30 s)"))
+    leads = registry.get(cloud).leads(settings)
     return min(leads) if leads else None
 
 

@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
-from spotwatch.cloud_sources import interval_for
 from spotwatch.config import RunConfig
 from spotwatch.errors import UsageError
 from spotwatch.logs import get_logger
 from spotwatch.stopper import Stopper
-from spotwatch.watcher import Listener, ShutdownLink, SignalReport, Watcher, WatchSettings
-
-if TYPE_CHECKING:
-    from spotwatch.followup import FollowUp
-    from spotwatch.imds import ImdsClient
-    from spotwatch.notice import Identity
+from spotwatch.watcher import (
+    HookWork,
+    Listener,
+    ShutdownLink,
+    SignalReport,
+    Watcher,
+    WatcherLinks,
+    WatchSettings,
+    WatchSources,
+)
 
 
 def check_directories(config: RunConfig) -> None:
@@ -67,46 +68,21 @@ def build_watcher(
     """The watcher for ``config``. A drill passes its own ``shutdown`` link (or none):
     only the daemon asks systemd, and only it keeps the boot record."""
     from spotwatch import hooks, orphans, runner
-    from spotwatch.imds import ImdsClient, ImdsError, read_identity
+    from spotwatch.clouds import registry
+    from spotwatch.clouds.metadata_http import ImdsError
+    from spotwatch.hook_env import environ_for_hooks
     from spotwatch.journal import Journal
-    from spotwatch.monitors import RebalanceMonitor, SpotInterruptionMonitor
     from spotwatch.sdnotify import Notifier
 
-    # One poll (retries, the termination-time fallback and every AWS source
-    # included) must fit well inside the interval.
-    budget = poll_budget(config.interval)
-    client = ImdsClient(config.imds_url, budget=budget, stop=stop)
-    sources = config.sources
-    monitors: list[object] = []
-    if "spot" in sources:
-        monitors.append(SpotInterruptionMonitor(client))
-    if "rebalance" in sources:
-        monitors.append(RebalanceMonitor(client))
-    # Issue 12: on Google and Azure, their own monitors, identity and follow-ups.
     cloud = decide_cloud(config)
     if not drill:
         from spotwatch.config import check_margin
 
         check_margin(config, cloud)
-    if cloud == "aws":
-        monitors += _aws_monitors(config, client)
-    from spotwatch.hook_env import environ_for_hooks
-
-    interval = interval_for(cloud, config.interval, config.interval_given)
-    read_identity_now = lambda: read_identity(client)  # noqa: E731
-    followups: list[object] = []
-    if cloud == "aws":
-        followups = list(_followups(config, client, read_identity))
-    else:
-        from spotwatch import cloud_sources
-
-        other = cloud_sources.build(
-            cloud, config.imds_url, config.sources, interval=interval,
-            approve=not config.no_approve, wake=stop.wake,
-            maintenance_lead=config.maintenance_lead,
-        )  # fmt: skip
-        monitors, read_identity_now = list(other.monitors), other.read_identity
-        followups = list(other.followups)
+    adapter = registry.get(cloud)
+    interval = adapter.interval(config.interval, config.interval_given)
+    sources = config.sources
+    watched = adapter.build(config, interval=interval, stop=stop)
     environ = {**environ_for_hooks(os.environ), "SPOTWATCH_CLOUD": cloud}
     settings = WatchSettings(
         interval=interval,
@@ -138,29 +114,34 @@ def build_watcher(
         boot.log_previous_end(lambda notice_id: list(journal.finished_hooks(notice_id)))
     return Watcher(
         settings,
-        monitors=monitors,  # type: ignore[arg-type]
-        read_identity=read_identity_now,
-        journal=journal,
-        stop=stop,
-        notifier=notifier,
-        plan=hooks.plan_hooks,
-        runner=runner.run_hooks,
-        hook_environment=hooks.notice_environment,
-        fault_types=(ImdsError,),
-        environ=environ,
-        listener=listener,
-        followups=followups,  # type: ignore[arg-type]
-        signals=signals,
-        settle_orphan=None if drill else settle_orphan,
-        group_record=orphans.group_record,
-        shutdown=shutdown
-        if drill
-        else SystemShutdown(
-            signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
+        sources=WatchSources(
+            monitors=watched.monitors,
+            read_identity=watched.read_identity,
+            fault_types=(ImdsError,),
+            followups=watched.followups,
+            poll_scope=watched.poll_scope,
         ),
-        boot=boot,
-        # On AWS one poll's GETs (fallback and every source) share the budget.
-        poll_scope=client.poll_window if cloud == "aws" else nullcontext,
+        hooks=HookWork(
+            plan=hooks.plan_hooks,
+            runner=runner.run_hooks,
+            hook_environment=hooks.notice_environment,
+            journal=journal,
+            environ=environ,
+            settle_orphan=None if drill else settle_orphan,
+            group_record=orphans.group_record,
+        ),
+        links=WatcherLinks(
+            stop=stop,
+            notifier=notifier,
+            listener=listener,
+            signals=signals,
+            shutdown=shutdown
+            if drill
+            else SystemShutdown(
+                signals=lambda: stop.signals, cloud=cloud, runs_hooks="shutdown" in sources
+            ),
+            boot=boot,
+        ),
     )
 
 
@@ -171,21 +152,16 @@ def boot_id_path() -> Path:
     return Path(os.environ.get("SPOTWATCH_BOOT_ID_FILE") or BOOT_ID_PATH)
 
 
-def poll_budget(interval: float) -> float:
-    """Seconds one AWS poll may take: 80% of the interval, at least 0.5 s, at most 4 s."""
-    return max(0.5, min(4.0, interval * 0.8))
-
-
 def decide_cloud(config: RunConfig) -> str:
-    """The cloud to watch, logged once with why (issue 12). SPOTWATCH_DMI_DIR: tests."""
-    from spotwatch import cloud
+    """The cloud to watch, logged once with why. SPOTWATCH_DMI_DIR: tests."""
+    from spotwatch.clouds import detect, registry
 
-    dmi_dir = Path(os.environ.get("SPOTWATCH_DMI_DIR") or cloud.DMI_DIR)
-    decision = cloud.decide(config.cloud, config.imds_url, dmi_dir=dmi_dir)
+    dmi_dir = Path(os.environ.get("SPOTWATCH_DMI_DIR") or detect.DMI_DIR)
+    decision = detect.decide(config.cloud, config.imds_url, dmi_dir=dmi_dir)
     get_logger().info(
         "cloud.decided", cloud=decision.cloud, how=decision.how, reason=decision.reason
     )
-    ignored = [s for s in config.sources if s not in _SOURCES_ON[decision.cloud]]
+    ignored = [s for s in config.sources if s not in registry.get(decision.cloud).sources]
     if ignored:
         get_logger().warning(
             "cloud.sources_ignored",
@@ -194,60 +170,6 @@ def decide_cloud(config: RunConfig) -> str:
             note=f"not available on {decision.cloud}; see the README's table of sources per cloud",
         )
     return decision.cloud
-
-
-_SOURCES_ON = {
-    "aws": ("spot", "rebalance", "maintenance", "asg", "shutdown"),
-    "gcp": ("spot", "maintenance", "migrate", "shutdown"),
-    "azure": ("spot", "rebalance", "maintenance", "shutdown"),
-}
-
-
-def _aws_monitors(config: RunConfig, client: ImdsClient) -> list[object]:
-    """The Auto Scaling and scheduled maintenance monitors, if watched."""
-    monitors: list[object] = []
-    if "maintenance" in config.sources:
-        from spotwatch.maintenance import MaintenanceMonitor
-
-        monitors.append(MaintenanceMonitor(client, lead=config.maintenance_lead))
-    if "asg" in config.sources:
-        from spotwatch.asg import AsgTerminationMonitor
-
-        monitors.append(
-            AsgTerminationMonitor(
-                client, deadline_seconds=config.asg_deadline, group_name=config.asg_name
-            )
-        )
-    return monitors
-
-
-def _followups(
-    config: RunConfig, client: ImdsClient, read_identity: Callable[[ImdsClient], Identity]
-) -> list[FollowUp]:
-    """``--asg-lifecycle-hook``: heartbeats and CompleteLifecycleAction around the hooks.
-    The Auto Scaling client (boto3) is made on the follow-up's thread, when needed."""
-    if "asg" not in config.sources or not config.asg_lifecycle_hook:
-        return []
-    from spotwatch import lifecycle
-    from spotwatch.asg import LifecycleFollowUp
-
-    known: list[Identity] = []
-
-    def identity() -> Identity:
-        if not known:
-            known.append(read_identity(client))
-        return known[0]
-
-    return [
-        LifecycleFollowUp(
-            hook=config.asg_lifecycle_hook,
-            group=config.asg_name,
-            make_client=lambda: lifecycle.make_client(
-                identity().region, endpoint=lifecycle.endpoint_url()
-            ),
-            instance_id=lambda: identity().instance_id,
-        )
-    ]
 
 
 def run_daemon(config: RunConfig) -> int:

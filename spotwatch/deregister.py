@@ -16,11 +16,11 @@ boto3 is imported by ``make_clients`` only.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.hook_context import HookContext, known_region
 
 DRAIN_POLL = 1.0
@@ -190,17 +190,25 @@ def _classic_drain(elb: Any, name: str) -> float:
     return float(draining.get("Timeout", 0)) if draining.get("Enabled") else 0.0
 
 
+@dataclass(frozen=True)
+class Named:
+    """The load balancers the operator named (target group ARNs, Classic names),
+    and how many of each a scan may read when neither these nor the Auto Scaling
+    group name any."""
+
+    target_groups: Sequence[str]
+    classic: Sequence[str]
+    scan_limit: int
+
+
 def deregister(
     clients: dict[str, Any],
     context: HookContext,
+    named: Named,
     *,
-    target_groups: Sequence[str],
-    classic: Sequence[str],
-    scan_limit: int,
     act_by: float,
     wait: bool = True,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
+    clocks: Clocks = SYSTEM,
     error_text: Callable[[BaseException], str] = str,
 ) -> Report:
     """Take ``context.instance_id`` out of every load balancer; wait for the draining."""
@@ -208,7 +216,8 @@ def deregister(
 
     report = Report()
     instance = context.instance_id
-    groups, balancers = list(target_groups), list(classic)
+    clock, sleep, scan_limit = clocks.wall, clocks.sleep, named.scan_limit
+    groups, balancers = list(named.target_groups), list(named.classic)
     how = "configured" if groups or balancers else ""
     try:
         asg, asg_groups, asg_balancers = group_attachments(clients, context)

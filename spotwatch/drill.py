@@ -12,31 +12,18 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spotwatch.clouds.base import Rehearsal, Simulator
 from spotwatch.config import RunConfig
 from spotwatch.errors import SpotwatchError
 
 ACTIONS = ("terminate", "stop", "hibernate")
-EVENTS = ("spot", "rebalance", "maintenance", "upcoming-maintenance", "asg", "shutdown")
-# What each cloud's simulator can rehearse.
-EVENTS_ON = {
-    "aws": ("spot", "rebalance", "maintenance", "asg", "shutdown"),
-    "gcp": ("spot", "maintenance", "upcoming-maintenance", "shutdown"),
-    "azure": ("spot", "rebalance", "maintenance", "shutdown"),
-}
-# The watched source each event belongs to (the others are their own).
-EVENT_SOURCE = {"upcoming-maintenance": "maintenance"}
-# The maintenance event a drill of --action A schedules.
-MAINTENANCE_CODES = {
-    "terminate": "instance-retirement",
-    "stop": "instance-stop",
-    "hibernate": "instance-stop",
-}
-DRILL_EVENT_ID = "instance-event-0drill000000000000"
+EVENTS = ("spot", "rebalance", "maintenance", "asg", "shutdown")
 
 
 @dataclass(frozen=True)
@@ -50,7 +37,7 @@ class DrillOptions:
     deadline_margin: float = 10.0
     event: str = "spot"  # which source to rehearse (EVENTS)
     watch: tuple[str, ...] = ()  # what the watcher watches; the event's source is added
-    cloud: str = "aws"  # issue 12: the simulator speaks this cloud's protocol
+    cloud: str = "aws"  # the simulator speaks this cloud's protocol
     resume: bool = False  # then the way back: the resume hooks, as when the end did not come
     resume_dir: Path | None = None
 
@@ -97,7 +84,7 @@ class DrillReport:
     skipped: tuple[str, ...] = ()
     problems: tuple[str, ...] = field(default=())
     event: str = "spot"
-    cloud: str = "aws"  # issue 12
+    cloud: str = "aws"
     resume_requested: bool = False
     resume_dir: str = ""
     resume_seen: float | None = None  # seconds since began_at
@@ -229,33 +216,10 @@ def _describe(report: DrillReport) -> tuple[str, str]:
             "system shutdown (poweroff) with no notice",
             "systemctl poweroff: SIGTERM, the hooks run as SPOTWATCH_EVENT=shutdown",
         )
-    if report.cloud == "gcp":
-        if report.event == "upcoming-maintenance":
-            return (
-                "Google upcoming maintenance",
-                f"instance/upcoming-maintenance window from {report.notice_time} "
-                f"({report.lead:g} s lead)",
-            )
-        if report.event == "maintenance":
-            what = "instance/maintenance-event TERMINATE_ON_HOST_MAINTENANCE"
-            return "Google host maintenance", f"{what}, deadline {report.notice_time}"
-        return "Google preemption", f"instance/preempted TRUE, deadline {report.notice_time}"
-    if report.cloud == "azure":
-        if report.event == "rebalance":
-            return "Azure SpotRebalanceRecommendation event", "SpotRebalanceRecommendation event"
-        kind = "Terminate" if report.event == "maintenance" else "Preempt"
-        return f"Azure {kind} event", f"{kind} event, NotBefore {report.notice_time}"
-    if report.event == "rebalance":
-        return "rebalance recommendation", "rebalance recommendation"
-    if report.event == "asg":
-        return "Auto Scaling termination", "lifecycle state Terminated"
-    if report.event == "maintenance":
-        code = MAINTENANCE_CODES[report.action]
-        return (
-            f"scheduled maintenance {code}",
-            f"{code} due, NotBefore {report.notice_time} ({report.lead:g} s lead)",
-        )
-    return f"{report.action} notice", f"{report.action} at {report.notice_time}"
+    from spotwatch.clouds import registry
+
+    rehearsal = Rehearsal(report.event, report.action, report.lead, report.notice_appeared or 0.0)
+    return registry.get(report.cloud).describe_drill(rehearsal, report.notice_time)
 
 
 class _Timeline:
@@ -303,9 +267,9 @@ def _not_dir(path: Path) -> str:
 
 def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) -> DrillReport:
     """Rehearse one notice end to end and return what happened."""
+    from spotwatch.clouds import registry
     from spotwatch.daemon import build_watcher
     from spotwatch.hooks import plan_hooks
-    from spotwatch.imdssim import ImdsSimulator
     from spotwatch.stopper import Stopper
 
     if not options.hooks_dir.is_dir():
@@ -320,22 +284,17 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             "pass --resume-dir DIR (spotwatch install creates /etc/spotwatch/resume.d)",
             exit_code=2,
         )
-    possible = EVENTS_ON.get(options.cloud, EVENTS)
-    if options.event not in possible:
-        names = {"aws": "AWS", "gcp": "Google", "azure": "Azure"}
-        clouds = [names[c] for c, events in EVENTS_ON.items() if options.event in events]
-        raise SpotwatchError(
-            f"--event {options.event} exists on {' and '.join(clouds)} only; with --cloud "
-            f"{options.cloud} rehearse --event {', '.join(possible)}",
-            exit_code=2,
-        )
+    adapter = registry.get(options.cloud)
+    if options.event not in adapter.drill_events:
+        raise SpotwatchError(_no_such_event(options.event, adapter.name), exit_code=2)
     plan = plan_hooks(options.hooks_dir)
     stop = Stopper()
     stop.install()
     try:
+        rehearsal = Rehearsal(options.event, options.action, options.lead, options.notice_in)
+        drill_sim = adapter.drill(rehearsal)
         with (
-            (ImdsSimulator(require_token=True) if options.cloud == "aws" else _simulator(options))
-            as sim,
+            _serving(drill_sim.simulator) as sim,
             tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
         ):
             config = RunConfig(
@@ -361,10 +320,8 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
                 link = _DrillShutdown(stop, options)
                 notice_time = appear_at + options.lead
                 _shut_down_at(stop, options.notice_in)
-            elif options.cloud == "aws":
-                _schedule(sim, options, appear_at, notice_text)
             else:
-                notice_time, notice_text = _schedule_cloud(sim, options, appear_at)
+                notice_time, notice_text = drill_sim.schedule(appear_at)
             watcher = build_watcher(config, stop=stop, drill=True, max_notices=1,
                                     listener=timeline, shutdown=link)  # fmt: skip
             # If the notice is never seen (it should be, within one interval), give up.
@@ -424,7 +381,7 @@ def _drill_watch(options: DrillOptions) -> tuple[str, ...]:
     if options.event == "shutdown":
         # The last check before the shutdown run asks the notice source too.
         return (*options.watch, "spot", "shutdown")
-    return (*options.watch, EVENT_SOURCE.get(options.event, options.event))
+    return (*options.watch, options.event)
 
 
 def _resume_dir(options: DrillOptions) -> Path:
@@ -472,72 +429,25 @@ def _shut_down_at(stop: Any, after: float) -> None:
     timer.start()
 
 
-def _simulator(options: DrillOptions) -> Any:
-    """Google's or Azure's metadata simulator (issue 12)."""
-    if options.cloud == "gcp":
-        from spotwatch.imdssim_gcp import GceSimulator
-
-        return GceSimulator()
-    from spotwatch.imdssim_azure import AzureSimulator
-
-    return AzureSimulator()
+@contextmanager
+def _serving(sim: Simulator) -> Iterator[Simulator]:
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
-def _schedule_cloud(sim: Any, options: DrillOptions, appear_at: float) -> tuple[float, str]:
-    """Google: preempted=TRUE (30 s to go, as Google gives), or with ``--event
-    maintenance`` TERMINATE_ON_HOST_MAINTENANCE (60 s), or with ``--event
-    upcoming-maintenance`` a window opening --lead after the notice; Azure: a Preempt
-    (or Terminate, or SpotRebalanceRecommendation) event whose NotBefore is --lead
-    after it appears. Returns (deadline, as shown)."""
-    if options.cloud == "gcp":
-        from spotwatch import gcp
+def _no_such_event(event: str, cloud: str) -> str:
+    from spotwatch.clouds import registry
 
-        if options.event == "upcoming-maintenance":
-            from spotwatch.imdssim_gcp import upcoming_doc
-
-            # Announced from the start, as Google does days ahead; due --lead before
-            # the window opens (the drill's --maintenance-lead is --lead).
-            window = float(int(appear_at + options.lead))
-            sim.set_upcoming(upcoming_doc(window))
-            return window, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(window))
-        if options.event == "maintenance":
-            sim.schedule(gcp.MAINTENANCE_EVENT, gcp.TERMINATING[0], appear_at)
-            deadline = appear_at + gcp.MAINTENANCE_LEAD_SECONDS
-        else:
-            sim.schedule(gcp.PREEMPTED, "TRUE", appear_at)
-            deadline = appear_at + gcp.PREEMPT_LEAD_SECONDS
-        return deadline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
-    from spotwatch.imdssim_azure import rfc1123
-
-    if options.event == "rebalance":
-        from spotwatch.azure import REBALANCE
-        from spotwatch.notice import DEFAULT_LEAD_SECONDS
-
-        # Advisory: the hooks get two minutes, as for a rebalance on AWS.
-        sim.add_event(REBALANCE, at=appear_at, lead=options.lead)
-        return appear_at + DEFAULT_LEAD_SECONDS, rfc1123(appear_at + options.lead)
-    kind = "Terminate" if options.event == "maintenance" else "Preempt"
-    sim.add_event(kind, at=appear_at, lead=options.lead)
-    return appear_at + options.lead, rfc1123(appear_at + options.lead)
-
-
-def _schedule(sim: Any, options: DrillOptions, appear_at: float, notice_text: str) -> None:
-    """Put the drill's event on the simulator: it appears ``options.notice_in`` s in."""
-    if options.event == "spot":
-        sim.schedule_notice(action=options.action, appear_at=appear_at, notice_time=notice_text)
-    elif options.event == "rebalance":
-        sim.schedule_rebalance(appear_at=appear_at)
-    elif options.event == "asg":
-        sim.schedule_lifecycle_state("InService", at=appear_at - options.notice_in)
-        sim.schedule_lifecycle_state("Terminated", at=appear_at)
-    else:
-        # Listed from the start, as AWS announces days ahead; due --lead before NotBefore.
-        sim.schedule_maintenance(
-            DRILL_EVENT_ID,
-            int(appear_at + options.lead),
-            code=MAINTENANCE_CODES[options.action],
-            at=appear_at - options.notice_in,
-        )
+    where = " and ".join(a.title for a in registry.every() if event in a.drill_events)
+    here = registry.get(cloud).drill_events
+    choices = " or ".join(e for e in here if e != "shutdown")
+    return (
+        f"--event {event} exists on {where} only; with --cloud {cloud} "
+        f"rehearse --event {choices}"
+    )
 
 
 def _stop_if_unseen(stop: Any, timeline: _Timeline, after: float) -> None:

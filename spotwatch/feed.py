@@ -14,8 +14,9 @@ import threading
 import time
 from typing import Callable, Generic, TypeVar
 
-from spotwatch.imds import ImdsError
+from spotwatch.clouds.metadata_http import ImdsError
 from spotwatch.logs import get_logger
+from spotwatch.monitor import MonitorBase
 
 T = TypeVar("T")
 
@@ -121,3 +122,27 @@ class Feed(Generic[T]):
                     self._wake()
             if pause > 0:
                 self._closed.wait(pause)
+
+
+class FeedMonitor(MonitorBase, Generic[T]):
+    """The base of a monitor over a feed (Google's values, Azure's events): its news
+    and its closing are the feed's, and ``latest`` never blocks."""
+
+    def __init__(self, name: str, feed: Feed[T]) -> None:
+        self.name = name
+        self._feed = feed
+
+    def start(self) -> None:
+        self._feed.start()
+
+    def latest(self) -> tuple[T | None, ImdsError | None, float | None]:
+        """The feed's snapshot; its thread is started again if it ended."""
+        if not self._feed.alive:
+            self._feed.start()
+        return self._feed.snapshot()
+
+    def has_news(self) -> bool:
+        return self._feed.has_news()
+
+    def close(self) -> None:
+        self._feed.close()

@@ -16,6 +16,7 @@ from spotwatch.errors import UsageError
 from spotwatch.fleet_settings import FleetWatchSettings, check_settings, region_from_queue_url
 from spotwatch.fleet_tags import InstanceTags, NoTags
 from spotwatch.fleet_watch import FleetWatcher
+from spotwatch.fleet_wiring import FleetClients, FleetHooks, FleetReporting
 from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
 
@@ -93,15 +94,16 @@ def watch(
     try:
         watcher = FleetWatcher(
             settings,
-            sqs=sqs,
-            tags=InstanceTags(ec2_for, warm=[region]) if settings.tags else NoTags(),
+            clients=FleetClients(
+                sqs=sqs,
+                tags=InstanceTags(ec2_for, warm=[region]) if settings.tags else NoTags(),
+                lifecycle=actions,
+            ),
+            hooks=FleetHooks(
+                plan=hooks.plan_hooks, runner=runner.run_hooks, workdir=workdir, environ=environ
+            ),
             stop=stop,
-            plan=hooks.plan_hooks,
-            runner=runner.run_hooks,
-            workdir=workdir,
-            environ=environ,
-            lifecycle=actions,
-            metrics=recorder,
+            reporting=FleetReporting(metrics=recorder),
         )
         return watcher.run()
     finally:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from spotwatch import fleet_schedule as schedule
 from spotwatch.errors import aws_error_text
-from spotwatch.fleet_events import FleetEvent
+from spotwatch.fleet_events import FleetEvent, NotAnEvent, parse_message
 from spotwatch.fleet_tags import lookable
 
 DELETE_DELAY = 1.0  # seconds a handled message may wait to be deleted in a batch
@@ -31,6 +31,19 @@ class Received:
     problem: str  # why it is not an event, when event is None
     received: float  # monotonic
     lost: bool = False  # another watcher may have it now: run no further hook
+
+    @classmethod
+    def parse(cls, message: dict[str, Any], received: float) -> Received:
+        """A message as received at ``received`` (monotonic): its event, or why none."""
+        try:
+            event = parse_message(str(message.get("Body", "")))
+        except NotAnEvent as exc:
+            return cls(message, None, exc.reason, received)
+        return cls(message, event, "", received)
+
+    def excerpt(self, limit: int = 200) -> str:
+        body = str(self.message.get("Body", ""))
+        return body if len(body) <= limit else body[:limit] + "..."
 
     @property
     def message_id(self) -> str:
@@ -73,6 +86,29 @@ class Received:
         if event.capacity_reservation_id and event.instance_ids:
             keys.append(f"reservation:{event.region}/{event.capacity_reservation_id}")
         return tuple(keys)
+
+
+def extension_outcome(
+    chunk: Sequence[tuple[schedule.Slot, Received]],
+    failed: Mapping[int, str],
+    slots: Mapping[str, schedule.Slot],
+    asked: float,
+) -> tuple[list[schedule.Slot], list[tuple[schedule.Slot, Received, str]]]:
+    """After one extension call (``failed``: entry number -> error) made at
+    ``asked``: the slots still in hand that it renewed, and those lost with the
+    error (it failed once their time had run out: another watcher may have them).
+    A failure before then changes nothing; the next round asks again."""
+    renewed, lost = [], []
+    for n, (slot, item) in enumerate(chunk):
+        current = slots.get(slot.key)
+        if current is None:
+            continue  # finished meanwhile
+        failure = failed.get(n)
+        if failure is None:
+            renewed.append(current)
+        elif current.hidden_until <= asked:
+            lost.append((current, item, failure))
+    return renewed, lost
 
 
 class FleetQueue:

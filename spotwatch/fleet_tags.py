@@ -30,8 +30,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.ec2_lookup import describe_instances
 from spotwatch.errors import aws_error_text
 from spotwatch.logs import get_logger
@@ -66,6 +68,22 @@ def lookable(region: str, instance_id: str) -> bool:
     return region != "unknown" and instance_id.startswith("i-")
 
 
+@dataclass(frozen=True)
+class TagTuning:
+    """How long tags are cached, and when and how far a region is read whole."""
+
+    ttl: float = TAGS_TTL
+    unknown_ttl: float = UNKNOWN_TAGS_TTL
+    snapshot_after: int = SNAPSHOT_AFTER
+    snapshot_window: float = SNAPSHOT_WINDOW
+    snapshot_pages: int = SNAPSHOT_PAGES
+    snapshot_retry: float = SNAPSHOT_RETRY
+    page_size: int = SNAPSHOT_PAGE_SIZE
+
+
+DEFAULT_TUNING = TagTuning()
+
+
 class InstanceTags:
     """Instance tags by region and id, cached; EC2 clients come from ``client_for_region``.
 
@@ -77,27 +95,20 @@ class InstanceTags:
         self,
         client_for_region: Callable[[str], Any],
         *,
-        ttl: float = TAGS_TTL,
-        unknown_ttl: float = UNKNOWN_TAGS_TTL,
-        snapshot_after: int = SNAPSHOT_AFTER,
-        snapshot_window: float = SNAPSHOT_WINDOW,
-        snapshot_pages: int = SNAPSHOT_PAGES,
-        snapshot_retry: float = SNAPSHOT_RETRY,
-        page_size: int = SNAPSHOT_PAGE_SIZE,
+        tuning: TagTuning = DEFAULT_TUNING,
         warm: Iterable[str] = (),
-        clock: Callable[[], float] = time.monotonic,
-        log: Any = None,
+        clocks: Clocks = SYSTEM,
     ) -> None:
         self._client_for_region = client_for_region
-        self._ttl = ttl
-        self._unknown_ttl = unknown_ttl
-        self._snapshot_after = snapshot_after
-        self._snapshot_window = snapshot_window
-        self._snapshot_pages = snapshot_pages
-        self._snapshot_retry = snapshot_retry
-        self._page_size = page_size
-        self._clock = clock
-        self._log = log if log is not None else get_logger()
+        self._ttl = tuning.ttl
+        self._unknown_ttl = tuning.unknown_ttl
+        self._snapshot_after = tuning.snapshot_after
+        self._snapshot_window = tuning.snapshot_window
+        self._snapshot_pages = tuning.snapshot_pages
+        self._snapshot_retry = tuning.snapshot_retry
+        self._page_size = tuning.page_size
+        self._clock = clocks.monotonic
+        self._log = clocks.logger()
         self._lock = threading.Lock()  # guards the writes below; peek reads without it
         self._cache: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         self._failing: set[str] = set()

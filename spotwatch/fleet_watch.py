@@ -44,46 +44,33 @@ import os
 import re
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable
 
 from spotwatch import fleet_schedule as schedule
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.errors import SpotwatchError, aws_error_text
-from spotwatch.fleet_events import (
-    FleetEvent,
-    NotAnEvent,
-    SeenEvents,
-    event_environment,
-    lifecycle_action,
-    parse_message,
-)
+from spotwatch.fleet_events import FleetEvent, SeenEvents, event_environment, lifecycle_action
 from spotwatch.fleet_output import EventOutput
-from spotwatch.fleet_queue import FleetQueue, Received
+from spotwatch.fleet_queue import FleetQueue, Received, extension_outcome
 from spotwatch.fleet_schedule import Slot
-from spotwatch.fleet_settings import (
-    MAX_VISIBILITY_TIMEOUT,
-    FleetWatchSettings,
-)
-from spotwatch.fleet_tags import TagLookup, Tags
+from spotwatch.fleet_settings import MAX_VISIBILITY_TIMEOUT, FleetWatchSettings
+from spotwatch.fleet_tags import TagLookup
+from spotwatch.fleet_wiring import STDOUT_REPORTING, FleetClients, FleetHooks, FleetReporting
 from spotwatch.hooks import REFUSED, log_plan
-from spotwatch.logs import get_logger
 from spotwatch.metrics import FleetMetrics
 from spotwatch.runner import HookSettings
 
 if TYPE_CHECKING:
-    from spotwatch.fleet_lifecycle import LifecycleActions
     from spotwatch.hooks import HookPlan
-    from spotwatch.runner import HookResult
     from spotwatch.stopper import StopFlag
 
 BACKOFF_MAX = 30.0
 TICK = 0.1  # the book-keeper's beat while messages are in hand
 IDLE_TICK = 0.25
-STATUS_INTERVAL = 5.0
 RATE_WINDOW = 10.0
 
 DONE = "done"
@@ -105,40 +92,33 @@ class FleetWatcher:
         self,
         settings: FleetWatchSettings,
         *,
-        sqs: Any,
-        tags: Tags,
+        clients: FleetClients,
+        hooks: FleetHooks,
         stop: StopFlag,
-        plan: Callable[[Path], HookPlan],
-        runner: Callable[..., list[HookResult]],
-        workdir: Path,
-        out: TextIO | None = None,
-        environ: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        log: Any = None,
-        lifecycle: LifecycleActions | None = None,
+        reporting: FleetReporting = STDOUT_REPORTING,
         backoff: Callable[[float], object] | None = None,
-        status_interval: float = STATUS_INTERVAL,
-        metrics: FleetMetrics | None = None,
+        clocks: Clocks = SYSTEM,
     ) -> None:
         self.settings = settings
-        self._log = log if log is not None else get_logger()
+        self._log = clocks.logger()
+        clock = clocks.monotonic
+        metrics, out = reporting.metrics, reporting.out
         # Thread-safe; called from the receiver and the workers, never under self._lock
         # (a write of the metrics file must not hold up the book-keeping).
         self._metrics = metrics if metrics is not None else FleetMetrics()  # counts only
-        self._queue = FleetQueue(sqs, settings.queue_url, log=self._log, clock=clock)
+        self._queue = FleetQueue(clients.sqs, settings.queue_url, log=self._log, clock=clock)
         self._stop = stop
-        self._plan = plan
-        self._runner = runner
-        self._workdir = workdir
+        self._plan = hooks.plan
+        self._runner = hooks.runner
+        self._workdir = hooks.workdir
         self._output = EventOutput(out if out is not None else sys.stdout,
                                    json_output=settings.json_output, log=self._log)
-        self._environ = environ if environ is not None else os.environ
+        self._environ = hooks.environ if hooks.environ is not None else os.environ
         self._clock = clock
-        self._wall_clock = wall_clock
-        self._lifecycle = lifecycle
-        self._status_interval = status_interval
-        self._lookup = TagLookup(tags, log=self._log)
+        self._wall_clock = clocks.wall
+        self._lifecycle = clients.lifecycle
+        self._status_interval = reporting.status_interval
+        self._lookup = TagLookup(clients.tags, log=self._log)
         self._seen = SeenEvents()
         self._visibility = settings.visibility_timeout
         self._extend_to, self._renew_below = schedule.hold_for(self._visibility or 0)
@@ -323,7 +303,7 @@ class FleetWatcher:
                     self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                     self._receive_fault = None
                 self._metrics.receive_ok(len(messages))
-                self._take([self._parse(m, asked) for m in messages], asked)
+                self._take([Received.parse(m, asked) for m in messages], asked)
         except Exception:  # a bug of ours: finish what is in hand, exit 1 (to be restarted)
             self._receiver_failed = True
             self._log.exception("fleet.receiver_failed",
@@ -334,14 +314,6 @@ class FleetWatcher:
                 self._receiver_done = True
                 self._work.notify_all()
             self._wake.set()
-
-    @staticmethod
-    def _parse(message: dict[str, Any], received: float) -> Received:
-        try:
-            event = parse_message(str(message.get("Body", "")))
-        except NotAnEvent as exc:
-            return Received(message, None, exc.reason, received)
-        return Received(message, event, "", received)
 
     def _take(self, received: list[Received], asked: float) -> None:
         """Put freshly received messages in the hand (or straight back, when stopping)."""
@@ -415,7 +387,7 @@ class FleetWatcher:
         log = self._log.bind(message_id=item.message_id)
         if event is None:
             log.warning("fleet.bad_message", reason=item.problem,
-                        receive_count=item.receive_count, body=_excerpt(item.message))
+                        receive_count=item.receive_count, body=item.excerpt())
             return BAD
         log = log.bind(event_id=event.event_id)
         if not event.actionable:
@@ -506,7 +478,7 @@ class FleetWatcher:
                 # Finish the message in hand: a stop request does not cut its hooks
                 # short; only losing the message to another watcher does.
                 should_stop=lambda: LOST_REASON if item.lost else False,
-                log=log,
+                clocks=Clocks(log=log),
             )
         finally:
             _unlink(path)
@@ -578,31 +550,25 @@ class FleetWatcher:
             failed = self._queue.extend([item for _, item in chunk], seconds)
             if failed is None:
                 return
-            lost: list[tuple[Received, str]] = []
             dropped = 0  # lost while waiting for a worker: no worker will report them
             with self._lock:
-                for n, (slot, item) in enumerate(chunk):
-                    current = self._slots.get(slot.key)
-                    if current is None:
-                        continue  # finished meanwhile
-                    failure = failed.get(n)
-                    if failure is None:
-                        self._slots[slot.key] = replace(current, hidden_until=asked + seconds)
-                        if not current.running:
-                            self._work.notify()  # it may have been waiting for this
-                    elif current.hidden_until <= asked:  # its time ran out: maybe not ours
-                        lost.append((item, failure))
-                        item.lost = True
-                        if not current.running:
-                            del self._slots[slot.key]
-                            del self._items[slot.key]
-                            self.counts[LOST] += 1
-                            dropped += 1
-                            self._room.notify()
-                            self._work.notify()
+                renewed, lost = extension_outcome(chunk, failed, self._slots, asked)
+                for slot in renewed:
+                    self._slots[slot.key] = replace(slot, hidden_until=asked + seconds)
+                    if not slot.running:
+                        self._work.notify()  # it may have been waiting for this
+                for slot, item, _ in lost:
+                    item.lost = True
+                    if not slot.running:
+                        del self._slots[slot.key]
+                        del self._items[slot.key]
+                        self.counts[LOST] += 1
+                        dropped += 1
+                        self._room.notify()
+                        self._work.notify()
             for _ in range(dropped):
                 self._metrics.finished(LOST, started=False)
-            for item, error in lost:
+            for _, item, error in lost:
                 self._log.warning("fleet.lost_message", message_id=item.message_id, error=error,
                                   note="its visibility timeout ran out; another watcher has it "
                                   "or will")
@@ -615,11 +581,6 @@ class FleetWatcher:
         with self._lock:
             busy = bool(self._slots)
         self._queue.flush_deletes(busy=busy, force=force)
-
-
-def _excerpt(message: Mapping[str, Any], limit: int = 200) -> str:
-    body = str(message.get("Body", ""))
-    return body if len(body) <= limit else body[:limit] + "..."
 
 
 def _safe_name(event_id: str) -> str:

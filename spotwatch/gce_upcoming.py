@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from spotwatch.gcp import GceMetadata
+from spotwatch.clouds.gcp import GceMetadata
 from spotwatch.imds import ImdsError
 from spotwatch.maintenance import REFRESH_SECONDS, MaintenanceEvent, MaintenanceMonitor
 from spotwatch.monitors import parse_time

@@ -358,7 +358,7 @@ _NOTICE_VARIABLES = frozenset(
         "SPOTWATCH_DRILL",
         "SPOTWATCH_ASG_NAME",
         "SPOTWATCH_MAINTENANCE_EVENT_ID",
-        # Issue 12: Google and Azure notices.
+        # Google and Azure notices.
         "SPOTWATCH_GCE_MAINTENANCE_EVENT",
         "SPOTWATCH_AZURE_EVENT_ID",
         "SPOTWATCH_AZURE_EVENT_TYPE",

@@ -8,7 +8,7 @@ operator otherwise. A 404 is an answer, not an error: monitors read it as "no
 notice". The client logs only mode changes (v2 <-> v1); reporting faults, once
 each, is the caller's job.
 
-The transport is ``cloudhttp``: one deadline per request for connect, headers
+The transport is ``clouds.metadata_http``: one deadline per request for connect, headers
 and body together, whatever the server sends. ``poll_window`` makes every get()
 of one poll share the poll's budget, fallbacks included.
 """
@@ -32,8 +32,8 @@ from tenacity import (
     wait_random,
 )
 
-from spotwatch import cloudhttp
-from spotwatch.imds_errors import (
+from spotwatch.clouds import metadata_http
+from spotwatch.clouds.metadata_http import (
     ADVICE_BAD_BODY,
     ADVICE_BAD_STATUS,
     ADVICE_DROPPED,
@@ -129,7 +129,7 @@ class ImdsClient:
 
     ``clock`` (monotonic seconds) drives token expiry and the time budget;
     ``stop``, when set, cuts short the backoff sleeps between retries and any
-    wait on a stuck server (within ``cloudhttp.STOP_SLICE``).
+    wait on a stuck server (within ``metadata_http.STOP_SLICE``).
     """
 
     def __init__(
@@ -171,7 +171,7 @@ class ImdsClient:
         self._v2_retry_at = 0.0
         self._window_end: float | None = None
         self._log = get_logger(component="imds")
-        self._session = cloudhttp.Session(stop=stop, clock=clock)
+        self._session = metadata_http.Session(stop=stop, clock=clock)
         self._advice_unreachable = advice_unreachable(self._base)
 
     @property
@@ -319,7 +319,7 @@ class ImdsClient:
             raise ImdsError(
                 "redirect", f"GET {path} was redirected ({status}){where}", ADVICE_REDIRECT
             )
-        raise _status_error(f"GET {path}", status)
+        raise metadata_http.status_error(f"GET {path}", status)
 
     # -- tokens ------------------------------------------------------------------
 
@@ -365,7 +365,7 @@ class ImdsClient:
                 max_body=TOKEN_MAX_BODY,
             )  # fmt: skip
         except ImdsError as err:
-            if err.kind == cloudhttp.KIND_STOPPED:
+            if err.kind == metadata_http.KIND_STOPPED:
                 raise
             return err
         if raw.status == 200 and not raw.too_large:
@@ -380,7 +380,7 @@ class ImdsClient:
             )
         if 300 <= raw.status < 400:
             return ImdsError("redirect", f"{what} was redirected ({raw.status})", ADVICE_REDIRECT)
-        return _status_error(what, raw.status)
+        return metadata_http.status_error(what, raw.status)
 
     def _fall_back(self, reason: str) -> None:
         self._v2_retry_at = self._clock() + V2_RETRY_SECONDS
@@ -475,15 +475,6 @@ class ImdsClient:
 
 def _is_retryable(err: BaseException) -> bool:
     return isinstance(err, ImdsError) and err.retryable
-
-
-def _status_error(what: str, status: int) -> ImdsError:
-    if status == 429:
-        return ImdsError("throttled", f"{what} answered 429 Too Many Requests", ADVICE_THROTTLED)
-    if status >= 500:
-        return ImdsError("server-error", f"{what} answered {status}", ADVICE_SERVER)
-    advice = ADVICE_FORBIDDEN if status == 403 else ADVICE_BAD_STATUS
-    return ImdsError("bad-status", f"{what} answered {status}", advice)
 
 
 # -- identity ------------------------------------------------------------------

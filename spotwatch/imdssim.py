@@ -18,16 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import socket
-import struct
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+from spotwatch.simserver import Reply, SimBase
 
 TOKEN_PATH = "/latest/api/token"
 INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
@@ -103,32 +100,6 @@ class _EventVersion:
     event: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request the simulator saw. ``status`` is 0 when it sent no answer."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str]  # names lower-cased
-    status: int
-    wall_time: float
-    fault: str = ""
-
-
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int | None  # None: until cleared
-    path: str | None
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.kind in _TOKEN_ONLY:
-            return method == "PUT" and path == TOKEN_PATH
-        if self.kind in _GET_ONLY:
-            return method == "GET" and path == (self.path or INSTANCE_ACTION_PATH)
-        return self.path is None or self.path == path
-
-
 @dataclass
 class _Scheduled:
     appear_at: float
@@ -137,12 +108,17 @@ class _Scheduled:
     action: str = ""
 
 
-class ImdsSimulator:
+class ImdsSimulator(SimBase):
     """A fake IMDS on 127.0.0.1; see the module docstring.
 
     ``clock`` (monotonic) drives token expiry, ``wall_clock`` (epoch) decides
     when scheduled notices become visible and stamps the request log.
     """
+
+    faults = FAULTS
+    server_name = "EC2ws"
+    idle_seconds = 30.0
+    thread_prefix = "imdssim"
 
     def __init__(
         self,
@@ -157,16 +133,14 @@ class ImdsSimulator:
         identity: Mapping[str, Any] | None = None,
         max_log: int = 100_000,
     ) -> None:
-        self._host = host
-        self._port = port
+        super().__init__(
+            host=host, port=port, wall_clock=wall_clock, hang_seconds=hang_seconds,
+            max_log=max_log,
+        )  # fmt: skip
         self._clock = clock
-        self._wall = wall_clock
-        self.hang_seconds = hang_seconds
         self.oversize_bytes = oversize_bytes
-        self._cond = threading.Condition(threading.Lock())
         self._require_token = require_token
         self._tokens: dict[str, float] = {}
-        self._faults: list[_Fault] = []
         self._notice: _Scheduled | None = None
         self._rebalance: _Scheduled | None = None
         self._lifecycle: list[tuple[float, str]] = []  # (from, state), in time order
@@ -175,63 +149,6 @@ class ImdsSimulator:
         self._identity = dict(DEFAULT_IDENTITY)
         if identity:
             self._identity.update(identity)
-        # Bounded, for long standalone runs; counts (and waits) are exact regardless.
-        self._log: deque[RequestRecord] = deque(maxlen=max_log)
-        self._counts: dict[tuple[str, str], int] = {}
-        self._closing = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- life cycle --------------------------------------------------------------
-
-    def start(self) -> ImdsSimulator:
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._closing.clear()
-        server = _Server((self._host, self._port), _Handler)
-        server.sim = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.name = f"imdssim:{self.port}"
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._closing.set()  # releases hanging handlers
-        server.shutdown()
-        with self._cond:
-            conns = list(self._conns)
-        for conn in conns:  # idle keep-alive connections would linger otherwise
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> ImdsSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
 
     # -- control -----------------------------------------------------------------
 
@@ -333,51 +250,12 @@ class ImdsSimulator:
         with self._cond:
             self._identity.update(fields)
 
-    def inject(self, fault: str, *, count: int | None = 1, path: str | None = None) -> None:
-        """Apply ``fault`` (see FAULTS) to the next ``count`` matching requests (None: until
-        cleared), optionally only to requests for ``path``."""
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-        if count is not None and count < 1:
-            raise ValueError("count must be at least 1, or None for until cleared")
-        with self._cond:
-            self._faults.append(_Fault(fault, count, path))
-
-    def clear_faults(self) -> None:
-        with self._cond:
-            self._faults.clear()
-
     def revoke_tokens(self) -> None:
         """Forget every token issued so far: their holders get 401 from now on."""
         with self._cond:
             self._tokens.clear()
 
-    # -- observation ---------------------------------------------------------------
-
-    def requests(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
-        with self._cond:
-            return [
-                r
-                for r in self._log
-                if (path is None or r.path == path) and (method is None or r.method == method)
-            ]
-
-    def count(self, path: str, method: str = "GET") -> int:
-        with self._cond:
-            return self._counts.get((method, path), 0)
-
-    def wait_for_requests(
-        self, path: str, count: int, *, method: str = "GET", timeout: float = 10.0
-    ) -> list[RequestRecord]:
-        """Block until ``count`` requests for ``path`` were answered (or not); TimeoutError."""
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: self._counts.get((method, path), 0) >= count, timeout=timeout
-            )
-            seen = self._counts.get((method, path), 0)
-        if not ok:
-            raise TimeoutError(f"saw {seen} of {count} {method} {path} within {timeout:g} s")
-        return self.requests(path, method)
+    # -- observation (and SimBase's requests, count, wait_for_requests) -------------
 
     @property
     def notice_visible_at(self) -> float | None:
@@ -401,104 +279,85 @@ class ImdsSimulator:
 
     # -- serving (called from handler threads) ---------------------------------------
 
-    def _track(self, conn: socket.socket, add: bool) -> None:
-        with self._cond:
-            if add:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
+    def fault_applies(self, kind: str, only: str | None, method: str, path: str) -> bool:
+        if kind in _TOKEN_ONLY:
+            return method == "PUT" and path == TOKEN_PATH
+        if kind in _GET_ONLY:
+            return method == "GET" and path == (only or INSTANCE_ACTION_PATH)
+        return only is None or only == path
 
-    def _decide(self, method: str, path: str, headers: Mapping[str, str]) -> _Reply:
-        """What to answer; also logs the request. Runs under the lock, so it is quick."""
-        received = self._wall()
-        with self._cond:
-            reply = self._reply(method, path, headers)
-            self._log.append(
-                RequestRecord(method, path, headers, reply.status, received, reply.fault)
-            )
-            key = (method, path)
-            self._counts[key] = self._counts.get(key, 0) + 1
-            if reply.notice and self._first_served is None:
-                self._first_served = received
-            self._cond.notify_all()
-        return reply
-
-    def _reply(self, method: str, path: str, headers: Mapping[str, str]) -> _Reply:
+    def refuse(self, method: str, path: str, headers: Mapping[str, str]) -> Reply | None:
         if "x-forwarded-for" in headers:
-            return _Reply(403, b"Forbidden\n")
-        fault = self._take_fault(method, path)
-        if fault:
-            return self._fault_reply(fault, path)
-        if path == TOKEN_PATH:
-            if method != "PUT":
-                return _Reply(405, b"Method Not Allowed\n")
-            return self._issue_token(headers.get(TTL_HEADER.lower(), ""))
-        if method != "GET":
-            return _Reply(405, b"Method Not Allowed\n")
-        token = headers.get(TOKEN_HEADER.lower())
-        if token is not None or self._require_token:
-            expires = self._tokens.get(token or "")
-            if expires is None or self._clock() >= expires:
-                return _Reply(401, b"Unauthorized\n")
-        return self._content(path)
+            return _reply(403, b"Forbidden\n")
+        return None
 
-    def _take_fault(self, method: str, path: str) -> str:
-        for fault in self._faults:
-            if fault.matches(method, path):
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                return fault.kind
-        return ""
+    def answer(self, method: str, path: str, query: Mapping[str, str],
+               headers: Mapping[str, str], body: bytes, fault: str) -> Reply:  # fmt: skip
+        with self._cond:
+            if fault:
+                return self._fault_reply(fault, path)
+            if path == TOKEN_PATH:
+                if method != "PUT":
+                    return _reply(405, b"Method Not Allowed\n")
+                return self._issue_token(headers.get(TTL_HEADER.lower(), ""))
+            if method != "GET":
+                return _reply(405, b"Method Not Allowed\n")
+            token = headers.get(TOKEN_HEADER.lower())
+            if token is not None or self._require_token:
+                expires = self._tokens.get(token or "")
+                if expires is None or self._clock() >= expires:
+                    return _reply(401, b"Unauthorized\n")
+            return self._content(path)
 
-    def _fault_reply(self, fault: str, path: str) -> _Reply:
+    def _fault_reply(self, fault: str, path: str) -> Reply:
         if fault in ("500", "503", "429"):
-            return _Reply(int(fault), f"fault {fault}\n".encode(), fault=fault)
+            return _reply(int(fault), f"fault {fault}\n".encode(), fault=fault)
         if fault in ("drop", "reset", "hang"):
-            return _Reply(0, b"", fault=fault)
+            return _reply(0, b"", fault=fault)
         if fault == "invalid-json":
-            return _Reply(200, b'{"action": "terminate", "time": ', fault=fault)
+            return _reply(200, b'{"action": "terminate", "time": ', fault=fault)
         if fault == "no-time":
-            return _Reply(200, b'{"action": "stop"}', fault=fault)
+            return _reply(200, b'{"action": "stop"}', fault=fault)
         if fault == "redirect":
-            return _Reply(302, b"", fault=fault, location=f"{self.url}/latest/redirected")
+            return _reply(302, b"", fault=fault, location=f"{self.url}/latest/redirected")
         if fault == "oversize":
-            return _Reply(200, b"x" * self.oversize_bytes, fault=fault)
-        return _Reply(int(fault.split("-")[1]), b"Not Found\n", fault=fault)  # token-404/405
+            return _reply(200, b"x" * self.oversize_bytes, fault=fault)
+        return _reply(int(fault.split("-")[1]), b"Not Found\n", fault=fault)  # token-404/405
 
-    def _issue_token(self, ttl_header: str) -> _Reply:
+    def _issue_token(self, ttl_header: str) -> Reply:
         ttl = int(ttl_header) if ttl_header.strip().isdigit() else 0
         if not 1 <= ttl <= MAX_TOKEN_TTL:
-            return _Reply(400, b"Bad Request: token TTL must be 1..21600\n")
+            return _reply(400, b"Bad Request: token TTL must be 1..21600\n")
         now = self._clock()
         if len(self._tokens) > 64:  # keep the table small over long runs
             self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
         token = secrets.token_urlsafe(40)
         self._tokens[token] = now + ttl
-        return _Reply(200, token.encode(), headers={TTL_HEADER: str(ttl)})
+        return _reply(200, token.encode(), headers={TTL_HEADER: str(ttl)})
 
-    def _content(self, path: str) -> _Reply:
+    def _content(self, path: str) -> Reply:
         now = self._wall()
         notice = self._notice if self._notice and now >= self._notice.appear_at else None
         if path == INSTANCE_ACTION_PATH and notice is not None:
-            return _Reply(200, json.dumps(notice.body).encode(), notice=True)
+            if self._first_served is None:
+                self._first_served = now
+            return _reply(200, json.dumps(notice.body).encode())
         if path == TERMINATION_TIME_PATH and notice is not None and notice.action == "terminate":
-            return _Reply(200, notice.raw_time.encode())
+            return _reply(200, notice.raw_time.encode())
         rebalance = self._rebalance
         if path == REBALANCE_PATH and rebalance is not None and now >= rebalance.appear_at:
-            return _Reply(200, json.dumps(rebalance.body).encode())
+            return _reply(200, json.dumps(rebalance.body).encode())
         if path == LIFECYCLE_PATH:
             states = [state for at, state in self._lifecycle if at <= now]
             if states:
-                return _Reply(200, states[-1].encode())
+                return _reply(200, states[-1].encode())
         if path in (MAINTENANCE_SCHEDULED_PATH, MAINTENANCE_HISTORY_PATH):
-            return _Reply(200, self._maintenance(path, now))
+            return _reply(200, self._maintenance(path, now))
         if path == IDENTITY_PATH:
-            return _Reply(200, json.dumps(self._identity, indent=2).encode())
+            return _reply(200, json.dumps(self._identity, indent=2).encode())
         if path == INSTANCE_ID_PATH:
-            return _Reply(200, str(self._identity.get("instanceId", "")).encode())
-        return _Reply(404, _NOT_FOUND, content_type="text/html")
+            return _reply(200, str(self._identity.get("instanceId", "")).encode())
+        return _reply(404, _NOT_FOUND, content_type="text/html")
 
     def _maintenance(self, path: str, now: float) -> bytes:
         listed = []
@@ -512,157 +371,34 @@ class ImdsSimulator:
         return json.dumps(listed, indent=2).encode()
 
 
-@dataclass(frozen=True)
-class _Reply:
-    status: int  # 0: no answer at all (drop, reset, hang)
-    body: bytes
-    fault: str = ""
-    location: str = ""
-    notice: bool = False  # this answer reveals the interruption notice
-    content_type: str = "text/plain"
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    sim: ImdsSimulator
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients that hang up (timeouts, body cap) are normal here
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like IMDS: idle polls reuse one connection
-    server_version = "EC2ws"
-    sys_version = ""
-    timeout = 30  # idle keep-alive connections end eventually
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes: without NODELAY, Nagle and
-        # delayed ACKs add ~40 ms to every answer.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.sim._track(self.connection, True)
-
-    def finish(self) -> None:
-        self.server.sim._track(self.connection, False)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the request log is the record; stderr stays quiet
-
-    def _serve(self, method: str) -> None:
-        length = self.headers.get("Content-Length", "0")
-        if length.isdigit() and 0 < int(length) <= 65536:
-            self.rfile.read(int(length))
-        path = self.path.split("?", 1)[0]
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        sim = self.server.sim
-        reply = sim._decide(method, path, headers)
-        if reply.status == 0:
-            self._no_answer(reply.fault)
-            return
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            if reply.location:
-                self.send_header("Location", reply.location)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(reply.body)
-        except OSError:
-            self.close_connection = True  # the client went away (e.g. body cap)
-
-    def _no_answer(self, fault: str) -> None:
-        self.close_connection = True
-        if fault == "hang":
-            self.server.sim._closing.wait(self.server.sim.hang_seconds)
-        elif fault == "reset":
-            # Linger 0: close() sends RST instead of FIN.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
+def _reply(
+    status: int,
+    body: bytes,
+    *,
+    fault: str = "",
+    location: str = "",
+    content_type: str = "text/plain",
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """An answer as IMDS sends it: always a Content-Type; status 0: none at all."""
+    extra = {"Location": location} if location else {}
+    return Reply(status, body, {"Content-Type": content_type, **extra, **(headers or {})}, fault)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve a simulated IMDS until Ctrl-C: ``python -m spotwatch.imdssim``, the
-    same options as ``spotwatch sim`` (declared once, in its front end)."""
-    from spotwatch.commands import sim as command
+    """Serve a simulated metadata service until Ctrl-C: ``python -m spotwatch.imdssim``,
+    the same options as ``spotwatch sim`` (declared once, in its front end)."""
+    from spotwatch.commands import sim_cmd as command
     from spotwatch.errors import SpotwatchError
 
     parser = argparse.ArgumentParser(prog="python -m spotwatch.imdssim",
                                      description=command.DESCRIPTION)
     command.add_arguments(parser)
     try:
-        return serve_until_stopped(parser.parse_args(argv))
+        return command.serve_until_stopped(parser.parse_args(argv))
     except SpotwatchError as err:
         print(f"imdssim: {err}", file=sys.stderr)
         return err.exit_code
-
-
-def serve_until_stopped(args: argparse.Namespace) -> int:
-    """Start the simulator ``args.cloud`` names, print its URL, serve until SIGTERM/SIGINT."""
-    from spotwatch.errors import SpotwatchError
-
-    sim: Any
-    try:
-        if args.cloud == "gcp":
-            from spotwatch import imdssim_gcp
-
-            sim = imdssim_gcp.serve(args.port, args.notice_in, None, "")
-        elif args.cloud == "azure":
-            from spotwatch import imdssim_azure
-
-            sim = imdssim_azure.serve(args.port, args.notice_in, "Preempt", args.lead)
-        else:
-            sim = ImdsSimulator(host=args.host, port=args.port, require_token=args.require_token)
-            sim.start()
-    except (OSError, OverflowError) as err:
-        raise SpotwatchError(f"cannot listen on {args.host}:{args.port}: {err}") from None
-    now = time.time()
-    if args.cloud == "aws" and args.notice_in is not None:
-        at = now + args.notice_in
-        sim.schedule_notice(args.action, at, format_time(at + args.lead))
-    if args.cloud == "aws" and args.rebalance_in is not None:
-        sim.schedule_rebalance(now + args.rebalance_in)
-    if args.cloud == "aws" and args.asg_terminated_in is not None:
-        sim.schedule_lifecycle_state("InService", now)
-        sim.schedule_lifecycle_state("Terminated", now + args.asg_terminated_in)
-    if args.cloud == "aws" and args.maintenance_in is not None:
-        sim.schedule_maintenance(
-            "instance-event-0123456789abcdef0",
-            now + args.maintenance_in,
-            code=args.maintenance_code,
-        )
-    from spotwatch.stopper import Stopper
-
-    # Routed before the URL is printed: whoever reads it may send SIGTERM at once.
-    with Stopper() as stop:
-        print(sim.url, flush=True)
-        try:
-            while not stop.wait():
-                pass
-        finally:
-            sim.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Callable
 
 from spotwatch.imds import ImdsClient, ImdsError
 from spotwatch.logs import get_logger
+from spotwatch.monitor import MonitorBase
 from spotwatch.monitors import KEY_FORMAT, effective_deadline, parse_time
 from spotwatch.notice import SCHEDULED_MAINTENANCE, Notice, notice_id
 
@@ -175,7 +176,7 @@ def to_notice(event: MaintenanceEvent, seen_at: float) -> Notice:
     )
 
 
-class MaintenanceMonitor:
+class MaintenanceMonitor(MonitorBase):
     """Reads ``events/maintenance/scheduled`` about once a minute; each check() answers
     the event due now, from the plan, read afresh just before it is handed out."""
 

@@ -22,6 +22,7 @@ from typing import Callable
 
 from spotwatch.imds import ImdsClient, ImdsError
 from spotwatch.logs import get_logger
+from spotwatch.monitor import MonitorBase
 from spotwatch.notice import (
     ACTIONS,
     DEFAULT_LEAD_SECONDS,
@@ -188,7 +189,7 @@ def parse_rebalance(body: bytes, seen_at: float) -> Notice:
     )
 
 
-class SpotInterruptionMonitor:
+class SpotInterruptionMonitor(MonitorBase):
     """Polls spot/instance-action; spot/termination-time only when that fails."""
 
     name = SPOT_INTERRUPTION
@@ -248,7 +249,7 @@ class SpotInterruptionMonitor:
         return parse_termination_time(resp.body, self._wall())
 
 
-class RebalanceMonitor:
+class RebalanceMonitor(MonitorBase):
     """Polls events/recommendations/rebalance."""
 
     name = REBALANCE_RECOMMENDATION

@@ -20,12 +20,12 @@ import json
 import re
 import socket
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.errors import UsageError, aws_error_text
 from spotwatch.hook_context import REBALANCE, SHUTDOWN, HookContext, known_region
 from spotwatch.logs import utc_timestamp
@@ -438,25 +438,22 @@ def send_all(
     act_by: float,
     marks: Marks | None,
     senders: Any,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
+    clocks: Clocks = SYSTEM,
     warn: Callable[[str], None] = lambda text: None,
 ) -> list[Outcome]:
-    """Send to every destination at once, each retried until ``act_by``."""
+    """Send to every destination at once, each retried until ``act_by`` (on
+    ``clocks.wall``)."""
+    delivery = _Delivery(context, values, act_by, settings.attempt_timeout, marks, senders,
+                         clocks, warn)  # fmt: skip
     outcomes = [Outcome(d) for d in settings.destinations]
     threads = [
-        threading.Thread(
-            target=_send_one,
-            args=(outcome, context, values, act_by, settings.attempt_timeout, marks, senders,
-                  clock, sleep, warn),
-            daemon=True,
-        )
+        threading.Thread(target=_send_one, args=(outcome, delivery), daemon=True)
         for outcome in outcomes
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(max(0.0, act_by - clock()) + 1.0)
+        thread.join(max(0.0, act_by - clocks.wall()) + 1.0)
     return outcomes
 
 
@@ -464,18 +461,24 @@ def mark_key(context: HookContext, destination: Destination) -> str:
     return f"notify:{context.key()}:{destination.key}"
 
 
-def _send_one(
-    outcome: Outcome,
-    context: HookContext,
-    values: Mapping[str, Any],
-    act_by: float,
-    attempt_timeout: float,
-    marks: Marks | None,
-    senders: Any,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-    warn: Callable[[str], None],
-) -> None:
+@dataclass(frozen=True)
+class _Delivery:
+    """What every destination's sender thread shares."""
+
+    context: HookContext
+    values: Mapping[str, Any]
+    act_by: float
+    attempt_timeout: float
+    marks: Marks | None
+    senders: Any
+    clocks: Clocks
+    warn: Callable[[str], None]
+
+
+def _send_one(outcome: Outcome, delivery: _Delivery) -> None:
+    context, values, act_by = delivery.context, delivery.values, delivery.act_by
+    attempt_timeout, marks, senders = delivery.attempt_timeout, delivery.marks, delivery.senders
+    clock, sleep, warn = delivery.clocks.wall, delivery.clocks.sleep, delivery.warn
     destination = outcome.destination
     key = mark_key(context, destination)
     if marks is not None:

@@ -69,12 +69,12 @@ def instance_region(
     """
     if env.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true":
         return None
-    from spotwatch import cloud
+    from spotwatch.clouds import detect
     from spotwatch.imds import DEFAULT_BASE_URL, ImdsClient, ImdsError, read_identity
 
     url = env.get(IMDS_URL_ENV, "").strip()
     if not url:
-        found = cloud.from_dmi(dmi_dir if dmi_dir is not None else cloud.DMI_DIR)
+        found = detect.from_dmi(dmi_dir if dmi_dir is not None else detect.DMI_DIR)
         if found is None or found.cloud != "aws":
             return None
         url = DEFAULT_BASE_URL

@@ -26,15 +26,14 @@ import math
 import select
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from spotwatch import _hook_process
 from spotwatch._hook_process import KEPT_LINES, MAX_LINE_CHARS, OutputLine
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.hooks import Hook, check_hook, default_allowed_uids
-from spotwatch.logs import get_logger
 
 __all__ = [
     "ERROR",
@@ -49,6 +48,7 @@ __all__ = [
     "HookResult",
     "HookSettings",
     "OutputLine",
+    "RunObserver",
     "describe_status",
     "run_hooks",
     "signal_name",
@@ -187,6 +187,26 @@ class HookSettings:
     allowed_uids: frozenset[int] | None = None
 
 
+@dataclass(frozen=True)
+class RunObserver:
+    """What the caller of :func:`run_hooks` hears about a run, every callback optional.
+
+    ``on_spawn`` runs just before a hook starts, with its process group id (its
+    pid); ``on_start`` just after; ``on_finish`` after every result (skipped ones
+    too); an exception in any of them is logged, not raised. ``on_wait`` runs at
+    least every ``wait_tick`` seconds (at most WAIT_TICK) while a hook runs.
+    """
+
+    on_start: Callable[[Hook], None] | None = None
+    on_finish: Callable[[HookResult], None] | None = None
+    on_wait: Callable[[], None] | None = None
+    on_spawn: Callable[[Hook, int], None] | None = None
+    wait_tick: float | None = None
+
+
+NO_OBSERVER = RunObserver()
+
+
 def run_hooks(
     hooks: Sequence[Hook],
     env: Mapping[str, str],
@@ -194,36 +214,28 @@ def run_hooks(
     *,
     deadline_mono: float | None = None,
     should_stop: Callable[[], bool | str] = lambda: False,
-    on_start: Callable[[Hook], None] | None = None,
-    on_finish: Callable[[HookResult], None] | None = None,
-    on_wait: Callable[[], None] | None = None,
-    on_spawn: Callable[[Hook, int], None] | None = None,
-    wait_tick: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    wall_clock: Callable[[], float] = time.time,
-    log: Any = None,
+    observer: RunObserver = NO_OBSERVER,
+    clocks: Clocks = SYSTEM,
 ) -> list[HookResult]:
     """Run ``hooks`` in order; return one result per hook whose turn came.
 
-    ``deadline_mono`` is the deadline on ``clock`` (None: no deadline, only
+    ``deadline_mono`` is the deadline on ``clocks.monotonic`` (None: no deadline, only
     ``settings.hook_timeout`` applies and SPOTWATCH_SECONDS_LEFT is not set). A
     hook whose turn comes with no time left before ``deadline_mono -
     settings.deadline_margin`` is not started (result ``skipped``).
     ``should_stop`` is asked before each hook; once it says True (spotwatch is
     stopping: a warning) or gives a reason (the caller's, logged as info, as the
-    caller says what follows) no further hook starts. ``on_start`` runs just
-    after a hook is spawned (``on_spawn``, just before it, gets the hook's process
-    group id, which is its pid), ``on_finish`` after every result (skipped ones
-    too); an exception in either is logged, not raised. ``on_wait`` runs at
-    least every ``wait_tick`` seconds (at most WAIT_TICK) while a hook runs: the
-    daemon pings the systemd watchdog from it, so a long hook is not mistaken
-    for a hung daemon. The daemon passes
-    half its ping interval, so a ping that just missed being due goes out half
-    an interval later, not a whole one.
+    caller says what follows) no further hook starts. ``observer`` hears of each
+    hook's start and end. The daemon pings the systemd watchdog from its
+    ``on_wait``, so a long hook is not mistaken for a hung daemon, and passes
+    half its ping interval as ``wait_tick``, so a ping that just missed being
+    due goes out half an interval later, not a whole one.
     """
     # Bound once: structlog's lazy proxy would look the configuration up again
     # on every event, and there are two or more events per hook.
-    log = (log if log is not None else get_logger()).bind()
+    log = clocks.logger().bind()
+    clock, wall_clock = clocks.monotonic, clocks.wall
+    on_wait, wait_tick = observer.on_wait, observer.wait_tick
     spawner = _hook_process.Spawner(env)
     allowed = settings.allowed_uids
     run = _Run(
@@ -233,8 +245,8 @@ def run_hooks(
         clock=clock,
         wall_clock=wall_clock,
         allowed_uids=default_allowed_uids() if allowed is None else allowed,
-        on_start=on_start,
-        on_spawn=on_spawn,
+        on_start=observer.on_start,
+        on_spawn=observer.on_spawn,
         spawner=spawner,
         reading=_hook_process.Reading(
             log=log,
@@ -249,7 +261,7 @@ def run_hooks(
         ),
     )
     try:
-        return _run_all(hooks, env, run, should_stop, on_finish)
+        return _run_all(hooks, env, run, should_stop, observer.on_finish)
     finally:
         spawner.close()
 

@@ -51,8 +51,6 @@ SHUTDOWN_TARGETS = {f"{kind}.target": kind for kind in KINDS}
 DEFAULT_STOP_TIMEOUT = 90.0
 # Kept back from systemd's SIGKILL: spotwatch's own last journal write and exit.
 EXIT_RESERVE = 2.0
-# Google stops the VM about 30 s after the soft-off, whatever the unit says.
-GOOGLE_SHUTDOWN_SECONDS = 30.0
 SYSTEMCTL_TIMEOUT = 2.0
 
 
@@ -170,11 +168,15 @@ def shutdown_deadline(
     stopped_at: float, timeout: float | None, *, cloud: str, margin_reserve: float = EXIT_RESERVE
 ) -> float:
     """Epoch second by which a shutdown run must be over: systemd's stop time less a
-    small reserve for spotwatch's exit, and on Google 30 s from the soft-off at most."""
+    small reserve for spotwatch's exit, and at most what ``cloud`` allows a shutdown
+    (Google: 30 s from the soft-off)."""
+    from spotwatch.clouds import registry
+
     allowed = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
     deadline = stopped_at + max(0.0, min(allowed, 86400.0) - margin_reserve)
-    if cloud == "gcp":
-        deadline = min(deadline, stopped_at + GOOGLE_SHUTDOWN_SECONDS)
+    cap = registry.get(cloud).shutdown_seconds
+    if cap is not None:
+        deadline = min(deadline, stopped_at + cap)
     return deadline
 
 

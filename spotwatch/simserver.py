@@ -1,8 +1,9 @@
-"""The HTTP plumbing shared by the Google and Azure metadata simulators.
+"""The HTTP plumbing shared by the metadata simulators (AWS, Google, Azure).
 
 A threading HTTP/1.1 server on 127.0.0.1 (keep-alive, TCP_NODELAY) that asks
 its simulator what to answer, records every request, and can answer with
-faults: 500/503/429, a dropped or reset connection, a garbled body.
+faults: 500/503/429, a dropped or reset connection, silence, a garbled body
+(each simulator names its own in ``faults``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 FAULTS = ("500", "503", "429", "drop", "reset", "garbled", "no-header")
@@ -52,21 +54,33 @@ class _Fault:
 class SimBase:
     """Start/stop, the request log, fault injection. Subclasses implement ``answer``."""
 
+    faults: ClassVar[tuple[str, ...]] = FAULTS  # what ``inject`` accepts
+    server_name: ClassVar[str] = ""  # the Server header's product; "": http.server's
+    idle_seconds: ClassVar[float] = 60.0  # idle keep-alive connections end after this
+    thread_prefix: ClassVar[str] = "simserver"
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
-                 wall_clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 wall_clock: Callable[[], float] = time.time, hang_seconds: float = 5.0,
+                 max_log: int = 100_000) -> None:  # fmt: skip
         self._host = host
         self._port = port
         self._wall = wall_clock
+        self.hang_seconds = hang_seconds  # how long a "hang" fault says nothing
         self._cond = threading.Condition(threading.RLock())
         self._closing = threading.Event()
         self._faults: list[_Fault] = []
-        self._log: list[Record] = []
+        # Bounded, for long standalone runs; counts (and waits) are exact regardless.
+        self._log: deque[Record] = deque(maxlen=max_log)
+        self._counts: dict[tuple[str, str], int] = {}
         self._arrived: dict[str, int] = {}
+        self._conns: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- life cycle
     def start(self) -> Any:
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
         self._closing.clear()
         server = _Server((self._host, self._port), _Handler)
         server.sim = self
@@ -74,6 +88,7 @@ class SimBase:
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
+        self._thread.name = f"{self.thread_prefix}:{self.port}"
         self._thread.start()
         return self
 
@@ -81,13 +96,21 @@ class SimBase:
         server, self._server = self._server, None
         if server is None:
             return
-        self._closing.set()
+        self._closing.set()  # releases hanging handlers
         with self._cond:
             self._cond.notify_all()
         server.shutdown()
+        with self._cond:
+            conns = list(self._conns)
+        for conn in conns:  # idle keep-alive connections would linger otherwise
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None
 
     def __enter__(self) -> Any:
         return self.start()
@@ -96,15 +119,23 @@ class SimBase:
         self.stop()
 
     @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        return int(self._server.server_address[1])
+
+    @property
     def url(self) -> str:
-        assert self._server is not None, "simulator not started"
-        return f"http://{self._host}:{self._server.server_address[1]}"
+        return f"http://{self._host}:{self.port}"
 
     # -- faults and observation
     def inject(self, fault: str, *, count: int | None = 1, path: str | None = None) -> None:
-        """``fault`` (see FAULTS) on the next ``count`` requests (None: until cleared)."""
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        """``fault`` (see ``faults``) on the next ``count`` matching requests (None: until
+        cleared), optionally only on requests for ``path``."""
+        if fault not in self.faults:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(self.faults)}")
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1, or None for until cleared")
         with self._cond:
             self._faults.append(_Fault(fault, count, path))
 
@@ -119,6 +150,24 @@ class SimBase:
                 if (path is None or r.path == path) and (method is None or r.method == method)
             ]  # fmt: skip
 
+    def count(self, path: str, method: str = "GET") -> int:
+        """Requests for ``path`` answered (or left unanswered by a fault) so far."""
+        with self._cond:
+            return self._counts.get((method, path), 0)
+
+    def wait_for_requests(
+        self, path: str, count: int, *, method: str = "GET", timeout: float = 10.0
+    ) -> list[Record]:
+        """Block until ``count`` requests for ``path`` were answered (or not); TimeoutError."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self._counts.get((method, path), 0) >= count, timeout=timeout
+            )
+            seen = self._counts.get((method, path), 0)
+        if not ok:
+            raise TimeoutError(f"saw {seen} of {count} {method} {path} within {timeout:g} s")
+        return self.requests(path, method)
+
     def arrived(self, path: str) -> int:
         """Requests for ``path`` received so far, answered or still hanging."""
         with self._cond:
@@ -128,9 +177,18 @@ class SimBase:
         with self._cond:
             return self._cond.wait_for(predicate, timeout=timeout)
 
-    def _take_fault(self, path: str) -> str:
+    def fault_applies(self, kind: str, only: str | None, method: str, path: str) -> bool:
+        """Whether an injected fault ``kind`` (for path ``only``, None: any) hits this
+        request; a simulator may narrow some faults to some methods or paths."""
+        return only is None or only == path
+
+    def refuse(self, method: str, path: str, headers: Mapping[str, str]) -> Reply | None:
+        """An answer given before any fault is taken (a request the server never serves)."""
+        return None
+
+    def _take_fault(self, method: str, path: str) -> str:
         for fault in self._faults:
-            if fault.path is None or fault.path == path:
+            if self.fault_applies(fault.kind, fault.path, method, path):
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
@@ -141,17 +199,27 @@ class SimBase:
     def _serve(self, method: str, path: str, query: Mapping[str, str],
                headers: Mapping[str, str], body: bytes) -> Reply:  # fmt: skip
         received = self._wall()
+        refused = self.refuse(method, path, headers)
         with self._cond:
-            fault = self._take_fault(path)
+            fault = "" if refused is not None else self._take_fault(method, path)
             self._arrived[path] = self._arrived.get(path, 0) + 1
             self._cond.notify_all()
-        reply = self.answer(method, path, query, headers, body, fault)
+        reply = refused or self.answer(method, path, query, headers, body, fault)
         with self._cond:
             self._log.append(
                 Record(method, path, query, headers, body, reply.status, received, reply.fault)
             )
+            key = (method, path)
+            self._counts[key] = self._counts.get(key, 0) + 1
             self._cond.notify_all()
         return reply
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._cond:
+            if add:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
 
     def answer(self, method: str, path: str, query: Mapping[str, str],
                headers: Mapping[str, str], body: bytes, fault: str) -> Reply:  # fmt: skip
@@ -168,14 +236,27 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"  # keep-alive, like the metadata servers
     sys_version = ""
-    timeout = 60
     server: _Server
 
     def setup(self) -> None:
         super().setup()
+        self.connection.settimeout(self.server.sim.idle_seconds)
+        # Headers and body go out in separate writes: without NODELAY, Nagle and
+        # delayed ACKs add ~40 ms to every answer.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.sim._track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.sim._track(self.connection, False)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def version_string(self) -> str:
+        return self.server.sim.server_name or super().version_string()
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -185,6 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -198,7 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
         reply = self.server.sim._serve(method, parts.path, query, headers, body)
         if reply.status == 0:
             self.close_connection = True
-            if reply.fault == "reset":
+            if reply.fault == "hang":
+                self.server.sim._closing.wait(self.server.sim.hang_seconds)
+            elif reply.fault == "reset":
                 self.connection.setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                 )

@@ -14,30 +14,29 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from spotwatch import faults
+from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.hooks import log_plan
-from spotwatch.logs import get_logger
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.resume import Withdrawals, is_resume, resume_notice
+from spotwatch.runner import RunObserver
 from spotwatch.schedule import deadline_on_monotonic, next_tick
 
 if TYPE_CHECKING:
     from spotwatch.boot import PreviousBoot
     from spotwatch.followup import FollowUp
     from spotwatch.hooks import Hook, HookPlan
+    from spotwatch.monitor import Monitor
     from spotwatch.orphans import Orphan
     from spotwatch.runner import HookResult, HookSettings
     from spotwatch.shutdown import StopKind
     from spotwatch.stopper import StopFlag
 
-
-class Monitor(Protocol):
-    name: str
-
-    def check(self) -> Notice | None: ...
+_T = TypeVar("_T")
 
 
 class SystemdLink(Protocol):
@@ -183,49 +182,80 @@ def fault_kind(exc: BaseException) -> str:
     return str(getattr(exc, "kind", type(exc).__name__))
 
 
+@dataclass(frozen=True)
+class WatchSources:
+    """What the cloud gives the loop: its monitors, how to read the instance's
+    identity, the follow-ups and the fault types its clients raise. ``poll_scope``
+    wraps one poll of every monitor (on AWS: one shared time budget)."""
+
+    monitors: Sequence[Monitor]
+    read_identity: Callable[[], Identity]
+    fault_types: tuple[type[BaseException], ...]
+    followups: Sequence[FollowUp] = ()
+    poll_scope: Callable[[], AbstractContextManager[object]] = nullcontext
+
+
+@dataclass(frozen=True)
+class HookWork:
+    """How a notice's hooks are planned, given their environment (from
+    ``environ``), run, and recorded in the journal; what is left of a hook a
+    previous run lost (``settle_orphan``, ``group_record``; None: not looked for)."""
+
+    plan: Callable[[Path], HookPlan]
+    runner: Callable[..., list[HookResult]]
+    hook_environment: Callable[..., dict[str, str]]
+    journal: JournalLike
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    settle_orphan: Callable[[Orphan, float], str] | None = None
+    group_record: Callable[[int, float], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class WatcherLinks:
+    """The loop's ties to its process and the system: the stop flag, systemd,
+    an event listener, the signal report, the system shutdown and the boot record."""
+
+    stop: StopFlag
+    notifier: SystemdLink
+    listener: Listener | None = None
+    signals: SignalReport | None = None
+    shutdown: ShutdownLink | None = None
+    boot: BootLink | None = None
+
+
 class Watcher:
     def __init__(
         self,
         settings: WatchSettings,
         *,
-        monitors: Sequence[Monitor],
-        read_identity: Callable[[], Identity],
-        journal: JournalLike,
-        stop: StopFlag,
-        notifier: SystemdLink,
-        plan: Callable[[Path], HookPlan],
-        runner: Callable[..., list[HookResult]],
-        hook_environment: Callable[..., dict[str, str]],
-        fault_types: tuple[type[BaseException], ...],
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        environ: Mapping[str, str] = os.environ,
-        listener: Listener | None = None,
-        log: Any = None,
-        followups: Sequence[FollowUp] = (),
-        signals: SignalReport | None = None,
-        settle_orphan: Callable[[Orphan, float], str] | None = None,
-        group_record: Callable[[int, float], dict[str, Any]] | None = None,
-        shutdown: ShutdownLink | None = None,
-        boot: BootLink | None = None,
-        poll_scope: Callable[[], AbstractContextManager[object]] = nullcontext,
+        sources: WatchSources,
+        hooks: HookWork,
+        links: WatcherLinks,
+        clocks: Clocks = SYSTEM,
     ) -> None:
         self.settings = settings
-        self._poll_scope = poll_scope
-        self._monitors = list(monitors)
-        self._read_identity = read_identity
-        self._journal = journal
-        self._stop = stop
-        self._notifier = notifier
-        self._plan = plan
-        self._runner = runner
-        self._hook_environment = hook_environment
-        self._fault_types = fault_types
-        self._clock = clock
-        self._wall = wall_clock
-        self._environ = environ
-        self._listener = listener
-        self._log: Any = log if log is not None else get_logger()
+        self._poll_scope = sources.poll_scope
+        self._monitors = list(sources.monitors)
+        self._read_identity = sources.read_identity
+        self._fault_types = sources.fault_types
+        self._followups = list(sources.followups)
+        self._journal = hooks.journal
+        self._plan = hooks.plan
+        self._runner = hooks.runner
+        self._hook_environment = hooks.hook_environment
+        self._environ = hooks.environ
+        self._settle_orphan = hooks.settle_orphan
+        self._group_record = hooks.group_record
+        self._stop = links.stop
+        self._notifier = links.notifier
+        self._listener = links.listener
+        self._signals = links.signals
+        self._shutdown = links.shutdown
+        self._boot = links.boot
+        self._clocks = clocks
+        self._clock = clocks.monotonic
+        self._wall = clocks.wall
+        self._log: Any = clocks.logger()
         self._identity: Identity | None = None
         self._identity_retry_at = float("-inf")
         self._identity_failed = False
@@ -235,15 +265,9 @@ class Watcher:
         self.polls = 0
         self.last_results: list[HookResult] = []
         self._poll_now = False
-        self._followups = list(followups)
-        self._signals = signals
-        self._settle_orphan = settle_orphan
-        self._group_record = group_record
         self._spawned: dict[str, Any] | None = None
         self._folded_kinds: set[tuple[str, str]] = set()
         self._hook_running: str | None = None
-        self._shutdown = shutdown
-        self._boot = boot
         self._stop_kind: StopKind | None = None
         self._shutdown_deadline: float | None = None
         self._withdrawals = Withdrawals()
@@ -307,7 +331,7 @@ class Watcher:
                 return
             ping = self._notifier.watchdog_interval()
             self._stop.wait(remaining if ping is None else min(remaining, ping / 2))
-            if any(_has_news(m) for m in self._monitors):
+            if any(m.has_news() for m in self._monitors):
                 return  # a background feed saw a change (Google, Azure): poll now
 
     def _wait_tick(self) -> float | None:
@@ -420,7 +444,7 @@ class Watcher:
             kinds = sorted({s.kind or "?" for s in self._faults.states.values()})
             return f"watching; IMDS fault: {', '.join(kinds)}"
         stamp = time.strftime("%H:%M:%SZ", time.gmtime(self._wall()))
-        notes = [note for m in self._monitors if (note := _status_note(m))]
+        notes = [note for m in self._monitors if (note := m.status_note())]
         return "; ".join([f"watching; last poll {stamp}: no notice", *notes])
 
     def _record_fault(self, source: str, exc: BaseException | None) -> None:
@@ -513,7 +537,7 @@ class Watcher:
         # so the follow-ups' closing step (CompleteLifecycleAction) waits for that.
         if not self._stopping():
             for followup, about in run.followups:
-                self._followup_call(followup, "finished", about, results)
+                self._guarded(followup, "finished", partial(followup.finished, about, results))
         self.last_results = results
         return self._conclude(run, len(pending), results)
 
@@ -644,7 +668,7 @@ class Watcher:
             self._report_signals()
             self._notifier.watchdog_if_due()
             for followup, about in run.followups:
-                self._followup_call(followup, "tick", about)
+                self._guarded(followup, "tick", partial(followup.tick, about))
 
         results: list[HookResult] = []
         while True:
@@ -658,14 +682,12 @@ class Watcher:
                 settings=self.settings.hooks,
                 deadline_mono=deadline_on_monotonic(run.deadline, self._wall(), self._clock()),
                 should_stop=lambda: self._should_stop(run),
-                on_start=on_start,
-                on_finish=on_finish,
-                clock=self._clock,
-                wall_clock=self._wall,
-                on_wait=on_wait,
-                on_spawn=on_spawn,
-                wait_tick=self._wait_tick(),
-            )
+                observer=RunObserver(
+                    on_start=on_start, on_finish=on_finish, on_wait=on_wait,
+                    on_spawn=on_spawn, wait_tick=self._wait_tick(),
+                ),
+                clocks=self._clocks,
+            )  # fmt: skip
             results += batch
             pending = pending[len(batch) :]
             if not ((run.lowered or run.action_changed) and pending):
@@ -813,8 +835,8 @@ class Watcher:
         if run is None:
             # The hooks already ran for this end: the follow-up's work comes at once.
             for followup in self._applicable(notice):
-                self._followup_call(followup, "started", notice)
-                self._followup_call(followup, "finished", notice, [])
+                self._guarded(followup, "started", partial(followup.started, notice))
+                self._guarded(followup, "finished", partial(followup.finished, notice, []))
             return
         if notice.deadline < run.deadline:
             run.deadline = notice.deadline
@@ -1052,42 +1074,35 @@ class Watcher:
 
     # -- follow-ups ---------------------------------------------------------------
     def _applicable(self, notice: Notice) -> list[FollowUp]:
-        return [f for f in self._followups if self._followup_call(f, "applies", notice)]
+        return [
+            f for f in self._followups
+            if self._guarded(f, "applies", partial(f.applies, notice))
+        ]  # fmt: skip
 
     def _start_followups(self, run: _Handling, notice: Notice) -> None:
         for followup in self._applicable(notice):
             run.followups.append((followup, notice))
-            self._followup_call(followup, "started", notice)
-            # Optional: what the follow-up learnt for the hooks (SPOTWATCH_ASG_NAME).
-            if hasattr(followup, "environment"):
-                known = {name for name, _ in run.env}
-                extra = self._followup_call(followup, "environment", notice) or ()
-                run.env += tuple(pair for pair in extra if pair[0] not in known)
+            self._guarded(followup, "started", partial(followup.started, notice))
+            # What the follow-up learnt for the hooks (SPOTWATCH_ASG_NAME).
+            known = {name for name, _ in run.env}
+            extra = self._guarded(followup, "environment", partial(followup.environment, notice))
+            run.env += tuple(pair for pair in extra or () if pair[0] not in known)
 
-    def _followup_call(self, followup: FollowUp, method: str, *args: Any) -> Any:
-        # A follow-up's trouble never stops the hooks.
+    def _guarded(self, followup: FollowUp, step: str, call: Callable[[], _T]) -> _T | None:
+        """``call`` (one step of ``followup``), or None when it raised: a follow-up's
+        trouble never stops the hooks."""
         try:
-            return getattr(followup, method)(*args)
+            return call()
         except Exception as exc:
             self._log.error(
                 "followup.failed",
                 followup=type(followup).__name__,
-                step=method,
+                step=step,
                 error=f"{type(exc).__name__}: {exc}",
             )
-            return False
+            return None
 
     def _emit(self, event: str, fields: Mapping[str, Any]) -> None:
         if self._listener is not None:
             self._listener(event, fields)
 
-
-def _has_news(monitor: Monitor) -> bool:
-    news = getattr(monitor, "has_news", None)
-    return bool(news()) if callable(news) else False
-
-
-def _status_note(monitor: Monitor) -> str | None:
-    """What a monitor adds to the idle STATUS line (the next planned maintenance)."""
-    note = getattr(monitor, "status_note", None)
-    return note() if callable(note) else None

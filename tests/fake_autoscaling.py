@@ -69,7 +69,10 @@ class FakeAutoScaling:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: close() (shutdown) waits up to one of them.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # -- lifecycle --------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from spotwatch import azure
+from spotwatch.clouds import azure
 from spotwatch.imds import ImdsError
 from spotwatch.imdssim_azure import EVENTS_PATH, AzureSimulator, rfc1123
 from spotwatch.notice import SPOT_INTERRUPTION

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from spotwatch import cloud
+from spotwatch.clouds import detect
+from spotwatch.clouds.azure import AZURE_ASSET_TAG
 from spotwatch.imdssim import ImdsSimulator
 from spotwatch.imdssim_azure import AzureSimulator
 from spotwatch.imdssim_gcp import GceSimulator
@@ -25,7 +26,7 @@ def _dmi(tmp_path: Path, **files: str) -> Path:
         ({"sys_vendor": "Xen", "bios_version": "4.11.amazon"}, "aws"),
         ({"sys_vendor": "Google", "product_name": "Google Compute Engine"}, "gcp"),
         (
-            {"sys_vendor": "Microsoft Corporation", "chassis_asset_tag": cloud.AZURE_ASSET_TAG},
+            {"sys_vendor": "Microsoft Corporation", "chassis_asset_tag": AZURE_ASSET_TAG},
             "azure",
         ),
         ({"sys_vendor": "Microsoft Corporation", "chassis_asset_tag": "none"}, None),
@@ -34,7 +35,7 @@ def _dmi(tmp_path: Path, **files: str) -> Path:
     ],
 )
 def test_from_dmi(tmp_path: Path, files: dict[str, str], expected: str | None) -> None:
-    found = cloud.from_dmi(_dmi(tmp_path, **files))
+    found = detect.from_dmi(_dmi(tmp_path, **files))
     assert (found.cloud if found else None) == expected
 
 
@@ -42,7 +43,7 @@ def test_dmi_decides_without_the_network(tmp_path: Path) -> None:
     def never(url: str) -> str | None:
         raise AssertionError("probed despite DMI")
 
-    decision = cloud.decide(
+    decision = detect.decide(
         "auto", "http://127.0.0.1:9", dmi_dir=_dmi(tmp_path, sys_vendor="Google"),
         probes=[("gcp", never)],
     )  # fmt: skip
@@ -50,7 +51,7 @@ def test_dmi_decides_without_the_network(tmp_path: Path) -> None:
 
 
 def test_flag_wins(tmp_path: Path) -> None:
-    decision = cloud.decide("azure", "x", dmi_dir=_dmi(tmp_path, sys_vendor="Amazon EC2"))
+    decision = detect.decide("azure", "x", dmi_dir=_dmi(tmp_path, sys_vendor="Amazon EC2"))
     assert (decision.cloud, decision.how) == ("azure", "flag")
 
 
@@ -59,13 +60,13 @@ def test_probe_finds_each_simulator(tmp_path: Path, which: str) -> None:
     sims = {"aws": ImdsSimulator, "gcp": GceSimulator, "azure": AzureSimulator}
     with sims[which]() as sim:
         url = sim.url
-        decision = cloud.decide("auto", url, dmi_dir=tmp_path)
+        decision = detect.decide("auto", url, dmi_dir=tmp_path)
     assert (decision.cloud, decision.how) == (which, "probe")
     assert url in decision.reason
 
 
 def test_nothing_answers_means_aws_by_default(tmp_path: Path) -> None:
-    decision = cloud.decide("auto", "http://127.0.0.1:9", dmi_dir=tmp_path)
+    decision = detect.decide("auto", "http://127.0.0.1:9", dmi_dir=tmp_path)
     assert (decision.cloud, decision.how) == ("aws", "default")
     assert "--cloud" in decision.reason
 
@@ -93,8 +94,8 @@ def test_unknown_cloud_is_a_usage_error() -> None:
 
 
 def test_azure_polls_every_second_unless_told() -> None:
-    from spotwatch.cloud_sources import interval_for
+    from spotwatch.clouds import registry
 
-    assert interval_for("azure", 5.0, given=False) == 1.0
-    assert interval_for("azure", 5.0, given=True) == 5.0
-    assert interval_for("gcp", 5.0, given=False) == 5.0
+    assert registry.get("azure").interval(5.0, given=False) == 1.0
+    assert registry.get("azure").interval(5.0, given=True) == 5.0
+    assert registry.get("gcp").interval(5.0, given=False) == 5.0

@@ -190,3 +190,35 @@ def test_a_margin_that_leaves_no_time_for_the_shortest_lead_is_refused() -> None
                  "--cloud": "aws"}, {})  # fmt: skip
     with pytest.raises(UsageError):
         resolve({"--deadline-margin": "40", "--cloud": "azure"}, {})
+
+
+def test_every_setting_is_declared_once_in_the_table() -> None:
+    """RunConfig has one field per row of config.SETTINGS, defaulting to the row's
+    default, and every row belongs to one of the groups --help shows."""
+    from dataclasses import fields
+
+    from spotwatch import config
+
+    table = {s.field: s.default for s in config.SETTINGS}
+    declared = {f.name: f.default for f in fields(RunConfig) if f.name != "interval_given"}
+    assert declared == table
+    assert len(config.RUN_FLAGS) == len(set(config.RUN_FLAGS)) == len(table)
+    groups = {name for name, _title in config.GROUPS}
+    assert {s.group for s in config.SETTINGS} == groups
+
+
+def test_run_help_shows_every_flag_once_in_its_group() -> None:
+    import argparse
+
+    from spotwatch import config
+    from spotwatch.commands import run_cmd as run
+
+    parser = argparse.ArgumentParser(prog="spotwatch")
+    subparsers = parser.add_subparsers()
+    run.add_parser(subparsers)
+    sub = subparsers.choices["run"]
+    titles = {g.title: [a.option_strings[0] for a in g._group_actions] for g in sub._action_groups}
+    for name, title in config.GROUPS:
+        assert titles[title] == [s.flag for s in config.SETTINGS if s.group == name]
+    text = sub.format_help()
+    assert "range 0.1 to 3600 s" in text and "(default /etc/spotwatch/hooks.d)" in text

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from spotwatch.daemon import poll_budget
+from spotwatch.clouds.aws import poll_budget
 from tests import fault_servers as fs
 from tests.helpers import Daemon, Daemons, hook_env, recording_hook, starts, wait_until
 from tests.helpers import daemons_fixture as daemons_fixture

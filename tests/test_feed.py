@@ -9,10 +9,11 @@ from typing import Any
 
 from spotwatch.feed import Feed
 from spotwatch.imds import ImdsError
+from spotwatch.monitor import MonitorBase
 from spotwatch.notice import SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.runner import HookSettings
 from spotwatch.stopper import Stopper
-from spotwatch.watcher import Watcher, WatchSettings
+from spotwatch.watcher import HookWork, Watcher, WatcherLinks, WatchSettings, WatchSources
 from tests.watch_helpers import (
     FakeClock,
     FakeHook,
@@ -72,7 +73,7 @@ def test_feed_survives_a_bug_in_its_step() -> None:
         feed.close()
 
 
-class NewsMonitor:
+class NewsMonitor(MonitorBase):
     """A monitor whose news arrives from another thread, as from a feed."""
 
     name = SPOT_INTERRUPTION
@@ -102,16 +103,12 @@ def test_news_cuts_the_loops_sleep_short() -> None:
     watcher = Watcher(
         WatchSettings(interval=60.0, hooks_dir=Path("/hooks"),
                       hooks=HookSettings(hook_timeout=5.0, deadline_margin=1.0), max_notices=1),
-        monitors=[monitor],
-        read_identity=Identity,
-        journal=FakeJournal(),
-        stop=stop,
-        notifier=FakeNotifier(FakeClock()),
-        plan=lambda d: FakePlan(d, hooks),
-        runner=runner,
-        hook_environment=lambda base, n, ident, drill=False: {},
-        fault_types=(ImdsError,),
-        environ={},
+        sources=WatchSources(monitors=[monitor], read_identity=Identity,
+                             fault_types=(ImdsError,)),
+        hooks=HookWork(plan=lambda d: FakePlan(d, hooks), runner=runner,
+                       hook_environment=lambda base, n, ident, drill=False: {},
+                       journal=FakeJournal(), environ={}),
+        links=WatcherLinks(stop=stop, notifier=FakeNotifier(FakeClock())),
     )  # fmt: skip
     thread = threading.Thread(target=watcher.run, daemon=True)
     try:

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from spotwatch import hooks, runner
+from spotwatch.clocks import Clocks
 from spotwatch.fleet_settings import FleetWatchSettings
 from spotwatch.fleet_watch import FleetWatcher
+from spotwatch.fleet_wiring import FleetClients, FleetHooks, FleetReporting
 from tests.fleet_helpers import FakeError, FakeSqs, Log, NoTags, body
 
 
@@ -37,15 +39,13 @@ def make_watcher(tmp_path: Path, sqs: FakeSqs, *, stop: threading.Event | None =
         FleetWatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                       max_messages=max_messages, wait_seconds=0, hook_timeout=30,
                       workers=workers),
-        sqs=sqs,
-        tags=NoTags(),  # type: ignore[arg-type]
+        clients=FleetClients(sqs=sqs, tags=NoTags()),
+        hooks=FleetHooks(plan=hooks.plan_hooks, runner=run or runner.run_hooks,
+                         workdir=tmp_path / "work"),
         stop=stop or threading.Event(),
-        plan=hooks.plan_hooks,
-        runner=run or runner.run_hooks,
-        workdir=tmp_path / "work",
-        out=out,
-        log=log,
+        reporting=FleetReporting(out=out),
         backoff=backoff,
+        clocks=Clocks(log=log),
     )
     return watcher, log, out
 
@@ -203,9 +203,13 @@ def test_a_status_line_every_few_seconds_on_a_terminal_not_with_json(tmp_path: P
         return FleetWatcher(
             FleetWatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                           max_messages=3, wait_seconds=0, json_output=json_output),
-            sqs=FakeSqs([[(n, body(f"i-{n}")) for n in range(3)]]), tags=NoTags(),
-            stop=threading.Event(), plan=hooks.plan_hooks, runner=runner.run_hooks,
-            workdir=tmp_path / "work", out=out, log=Log(), status_interval=0.2,
+            clients=FleetClients(sqs=FakeSqs([[(n, body(f"i-{n}")) for n in range(3)]]),
+                                 tags=NoTags()),
+            hooks=FleetHooks(plan=hooks.plan_hooks, runner=runner.run_hooks,
+                             workdir=tmp_path / "work"),
+            stop=threading.Event(),
+            reporting=FleetReporting(out=out, status_interval=0.2),
+            clocks=Clocks(log=Log()),
         )
 
     terminal = Terminal()

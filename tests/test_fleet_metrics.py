@@ -12,8 +12,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from spotwatch import hooks, runner
+from spotwatch.clocks import Clocks
 from spotwatch.fleet_settings import FleetWatchSettings
 from spotwatch.fleet_watch import FleetWatcher
+from spotwatch.fleet_wiring import FleetClients, FleetHooks, FleetReporting
 from spotwatch.metrics import FleetMetrics, render
 from spotwatch.runner import HookResult
 from tests.fleet_helpers import (
@@ -136,15 +138,13 @@ def test_the_worker_pool_reports_receives_hooks_and_a_message_lost_while_waiting
     watcher = FleetWatcher(
         FleetWatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,
                       max_messages=2, wait_seconds=0, hook_timeout=30, workers=4),
-        sqs=sqs,
-        tags=NoTags(),
+        clients=FleetClients(sqs=sqs, tags=NoTags()),
+        hooks=FleetHooks(plan=hooks.plan_hooks, runner=runner.run_hooks,
+                         workdir=tmp_path / "work"),
         stop=threading.Event(),
-        plan=hooks.plan_hooks,
-        runner=runner.run_hooks,
-        workdir=tmp_path / "work",
-        log=Log(),
+        reporting=FleetReporting(metrics=m),
         backoff=lambda seconds: None,
-        metrics=m,
+        clocks=Clocks(log=Log()),
     )
     assert watcher.run() == 0
     assert watcher.counts["lost"] == 1 and watcher.counts["done"] == 1

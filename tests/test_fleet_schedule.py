@@ -92,3 +92,20 @@ def test_batches_of_ten_and_the_rate() -> None:
     assert [len(b) for b in batches(list(range(23)))] == [10, 10, 3]
     assert batches([]) == []
     assert rate([1.0, 5.0, 9.0, 10.0], 10.0, 5.0) == 3 / 5
+
+
+def test_an_extension_renews_what_held_and_loses_only_what_ran_out() -> None:
+    """After one ChangeMessageVisibilityBatch: a renewed slot still in hand moves
+    on; a failure after the slot's time ran out loses it; a failure before then,
+    or a slot finished meanwhile, changes nothing."""
+    from spotwatch.fleet_queue import Received, extension_outcome
+
+    slots = {k: Slot(k, k, n, hidden_until=10.0 * n) for n, k in enumerate("abcd", 1)}
+    gone = Slot("e", "e", 5, 0.0)  # finished meanwhile: no longer in the hand
+    chunk = [(slots.get(k, gone), Received({"MessageId": k}, None, "", 0.0)) for k in "abcde"]
+    failed = {1: "ReceiptHandleIsInvalid", 2: "Throttled", 4: "gone"}
+    renewed, lost = extension_outcome(chunk, failed, slots, asked=25.0)
+    assert [s.key for s in renewed] == ["a", "d"]
+    assert [(s.key, item.message_id, error) for s, item, error in lost] == [
+        ("b", "b", "ReceiptHandleIsInvalid")  # hidden until 20 <= 25; c's 30 is not yet
+    ]

@@ -16,7 +16,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from spotwatch.fleet_tags import InstanceTags, TagLookup
+from spotwatch.clocks import Clocks
+from spotwatch.fleet_tags import InstanceTags, TagLookup, TagTuning
 from tests.fleet_helpers import Log
 from tests.helpers import wait_until
 
@@ -42,7 +43,8 @@ def ec2_for(region: str) -> Any:
 def test_instance_tags_are_batched_cached_and_never_fail(aws_env: dict[str, str]) -> None:
     ids = make_instances("us-east-1", 2, {"Name": "db"})
     now = [0.0]
-    tags = InstanceTags(ec2_for, ttl=300, unknown_ttl=60, clock=lambda: now[0])
+    tags = InstanceTags(ec2_for, tuning=TagTuning(ttl=300, unknown_ttl=60),
+                        clocks=Clocks(monotonic=lambda: now[0]))
     tags.prefetch([("us-east-1", ids[0]), ("us-east-1", ids[1]), ("us-east-1", "i-0nope")])
     assert tags.calls == 1  # one DescribeInstances for the whole batch
     assert tags.get("us-east-1", ids[0]) == {"Name": "db"}
@@ -70,8 +72,8 @@ def test_a_wave_reads_every_instance_tag_of_the_region_in_one_snapshot(
     bare = make_instances(WAVE_REGION, 1, None)[0]
     now = [1000.0]
     log = Log()
-    tags = InstanceTags(ec2_for, snapshot_after=3, snapshot_window=60, ttl=300,
-                        clock=lambda: now[0], log=log)
+    tags = InstanceTags(ec2_for, tuning=TagTuning(snapshot_after=3, snapshot_window=60, ttl=300),
+                        clocks=Clocks(monotonic=lambda: now[0], log=log))
 
     # Two batches of new instances: not a wave yet.
     tags.prefetch([(WAVE_REGION, tagged[0])])
@@ -121,8 +123,9 @@ def test_a_warm_region_is_due_at_once_and_once(aws_env: dict[str, str]) -> None:
 @pytest.mark.slow
 def test_a_batch_now_and_then_is_no_wave(aws_env: dict[str, str]) -> None:
     now = [0.0]
-    tags = InstanceTags(ec2_for, snapshot_after=3, snapshot_window=60, unknown_ttl=1,
-                        clock=lambda: now[0])
+    tuning = TagTuning(snapshot_after=3, snapshot_window=60, unknown_ttl=1)
+    tags = InstanceTags(ec2_for, tuning=tuning,
+                        clocks=Clocks(monotonic=lambda: now[0]))
     for n in range(10):  # one batch every 40 s: never 3 within a minute
         tags.prefetch([("us-east-1", f"i-00000000000002{n:02d}")])
         assert tags.snapshot_due() == []
@@ -164,7 +167,8 @@ def due_now(tags: InstanceTags, region: str = "us-east-1") -> None:
 def test_the_snapshot_follows_every_page() -> None:
     ec2 = PagedEc2(instance_tags(23))
     log = Log()
-    tags = InstanceTags(lambda region: ec2, snapshot_after=1, page_size=5, log=log)
+    tags = InstanceTags(lambda region: ec2, tuning=TagTuning(snapshot_after=1, page_size=5),
+                        clocks=Clocks(log=log))
     tags._fetch = lambda region, ids: None  # type: ignore[method-assign]  # per-batch: not here
     due_now(tags)
     tags.snapshot("us-east-1")
@@ -184,8 +188,10 @@ def test_a_snapshot_that_cannot_be_had_is_said_once_and_not_tried_for_a_while(
     ec2 = PagedEc2(instance_tags(40), fail=fail)
     now = [0.0]
     log = Log()
-    tags = InstanceTags(lambda region: ec2, snapshot_after=1, snapshot_pages=3, page_size=5,
-                        snapshot_retry=600, clock=lambda: now[0], log=log)
+    tags = InstanceTags(lambda region: ec2,
+                        tuning=TagTuning(snapshot_after=1, snapshot_pages=3, page_size=5,
+                                         snapshot_retry=600),
+                        clocks=Clocks(monotonic=lambda: now[0], log=log))
     tags._fetch = lambda region, ids: None  # type: ignore[method-assign]
     for _attempt in range(2):
         due_now(tags)

@@ -136,10 +136,16 @@ def test_a_health_event_that_fails_for_one_instance_is_retried_without_rerunning
         + RECORD)))
     health = put(fleet, "aws.health", "AWS Health Event", health_detail(I1, I2, I3),
                  [I1, I2, I3])
+    # The watcher's first extension of the message must land within the visibility
+    # timeout of its receive. With 2 s, a loaded machine sometimes missed it: the
+    # message was lost (another watcher may have it) and came back, and I1 ran
+    # again, as it must once the message is not ours. 6 s (what the watcher extends
+    # to anyway) leaves room; the failed message still comes back 6 s after I2 fails.
     watch = watches(["--queue-url", fleet.queue_url, "--hooks-dir", str(hooks),
-                     "--visibility-timeout", "2", "--wait-seconds", "1"], env=watch_env(out))
+                     "--visibility-timeout", "6", "--wait-seconds", "1"], env=watch_env(out))
     failed = watch.wait_for("fleet.hooks_failed")[0]
     assert failed["event_id"] == health
+    assert not watch.logs("fleet.lost_message"), "not extended within 6 s: machine overloaded"
     assert read_lines(out / "runs") == [f"scheduled-change {I1}"]  # I3 waits behind I2
     (out / f"fail-{I2}").unlink()
     wait_until(lambda: fleet.counts() == (0, 0), 40, "the Health event to be handled and deleted")
@@ -147,3 +153,4 @@ def test_a_health_event_that_fails_for_one_instance_is_retried_without_rerunning
     no_crash(watch)
     # I1 ran once: its run succeeded before I2 failed, and the redelivery skipped it.
     assert read_lines(out / "runs") == [f"scheduled-change {i}" for i in (I1, I2, I3)]
+    assert {r["instance_id"] for r in watch.logs("fleet.duplicate")} == {I1}

@@ -9,6 +9,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
+from spotwatch.followup import FollowUpBase
 from spotwatch.notice import ASG_TERMINATION, REBALANCE_RECOMMENDATION, Notice
 from spotwatch.watcher import LOWERED
 from tests.watch_helpers import Harness, notice
@@ -23,7 +24,7 @@ def asg(h: Harness, nid: str = "asg1", lead: float = 300.0) -> Notice:
     )
 
 
-class RecordingFollowUp:
+class RecordingFollowUp(FollowUpBase):
     def __init__(self, kind: str = ASG_TERMINATION) -> None:
         self.kind = kind
         self.calls: list[tuple[str, str]] = []

@@ -10,8 +10,8 @@ import requests
 from structlog.testing import capture_logs
 
 from spotwatch import gce_upcoming
+from spotwatch.clouds.gcp import GceMetadata
 from spotwatch.gce_upcoming import UpcomingMaintenanceMonitor, parse_upcoming
-from spotwatch.gcp import GceMetadata
 from spotwatch.imdssim_gcp import BASE_PATH, UPCOMING, GceSimulator, upcoming_doc
 from spotwatch.monitors import parse_time
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from spotwatch import gcp
+from spotwatch.clouds import gcp
 from spotwatch.imds import ImdsError
 from spotwatch.imdssim_gcp import BASE_PATH, MAINTENANCE_EVENT, PREEMPTED, GceSimulator
 from spotwatch.notice import SPOT_INTERRUPTION

@@ -205,6 +205,7 @@ def test_v1_tries_tokens_again_later_and_returns_to_v2(rsps: Mock) -> None:
     assert [e["mode"] for e in logs if e["event"] == "imds.mode_changed"] == ["v2"]
 
 
+@pytest.mark.slow  # waits out a budget or a timeout
 def test_unanswered_token_put_while_gets_work_falls_back_to_v1(
     rsps: Mock,
 ) -> None:
@@ -268,6 +269,7 @@ def test_transient_statuses_are_retried(rsps: Mock, status: int) -> None:
     assert len(rsps.calls("GET", PATH)) == 3
 
 
+@pytest.mark.slow  # waits out a budget or a timeout
 @pytest.mark.parametrize(
     "status,kind", [(500, "server-error"), (503, "server-error"), (429, "throttled")]
 )
@@ -325,8 +327,9 @@ def test_token_endpoint_5xx_with_v2_required_is_retried(rsps: Mock) -> None:
         fs.huge(5 * 1024 * 1024),
         fs.huge(5 * 1024 * 1024, content_length=False),
         fs.reply(200, b"\x00garbage \xff"),
-        fs.silence(),
-        fs.drip(b"AQAE" * 10, 0.3),
+        # These two wait out a timeout (a second each): the quick loop leaves them out.
+        pytest.param(fs.silence(), marks=pytest.mark.slow),
+        pytest.param(fs.drip(b"AQAE" * 10, 0.3), marks=pytest.mark.slow),
     ],
     ids=["500", "redirect", "5MB", "5MB-unframed", "garbage", "hang", "drip"],
 )
@@ -377,6 +380,7 @@ def test_stop_cuts_the_backoff_short(rsps: Mock) -> None:
     assert time.monotonic() - started < 3.0
 
 
+@pytest.mark.slow  # waits out a budget or a timeout
 def test_a_clock_that_never_moves_still_ends(rsps: Mock) -> None:
     token_ok(rsps)
     rsps.reply("GET", PATH, status=500)

@@ -17,6 +17,9 @@ from spotwatch.imdssim import (
 )
 from tests.helpers import free_port
 
+# The simulator over real HTTP, with hangs and budgets waited out: server tests.
+pytestmark = pytest.mark.slow
+
 TOKEN = "x-aws-ec2-metadata-token"
 # Generous: the machine is shared with other test runs.
 SLACK = 1.5

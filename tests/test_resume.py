@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from spotwatch import azure, gce_upcoming, gcp, maintenance, monitors
+from spotwatch import gce_upcoming, maintenance, monitors
 from spotwatch.boot import PreviousBoot
+from spotwatch.clouds import azure, gcp
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SCHEDULED_MAINTENANCE, Notice
 from spotwatch.resume import WITHDRAWABLE_SOURCES, Withdrawals, resume_notice
 from tests.test_shutdown_watch import FakeBoot, FakeShutdown

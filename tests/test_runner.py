@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from spotwatch.clocks import Clocks
 from spotwatch.hooks import Hook
 from spotwatch.runner import (
     ERROR,
@@ -29,6 +30,7 @@ from spotwatch.runner import (
     TIMED_OUT,
     HookResult,
     HookSettings,
+    RunObserver,
     describe_status,
     run_hooks,
 )
@@ -105,12 +107,18 @@ def read_pid(path: Path) -> int:
 
 
 SETTINGS = {f.name for f in dataclasses.fields(HookSettings)}
+OBSERVER = {f.name for f in dataclasses.fields(RunObserver)}
+CLOCKS = {"clock": "monotonic", "wall_clock": "wall", "log": "log"}
 
 
 def run(hooks: list[Hook], **kwargs: Any) -> list[HookResult]:
-    """run_hooks, with HookSettings' fields among the keywords (hook_timeout 30 s)."""
+    """run_hooks, with HookSettings', RunObserver's and the clocks' fields among the
+    keywords (hook_timeout 30 s)."""
     settings = {"hook_timeout": 30.0, **{k: kwargs.pop(k) for k in SETTINGS & set(kwargs)}}
-    return run_hooks(hooks, kwargs.pop("env", BASE_ENV), HookSettings(**settings), **kwargs)
+    observer = RunObserver(**{k: kwargs.pop(k) for k in OBSERVER & set(kwargs)})
+    clocks = Clocks(**{CLOCKS[k]: kwargs.pop(k) for k in set(CLOCKS) & set(kwargs)})
+    return run_hooks(hooks, kwargs.pop("env", BASE_ENV), HookSettings(**settings),
+                     observer=observer, clocks=clocks, **kwargs)
 
 
 # --- order, outcomes, environment ------------------------------------------------
@@ -757,14 +765,14 @@ from pathlib import Path
 # SIGINT ignored, and Python then leaves it ignored: ask for Ctrl-C's usual effect.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from spotwatch.hooks import Hook
-from spotwatch.runner import HookSettings, run_hooks
+from spotwatch.runner import HookSettings, RunObserver, run_hooks
 path, marker, hold = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "hold"
 def on_start(hook):
     marker.write_text("on_start")
     if hold:  # the runner just after the spawn, where Ctrl-C once leaked the hook
         time.sleep(300)
 run_hooks([Hook(path.name, path)], {"PATH": "/usr/bin:/bin"}, HookSettings(hook_timeout=300),
-          on_start=on_start)
+          observer=RunObserver(on_start=on_start))
 """
 
 

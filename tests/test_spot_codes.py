@@ -27,7 +27,8 @@ from spotwatch.spot_codes import (
     urgency,
 )
 
-# AWS's Spot request status codes, by the class spotwatch gives each (README, `spotwatch status`).
+# AWS's Spot request status codes, by the class spotwatch gives each
+# (docs/commands.md, `spotwatch status`).
 SPEC_INTERRUPTING = ["marked-for-termination", "marked-for-stop", "marked-for-stop-by-experiment"]
 SPEC_INTERRUPTED = [
     "instance-terminated-by-price", "instance-terminated-by-service",

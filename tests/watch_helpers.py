@@ -4,13 +4,16 @@ and test_feed. No tests here."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spotwatch.clocks import Clocks
+from spotwatch.monitor import MonitorBase
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.runner import HookSettings
-from spotwatch.watcher import Watcher, WatchSettings
+from spotwatch.watcher import HookWork, Watcher, WatcherLinks, WatchSettings, WatchSources
 
 
 class FakeClock:
@@ -47,7 +50,7 @@ class Fault(Exception):
         self.advice = "do something"
 
 
-class ScriptedMonitor:
+class ScriptedMonitor(MonitorBase):
     """Answers from a script, one entry per poll; each poll takes ``cost`` seconds."""
 
     def __init__(self, name: str, clock: FakeClock, script: list[Any], cost: float = 0.3) -> None:
@@ -233,29 +236,36 @@ class Harness:
                 max_notices=max_notices,
                 resume_dir=Path("/resume") if resume_hooks is not None else None,
             ),
-            monitors=self.monitors,
-            read_identity=lambda: Identity(instance_id="i-0abc"),
-            journal=self.journal,
-            stop=self.stop,
-            notifier=self.notifier,
-            plan=lambda d: FakePlan(d, self.resume_hooks if d == Path("/resume") else self.hooks),
-            runner=self.run_hooks,
-            hook_environment=lambda base, n, ident, drill=False: {
-                "SPOTWATCH_NOTICE_ID": n.id,
-                "SPOTWATCH_INSTANCE_ID": ident.instance_id,
-                "SPOTWATCH_EVENT": n.kind,
-                "SPOTWATCH_ACTION": n.action,
-                "SPOTWATCH_DEADLINE": str(int(n.deadline)),
-                **dict(n.env),
-            },
-            fault_types=(Fault,),
-            clock=lambda: self.clock.mono,
-            wall_clock=lambda: self.clock.wall,
-            environ={},
-            listener=lambda e, f: self.events.append((e, dict(f))),
-            followups=followups,
-            shutdown=shutdown,
-            boot=boot,
+            sources=WatchSources(
+                monitors=self.monitors,
+                read_identity=lambda: Identity(instance_id="i-0abc"),
+                fault_types=(Fault,),
+                followups=followups,
+            ),
+            hooks=HookWork(
+                plan=lambda d: FakePlan(
+                    d, self.resume_hooks if d == Path("/resume") else self.hooks
+                ),
+                runner=self.run_hooks,
+                hook_environment=lambda base, n, ident, drill=False: {
+                    "SPOTWATCH_NOTICE_ID": n.id,
+                    "SPOTWATCH_INSTANCE_ID": ident.instance_id,
+                    "SPOTWATCH_EVENT": n.kind,
+                    "SPOTWATCH_ACTION": n.action,
+                    "SPOTWATCH_DEADLINE": str(int(n.deadline)),
+                    **dict(n.env),
+                },
+                journal=self.journal,
+                environ={},
+            ),
+            links=WatcherLinks(
+                stop=self.stop,
+                notifier=self.notifier,
+                listener=lambda e, f: self.events.append((e, dict(f))),
+                shutdown=shutdown,
+                boot=boot,
+            ),
+            clocks=Clocks(monotonic=lambda: self.clock.mono, wall=lambda: self.clock.wall),
         )
         original = self.watcher.poll_once
 
@@ -268,6 +278,9 @@ class Harness:
         self.watcher.poll_once = counted_poll  # type: ignore[method-assign]
 
     def run_hooks(self, hooks: list[Any], env: dict[str, str], **kw: Any) -> list[Any]:
+        # The observer's callbacks recorded as keywords of their own, as tests read them.
+        observer = kw.pop("observer")
+        kw.update({f.name: getattr(observer, f.name) for f in dataclasses.fields(observer)})
         self.runs.append({"hooks": [h.name for h in hooks], "env": env, **kw})
         results = []
         for hook in hooks:

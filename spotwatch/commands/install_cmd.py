@@ -38,7 +38,6 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--print",
         dest="show",
-        metavar="WHAT",
         choices=("unit", "env", "hooks", "fleet-unit", "strict"),
         help="write nothing; print a shipped file as install would write it: unit, env, "
         "hooks (the examples), fleet-unit (for 'spotwatch fleet watch') or strict "

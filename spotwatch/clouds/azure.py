@@ -29,11 +29,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from spotwatch import cloudhttp
-from spotwatch.feed import Feed
-from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
+from spotwatch.clouds import metadata_http
+from spotwatch.clouds.base import Cloud, CloudSources, DrillSim, Rehearsal, SimRequest
+from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
+from spotwatch.feed import Feed, FeedMonitor
+from spotwatch.followup import FollowUpBase
 from spotwatch.logs import get_logger
 from spotwatch.notice import (
     DEFAULT_LEAD_SECONDS as REBALANCE_LEAD_SECONDS,
@@ -48,6 +50,11 @@ from spotwatch.notice import (
     notice_id,
 )
 
+if TYPE_CHECKING:
+    from spotwatch.config import RunConfig
+    from spotwatch.imdssim_azure import AzureSimulator
+    from spotwatch.stopper import Stopper
+
 EVENTS_PATH = "/metadata/scheduledevents"
 EVENTS_API = "2024-07-09"  # the first with SpotRebalanceRecommendation
 EVENTS_API_FALLBACK = "2020-07-01"
@@ -58,6 +65,8 @@ SOURCE = "azure:scheduledevents"
 EVENT_ID_VARIABLE = "SPOTWATCH_AZURE_EVENT_ID"
 
 # Preempt gives at least 30 s; used when NotBefore is empty (a Started event) or past.
+# Every Azure VM carries this chassis asset tag (Hyper-V elsewhere does not).
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 DEFAULT_LEAD_SECONDS = 30.0
 FIRST_ANSWER_TIMEOUT = 130.0  # the service may take up to two minutes to turn on
 READ_TIMEOUT = 5.0
@@ -268,7 +277,7 @@ class AzureMetadata:
     def __init__(self, base_url: str, events_api: str = EVENTS_API) -> None:
         self._base = base_url.rstrip("/")
         self._advice = advice_azure(self._base)
-        self._session: cloudhttp.Session = cloudhttp.new_session()
+        self._session: metadata_http.Session = metadata_http.new_session()
         # The Scheduled Events api-version in use: the newest until refused, then kept.
         # Once a version has answered, a later 400 or 404 is a fault, not an old service.
         self.events_api = events_api
@@ -302,13 +311,13 @@ class AzureMetadata:
         return self._body(f"{method} {path}", answer)
 
     def _ask(self, method: str, path: str, api: str, *, read_timeout: float,
-             data: bytes | None) -> cloudhttp.Answer:  # fmt: skip
+             data: bytes | None) -> metadata_http.Answer:  # fmt: skip
         what = f"{method} {path}"
         headers = {HEADER: "true"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
-            answer = cloudhttp.request(
+            answer = metadata_http.request(
                 self._session,
                 method,
                 f"{self._base}{path}?api-version={api}",
@@ -323,11 +332,11 @@ class AzureMetadata:
             raise
         return answer
 
-    def _body(self, what: str, answer: cloudhttp.Answer) -> bytes:
+    def _body(self, what: str, answer: metadata_http.Answer) -> bytes:
         if 200 <= answer.status < 300:
             return answer.body
         if answer.status >= 500 or answer.status == 429:
-            status_error = _status_error(what, answer.status)
+            status_error = metadata_http.status_error(what, answer.status)
             raise ImdsError(status_error.kind, status_error.detail, self._advice)
         if answer.status == 400:
             raise ImdsError(
@@ -416,7 +425,7 @@ class EventsStep:
         return Events(self._vm_name, incarnation, events, self._client.events_api), pause
 
 
-class EventsMonitor:
+class EventsMonitor(FeedMonitor[Events]):
     """This VM's watched events of the types in ``types``, as notices; never blocks."""
 
     def __init__(
@@ -430,10 +439,9 @@ class EventsMonitor:
         *,
         reports_faults: bool = True,
     ) -> None:
-        self.name = name
+        super().__init__(name, feed)
         # Monitors sharing a feed: one reports its faults, so each is logged once.
         self._reports_faults = reports_faults
-        self._feed = feed
         self._types = frozenset(types)
         self._watch = watch
         self._registry = registry  # notice id -> EventId, for the approver
@@ -442,9 +450,7 @@ class EventsMonitor:
         self._given: set[str] = set()
 
     def check(self) -> Notice | None:
-        if not self._feed.alive:
-            self._feed.start()
-        doc, error, _ = self._feed.snapshot()
+        doc, error, _ = self.latest()
         if not self._reports_faults:
             error = None
         if doc is None:
@@ -473,12 +479,6 @@ class EventsMonitor:
                 self._given.add(notice.id)
                 return notice
         return notices[0]
-
-    def has_news(self) -> bool:
-        return self._feed.has_news()
-
-    def close(self) -> None:
-        self._feed.close()
 
 
 def monitors(
@@ -514,7 +514,7 @@ def monitors(
     return found, feed
 
 
-class Approver:
+class Approver(FollowUpBase):
     """A follow-up (see INTERFACES item 2): approve an event once its hooks are done.
 
     ``registry`` maps notice ids to EventIds (filled by the monitors, which only
@@ -625,3 +625,78 @@ class Approver:
                 return
         finally:
             client.close()
+
+
+# -- the adapter ---------------------------------------------------------------------
+
+
+class AzureCloud(Cloud):
+    """Azure: evictions and maintenance from Scheduled Events, each approved after its hooks."""
+
+    name = "azure"
+    title = "Azure"
+    sources = ("spot", "rebalance", "maintenance", "shutdown")
+    default_interval = 1.0  # Microsoft recommends polling Scheduled Events every second
+
+    def from_dmi(self, read: Callable[[str], str]) -> str | None:
+        vendor = read("sys_vendor")
+        if vendor == "Microsoft Corporation" and read("chassis_asset_tag") == AZURE_ASSET_TAG:
+            return f"DMI sys_vendor {vendor!r} with Azure's asset tag"
+        return None
+
+    def probe(self, base_url: str) -> str | None:
+        from spotwatch.clouds.detect import ask
+
+        url = f"{base_url}{COMPUTE_PATH}?api-version={COMPUTE_API}"
+        answer = ask("GET", url, {HEADER: "true"})
+        if answer is not None and answer.status == 200 and b"vmId" in answer.body:
+            return f"{base_url} answered the Azure compute metadata"
+        return None
+
+    def leads(self, config: RunConfig) -> list[tuple[float, str]]:
+        if not config.sources:
+            return []
+        return [(DEFAULT_LEAD_SECONDS, "an Azure eviction (as little as 30 s)")]
+
+    def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
+        base_url = config.imds_url
+        chosen = frozenset(config.sources)
+        registry: dict[str, str] = {}
+        found, feed = monitors(base_url, chosen, interval, registry, wake=stop.wake)
+        approver = Approver(base_url, registry, feed, chosen, enabled=not config.no_approve)
+        return CloudSources(
+            monitors=list(found),
+            read_identity=lambda: read_identity(base_url),
+            followups=[approver],
+            feeds=[feed],
+        )
+
+    def serve(self, request: SimRequest) -> AzureSimulator:
+        from spotwatch import imdssim_azure
+
+        return imdssim_azure.serve(request.port, request.notice_in, "Preempt", request.lead)
+
+    def drill(self, rehearsal: Rehearsal) -> DrillSim:
+        """A Preempt (or, for maintenance, Terminate) event whose NotBefore is --lead
+        after it appears."""
+        from spotwatch.imdssim_azure import AzureSimulator, rfc1123
+
+        sim = AzureSimulator()
+        kind = _drill_kind(rehearsal)
+
+        def schedule(appear_at: float) -> tuple[float, str]:
+            sim.add_event(kind, at=appear_at, lead=rehearsal.lead)
+            return appear_at + rehearsal.lead, rfc1123(appear_at + rehearsal.lead)
+
+        return DrillSim(sim, schedule)
+
+    def describe_drill(self, rehearsal: Rehearsal, notice_time: str) -> tuple[str, str]:
+        kind = _drill_kind(rehearsal)
+        return f"Azure {kind} event", f"{kind} event, NotBefore {notice_time}"
+
+
+def _drill_kind(rehearsal: Rehearsal) -> str:
+    return "Terminate" if rehearsal.event == "maintenance" else "Preempt"
+
+
+ADAPTER = AzureCloud()

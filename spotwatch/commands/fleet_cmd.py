@@ -35,7 +35,9 @@ def add_parser(subparsers: Any) -> None:
         "NAME-dlq, the EventBridge rule NAME on the default bus and its target. "
         "Prints the queue URL. Running it again changes nothing.",
     )
-    setup.add_argument("--queue-name", required=True, metavar="NAME")
+    setup.add_argument("--queue-name", required=True, metavar="NAME",
+                       help="the queue NAME, its dead-letter queue NAME-dlq and the "
+                       "EventBridge rule NAME (created, or brought back in line)")
     setup.add_argument("--region", metavar="R",
                        help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the AWS "
                        "profile, then on EC2 the instance's own region)")

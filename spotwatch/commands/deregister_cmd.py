@@ -91,8 +91,8 @@ def _main(args: argparse.Namespace) -> int:
     else:
         now = hook_context.now()
         report = deregister.deregister(
-            clients, context, target_groups=groups, classic=classic,
-            scan_limit=args.scan_limit,
+            clients, context,
+            deregister.Named(target_groups=groups, classic=classic, scan_limit=args.scan_limit),
             act_by=context.act_by(now, reserve=hook_context.reserve_after(env)), wait=args.wait,
             error_text=aws_error_text,
         )  # fmt: skip

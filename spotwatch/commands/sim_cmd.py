@@ -7,6 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from spotwatch.clouds import registry
+from spotwatch.clouds.base import SimRequest
+
 DESCRIPTION = (
     "A fake instance metadata service on 127.0.0.1 with a scheduled notice, for trying "
     "hooks and 'spotwatch run --imds-url' off the cloud. Prints its URL, then serves "
@@ -47,19 +50,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--maintenance-code",
+        metavar="CODE",
         default="system-reboot",
         help="its code (default system-reboot; instance-stop, instance-retirement, ...)",
     )
     parser.add_argument(
         "--cloud",
         default="aws",
-        choices=("aws", "gcp", "azure"),
+        choices=registry.NAMES,
         help="protocol to speak (gcp: preempted after --notice-in; azure: a Preempt event "
         "--lead s ahead)",
     )
 
 
 def _main(args: argparse.Namespace) -> int:
-    from spotwatch.imdssim import serve_until_stopped
-
     return serve_until_stopped(args)
+
+
+def serve_until_stopped(args: argparse.Namespace) -> int:
+    """Start the simulator of the cloud ``args.cloud`` names, print its URL, serve until
+    SIGTERM/SIGINT."""
+    from spotwatch.errors import SpotwatchError
+    from spotwatch.stopper import Stopper
+
+    request = SimRequest(
+        host=args.host,
+        port=args.port,
+        notice_in=args.notice_in,
+        action=args.action,
+        lead=args.lead,
+        rebalance_in=args.rebalance_in,
+        require_token=args.require_token,
+        asg_terminated_in=args.asg_terminated_in,
+        maintenance_in=args.maintenance_in,
+        maintenance_code=args.maintenance_code,
+    )
+    try:
+        sim = registry.get(args.cloud).serve(request)
+    except (OSError, OverflowError) as err:
+        raise SpotwatchError(f"cannot listen on {args.host}:{args.port}: {err}") from None
+    # Routed before the URL is printed: whoever reads it may send SIGTERM at once.
+    with Stopper() as stop:
+        print(sim.url, flush=True)
+        try:
+            while not stop.wait():
+                pass
+        finally:
+            sim.stop()
+    return 0

@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode
 
-from spotwatch import cloudhttp
-from spotwatch.feed import Feed
-from spotwatch.imds import ADVICE_BAD_STATUS, ImdsError, _status_error
+from spotwatch.clouds import metadata_http
+from spotwatch.clouds.base import Cloud, CloudSources, DrillSim, Rehearsal, SimRequest
+from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
+from spotwatch.feed import Feed, FeedMonitor
 from spotwatch.monitors import KEY_FORMAT
 from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity, Notice, notice_id
+
+if TYPE_CHECKING:
+    from spotwatch.config import RunConfig
+    from spotwatch.imdssim_gcp import GceSimulator
+    from spotwatch.stopper import Stopper
 
 BASE_PATH = "/computeMetadata/v1/"
 PREEMPTED = "instance/preempted"
@@ -40,7 +46,7 @@ MAINTENANCE_LEAD_SECONDS = 60.0
 # How long one hanging GET waits for a change. It runs on its own thread, so the
 # watch loop pings the watchdog regardless; this bounds how long a connection that
 # died silently goes unnoticed (the whole request's deadline is this plus
-# READ_SLACK). Once the headers are in, the body gets cloudhttp.BODY_SECONDS: a
+# READ_SLACK). Once the headers are in, the body gets metadata_http.BODY_SECONDS: a
 # stalled or dripping answer is dropped and asked again within seconds.
 HANG_SECONDS = 20
 READ_SLACK = 3.0
@@ -79,7 +85,7 @@ class GceMetadata:
 
     def __init__(self, base_url: str) -> None:
         self._base = base_url.rstrip("/")
-        self._session: cloudhttp.Session = cloudhttp.new_session()
+        self._session: metadata_http.Session = metadata_http.new_session()
 
     def close(self) -> None:
         self._session.close()
@@ -104,10 +110,10 @@ class GceMetadata:
         answer = self._ask(path, query, 1.0)
         return None if answer.status == 404 else self._text(path, answer)
 
-    def _ask(self, path: str, query: dict[str, str], read_timeout: float) -> cloudhttp.Answer:
+    def _ask(self, path: str, query: dict[str, str], read_timeout: float) -> metadata_http.Answer:
         url = self._base + BASE_PATH + path + ("?" + urlencode(query) if query else "")
         what = f"GET {BASE_PATH}{path}"
-        answer = cloudhttp.request(
+        answer = metadata_http.request(
             self._session,
             "GET",
             url,
@@ -123,13 +129,13 @@ class GceMetadata:
             )
         return answer
 
-    def _text(self, path: str, answer: cloudhttp.Answer) -> str:
+    def _text(self, path: str, answer: metadata_http.Answer) -> str:
         what = f"GET {BASE_PATH}{path}"
         if answer.status != 200:
             if answer.status == 403:
                 raise ImdsError("bad-status", f"{what} answered 403", ADVICE_GCE_FORBIDDEN)
             if answer.status >= 500 or answer.status == 429:
-                err = _status_error(what, answer.status)
+                err = metadata_http.status_error(what, answer.status)
                 raise ImdsError(err.kind, err.detail, ADVICE_GCE_SERVER)
             raise ImdsError("bad-status", f"{what} answered {answer.status}", ADVICE_BAD_STATUS)
         try:
@@ -212,8 +218,8 @@ def maintenance_notice(
     )
 
 
-class FeedMonitor:
-    """A monitor over a feed: ``check`` never blocks; it raises the feed's last fault."""
+class ValueMonitor(FeedMonitor[tuple[str, str]]):
+    """A monitor over one value's feed: ``check`` never blocks; it raises the feed's last fault."""
 
     def __init__(
         self,
@@ -222,15 +228,12 @@ class FeedMonitor:
         parse: Callable[[str, str, float], Notice | None],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.name = name
-        self._feed = feed
+        super().__init__(name, feed)
         self._parse = parse
         self._wall = wall_clock
 
     def check(self) -> Notice | None:
-        if not self._feed.alive:
-            self._feed.start()
-        value, error, changed_at = self._feed.snapshot()
+        value, error, changed_at = self.latest()
         if value is None:
             if error is not None:
                 raise error
@@ -241,12 +244,6 @@ class FeedMonitor:
         # A notice already read stands even while the server fails: better the hooks.
         return notice
 
-    def has_news(self) -> bool:
-        return self._feed.has_news()
-
-    def close(self) -> None:
-        self._feed.close()
-
 
 def monitors(
     base_url: str,
@@ -255,17 +252,17 @@ def monitors(
     wake: Callable[[], None] = lambda: None,
     boot: str | None = None,
     hang: int = HANG_SECONDS,
-) -> list[FeedMonitor]:
+) -> list[ValueMonitor]:
     """The Google monitors for ``watch`` (their feeds started). ``spot``: preemption;
     host maintenance that ends the VM always; migration only with ``migrate``."""
     boot_key = boot if boot is not None else boot_id()
-    found: list[FeedMonitor] = []
+    found: list[ValueMonitor] = []
     if "spot" in watch:
         feed = Feed(
             "gce-preempted", ValueStep(GceMetadata(base_url), PREEMPTED, hang=hang), wake=wake
         )
         found.append(
-            FeedMonitor(
+            ValueMonitor(
                 SPOT_INTERRUPTION,
                 feed,
                 lambda v, e, seen: preemption_notice(v, e, seen, boot_key),
@@ -278,14 +275,14 @@ def monitors(
         wake=wake,
     )
     found.append(
-        FeedMonitor(
+        ValueMonitor(
             SCHEDULED_MAINTENANCE,
             feed,
             lambda v, e, seen: maintenance_notice(v, e, seen, boot_key, migrate=migrate),
         )
     )
     for monitor in found:
-        monitor._feed.start()
+        monitor.start()
     return found
 
 
@@ -323,3 +320,89 @@ def read_identity(base_url: str) -> Identity:
     finally:
         client.close()
     return parse_identity(*values)
+
+
+# -- the adapter ---------------------------------------------------------------------
+
+
+class GoogleCloud(Cloud):
+    """Google Compute Engine: preemption and host maintenance, from two hanging GETs."""
+
+    name = "gcp"
+    title = "Google"
+    sources = ("spot", "maintenance", "migrate", "shutdown")
+    # Google stops the VM about 30 s after the soft-off, whatever the unit says.
+    shutdown_seconds = 30.0
+
+    def from_dmi(self, read: Callable[[str], str]) -> str | None:
+        vendor, product = read("sys_vendor"), read("product_name")
+        if vendor == "Google" or product == "Google Compute Engine":
+            return f"DMI sys_vendor {vendor!r}, product_name {product!r}"
+        return None
+
+    def probe(self, base_url: str) -> str | None:
+        from spotwatch.clouds.detect import ask
+
+        answer = ask("GET", base_url + BASE_PATH, {FLAVOR_HEADER: FLAVOR})
+        if answer is not None and answer.headers.get("metadata-flavor") == FLAVOR:
+            return f"{base_url} answered with Metadata-Flavor: Google"
+        return None
+
+    def leads(self, config: RunConfig) -> list[tuple[float, str]]:
+        leads = []
+        if "spot" in config.sources:
+            leads.append((PREEMPT_LEAD_SECONDS, "a preemption on Google"))
+        for source in ("maintenance", "migrate"):
+            if source in config.sources:
+                leads.append((MAINTENANCE_LEAD_SECONDS, f"{source} on Google"))
+        return leads
+
+    def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
+        base_url = config.imds_url
+        chosen = frozenset(config.sources)
+        found: list[Any] = list(monitors(base_url, chosen, wake=stop.wake))
+        if "maintenance" in chosen:
+            from spotwatch.gce_upcoming import UpcomingMaintenanceMonitor
+
+            found.append(
+                UpcomingMaintenanceMonitor(
+                    GceMetadata(base_url), lead=config.maintenance_lead, migrate="migrate" in chosen
+                )
+            )
+        return CloudSources(
+            monitors=found,
+            read_identity=lambda: read_identity(base_url),
+            feeds=found,
+        )
+
+    def serve(self, request: SimRequest) -> GceSimulator:
+        from spotwatch import imdssim_gcp
+
+        return imdssim_gcp.serve(request.port, request.notice_in, None, "")
+
+    def drill(self, rehearsal: Rehearsal) -> DrillSim:
+        """preempted=TRUE (30 s to go, as Google gives), or with ``--event maintenance``
+        TERMINATE_ON_HOST_MAINTENANCE (60 s)."""
+        from spotwatch.imdssim_gcp import GceSimulator
+
+        sim = GceSimulator()
+
+        def schedule(appear_at: float) -> tuple[float, str]:
+            if rehearsal.event == "maintenance":
+                sim.schedule(MAINTENANCE_EVENT, TERMINATING[0], appear_at)
+                deadline = appear_at + MAINTENANCE_LEAD_SECONDS
+            else:
+                sim.schedule(PREEMPTED, "TRUE", appear_at)
+                deadline = appear_at + PREEMPT_LEAD_SECONDS
+            return deadline, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
+
+        return DrillSim(sim, schedule)
+
+    def describe_drill(self, rehearsal: Rehearsal, notice_time: str) -> tuple[str, str]:
+        if rehearsal.event == "maintenance":
+            what = f"{MAINTENANCE_EVENT} {TERMINATING[0]}"
+            return "Google host maintenance", f"{what}, deadline {notice_time}"
+        return "Google preemption", f"{PREEMPTED} TRUE, deadline {notice_time}"
+
+
+ADAPTER = GoogleCloud()

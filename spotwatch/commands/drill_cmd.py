@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spotwatch.clouds import registry
 from spotwatch.config import DEFAULT_HOOKS_DIR, DEFAULT_RESUME_DIR, seconds, watch_list
 
 
@@ -123,7 +124,7 @@ def add_parser(subparsers: Any) -> None:
     )
     add(
         "--cloud",
-        choices=("aws", "gcp", "azure"),
+        choices=registry.NAMES,
         default="aws",
         help="the metadata protocol to rehearse: aws (spot notice), gcp (preempted=TRUE, "
         "30 s to go), azure (a Preempt event --lead s ahead, then its approval) "
