@@ -27,10 +27,6 @@ def hooks_dir(tmp_path: Path) -> Path:
         ("gcp", "maintenance", "gcp scheduled-maintenance terminate", 60.0),
         ("azure", "spot", "azure spot-interruption terminate", 20.0),
         ("azure", "maintenance", "azure scheduled-maintenance terminate", 20.0),
-        # A window opening --lead after the notice; hooks from --lead before it.
-        ("gcp", "upcoming-maintenance", "gcp scheduled-maintenance terminate", 20.0),
-        # Advisory: two minutes, as on AWS.
-        ("azure", "rebalance", "azure rebalance-recommendation rebalance", 120.0),
     ],
 )
 def test_drill_rehearses_each_cloud(
@@ -57,17 +53,6 @@ def test_aws_only_events_are_a_usage_error_elsewhere(hooks_dir: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "--event asg exists on AWS only" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_upcoming_maintenance_is_google_only(hooks_dir: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "spotwatch", "drill", "--hooks-dir", str(hooks_dir),
-         "--event", "upcoming-maintenance"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert "--event upcoming-maintenance exists on Google only" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -101,3 +86,18 @@ def test_the_simulator_runs_alone(cloud: str) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize(("cloud", "lead"), [("azure", 30.0), ("aws", 120.0)])
+def test_the_default_lead_is_the_clouds_own(hooks_dir: Path, cloud: str, lead: float) -> None:
+    """Azure's least notice for a Spot eviction is 30 s, not the spot notice's two minutes."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotwatch", "drill", "--hooks-dir", str(hooks_dir),
+         "--cloud", cloud, "--in", "0.5", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert abs(report["lead"] - lead) < 1.0, report["lead"]
