@@ -16,17 +16,19 @@ queue depth, so a preloaded queue of N would measure moto, not the consumers):
 - spotwatch fleet watch, hook-less, writing ``--metrics-file``;
 - ``--workers`` 1, 8, 32, 64, 128 with hooks that sleep 1 s (4 x N events,
   at least 16, queued before the watcher starts) and with the trivial hook;
-- the wave: 2,000 interruption warnings for 2,000 instances already queued,
-  hooks that sleep 1 s, one watcher with ``--workers 64``: when each hook
-  started after the watcher was launched (the goal: all within 60 s), and the
-  watcher's peak RSS.
+- the wave: 10,000 interruption warnings for 10,000 instances already queued,
+  hooks that sleep 1 s, one watcher, side by side at each ``--wave-workers``
+  (64, the setting that met the 2,000 wave, is the baseline): when each hook
+  started after the watcher was launched (the goal: all within 120 s), the
+  watcher's peak RSS, and where the CPU went (the watcher, its hooks, moto).
 
 Rates are N / (last stop - first start), where start and stop are taken inside
 each consumer (the watchers' own ``fleet.started`` and ``fleet.stopped`` log
 timestamps), so interpreter start-up is not counted for either side. moto's
 server runs in its own process on 127.0.0.1.
 
-    .venv/bin/python bench/fleet.py [--events 1000] [--depth 30] [--wave 2000]
+    .venv/bin/python bench/fleet.py [--events 1000] [--depth 30] [--wave 10000]
+                                    [--wave-workers 64,256] [--wave-goal 120]
                                     [--only rates,workers,wave]
 """
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +48,7 @@ import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve()
 
@@ -75,7 +79,7 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def serve_moto(port: str) -> None:
-    """moto's server, with one quadratic step made linear.
+    """moto's server, with two quadratic steps made linear.
 
     moto checks each message it hands out against the queue's retention period
     by computing every queue attribute, and so counting the whole queue, once
@@ -83,10 +87,121 @@ def serve_moto(port: str) -> None:
     a plain receive+delete loop drained such a queue at 17 messages/s. SQS does
     not slow down with depth. Here the check reads the retention period alone;
     both sides of every comparison run against this same server.
+
+    moto finds an instance by id by walking every instance, and RunInstances
+    does that for each instance it makes (to attach its volume): 10,000
+    instances took many minutes to make. Here the walk starts at the newest
+    reservation, which is where RunInstances looks; and an instance's own tags
+    (in every RunInstances answer) are read from the tag table by its id, not
+    by filtering every tag in the region.
+
+    moto also computes every queue attribute, counting the queue three times,
+    for each message sent (to read ContentBasedDeduplication): filling a queue
+    with 10,000 took many minutes. Here the counts are made only when asked for.
+    And a receive lists every visible message, reading the clock twice for
+    each, to hand out the first ten: from a queue 10,000 deep one watcher got
+    8 messages/s. Here the receive walks the queue only as far as it needs.
+    Its receives are made one at a time (not their long-poll waits): two at
+    once could hand out the same message, which SQS does not.
     """
-    from moto.core.utils import unix_time
+    from moto.core.utils import unix_time, unix_time_millis
+    from moto.ec2.exceptions import InvalidInstanceIdError
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.models.instances import Instance, InstanceBackend
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
     from moto.server import main as moto_main
-    from moto.sqs.models import SQSBackend
+    from moto.sqs.models import Queue, SQSBackend
+
+    def get_instance(self: InstanceBackend, instance_id: str) -> Instance:
+        for reservation in reversed(list(self.reservations.values())):
+            for instance in reservation.instances:
+                if instance.id == instance_id:
+                    return instance
+        raise InvalidInstanceIdError(instance_id)
+
+    InstanceBackend.get_instance = get_instance  # type: ignore[method-assign]
+
+    def get_tags(self: TaggedEC2Resource) -> list[dict[str, str]]:
+        resource = getattr(self, "id", None)
+        if not resource:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource), "")
+        return [{"resource_id": resource, "key": k, "value": v, "resource_type": kind}
+                for k, v in self.ec2_backend.tags.get(resource, {}).items()]  # type: ignore[attr-defined]
+
+    TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
+
+    counts = {
+        "ApproximateNumberOfMessages": lambda q: len(q.messages),
+        "ApproximateNumberOfMessagesDelayed": lambda q: q.approximate_number_of_messages_delayed,
+        "ApproximateNumberOfMessagesNotVisible":
+            lambda q: q.approximate_number_of_messages_not_visible,
+    }
+
+    class LazyCounts(dict):  # type: ignore[type-arg]
+        def __init__(self, queue: Queue, base: dict[str, Any]) -> None:
+            super().__init__(base, **{k: None for k in counts})
+            self.queue = queue
+
+        def __getitem__(self, key: str) -> Any:
+            return counts[key](self.queue) if key in counts else super().__getitem__(key)
+
+        def get(self, key: str, default: Any = None) -> Any:
+            if key not in self:
+                return default
+            return self[key]
+
+        def items(self) -> Any:
+            return [(k, self[k]) for k in self]
+
+        def values(self) -> Any:
+            return [self[k] for k in self]
+
+    plain_attributes = Queue.attributes.fget
+    base_names = [n for n in Queue.BASE_ATTRIBUTES if n not in counts]
+
+    def attributes(self: Queue) -> dict[str, Any]:
+        self.BASE_ATTRIBUTES = base_names
+        return LazyCounts(self, plain_attributes(self))  # type: ignore[misc]
+
+    Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]
+
+    class Visible:
+        """The queue's visible messages, found as they are asked for."""
+
+        def __init__(self, queue: Queue) -> None:
+            self.queue = queue
+
+        def __iter__(self) -> Any:
+            now = unix_time_millis()
+            return (m for m in list(self.queue._messages)
+                    if now > m.visible_at and not now < m.delayed_until)
+
+        def __len__(self) -> int:
+            return sum(1 for _ in self)
+
+        def __bool__(self) -> bool:
+            return any(True for _ in self)
+
+    Queue.messages = property(Visible)  # type: ignore[assignment,method-assign]
+
+    receiving = threading.Lock()
+    plain_receive = SQSBackend.receive_message
+    plain_wait = Queue.wait_for_messages
+
+    def receive_message(self: SQSBackend, *args: Any, **kwargs: Any) -> Any:
+        with receiving:
+            return plain_receive(self, *args, **kwargs)
+
+    def wait_for_messages(self: Queue, timeout: float) -> None:
+        receiving.release()
+        try:
+            plain_wait(self, timeout)
+        finally:
+            receiving.acquire()
+
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+    Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
 
     def retained(self: SQSBackend, queue_name: str, message: object) -> bool:
         period = float(self.get_queue(queue_name).message_retention_period)
@@ -284,20 +399,35 @@ def fill_queue(queue_url: str, count: int) -> None:
         thread.join()
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the process's own CPU seconds, its reaped children's), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the ")": state is field 3, so utime (14) .. cstime (17) are [11:15].
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime) / TICKS, (cutime + cstime) / TICKS
+
+
 class Sampler(threading.Thread):
-    """Reads a process's peak RSS (VmHWM) until it exits; the last reading is its peak."""
+    """Reads a process's peak RSS (VmHWM) and CPU until it exits; the last reading is
+    its peak, and its CPU (the watcher's own; its hooks', the reaped children's) to
+    within the last 0.2 s."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.peak_kib = 0
+        self.cpu = (0.0, 0.0)
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             try:
                 text = Path(f"/proc/{self.pid}/status").read_text()
-            except OSError:
+                self.cpu = cpu_seconds(self.pid)
+            except (OSError, ValueError, IndexError):
                 return
             for line in text.splitlines():
                 if line.startswith("VmHWM:"):
@@ -305,11 +435,14 @@ class Sampler(threading.Thread):
             self.done.wait(0.2)
 
 
-def run_preloaded(count: int, pool: int, hooks_dir: Path, scratch: Path) -> dict[str, float]:
+def run_preloaded(count: int, pool: int, hooks_dir: Path, scratch: Path,
+                  moto_pid: int | None = None) -> dict[str, float]:
     """One watcher on a queue already holding ``count`` warnings: when it was launched,
-    when it said it started, each hook's start (its own log), when it stopped, peak RSS."""
+    when it said it started, each hook's start (its own log), when it stopped, peak
+    RSS, and the CPU seconds of the watcher, its hooks and (given its pid) moto."""
     queue_url = fresh_queue()
     fill_queue(queue_url, count)
+    moto_before = cpu_seconds(moto_pid)[0] if moto_pid else 0.0
     log = scratch / f"preloaded-{uuid.uuid4().hex[:6]}.log"
     args = [sys.executable, "-m", "spotwatch", "fleet", "watch", "--queue-url", queue_url,
             "--max-messages", str(count), "--wait-seconds", "1", "--log-format", "json",
@@ -323,6 +456,7 @@ def run_preloaded(count: int, pool: int, hooks_dir: Path, scratch: Path) -> dict
         raise SystemExit(f"fleet watch failed: {log.read_text()[-2000:]}")
     sampler.done.set()
     sampler.join()
+    moto_cpu = cpu_seconds(moto_pid)[0] - moto_before if moto_pid else 0.0
     started = stopped = 0.0
     hook_starts: list[float] = []
     for line in log.read_text().splitlines():
@@ -346,6 +480,7 @@ def run_preloaded(count: int, pool: int, hooks_dir: Path, scratch: Path) -> dict
         "last": hook_starts[-1] - launched,
         "rate": count / (stopped - started),
         "rss_mib": sampler.peak_kib / 1024,
+        "cpu_watcher": sampler.cpu[0], "cpu_hooks": sampler.cpu[1], "cpu_moto": moto_cpu,
     }
 
 
@@ -373,11 +508,47 @@ def load_note() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
+def print_wave(count: int, pools: list[int], goal: float, hooks_dir: Path, scratch: Path,
+               moto_pid: int) -> None:
+    """The wave at each ``--workers`` in ``pools``, side by side, and the plain loop's drain."""
+    drained = drain_preloaded(count)
+    runs = []
+    for pool in pools:
+        runs.append(run_preloaded(count, pool, hooks_dir, scratch, moto_pid))
+        print(f"  (wave at --workers {pool} done; {load_note()})", flush=True)
+    print(f"\nwave: {count} warnings queued, hooks sleep 1 s, one watcher; "
+          "seconds after the watcher was launched")
+    head = "".join(f"  {'--workers ' + str(p):>13}" for p in pools)
+    print(f"  {'':<34}{head}")
+
+    def row(label: str, values: list[float]) -> None:
+        print(f"  {label:<34}" + "".join(f"  {v:>13.1f}" for v in values))
+
+    row("watcher started (fleet.started)", [w["started"] - w["launched"] for w in runs])
+    for key in ("first", "median", "p95", "last"):
+        row(f"hook started, {key}", [w[key] for w in runs])
+    row("all handled", [w["stopped"] - w["launched"] for w in runs])
+    row("events/s", [w["rate"] for w in runs])
+    row("peak RSS, MiB", [w["rss_mib"] for w in runs])
+    row("CPU s: watcher", [w["cpu_watcher"] for w in runs])
+    row("CPU s: its hooks (sh + sleep)", [w["cpu_hooks"] for w in runs])
+    row("CPU s: moto's server", [w["cpu_moto"] for w in runs])
+    print("  " + f"{'every hook started within ' + format(goal, '.0f') + ' s':<34}" + "".join(
+        f"  {'met' if w['last'] <= goal else 'NOT met':>13}" for w in runs))
+    print(f"  (the boto3 receive+delete loop, no hooks, empties the same queue in "
+          f"{drained:.1f} s: {count / drained:.0f} events/s; {load_note()})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--depth", type=int, default=30, help="queue depth kept by the feeder")
-    parser.add_argument("--wave", type=int, default=2000, help="warnings queued for the wave")
+    parser.add_argument("--wave", type=int, default=10000, help="warnings queued for the wave")
+    parser.add_argument("--wave-workers", default="64,256",
+                        help="--workers settings the wave runs at, side by side (the first "
+                        "is the baseline)")
+    parser.add_argument("--wave-goal", type=float, default=120.0,
+                        help="seconds after launch by which every hook should have started")
     parser.add_argument("--only", default="rates,workers,wave",
                         help="which parts to run (comma-separated: rates, workers, wave)")
     parser.add_argument("--baseline-worker", nargs=2, metavar=("QUEUE_URL", "COUNT"),
@@ -391,6 +562,8 @@ def main() -> None:
         baseline_worker(args.baseline_worker[0], int(args.baseline_worker[1]))
         return
     parts = set(args.only.split(","))
+    # A TERM (timeout, kill) still stops moto's server, in the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     moto, url = start_moto()
     os.environ.update({
@@ -448,25 +621,15 @@ def main() -> None:
                           f"{quick['rate']:8.1f} (400 events)", flush=True)
                 print(f"  ({load_note()})")
             if "wave" in parts:
-                drained = drain_preloaded(args.wave)
-                wave = run_preloaded(args.wave, 64, sleepy, scratch)
-                print(f"\nwave: {args.wave} warnings queued, hooks sleep 1 s, one watcher, "
-                      "--workers 64; seconds after the watcher was launched")
-                since = wave["launched"]
-                print(f"  watcher started (fleet.started)  {wave['started'] - since:7.1f}")
-                for key in ("first", "median", "p95", "last"):
-                    print(f"  hook started, {key:<6}              {wave[key]:7.1f}")
-                print(f"  all handled                      {wave['stopped'] - since:7.1f}")
-                print(f"  events/s                         {wave['rate']:7.1f}")
-                print(f"  (the boto3 receive+delete loop, no hooks, empties the same queue in "
-                      f"{drained:.1f} s: {args.wave / drained:.0f} events/s)")
-                print(f"  peak RSS                         {wave['rss_mib']:7.1f} MiB")
-                print(f"  goal: every hook started within 60 s: "
-                      f"{'met' if wave['last'] <= 60 else 'NOT met'}")
-                print(f"  ({load_note()})")
+                print_wave(args.wave, [int(w) for w in args.wave_workers.split(",")],
+                           args.wave_goal, sleepy, scratch, moto.pid)
     finally:
         moto.terminate()
-        moto.wait(timeout=10)
+        try:
+            moto.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            moto.kill()
+            moto.wait()
 
 
 if __name__ == "__main__":

@@ -21,9 +21,24 @@ from typing import Any
 from spotwatch.clouds.base import Rehearsal, Simulator
 from spotwatch.config import RunConfig
 from spotwatch.errors import SpotwatchError
+from spotwatch.runner import NO_TIME_LEFT
 
 ACTIONS = ("terminate", "stop", "hibernate")
 EVENTS = ("spot", "rebalance", "maintenance", "asg", "shutdown")
+DEFAULT_LEAD = 120.0  # the spot notice's two minutes
+AZURE_PREEMPT_LEAD = 30.0  # Azure's minimum notice for a Spot eviction
+
+
+def default_lead(cloud: str, event: str) -> float:
+    """``--lead`` when none is given: what the rehearsed platform promises at least."""
+    if cloud == "azure" and event == "spot":
+        return AZURE_PREEMPT_LEAD
+    return DEFAULT_LEAD
+
+
+def _the_end(event: str) -> str:
+    # A rebalance recommendation announces no interruption; its deadline is spotwatch's own.
+    return "the deadline" if event == "rebalance" else "the interruption"
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,9 @@ class DrillOptions:
     cloud: str = "aws"  # the simulator speaks this cloud's protocol
     resume: bool = False  # then the way back: the resume hooks, as when the end did not come
     resume_dir: Path | None = None
+    # Identity document fields the AWS simulator gives (instanceId, region, ...):
+    # a rehearsal against stand-ins names the instance its stand-ins know.
+    identity: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,8 +129,14 @@ class DrillReport:
         out += [f"{name}: refused (see 'spotwatch hooks')" for name in self.refused]
         if self.notice_seen is not None and self.seconds_left < self.deadline_margin:
             out.append(
-                f"hooks ended {self.seconds_left:.1f} s before the interruption, "
+                f"hooks ended {self.seconds_left:.1f} s before {_the_end(self.event)}, "
                 f"inside the {self.deadline_margin:g} s margin"
+            )
+        if any(h.description == NO_TIME_LEFT for h in self.hooks):
+            out.append(
+                f"hint: hooks must end --deadline-margin {self.deadline_margin:g} s before "
+                f"{_the_end(self.event)}, which leaves little of a {self.lead:g} s --lead; "
+                "pass a smaller --deadline-margin or a longer --lead"
             )
         if self.resume_requested:
             if self.resume_seen is None:
@@ -173,7 +197,7 @@ def render_text(report: DrillReport) -> str:
     failed = sum(1 for h in report.hooks if not h.ok)
     lines.append(
         f"{_stamp(report.ended)}  done           {len(report.hooks)} hooks, {failed} failed; "
-        f"{report.seconds_left:.1f} s left before the interruption "
+        f"{report.seconds_left:.1f} s left before {_the_end(report.event)} "
         f"(margin {report.deadline_margin:g} s)"
     )
     if report.resume_requested:
@@ -272,7 +296,15 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
     from spotwatch.hooks import plan_hooks
     from spotwatch.stopper import Stopper
 
-    if not options.hooks_dir.is_dir():
+    try:
+        is_dir = options.hooks_dir.is_dir()
+    except OSError as exc:  # not reachable by the user the drill runs as
+        raise SpotwatchError(
+            f"cannot reach hooks directory {options.hooks_dir}: {exc.strerror or exc} "
+            f"(as uid {os.geteuid()}); the service running as this user could not either",
+            exit_code=2,
+        ) from None
+    if not is_dir:
         raise SpotwatchError(
             f"hooks directory {options.hooks_dir} {_not_dir(options.hooks_dir)}: "
             "pass --hooks-dir DIR (the repository's examples are in hooks.d)",
@@ -297,6 +329,13 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
             _serving(drill_sim.simulator) as sim,
             tempfile.TemporaryDirectory(prefix="spotwatch-drill-") as state_dir,
         ):
+            if options.identity:
+                from spotwatch.imdssim import ImdsSimulator
+
+                # Only the action rehearsal sets one, and it rehearses AWS.
+                if not isinstance(sim, ImdsSimulator):
+                    raise SpotwatchError("a rehearsed identity needs --cloud aws", exit_code=2)
+                sim.set_identity(**dict(options.identity))
             config = RunConfig(
                 imds_url=sim.url,
                 interval=options.interval,
@@ -343,7 +382,8 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
         stop.close()
     problems: list[str] = []
     if plan.problem:
-        problems.append(plan.problem)
+        # The fix on the FAIL line itself, not only in the log on stderr.
+        problems.append(f"{plan.problem} (fix: {plan.fix})" if plan.fix else plan.problem)
     # The deadline the hooks saw (whole seconds from a notice time; seen + lead for
     # Auto Scaling and rebalance, which give none).
     seen_deadline = timeline.deadline if timeline.deadline is not None else int(notice_time)

@@ -34,6 +34,8 @@ def describe(path: str, text: str) -> Example:
     current = ""
     for line in header:
         label, sep, rest = line.partition(":")
+        if sep and label == "Tools":
+            continue  # the machine-readable list (hook_tools); Needs: says it in words
         if sep and label in ("Needs", "Resume", "Settings"):
             current = label
             paragraphs[current] = [rest.strip()]

@@ -13,6 +13,7 @@ from typing import Any
 
 from spotwatch import regions
 from spotwatch.errors import UsageError
+from spotwatch.fleet_schedule import receivers_for
 from spotwatch.fleet_settings import FleetWatchSettings, check_settings, region_from_queue_url
 from spotwatch.fleet_tags import InstanceTags, NoTags
 from spotwatch.fleet_watch import FleetWatcher
@@ -50,11 +51,11 @@ def watch(
     if found is None:
         raise UsageError(regions.no_region("no AWS region for the queue"))
     region = found.name
-    # A connection for the receiver's long poll, the book-keeper and every worker
+    # A connection for each receiver's long poll, the book-keeper and every worker
     # (a failed hook's visibility change), so none waits for a free one.
     config = Config(retries={"mode": "standard", "max_attempts": 3},
                     read_timeout=settings.wait_seconds + 15,
-                    max_pool_connections=settings.workers + 4)
+                    max_pool_connections=settings.workers + receivers_for(settings.workers) + 3)
     sqs = session.client("sqs", region_name=region, config=config)
     ec2_clients: dict[str, Any] = {}
     ec2_lock = threading.Lock()  # the tag thread and snapshot threads; a session is not thread-safe

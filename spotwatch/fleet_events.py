@@ -483,6 +483,12 @@ def event_record(event: FleetEvent, tags: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+# Event ids a watcher remembers: a wave of 10,000 instances sends a rebalance
+# recommendation, the warning and state changes for each, and a repeat of the
+# wave's first event must still be known at its end. About 9 MiB when full.
+SEEN_EVENTS = 50000
+
+
 class SeenEvents:
     """The ids of events already acted on: a bounded LRU, oldest forgotten first.
 
@@ -490,7 +496,7 @@ class SeenEvents:
     messages; the watcher records an id only once its hooks succeeded.
     """
 
-    def __init__(self, capacity: int = 10000) -> None:
+    def __init__(self, capacity: int = SEEN_EVENTS) -> None:
         self._capacity = max(1, capacity)
         self._ids: OrderedDict[str, None] = OrderedDict()
 

@@ -23,6 +23,8 @@ T = TypeVar("T")
 
 MAX_BATCH = 10  # SQS's limit for ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch
 MIN_LEFT = 1.0  # seconds of hidden time a message must have left to be started
+WORKERS_PER_RECEIVER = 32
+MAX_RECEIVERS = 8
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,15 @@ def capacity_for(workers: int) -> int:
     """Messages held at most: enough to keep every worker fed while the next receive
     is under way, and never less than one receive's worth."""
     return max(MAX_BATCH, 2 * workers)
+
+
+def receivers_for(workers: int) -> int:
+    """Receiver threads: one per 32 workers, at most 8. One receive brings at most
+    10 messages, so one receiver feeds at most 10 per round trip: 1 s hooks on 256
+    workers need 256 a second, more than one receiver brings when a round trip
+    takes over 40 ms. The receivers past the first poll only while the queue has a
+    backlog (the last receive came back full), so an idle watcher long-polls once."""
+    return max(1, min(MAX_RECEIVERS, -(-workers // WORKERS_PER_RECEIVER)))
 
 
 def room(held: int, capacity: int, *, limit: int | None = None, taken: int = 0) -> int:

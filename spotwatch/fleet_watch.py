@@ -1,6 +1,7 @@
 """``spotwatch fleet watch``: consume EC2 events from SQS and run the fleet hooks.
 
-One receiver thread long-polls the queue (batches of up to 10) while up to
+Receiver threads long-poll the queue (batches of up to 10; one per 32 workers,
+the others only while the queue has a backlog) while up to
 ``--workers`` worker threads run events' hooks (``spotwatch.hooks`` /
 ``spotwatch.runner``, the same rules as on the instance); the main thread keeps
 the books. The watcher holds at most ``2 x workers`` messages (the hand), so its
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
 BACKOFF_MAX = 30.0
 TICK = 0.1  # the book-keeper's beat while messages are in hand
 IDLE_TICK = 0.25
+# After a signal, how long the receiver's long poll (up to 20 s) may still hold the exit.
+RECEIVE_GRACE = 2.0
 RATE_WINDOW = 10.0
 
 DONE = "done"
@@ -141,7 +144,11 @@ class FleetWatcher:
         self._seq = 0
         self._closing = False  # receive no more
         self._stopping = False  # start no more hooks either
-        self._receiver_done = False
+        self._receivers = schedule.receivers_for(settings.workers)
+        self._receiving = 0  # receivers still running
+        self._asking = 0  # messages asked for in receives under way: room they will take
+        self._backlog = False  # the last receive came back full: the extra receivers poll
+        self._receiver_done = False  # every receiver
         self._receiver_failed = False
         self._handled_at: deque[float] = deque(maxlen=100000)
         self.released = 0
@@ -183,18 +190,24 @@ class FleetWatcher:
             hooks_dir=str(self.settings.hooks_dir) if self.settings.hooks_dir else None,
             max_messages=self.settings.max_messages,
             workers=self.settings.workers,
+            receivers=self._receivers,
             hand=self._capacity,
         )
 
     def run(self) -> int:
         self.start()
         self._lookup.start()
-        receiver = threading.Thread(target=self._receive_loop, name="fleet-receive", daemon=True)
+        receivers = [
+            threading.Thread(target=self._receive_loop, args=(n,), name=f"fleet-receive-{n}",
+                             daemon=True)
+            for n in range(self._receivers)
+        ]
+        self._receiving = len(receivers)
         workers = [
             threading.Thread(target=self._work_loop, name=f"fleet-worker-{n}", daemon=True)
             for n in range(self.settings.workers)
         ]
-        for thread in (receiver, *workers):
+        for thread in (*receivers, *workers):
             thread.start()
         try:
             self._keep_books()
@@ -203,7 +216,16 @@ class FleetWatcher:
             for worker in workers:
                 worker.join()
             self._flush_deletes(force=True)
-            receiver.join(timeout=self.settings.wait_seconds + 30)
+            signalled = self._stop.is_set()
+            grace = RECEIVE_GRACE if signalled else self.settings.wait_seconds + 30
+            for receiver in receivers:
+                receiver.join(timeout=grace)
+            if signalled and any(receiver.is_alive() for receiver in receivers):
+                # SQS cannot cancel a long poll; a message it hands this process now
+                # is simply delivered again once its visibility timeout runs out.
+                self._log.info("fleet.receive_abandoned", grace=RECEIVE_GRACE,
+                               note="a message received now reappears after the "
+                               f"visibility timeout ({self._visibility} s)")
             self._lookup.close()
             self._metrics.flush(force=True)
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
@@ -225,8 +247,9 @@ class FleetWatcher:
                     self._work.notify_all()
                     self._room.notify_all()
                 # Nothing more comes once the receiver is done (stopping, enough, or
-                # a bug of ours in it): finish what is in hand, then return.
-                finished = self._receiver_done and not self._slots
+                # a bug of ours in it): finish what is in hand, then return. After a
+                # signal, do not sit out its long poll: run() gives it a short grace.
+                finished = not self._slots and (self._receiver_done or self._stop.is_set())
                 busy = bool(self._slots)
             self._extend_due()
             self._flush_deletes()
@@ -250,9 +273,13 @@ class FleetWatcher:
             for key in waiting:
                 del self._slots[key]
             self.released += len(items)
+            running = len(self._slots)
             self._work.notify_all()
             self._room.notify_all()
         self._quit.set()
+        # Said at once, before the hand-back and the wait for running hooks.
+        self._log.info("fleet.stopping", reason=self._stop_reason(), running=running,
+                       releasing=len(items))
         self._queue.release(items)
 
     def _enough(self) -> bool:
@@ -267,7 +294,7 @@ class FleetWatcher:
         return "max-messages" if self._enough() else "done"
 
     # -- the receiver thread --------------------------------------------------------------
-    def _receive_loop(self) -> None:
+    def _receive_loop(self, index: int = 0) -> None:
         delay = 1.0
         try:
             while True:
@@ -277,9 +304,10 @@ class FleetWatcher:
                             return
                         limit = self.settings.max_messages
                         held = len(self._slots)
-                        want = schedule.room(held, self._capacity, limit=limit,
-                                             taken=self.handled + held)
-                        if want > 0:
+                        want = schedule.room(held + self._asking, self._capacity, limit=limit,
+                                             taken=self.handled + held + self._asking)
+                        if want > 0 and (index == 0 or self._backlog):
+                            self._asking += want
                             break
                         if limit is not None and self.handled + held >= limit:
                             return  # the rest of the work is in hand
@@ -289,6 +317,9 @@ class FleetWatcher:
                     messages = self._queue.receive(want, self.settings.wait_seconds,
                                                    self.settings.visibility_timeout)
                 except Exception as exc:  # log once, back off, keep watching
+                    with self._lock:
+                        self._asking -= want
+                        self._backlog = False
                     self._metrics.receive_failed()
                     text = aws_error_text(exc)
                     if text != self._receive_fault:
@@ -303,7 +334,7 @@ class FleetWatcher:
                     self._log.info("fleet.receive_recovered", queue_url=self.settings.queue_url)
                     self._receive_fault = None
                 self._metrics.receive_ok(len(messages))
-                self._take([Received.parse(m, asked) for m in messages], asked)
+                self._take([Received.parse(m, asked) for m in messages], asked, want)
         except Exception:  # a bug of ours: finish what is in hand, exit 1 (to be restarted)
             self._receiver_failed = True
             self._log.exception("fleet.receiver_failed",
@@ -311,16 +342,24 @@ class FleetWatcher:
                                 "messages in hand are handled")
         finally:
             with self._lock:
-                self._receiver_done = True
+                self._receiving -= 1
+                self._receiver_done = self._receiving <= 0
                 self._work.notify_all()
+                self._room.notify_all()  # the others may be waiting on this one's ask
             self._wake.set()
 
-    def _take(self, received: list[Received], asked: float) -> None:
-        """Put freshly received messages in the hand (or straight back, when stopping)."""
-        if not received:
-            return
+    def _take(self, received: list[Received], asked: float, want: int = 0) -> None:
+        """Put freshly received messages in the hand (or straight back, when stopping);
+        ``want`` is how many the receive asked for, a full batch meaning a backlog."""
         hidden_until = asked + (self._visibility or 0)
         with self._lock:
+            self._asking -= want
+            backlog = bool(received) and len(received) >= want
+            if (backlog and not self._backlog) or len(received) < want:
+                self._room.notify_all()  # the extra receivers go to work; room came free
+            self._backlog = backlog
+            if not received:
+                return
             if self._stopping:
                 self.released += len(received)
                 back = received

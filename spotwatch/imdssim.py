@@ -20,6 +20,7 @@ import json
 import secrets
 import sys
 import time
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -400,6 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imdssim: {err}", file=sys.stderr)
         return err.exit_code
 
+
+class _RunnableModule(types.ModuleType):
+    """``SHIV_MODULE=spotwatch.imdssim`` (the one-file install) calls the module itself."""
+
+    def __call__(self) -> int:
+        return main()
+
+
+sys.modules[__name__].__class__ = _RunnableModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,6 +38,7 @@ CONFIG_DIR = "/etc/spotwatch"
 HOOKS_DIR = DEFAULT_HOOKS_DIR
 RESUME_DIR = DEFAULT_RESUME_DIR
 ENV_PATH = "/etc/spotwatch/spotwatch.env"
+METRICS_ENV = "SPOTWATCH_METRICS_FILE"
 MANIFEST_PATH = "/var/lib/spotwatch/install-manifest.json"
 DISABLED = ".disabled"
 
@@ -434,15 +435,22 @@ def apply(root: Path, steps: Sequence[Step], out: Callable[[str], None]) -> None
 # -- systemctl and the spotwatch script ---------------------------------------------
 
 
-Runner = Callable[[Sequence[str]], int]
+# run(argv, out): the exit status; the command's own lines go through ``out``.
+Runner = Callable[[Sequence[str], Callable[[str], None]], int]
 
 
-def run_command(argv: Sequence[str]) -> int:
-    """Run ``argv``, its output going to ours; returns the exit status."""
+def run_command(argv: Sequence[str], out: Callable[[str], None]) -> int:
+    """Run ``argv`` and relay its output (stdout and stderr, in order) through ``out``,
+    each line tagged with the program, so it never interleaves with ours."""
     try:
-        return subprocess.run(list(argv), check=False).returncode
+        proc = subprocess.run(list(argv), check=False, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     except FileNotFoundError:
         return 127
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        if line.strip():
+            out(f"  {argv[0]}: {line.rstrip()}")
+    return proc.returncode
 
 
 def unit_program() -> str:
@@ -464,9 +472,9 @@ def _need_root(root: Path | None, command: str, system_root: Path) -> Path:
     return system_root
 
 
-def _systemctl(run: Runner, *args: str) -> None:
+def _systemctl(run: Runner, out: Callable[[str], None], *args: str) -> None:
     argv = ["systemctl", *args]
-    status = run(argv)
+    status = run(argv, out)
     if status == 127:
         raise SpotwatchError(
             "systemctl not found: this machine does not run systemd; the files are in "
@@ -528,14 +536,14 @@ def install(
         s.path in (UNIT_PATH, STRICT_PATH) and s.action in (CREATE, UPDATE, REMOVE) for s in steps
     )
     if use_systemctl and enable:
-        _systemctl(run, "daemon-reload")
-        _systemctl(run, "enable", "--now", UNIT_NAME)
+        _systemctl(run, out, "daemon-reload")
+        _systemctl(run, out, "enable", "--now", UNIT_NAME)
         out(f"enabled and started {UNIT_NAME}: see 'systemctl status spotwatch'")
         if code_changed and not fresh:
             # A new version of the one file: a running service still uses the old
             # one's unpacked code, which is about to go. (A stop lets a running hook
             # finish; the start resumes what was left.)
-            _systemctl(run, "try-restart", UNIT_NAME)
+            _systemctl(run, out, "try-restart", UNIT_NAME)
             out(f"restarted {UNIT_NAME} (if it was running) to run the new version")
         elif unit_changed:
             out("the unit changed: 'systemctl restart spotwatch' to use it")
@@ -543,10 +551,11 @@ def install(
         out("next: systemctl daemon-reload && systemctl enable --now spotwatch")
     if pyz is not None and (not use_systemctl or enable):
         onefile.prune(root, onefile.build_id(pyz), out)
-    out(f"example hooks are disabled: enable one with 'mv NAME{DISABLED} NAME' in {HOOKS_DIR}")
-    out(f"resume hooks (the way back, when an end did not come) go in {RESUME_DIR}")
-    out(f"action and drain examples are in {HOOKS_DIR}/examples (and resume.d/examples): "
-        "'spotwatch hooks --examples' says what each needs")
+    for line in example_hook_lines(root, items):
+        out(line)
+    out(f"resume hooks (the way back, when an end did not come) go in {target(root, RESUME_DIR)}")
+    out(f"action and drain examples are in {target(root, HOOKS_DIR)}/examples (and "
+        "resume.d/examples): 'spotwatch hooks --examples' says what each needs")
     return 0
 
 
@@ -556,8 +565,13 @@ def uninstall(
     run: Runner = run_command,
     out: Callable[[str], None] = print,
     system_root: Path = Path("/"),
+    home: Path | None = None,
 ) -> int:
-    """Remove what install put under ``root``; leave the operator's hooks and changes."""
+    """Remove what install put under ``root``; leave the operator's hooks and changes.
+
+    ``home`` is where the one-file spotwatch unpacked itself when install ran it
+    (shiv's ``~/.shiv``); only on the system, never under ``--root``.
+    """
     use_systemctl = root is None
     root = _need_root(root, "uninstall", system_root)
     # The unit is removed whatever its ExecStart=, so any path does here.
@@ -565,50 +579,180 @@ def uninstall(
     manifest = read_manifest(root)
     disk = read_disk(root, [i.path for i in items])
     steps = plan_uninstall(items, disk, manifest)
+    metrics = metrics_files(root, disk)  # read before the settings file goes
 
     if use_systemctl and disk.get(UNIT_PATH) is not None:
-        status = run(["systemctl", "disable", "--now", UNIT_NAME])
+        status = run(["systemctl", "disable", "--now", UNIT_NAME], out)
         if status != 0:
             out(f"warning: 'systemctl disable --now {UNIT_NAME}' failed (exit {status})")
     apply(root, steps, out)
-    _remove_state(root, out)
+    removed_more = _remove_metrics(metrics, out)
+    removed_more |= _remove_state(root, out)
     write_manifest(root, {s.path: manifest[s.path] for s in steps
                           if s.action == KEEP and s.path in manifest})  # fmt: skip
     examples = [f"{CONFIG_DIR}/{d}" for d in shipped.EXAMPLE_DIRS]
     _remove_empty_dirs(root, [STRICT_DIR, *examples, HOOKS_DIR, RESUME_DIR, CONFIG_DIR,
                               "/var/lib/spotwatch"])  # fmt: skip
     if use_systemctl:
-        _systemctl(run, "daemon-reload")
+        _systemctl(run, out, "daemon-reload")
+    left = left_behind(root, items, steps)
+    caches = shiv_caches(home if home is not None else Path.home()) if use_systemctl else []
     from spotwatch import onefile
 
-    # Last: this may be the code that is running now.
+    # Last: this may be the code that is running now (nothing is imported after).
     code_removed = onefile.remove(root, out)
-    left = [s for s in steps if s.action == KEEP]
+    for cache in caches:
+        _remove_tree(cache)
+        out(f"removed {cache} (the one-file spotwatch unpacked there when run by hand)")
     if left:
-        out(f"left {len(left)} file(s) that are yours; remove them by hand if you want")
-    elif not code_removed and not any(s.action == REMOVE for s in steps):
+        out(f"left {len(left)} file(s); remove them by hand if you want:")
+        for path, why in left:
+            out(f"  {path}: {why}")
+    elif not (code_removed or caches or removed_more
+              or any(s.action == REMOVE for s in steps)):  # fmt: skip
         out("nothing to remove: spotwatch is not installed here")
     return 0
 
 
-def _remove_state(root: Path, out: Callable[[str], None]) -> None:
+def metrics_files(root: Path, disk: Mapping[str, OnDisk | None]) -> list[Path]:
+    """The metrics files the service was told to write (SPOTWATCH_METRICS_FILE in the
+    settings file or an Environment= of the unit), under ``root``."""
+    found: list[Path] = []
+    for path in (ENV_PATH, UNIT_PATH):
+        here = disk.get(path)
+        if here is None or here.content is None:
+            continue
+        for line in here.content.decode(errors="replace").splitlines():
+            line = line.strip()
+            if path == UNIT_PATH:
+                if not line.startswith("Environment="):
+                    continue
+                line = line[len("Environment="):].strip().strip('"')
+            name, sep, value = line.partition("=")
+            value = value.strip().strip("'\"")
+            if sep and name.strip() == METRICS_ENV and value.startswith("/"):
+                found.append(target(root, value))
+    return found
+
+
+def _remove_metrics(paths: Sequence[Path], out: Callable[[str], None]) -> bool:
+    """Remove each metrics file spotwatch wrote, so node_exporter stops serving stale
+    figures; a file that holds anything but spotwatch's metrics is left."""
+    removed = False
+    for path in dict.fromkeys(paths):
+        try:
+            if path.is_symlink() or not path.is_file():
+                continue
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        names = {
+            line.split()[2] for line in text.splitlines()
+            if line.startswith(("# HELP ", "# TYPE ")) and len(line.split()) > 2
+        }  # fmt: skip
+        if names and all(name.startswith("spotwatch_") for name in names):
+            path.unlink()
+            out(f"removed {path} (the metrics file spotwatch wrote)")
+            removed = True
+    return removed
+
+
+_SHIV_ENTRY = re.compile(r"^\.?spotwatch[^/]*\.pyz_[0-9a-f]+(_lock)?$")
+
+
+def shiv_caches(home: Path) -> list[Path]:
+    """What running a spotwatch .pyz by hand unpacked in ``home``'s ``.shiv`` (shiv's
+    default SHIV_ROOT): its directory per build and their lock files."""
+    cache = home / ".shiv"
+    try:
+        return sorted(p for p in cache.iterdir() if _SHIV_ENTRY.match(p.name))
+    except OSError:
+        return []
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def left_behind(root: Path, items: Sequence[Item], steps: Sequence[Step]) -> list[tuple[Path, str]]:
+    """Every file left in spotwatch's directories after an uninstall, and why."""
+    kept = {s.path: s.reason for s in steps if s.action == KEEP}
+    enabled = {enabled_path(i) for i in items if i.kind == EXAMPLE}
+    out: list[tuple[Path, str]] = []
+    for top in (CONFIG_DIR, STRICT_DIR, "/var/lib/spotwatch"):
+        base = target(root, top)
+        if not base.is_dir():
+            continue
+        for full in sorted(base.rglob("*")):
+            if full.is_dir() and not full.is_symlink():
+                continue
+            path = "/" + str(full.relative_to(root))
+            out.append((full, _why_left(path, kept, enabled)))
+    return out
+
+
+def _why_left(path: str, kept: Mapping[str, str], enabled: set[str]) -> str:
+    if path in kept:
+        return kept[path]
+    if path in enabled:
+        return "an example hook you enabled (yours now)"
+    if path == MANIFEST_PATH:
+        return ("the install manifest: it remembers which of these spotwatch wrote, "
+                "so a reinstall keeps your changes")  # fmt: skip
+    if path.startswith((HOOKS_DIR + "/", RESUME_DIR + "/")):
+        return "your hook (not installed by spotwatch)"
+    if path.startswith(STRICT_DIR + "/"):
+        return "a drop-in of yours"
+    return "not written by spotwatch install"
+
+
+def _remove_state(root: Path, out: Callable[[str], None]) -> bool:
     """The hooks journal in the default state directory: spotwatch's, not the operator's
     (and a later install must not resume an old notice from it)."""
     from spotwatch.boot import BOOT_NAME
     from spotwatch.journal import JOURNAL_NAME
 
     state = target(root, "/var/lib/spotwatch")
+    removed = False
     for name in (JOURNAL_NAME, BOOT_NAME):  # the boot record: how the last boot ended
         for entry in sorted(state.glob(f"*{name}*")) if state.is_dir() else []:
             if entry.name == name or entry.name.startswith(f".{name}."):
                 entry.unlink()
                 out(f"removed {entry}")
+                removed = True
     from spotwatch.statedir import LOCK_NAME
 
     lock = state / LOCK_NAME  # the daemon's lock file (the service is stopped by now)
     if lock.is_file() and not lock.is_symlink():
         lock.unlink()
         out(f"removed {lock}")
+        removed = True
+    return removed
+
+
+def example_hook_lines(root: Path, items: Sequence[Item]) -> list[str]:
+    """The example hooks as they are on disk now, per directory: enabled or disabled."""
+    lines = []
+    for directory in (HOOKS_DIR, RESUME_DIR):
+        examples = [i for i in items if i.kind == EXAMPLE and i.path.startswith(directory + "/")]
+        on = [i.enabled_name for i in examples if os.path.lexists(target(root, enabled_path(i)))]
+        off = [i.enabled_name for i in examples
+               if i.enabled_name not in on and os.path.lexists(target(root, i.path))]  # fmt: skip
+        where = target(root, directory)
+        if on:
+            lines.append(f"example hooks enabled in {where}: {', '.join(on)}")
+        if off:
+            lines.append(f"example hooks disabled in {where}: {', '.join(off)} "
+                         f"(enable one with 'mv NAME{DISABLED} NAME' there)")  # fmt: skip
+    return lines
 
 
 def _enabled_paths(items: Sequence[Item]) -> list[str]:

@@ -59,6 +59,8 @@ from spotwatch.stopper import Stopper
 
 MiB = 1024 * 1024
 SSE_CHOICES = ("aws:kms", "AES256")
+# What each file stopped by an error every upload would hit says, instead of the error again.
+FATAL_DETAIL = "the error that stops every upload (ship.fatal)"
 
 
 @dataclass(frozen=True)
@@ -530,33 +532,37 @@ class _Run:
                 self.options.sse == "aws:kms",
             )
             if verdict.fatal:
-                self._fail_all(verdict)
+                return FAILED, self._fail_all(verdict)
             return FAILED, verdict.message
         if isinstance(exc, ConnectionError):
             endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the S3 endpoint"
-            self._fail_all(
+            return FAILED, self._fail_all(
                 Verdict(
                     f"cannot reach S3 at {endpoint} (after retries): {one_line(str(exc))}",
                     fatal=True,
                     exit_code=EXIT_FAILURE,
                 )
             )
-            return FAILED, one_line(str(exc))
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            self._fail_all(
+            return FAILED, self._fail_all(
                 Verdict(
                     f"bad AWS credentials: {one_line(str(exc))}", fatal=True, exit_code=EXIT_USAGE
                 )
             )
-            return FAILED, one_line(str(exc))
         return FAILED, one_line(f"{type(exc).__name__}: {exc}")
 
-    def _fail_all(self, verdict: Verdict) -> None:
+    def _fail_all(self, verdict: Verdict) -> str:
+        """Stop every upload for ``verdict``; the failed file's detail.
+
+        The message is logged once (``ship.fatal``) and ends the run's report;
+        each file it stops refers to it rather than repeating it.
+        """
         if self.fatal is None:
             self.fatal = verdict
             self.log.error("ship.fatal", error=verdict.message)
         if not self.stop_reason:
             self.stop_reason = STOPPED
+        return FATAL_DETAIL
 
     # -- stopping -----------------------------------------------------------
 
@@ -642,7 +648,7 @@ class _Run:
         if reason == INTERRUPTED:
             return "spotwatch was told to stop"
         if reason == STOPPED and self.fatal is not None:
-            return ("called off: " if in_flight else "not attempted: ") + self.fatal.message
+            return ("called off after " if in_flight else "not attempted after ") + FATAL_DETAIL
         return ""
 
     # -- reporting ----------------------------------------------------------

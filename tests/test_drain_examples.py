@@ -189,7 +189,9 @@ def test_ecs_sets_draining_and_waits_for_the_tasks(standins: Standins) -> None:
     assert update == ["aws", "--region", "eu-west-1", "ecs", "update-container-instances-state",
                       "--cluster", "prod", "--container-instances", arn, "--status", "DRAINING",
                       "--output", "text", "--query", "failures"]  # fmt: skip
-    assert describe[4] == "describe-container-instances" and arn in describe
+    assert describe == ["aws", "--region", "eu-west-1", "ecs", "describe-container-instances",
+                        "--cluster", "prod", "--container-instances", arn, "--query",
+                        "containerInstances[0].runningTasksCount", "--output", "text"]  # fmt: skip
     assert "no task left" in result.stdout
     assert standins.run(RESUME / "30-activate-ecs.sh", SPOTWATCH_ECS_CLUSTER="prod").returncode == 0
     assert standins.calls("aws")[-1][9:11] == ["--status", "ACTIVE"]
@@ -201,7 +203,27 @@ def test_ecs_gives_up_with_the_time_left(standins: Standins) -> None:
     started = time.monotonic()
     result = standins.run(EXAMPLES / "30-drain-ecs.sh", left=44, SPOTWATCH_ECS_CLUSTER="prod")
     assert result.returncode == 0 and "still running" in result.stdout
-    assert time.monotonic() - started < 15  # 44 - 10 - 30 = 4 s
+    assert near(budget(result.stdout), 4)  # 44 - 10 - 30
+    assert time.monotonic() - started < 15
+    # Polled (every 2 s) until then: at least once, and no more than fits in 4 s.
+    assert 1 <= len(standins.calls("aws")) - 2 <= 3
+
+
+def test_ecs_honours_the_hook_deadline(standins: Standins) -> None:
+    standins.answer("aws --region eu-west-1 ecs list-container-instances", "arn:x\n")
+    standins.answer("aws --region eu-west-1 ecs describe-container-instances", "3\n")
+    soon = str(int(time.time() + 8))
+    result = standins.run(EXAMPLES / "30-drain-ecs.sh", left=100, SPOTWATCH_ECS_CLUSTER="prod",
+                          SPOTWATCH_HOOK_DEADLINE=soon)  # fmt: skip
+    assert result.returncode == 0 and near(budget(result.stdout), 6)  # 8 - 2
+
+
+def budget(stdout: str) -> int:
+    import re
+
+    found = re.search(r"at the end of the (\d+) s", stdout)
+    assert found, stdout
+    return int(found.group(1))
 
 
 def test_docker_stops_with_the_time_left_as_grace_and_resume_starts(standins: Standins) -> None:
@@ -219,6 +241,19 @@ def test_docker_stops_with_the_time_left_as_grace_and_resume_starts(standins: St
     assert filtered.returncode == 0 and standins.calls("docker")[-2] == [
         "docker", "ps", "--quiet", "--filter", "label=app"
     ]
+
+
+def test_docker_and_nomad_honour_the_hook_deadline(standins: Standins) -> None:
+    standins.answer("docker ps", "c1\n")
+    soon = str(int(time.time() + 20))
+    hook = EXAMPLES / "40-stop-docker.sh"
+    assert standins.run(hook, SPOTWATCH_HOOK_DEADLINE=soon).returncode == 0
+    stop = standins.calls("docker")[-1]
+    assert stop[:3] == ["docker", "stop", "--time"] and near(int(stop[3]), 16)  # 20 - 2 - 2
+    hook = EXAMPLES / "30-drain-nomad.sh"
+    assert standins.run(hook, SPOTWATCH_HOOK_DEADLINE=soon).returncode == 0
+    [nomad] = standins.calls("nomad")
+    assert nomad[7] == "-deadline" and near(seconds(nomad[8]), 18)  # 20 - 2
 
 
 def test_systemd_service_stops_within_the_time_left(standins: Standins) -> None:

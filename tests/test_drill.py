@@ -120,3 +120,38 @@ def test_each_source_is_rehearsed(hooks_dir: Path, event: str) -> None:
     expected = 120.0 if event == "rebalance" else 20.0
     assert abs(report.deadline - report.notice_seen - expected) < 2.0
     assert json.loads(json.dumps(report_as_dict(report)))["event"] == event
+
+
+def test_an_unsafe_hooks_directory_names_the_fix_on_the_fail_line(hooks_dir: Path) -> None:
+    write_hook(hooks_dir, "10-ok", "true")
+    hooks_dir.chmod(0o775)
+    proc = drill("--hooks-dir", str(hooks_dir))
+    assert proc.returncode == 1
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAIL: ") and f"chmod go-w {hooks_dir}" in last, proc.stdout
+
+
+def test_a_lead_inside_the_margin_hints_at_the_deadline_margin(hooks_dir: Path) -> None:
+    write_hook(hooks_dir, "10-a", "true")
+    write_hook(hooks_dir, "20-b", "true")
+    proc = drill("--hooks-dir", str(hooks_dir), "--lead", "5")
+    assert proc.returncode == 1
+    for name in ("10-a", "20-b"):
+        assert f"FAIL {name}: skipped: no time left" in proc.stdout, proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "--deadline-margin 10 s" in last and "smaller --deadline-margin" in last, last
+
+
+def test_enough_time_gives_no_margin_hint(hooks_dir: Path) -> None:
+    write_hook(hooks_dir, "10-a", "true")
+    proc = drill("--hooks-dir", str(hooks_dir), "--lead", "30", "--deadline-margin", "1")
+    assert proc.returncode == 0, proc.stdout
+    assert "hint" not in proc.stdout
+
+
+def test_the_rebalance_drill_speaks_of_no_interruption(hooks_dir: Path) -> None:
+    write_hook(hooks_dir, "10-a", "true")
+    proc = drill("--hooks-dir", str(hooks_dir), "--event", "rebalance")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "interruption" not in proc.stdout
+    assert "s left before the deadline" in proc.stdout

@@ -259,3 +259,55 @@ def test_a_bug_in_the_receiver_finishes_what_is_in_hand_and_exits_1(tmp_path: Pa
     assert sorted(sqs.deleted()) == ["r0", "r1"]
     assert log.events("fleet.receiver_failed")
     assert log.events("fleet.stopped")[0]["reason"] == "error"
+
+
+class SlowSqs(FakeSqs):
+    """A queue whose receives take 0.1 s each: records how many were under way at once."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        super().__init__(batches)
+        self.lock = threading.Lock()
+        self.under_way = 0
+        self.most_at_once = 0
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        with self.lock:
+            self.under_way += 1
+            self.most_at_once = max(self.most_at_once, self.under_way)
+        try:
+            threading.Event().wait(0.1)
+            with self.lock:
+                return super().receive_message(**kwargs)
+        finally:
+            with self.lock:
+                self.under_way -= 1
+
+
+def test_a_backlog_is_received_by_several_receivers_at_once(tmp_path: Path) -> None:
+    # 128 workers: four receivers; every receive comes back full, so all of them poll.
+    sqs = SlowSqs([[(b * 10 + n, body(f"i-{b * 10 + n}")) for n in range(10)]
+                   for b in range(30)])
+    watcher, _, _ = make_watcher(tmp_path, sqs, hook=None, max_messages=300, workers=128)
+    assert watcher.run() == 0
+    assert watcher.counts["done"] == 300
+    assert sorted(sqs.deleted()) == sorted(f"r{n}" for n in range(300))
+    assert 2 <= sqs.most_at_once <= 4
+    assert all(kw["MaxNumberOfMessages"] == 10 for kw in sqs.named("receive"))
+
+
+def test_without_a_backlog_only_one_receiver_polls(tmp_path: Path) -> None:
+    # Receives that come back short (3 of 10): the queue keeps up, the extra receivers wait.
+    sqs = SlowSqs([[(b * 3 + n, body(f"i-{b * 3 + n}")) for n in range(3)] for b in range(8)])
+    watcher, _, _ = make_watcher(tmp_path, sqs, hook=None, max_messages=24, workers=128)
+    assert watcher.run() == 0
+    assert watcher.counts["done"] == 24
+    assert sqs.most_at_once == 1
+
+
+def test_with_few_workers_one_receiver_even_in_a_backlog(tmp_path: Path) -> None:
+    sqs = SlowSqs([[(b * 10 + n, body(f"i-{b * 10 + n}")) for n in range(10)]
+                   for b in range(6)])
+    watcher, _, _ = make_watcher(tmp_path, sqs, hook=None, max_messages=60, workers=16)
+    assert watcher.run() == 0
+    assert watcher.counts["done"] == 60
+    assert sqs.most_at_once == 1

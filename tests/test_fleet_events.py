@@ -256,6 +256,16 @@ def test_seen_events_forgets_the_oldest_first() -> None:
     assert len(seen) == 3
 
 
+def test_seen_events_by_default_covers_a_wave_of_ten_thousand_instances() -> None:
+    # A rebalance recommendation, the warning and three state changes for each
+    # instance: the wave's first event id is still known after its last.
+    seen = SeenEvents()
+    ids = [f"{n}-{kind}" for n in range(10000) for kind in ("rb", "warn", "st1", "st2", "st3")]
+    for event_id in ids:
+        seen.add(event_id)
+    assert ids[0] in seen and len(seen) == 50000
+    seen.add("one more")
+    assert ids[0] not in seen and ids[1] in seen
 @pytest.mark.parametrize(
     ("url", "region"),
     [

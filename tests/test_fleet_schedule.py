@@ -11,6 +11,7 @@ from spotwatch.fleet_schedule import (
     hold_for,
     next_to_run,
     rate,
+    receivers_for,
     room,
     to_extend,
 )
@@ -109,3 +110,7 @@ def test_an_extension_renews_what_held_and_loses_only_what_ran_out() -> None:
     assert [(s.key, item.message_id, error) for s, item, error in lost] == [
         ("b", "b", "ReceiptHandleIsInvalid")  # hidden until 20 <= 25; c's 30 is not yet
     ]
+
+
+def test_one_receiver_per_32_workers_at_most_8() -> None:
+    assert [receivers_for(w) for w in (1, 16, 32, 33, 64, 256, 1024)] == [1, 1, 1, 2, 2, 8, 8]

@@ -438,3 +438,26 @@ def test_a_watcher_reads_its_regions_tags_at_start_and_every_line_carries_them(
     # instance: not one call per batch of messages.
     assert stopped["tags_calls"] <= 3
     assert fleet.counts() == (0, 0)
+
+
+def test_ctrl_c_during_a_long_poll_is_logged_at_once_and_stops_promptly(
+    make_fleet: Callable[..., Fleet], watches: Callable[..., Watch], tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    fleet = make_fleet()
+    watch = watches(["--queue-url", fleet.queue_url, "--wait-seconds", "20"])
+    watch.wait_for("fleet.started")
+    time.sleep(1.0)  # let the receiver enter its 20 s long poll on the empty queue
+    sent = time.monotonic()
+    watch.proc.send_signal(signal.SIGINT)
+    watch.wait_for("fleet.stopping", timeout=5)
+    assert watch.wait(timeout=15) == 0
+    took = time.monotonic() - sent
+    assert took < 8, f"{took:.1f} s to stop after Ctrl-C"  # not the 20 s long poll
+    no_crash(watch)
+    (stopping,) = watch.logs("fleet.stopping")
+    assert stopping["reason"] == "signal"
+    (stopped,) = watch.logs("fleet.stopped")
+    assert stopped["reason"] == "signal"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import hooks_dir_fixture as hooks_dir_fixture
 
@@ -127,7 +130,8 @@ def test_json_output(spotwatch_cmd: list[str], hooks_dir: Path) -> None:
     assert data["directory"] == str(hooks_dir)
     assert data["refused"] is True and data["problem"] is None
     assert data["hooks"] == [
-        {"order": 1, "name": "10-ok", "path": str(hooks_dir / "10-ok"), "target": None}
+        {"order": 1, "name": "10-ok", "path": str(hooks_dir / "10-ok"), "target": None,
+         "needs": None, "missing": []}  # no "# Tools:" line
     ]
     assert data["rejected"] == [
         {
@@ -136,6 +140,8 @@ def test_json_output(spotwatch_cmd: list[str], hooks_dir: Path) -> None:
             "severity": "refused",
             "reason": "group-writable",
             "fix": f"chmod go-w {hooks_dir / '20-open'}",
+            "needs": None,
+            "missing": [],
         }
     ]
 
@@ -163,3 +169,44 @@ def test_odd_file_names_are_escaped_not_crashing(
     assert "3 ignored" in proc.stdout
     data = json.loads(spotwatch(spotwatch_cmd, "--hooks-dir", str(hooks_dir), "--json").stdout)
     assert len(data["rejected"]) == 3
+
+
+@pytest.mark.slow
+def test_the_tools_a_hook_names_are_looked_up_on_path(
+    spotwatch_cmd: list[str], hooks_dir: Path, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "curl"
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    for name, tools in (("10-notify", "curl swtest-nothing"), ("20-fine", "curl"),
+                        ("30-drain.disabled", "aws"), ("40-plain", "none")):  # fmt: skip
+        path = hooks_dir / name
+        path.write_text(f"#!/bin/sh\n# Tools: {tools}\nexit 0\n")
+        path.chmod(0o755)
+    proc = spotwatch(spotwatch_cmd, "--hooks-dir", str(hooks_dir), env={"PATH": str(bin_dir)})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Tools the hooks name (# Tools:) that are not on PATH:" in out
+    assert re.search(r"^  10-notify +missing swtest-nothing$", out, re.M), out
+    assert re.search(r"^  30-drain\.disabled +missing aws  \(would not run now\)$", out, re.M)
+    assert "20-fine  " not in out.split("not on PATH:")[1] and "40-plain  " not in out
+    assert f"PATH={bin_dir}: install them" in out
+
+    data = json.loads(spotwatch(spotwatch_cmd, "--hooks-dir", str(hooks_dir), "--json",
+                                env={"PATH": str(bin_dir)}).stdout)  # fmt: skip
+    by_name = {h["name"]: h for h in data["hooks"] + data["rejected"]}
+    assert by_name["10-notify"]["needs"] == ["curl", "swtest-nothing"]
+    assert by_name["10-notify"]["missing"] == ["swtest-nothing"]
+    assert by_name["20-fine"]["missing"] == [] and by_name["40-plain"]["needs"] == []
+    assert by_name["30-drain.disabled"]["missing"] == ["aws"]
+
+
+@pytest.mark.slow
+def test_every_tool_found_says_so(spotwatch_cmd: list[str], hooks_dir: Path) -> None:
+    path = hooks_dir / "10-a"
+    path.write_text("#!/bin/sh\n# Tools: sh\nexit 0\n")
+    path.chmod(0o755)
+    proc = spotwatch(spotwatch_cmd, "--hooks-dir", str(hooks_dir))
+    assert "Tools the hooks name (# Tools:): all found on PATH." in proc.stdout

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -100,6 +101,11 @@ def test_install_into_a_root(tmp_path: Path) -> None:
         assert copy.read_bytes() == (DATA / name).read_bytes() and mode(copy) == 0o755
     assert (tmp_path / HOOKS / "examples" / "30-drain-kubernetes.sh").is_file()
     assert (tmp_path / "etc/spotwatch/resume.d/examples/30-uncordon-kubernetes.sh").is_file()
+    # One way back into the load balancers: `spotwatch deregister --restore`, an example
+    # like the rest, and no second script of its own in resume.d.
+    resume = tmp_path / "etc/spotwatch/resume.d"
+    assert [p.name for p in resume.iterdir() if p.is_file()] == []
+    assert (resume / "examples" / "20-register.sh").is_file()
     assert not (tmp_path / STRICT).exists()
 
     manifest = json.loads((tmp_path / MANIFEST).read_text())["files"]
@@ -201,7 +207,7 @@ class Systemctl:
         self.calls: list[list[str]] = []
         self.fail = fail
 
-    def __call__(self, argv: Sequence[str]) -> int:
+    def __call__(self, argv: Sequence[str], out: Callable[[str], None]) -> int:
         self.calls.append(list(argv))
         return 1 if any(word in argv for word in self.fail) else 0
 
@@ -239,6 +245,38 @@ def test_failing_systemctl_is_one_clear_error(tmp_path: Path) -> None:
             None, run=Systemctl(fail=["enable"]), out=lambda line: None, system_root=tmp_path
         )
     assert (tmp_path / UNIT).exists()  # the files are in place
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("as_root")
+def test_systemctls_own_lines_are_relayed_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A real (stand-in) systemctl that talks on stdout and stderr: its lines come back
+    through spotwatch's output, tagged and in order, and never straight to the terminal."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "$* said on stdout"\n'
+        'echo "Created symlink for $*" >&2\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    lines: list[str] = []
+    inst.install(None, out=lines.append, system_root=tmp_path / "sys")
+    captured = capfd.readouterr()
+    assert "systemctl" not in captured.out + captured.err
+    relayed = [line for line in lines if line.startswith("  systemctl: ")]
+    assert relayed == [
+        "  systemctl: daemon-reload said on stdout",
+        "  systemctl: Created symlink for daemon-reload",
+        "  systemctl: enable --now spotwatch.service said on stdout",
+        "  systemctl: Created symlink for enable --now spotwatch.service",
+    ]
+    enabled = lines.index("enabled and started spotwatch.service: see 'systemctl status spotwatch'")
+    assert lines.index(relayed[-1]) < enabled
 
 
 @pytest.mark.usefixtures("as_root")
@@ -362,7 +400,7 @@ def test_plan_install_decisions() -> None:
 @pytest.mark.usefixtures("as_root")
 def test_machine_without_systemd_is_told_to_use_no_enable(tmp_path: Path) -> None:
     with pytest.raises(SpotwatchError, match=r"systemctl not found.*--no-enable"):
-        inst.install(None, run=lambda argv: 127, out=lambda line: None, system_root=tmp_path)
+        inst.install(None, run=lambda argv, out: 127, out=lambda line: None, system_root=tmp_path)
 
 
 # -- install --print ------------------------------------------------------------------
@@ -406,3 +444,102 @@ def test_fleet_unit_rendering_keeps_the_arguments_and_quotes_the_path() -> None:
     out = inst.render_fleet_unit(template, "/opt/my tools/spotwatch")
     assert '\nExecStart="/opt/my tools/spotwatch" fleet watch --hooks-dir' in out
     assert out.replace('"/opt/my tools/spotwatch"', "/usr/local/bin/spotwatch") == template
+
+
+# -- what uninstall leaves, what a reinstall says, and --root --------------------------
+
+
+def test_uninstall_lists_every_file_it_left_and_why(tmp_path: Path) -> None:
+    inst.install(tmp_path, out=lambda line: None)
+    hooks_dir = tmp_path / HOOKS
+    (hooks_dir / "10-checkpoint.sh.disabled").rename(hooks_dir / "10-checkpoint.sh")
+    (hooks_dir / "20-mine.sh").write_text("#!/bin/sh\n")
+    env = tmp_path / ENV
+    env.write_text(env.read_text() + "SPOTWATCH_INTERVAL=2\n")
+    lines: list[str] = []
+    inst.uninstall(tmp_path, out=lines.append)
+    start = lines.index("left 4 file(s); remove them by hand if you want:")
+    assert lines[start + 1:] == [
+        f"  {hooks_dir}/10-checkpoint.sh: an example hook you enabled (yours now)",
+        f"  {hooks_dir}/20-mine.sh: your hook (not installed by spotwatch)",
+        f"  {env}: changed by you",
+        f"  {tmp_path / MANIFEST}: the install manifest: it remembers which of these "
+        "spotwatch wrote, so a reinstall keeps your changes",
+    ]
+    assert sorted(snapshot(tmp_path)) == sorted(
+        [f"{HOOKS}/10-checkpoint.sh", f"{HOOKS}/20-mine.sh", ENV, MANIFEST]
+    )
+
+
+@pytest.mark.parametrize("where", ["settings file", "unit"])
+def test_uninstall_removes_the_metrics_file_it_wrote(tmp_path: Path, where: str) -> None:
+    inst.install(tmp_path, out=lambda line: None)
+    prom = tmp_path / "var/lib/node_exporter/textfile_collector/spotwatch.prom"
+    other = tmp_path / "var/lib/node_exporter/textfile_collector/other.prom"
+    prom.parent.mkdir(parents=True)
+    prom.write_text("# HELP spotwatch_up 1 while running\n# TYPE spotwatch_up gauge\n"
+                    "spotwatch_up 1\n")  # fmt: skip
+    other.write_text("# HELP node_thing x\n# TYPE node_thing gauge\nnode_thing 1\n")
+    for path in (prom, other):
+        setting = f"SPOTWATCH_METRICS_FILE=/{path.relative_to(tmp_path)}"
+        if where == "unit":
+            unit = tmp_path / UNIT
+            unit.write_text(unit.read_text().replace(
+                "[Service]\n", f"[Service]\nEnvironment={setting}\n"))  # fmt: skip
+        else:
+            env = tmp_path / ENV
+            env.write_text(env.read_text() + setting + "\n")
+    lines: list[str] = []
+    inst.uninstall(tmp_path, out=lines.append)
+    assert not prom.exists()
+    assert f"removed {prom} (the metrics file spotwatch wrote)" in lines
+    assert other.exists()  # not spotwatch's figures: left alone
+
+
+@pytest.mark.usefixtures("as_root")
+def test_uninstall_removes_the_one_file_unpack_cache(tmp_path: Path) -> None:
+    inst.install(None, enable=False, out=lambda line: None, system_root=tmp_path / "sys")
+    shiv = tmp_path / "home" / ".shiv"
+    ours = shiv / "spotwatch-0.1.0.pyz_0123abcd"
+    (ours / "site-packages" / "spotwatch").mkdir(parents=True)
+    (ours / "site-packages" / "spotwatch" / "__init__.py").write_text("")
+    lock = shiv / ".spotwatch-0.1.0.pyz_0123abcd_lock"
+    lock.write_text("")
+    theirs = shiv / "other-tool.pyz_0123abcd"
+    theirs.mkdir()
+    lines: list[str] = []
+    inst.uninstall(None, run=Systemctl(), out=lines.append, system_root=tmp_path / "sys",
+                   home=tmp_path / "home")  # fmt: skip
+    assert not ours.exists() and not lock.exists()
+    assert theirs.exists()
+    assert f"removed {ours} (the one-file spotwatch unpacked there when run by hand)" in lines
+
+
+def test_a_reinstall_says_which_example_hooks_are_enabled(tmp_path: Path) -> None:
+    lines: list[str] = []
+    inst.install(tmp_path, out=lines.append)
+    hooks_dir = tmp_path / HOOKS
+    assert (f"example hooks disabled in {hooks_dir}: 10-checkpoint.sh, 50-ship-logs.sh, "
+            "90-notify-webhook.sh (enable one with 'mv NAME.disabled NAME' there)") in lines
+    for name in ("10-checkpoint.sh", "50-ship-logs.sh", "90-notify-webhook.sh"):
+        (hooks_dir / f"{name}.disabled").rename(hooks_dir / name)
+    lines.clear()
+    inst.install(tmp_path, out=lines.append)
+    assert (f"example hooks enabled in {hooks_dir}: 10-checkpoint.sh, 50-ship-logs.sh, "
+            "90-notify-webhook.sh") in lines
+    assert not any(line.startswith(f"example hooks disabled in {hooks_dir}") for line in lines)
+
+
+def test_every_message_under_root_names_paths_under_it(tmp_path: Path) -> None:
+    import re
+
+    root = tmp_path / "image"
+    said = []
+    for args in (["install", "--strict"], ["install"], ["uninstall"]):
+        result = cli(*args, "--root", str(root))
+        assert result.returncode == 0, result.stderr
+        said.append(result.stdout + result.stderr)
+    paths = re.findall(r"(?<![\w.~-])/[\w./-]+", "".join(said))
+    assert paths, said
+    outside = sorted({p for p in paths if not p.startswith(str(root))})
+    assert outside == [], outside

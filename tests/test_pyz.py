@@ -106,8 +106,10 @@ def test_the_file_runs_and_installs_on_python(minor: str, pyz: Path, tmp_path: P
 
 
 
-def test_the_simulator_runs_from_the_file(pyz: Path, tmp_path: Path) -> None:
-    """``spotwatch sim`` from the one file: no venv, no ``python -m``."""
+@pytest.mark.parametrize("how", ["sim", "SHIV_MODULE"])
+def test_the_simulator_runs_from_the_file(pyz: Path, tmp_path: Path, how: str) -> None:
+    """``spotwatch sim`` from the one file: no venv, no ``python -m``; and the shiv way
+    of running one module, ``SHIV_MODULE=spotwatch.imdssim``, does not crash."""
     import signal
 
     import requests
@@ -117,8 +119,12 @@ def test_the_simulator_runs_from_the_file(pyz: Path, tmp_path: Path) -> None:
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if k != "HOME" and not k.startswith("SHIV_")}
     clean["SHIV_ROOT"] = str(tmp_path / "shiv")
+    command = ["sim"]
+    if how == "SHIV_MODULE":
+        clean["SHIV_MODULE"] = "spotwatch.imdssim"
+        command = []
     proc = subprocess.Popen(
-        [interpreter("11"), str(pyz), "sim", "--port", str(port), "--notice-in", "0"],
+        [interpreter("11"), str(pyz), *command, "--port", str(port), "--notice-in", "0"],
         env=clean, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

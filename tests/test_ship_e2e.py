@@ -619,3 +619,23 @@ def test_gzip_memory_stays_bounded_for_a_big_file(
     assert 0 < peak < 150 * MiB, f"peak RSS {peak / MiB:.0f} MiB for a 256 MiB file"
     head = s3.head_object(Bucket=bucket, Key=key_of(big))
     assert head["ContentLength"] < 2 * MiB
+
+
+def test_a_missing_bucket_is_said_once_however_many_files(
+    tmp_path: Path, aws_env: dict[str, str], spotwatch_cmd: list[str]
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(5):
+        (logs / f"app{i}.log").write_bytes(log_text(100 * (i + 1)))
+    name = f"nope-{uuid.uuid4().hex[:8]}"
+    result = run_ship(spotwatch_cmd, [str(logs), "--bucket", name])
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr)
+    assert f"bucket '{name}' does not exist" in line
+    # ship.fatal once, the summary's error, the last line: never once per file.
+    assert result.stderr.count("does not exist") == 3, result.stderr
+    events = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
+    per_file = [e for e in events if e["event"] in ("ship.failed", "ship.aborted")]
+    assert len(per_file) == 5
+    assert all("(ship.fatal)" in e["detail"] for e in per_file), per_file

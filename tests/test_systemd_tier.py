@@ -632,8 +632,16 @@ def step_uninstall_leaves_the_users_files_and_nothing_else(box: Box) -> None:
     # The operator's own hook, and an example they enabled, stay; all else goes.
     box.hooks({"10-mine": "#!/bin/sh\necho mine\n"})
     box.c.path("/root/parked/50-ship-logs.sh").rename(box.c.path(f"{HOOKS}/50-ship-logs.sh"))
+    shiv = box.c.path("/root/.shiv")
+    assert any(p.name.startswith("spotwatch") for p in shiv.iterdir())  # install ran the file
     out = box.c.run("/opt/spotwatch/bin/spotwatch", "uninstall").stdout
-    assert "left 1 file(s)" in out or "removed" in out, out
+    assert "left 3 file(s); remove them by hand if you want:" in out, out
+    for line in ("/etc/spotwatch/hooks.d/10-mine: your hook (not installed by spotwatch)",
+                 "/etc/spotwatch/hooks.d/50-ship-logs.sh: an example hook you enabled",
+                 "/etc/systemd/system/spotwatch.service.d/test.conf: a drop-in of yours"):
+        assert f"\n  {line}" in out, out
+    # The unpack cache of the one file run by hand (python3 spotwatch.pyz install) goes too.
+    assert not [p.name for p in shiv.iterdir() if "spotwatch" in p.name]
     assert box.show("LoadState")["LoadState"] == "not-found"
     for gone in ("/opt/spotwatch", "/usr/local/bin/spotwatch",
                  "/etc/systemd/system/spotwatch.service",

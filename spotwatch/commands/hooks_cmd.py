@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from spotwatch.config import DEFAULT_HOOKS_DIR, DEFAULT_RESUME_DIR
 from spotwatch.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SpotwatchError
 
 if TYPE_CHECKING:
+    from spotwatch.hook_tools import ToolCheck
     from spotwatch.hooks import HookPlan
 
 def add_parser(subparsers: Any) -> None:
@@ -25,7 +27,8 @@ def add_parser(subparsers: Any) -> None:
         help="show which hooks would run, in order, and why the others would not",
         description=(
             "List the hooks spotwatch would run, in order, and every other file in the "
-            "hooks directory with the reason it would not run and the fix. Exit status: "
+            "hooks directory with the reason it would not run and the fix; and the tools "
+            "each hook names in a '# Tools:' line at its top that are not on PATH. Exit status: "
             "0 fine, 1 something is refused as unsafe, 2 the directory is missing."
         ),
     )
@@ -80,21 +83,23 @@ def show_hooks(directory: Path, *, as_json: bool = False, resume_dir: Path | Non
         raise SpotwatchError(f"{plan.problem}; {plan.fix}", exit_code=EXIT_USAGE)
     # The resume hooks are optional: a missing directory only means no way back runs.
     resume = plan_hooks(resume_dir) if resume_dir is not None else None
+    tools = check_tools(plan)
+    resume_tools = check_tools(resume) if resume is not None and not resume.missing else {}
     if as_json:
-        data = plan_to_json(plan)
+        data = plan_to_json(plan, tools)
         if resume is not None:
-            data["resume"] = None if resume.missing else plan_to_json(resume)
+            data["resume"] = None if resume.missing else plan_to_json(resume, resume_tools)
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_plan(plan))
+        sys.stdout.write(render_plan(plan, tools))
         if resume is not None:
             sys.stdout.write("\nResume hooks (run on the way back, SPOTWATCH_PHASE=resume):\n")
             if resume.missing:
                 sys.stdout.write(f"Hooks directory: {printable(str(resume_dir))} does not "
                                  "exist: nothing runs on the way back.\n")  # fmt: skip
             else:
-                sys.stdout.write(render_plan(resume))
+                sys.stdout.write(render_plan(resume, resume_tools))
     refused = plan.refused or (resume is not None and not resume.missing and resume.refused)
     return EXIT_FAILURE if refused else EXIT_OK
 
@@ -104,14 +109,37 @@ def _target(path: Path) -> str | None:
     return os.path.realpath(path) if os.path.islink(path) else None
 
 
-def plan_to_json(plan: HookPlan) -> dict[str, Any]:
+def check_tools(plan: HookPlan) -> dict[str, ToolCheck]:
+    """Each file's ``# Tools:`` looked up on PATH, by name: the hooks that would run
+    and the rest (a disabled example is checked before it is enabled)."""
+    from spotwatch import hook_tools
+
+    entries = [(h.name, h.path) for h in plan.hooks] + [(r.name, r.path) for r in plan.rejected]
+    return {name: hook_tools.check(path) for name, path in entries if os.path.isfile(path)}
+
+
+def _tools_json(tools: Mapping[str, ToolCheck], name: str) -> dict[str, Any]:
+    found = tools.get(name)
+    needs = found.needs if found is not None else None
+    return {"needs": list(needs) if needs is not None else None,
+            "missing": list(found.missing) if found is not None else []}  # fmt: skip
+
+
+def plan_to_json(plan: HookPlan, tools: Mapping[str, ToolCheck] | None = None) -> dict[str, Any]:
+    tools = tools or {}
     return {
         "directory": str(plan.directory),
         "problem": plan.problem,
         "fix": plan.fix or None,
         "refused": plan.refused,
         "hooks": [
-            {"order": i, "name": h.name, "path": str(h.path), "target": _target(h.path)}
+            {
+                "order": i,
+                "name": h.name,
+                "path": str(h.path),
+                "target": _target(h.path),
+                **_tools_json(tools, h.name),
+            }
             for i, h in enumerate(plan.hooks, 1)
         ],
         "rejected": [
@@ -121,6 +149,7 @@ def plan_to_json(plan: HookPlan) -> dict[str, Any]:
                 "severity": r.severity,
                 "reason": r.reason,
                 "fix": r.fix,
+                **_tools_json(tools, r.name),
             }
             for r in plan.rejected
         ],
@@ -138,7 +167,7 @@ def printable(text: str) -> str:
     )
 
 
-def render_plan(plan: HookPlan) -> str:
+def render_plan(plan: HookPlan, tools: Mapping[str, ToolCheck] | None = None) -> str:
     """The plan as aligned text for a person."""
     lines = [f"Hooks directory: {printable(str(plan.directory))}"]
     if plan.problem is not None:
@@ -171,9 +200,28 @@ def render_plan(plan: HookPlan) -> str:
         s: sum(1 for r in plan.rejected if r.severity == s)
         for s in ("refused", "skipped", "ignored")
     }
+    lines += _tools_lines(plan, tools or {})
     lines.append("")
     lines.append(
         f"{len(plan.hooks)} would run; {counts['refused']} refused, "
         f"{counts['skipped']} skipped, {counts['ignored']} ignored."
     )
     return "\n".join(lines) + "\n"
+
+
+def _tools_lines(plan: HookPlan, tools: Mapping[str, ToolCheck]) -> list[str]:
+    declared = {name: t for name, t in tools.items() if t.needs}
+    if not declared:
+        return []
+    running = {h.name for h in plan.hooks}
+    missing = [(name, t) for name, t in declared.items() if t.missing]
+    if not missing:
+        return ["", "Tools the hooks name (# Tools:): all found on PATH."]
+    lines = ["", "Tools the hooks name (# Tools:) that are not on PATH:"]
+    width = max(len(printable(name)) for name, _ in missing)
+    for name, found in missing:
+        note = "" if name in running else "  (would not run now)"
+        lines.append(f"  {printable(name).ljust(width)}  missing {', '.join(found.missing)}{note}")
+    lines.append(f"  PATH={os.environ.get('PATH', os.defpath)}: install them, or the hook "
+                 "fails (exit 127) when it runs")  # fmt: skip
+    return lines

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: systemctl
 # Checkpoint an application before the instance goes away: send its systemd
 # service a signal, then wait until it has written a fresh checkpoint file.
 #

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: none
 # Ship this instance's logs to S3 before it goes away, with `spotwatch ship`:
 # smallest files first, gzip-compressed, and stopped cleanly (no half-finished
 # multipart uploads) before spotwatch would stop this hook. Objects land at

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: none
 # Tell people and systems: one message per end of the instance, with
 # `spotwatch notify` (retries within the deadline, never sent twice for one
 # notice, even across a restart). Runs last, so the message says the hooks ran.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: none
 # Leave the load balancers: deregister this instance from every ELB target group
 # and Classic load balancer it is in, then wait for the draining (never past the
 # deadline), with `spotwatch deregister`. Runs before the drains and the log

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: none
 # Start the replacement now: when this instance is in an Auto Scaling group,
 # detach it without lowering the desired capacity, so the group launches the
 # replacement while this one still runs its hooks. Never for a rebalance

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: aws
 # Drain this ECS container instance: set it DRAINING (services move their tasks
 # elsewhere; no new tasks land here), then wait for its tasks to stop, no longer
 # than the time left. (The ECS agent's ECS_ENABLE_SPOT_INSTANCE_DRAINING=true

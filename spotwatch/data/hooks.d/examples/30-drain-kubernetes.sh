@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: kubectl
 # Drain this Kubernetes node: cordon it, evict the ordinary pods, then those
 # labelled to go last (a logging agent that is not a DaemonSet), with
 # `kubectl drain --timeout` from the time left. DaemonSets (node agents, log

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: nomad
 # Drain this Nomad client: `nomad node drain -self -enable -deadline` from the
 # time left; system jobs (log shippers, node agents) stay to the end
 # (-ignore-system). Waits for the drain to finish (no -detach).

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: scontrol squeue
 # Drain this Slurm node (no new jobs; the reason says why) and requeue the jobs
 # on it that cannot finish in the time left, so the scheduler runs them again
 # elsewhere instead of counting a failure. Jobs that can finish are left to.

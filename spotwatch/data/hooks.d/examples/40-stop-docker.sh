@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: docker
 # Stop the Docker containers cleanly: `docker stop --time` with the time left as
 # their grace (SIGTERM, then SIGKILL when it runs out), all at once. The ids go
 # to the state directory for the resume hook.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: systemctl
 # Stop a systemd service cleanly, with the time left as its grace: stop it, and
 # when it has not stopped by then, SIGKILL it (its own TimeoutStopSec= may be
 # shorter; a longer one would outlive the instance).

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: aws
 # Back in service: set this ECS container instance ACTIVE again.
 # Needs: the aws CLI; ecs:ListContainerInstances, ecs:UpdateContainerInstancesState
 set -euo pipefail

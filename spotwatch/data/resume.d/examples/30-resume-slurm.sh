@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: scontrol
 # Back in service: return this Slurm node to service, if spotwatch drained it
 # (a drain an administrator set, with another reason, is left alone).
 # Needs: scontrol, run as SlurmUser or root

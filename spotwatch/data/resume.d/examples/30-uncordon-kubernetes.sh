@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: kubectl
 # Back in service after a stop or hibernation: uncordon this Kubernetes node.
 # Needs: kubectl, a kubeconfig allowed to patch nodes (SPOTWATCH_KUBECONFIG)
 set -euo pipefail

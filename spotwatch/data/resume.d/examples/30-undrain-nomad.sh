@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: nomad
 # Back in service: end the drain and make this Nomad client eligible again.
 # Needs: the nomad CLI, a token with node:write
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: docker
 # Back in service: start the containers the stop hook stopped.
 # Needs: the docker CLI and access to the daemon
 set -euo pipefail

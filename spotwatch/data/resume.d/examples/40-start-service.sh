@@ -1,4 +1,5 @@
 #!/bin/bash
+# Tools: systemctl
 # Back in service: start the service the stop hook stopped.
 # Needs: systemctl, root
 set -euo pipefail
