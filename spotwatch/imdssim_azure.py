@@ -7,6 +7,12 @@ set); ``StartRequests`` POSTs are recorded and move the event to ``Started``;
 ``first_answer_delay`` holds the first GET as the real service does while it
 turns on. Faults: see ``simserver.FAULTS``.
 
+Both Scheduled Events versions spotwatch speaks are served: ``2024-07-09``
+(with ``SpotRebalanceRecommendation``) and ``2020-07-01`` (which leaves that
+event type out). ``versions`` narrows what is accepted, to stand for an older
+service: any other ``api-version`` is refused with ``refuse_status`` (400, as
+Azure answers an unknown version, or 404).
+
     with AzureSimulator() as sim:
         eid = sim.add_event("Preempt", at=time.time() + 2)
 """
@@ -25,6 +31,11 @@ from spotwatch.simserver import Reply, SimBase
 
 EVENTS_PATH = "/metadata/scheduledevents"
 COMPUTE_PATH = "/metadata/instance/compute"
+NEW_API = "2024-07-09"
+OLD_API = "2020-07-01"
+REBALANCE = "SpotRebalanceRecommendation"
+# The newest versions a real service lists when it refuses one.
+_NEWEST = ["2024-07-09", "2024-03-15", "2023-07-01"]
 
 DEFAULT_COMPUTE: dict[str, Any] = {
     "name": "spot-vm-1",
@@ -49,6 +60,8 @@ class _Event:
     status: str
     not_before: str
     visible_at: float
+    source: str = "Platform"
+    duration: int = -1
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -59,15 +72,19 @@ class _Event:
             "EventStatus": self.status,
             "NotBefore": self.not_before,
             "Description": f"simulated {self.event_type}",
-            "EventSource": "Platform",
-            "DurationInSeconds": -1,
+            "EventSource": self.source,
+            "DurationInSeconds": self.duration,
         }
 
 
 class AzureSimulator(SimBase):
     def __init__(self, *, port: int = 0, first_answer_delay: float = 0.0,
-                 compute: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+                 compute: Mapping[str, Any] | None = None,
+                 versions: tuple[str, ...] = (NEW_API, OLD_API),
+                 refuse_status: int = 400) -> None:  # fmt: skip
         super().__init__(port=port)
+        self.versions = versions
+        self.refuse_status = refuse_status
         self.compute = dict(DEFAULT_COMPUTE)
         self.compute.update(compute or {})
         self.first_answer_delay = first_answer_delay
@@ -89,6 +106,8 @@ class AzureSimulator(SimBase):
         resources: list[str] | None = None,
         not_before: str | None = None,
         event_id: str | None = None,
+        source: str = "Platform",
+        duration: int = -1,
     ) -> str:
         """An event visible from ``at`` (default now), ``NotBefore`` = at + ``lead``."""
         visible = self._wall() if at is None else at
@@ -96,7 +115,16 @@ class AzureSimulator(SimBase):
         nb = rfc1123(visible + lead) if not_before is None else not_before
         with self._cond:
             self._events.append(
-                _Event(eid, event_type, resources or [self.vm_name], "Scheduled", nb, visible)
+                _Event(
+                    eid,
+                    event_type,
+                    resources or [self.vm_name],
+                    "Scheduled",
+                    nb,
+                    visible,
+                    source,
+                    duration,
+                )
             )
             self._incarnation += 1
         return eid
@@ -140,6 +168,13 @@ class AzureSimulator(SimBase):
             return Reply(200, json.dumps(self.compute).encode(), js)
         if path != EVENTS_PATH:
             return Reply(404, b'{"error": "Not found"}', js)
+        version = query["api-version"]
+        if version not in self.versions:
+            refusal = {
+                "error": "Bad request. api-version is invalid or was not specified in the request.",
+                "newest-versions": _NEWEST,
+            }
+            return Reply(self.refuse_status, json.dumps(refusal).encode(), js)
         if method == "POST":
             return self._start_requests(body, js)
         if method != "GET":
@@ -150,7 +185,12 @@ class AzureSimulator(SimBase):
                 self._closing.wait(self.first_answer_delay)
         now = self._wall()
         with self._cond:
-            visible = [e.doc() for e in self._events if now >= e.visible_at]
+            visible = [
+                e.doc()
+                for e in self._events
+                # Versions before 2024-07-09 do not know the rebalance event type.
+                if now >= e.visible_at and (e.event_type != REBALANCE or version >= NEW_API)
+            ]
             doc = {"DocumentIncarnation": self._incarnation, "Events": visible}
         return Reply(200, json.dumps(doc).encode(), js)
 

@@ -7,6 +7,11 @@ answer at once when the ETag differs, when the value changes, or after
 ``timeout_sec`` with the value unchanged. Faults: see ``simserver.FAULTS``
 (``no-header`` answers without ``Metadata-Flavor``).
 
+``instance/upcoming-maintenance`` is 404 until ``set_upcoming`` announces a
+window (served as JSON, as with ``?alt=json``); ``set_upcoming(None)`` takes it
+away again. ``instance/scheduling/on-host-maintenance`` is ``TERMINATE``, as on
+every Spot VM.
+
     with GceSimulator() as sim:
         sim.schedule("instance/preempted", "TRUE", at=time.time() + 2)
 """
@@ -14,15 +19,19 @@ answer at once when the ETag differs, when the value changes, or after
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from spotwatch.simserver import Reply, SimBase
 
 BASE_PATH = "/computeMetadata/v1/"
 PREEMPTED = "instance/preempted"
 MAINTENANCE_EVENT = "instance/maintenance-event"
+UPCOMING = "instance/upcoming-maintenance"
+ON_HOST_MAINTENANCE = "instance/scheduling/on-host-maintenance"
 MAX_HANG = 3600
 
 DEFAULT_VALUES: dict[str, str] = {
@@ -33,7 +42,33 @@ DEFAULT_VALUES: dict[str, str] = {
     "instance/hostname": "spot-vm-1.us-central1-a.c.project.internal",
     PREEMPTED: "FALSE",
     MAINTENANCE_EVENT: "NONE",
+    ON_HOST_MAINTENANCE: "TERMINATE",
 }
+
+
+def upcoming_doc(
+    start: float,
+    *,
+    hours: float = 1.0,
+    status: str = "PENDING",
+    kind: str = "SCHEDULED",
+    can_reschedule: bool = True,
+    reasons: tuple[str, ...] = ("HOST_UPDATE",),
+) -> dict[str, Any]:
+    """An ``upcoming-maintenance`` answer whose window opens at epoch ``start``."""
+
+    def stamp(epoch: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+    return {
+        "type": kind,
+        "can_reschedule": can_reschedule,
+        "window_start_time": stamp(start),
+        "window_end_time": stamp(start + hours * 3600),
+        "latest_window_start_time": stamp(start + 7 * 86400),
+        "maintenance_status": status,
+        "maintenance_reasons": list(reasons),
+    }
 
 
 def etag_of(value: str, generation: int) -> str:
@@ -57,6 +92,19 @@ class GceSimulator(SimBase):
             self._values[path] = value
             self._etags[path] = etag_of(value, self._generation)
             self._changed_at[path] = self._wall()
+            self._cond.notify_all()
+
+    def set_upcoming(self, doc: Mapping[str, Any] | None) -> None:
+        """Announce (a JSON object, see ``upcoming_doc``) or take away (None) the
+        upcoming maintenance."""
+        if doc is not None:
+            self.set_value(UPCOMING, json.dumps(doc))
+            return
+        with self._cond:
+            self._generation += 1
+            self._values.pop(UPCOMING, None)
+            self._etags.pop(UPCOMING, None)
+            self._changed_at[UPCOMING] = self._wall()
             self._cond.notify_all()
 
     def schedule(self, path: str, value: str, at: float) -> None:
@@ -98,8 +146,11 @@ class GceSimulator(SimBase):
                     # Unchanged (or no ETag to compare): wait for a change or the timeout.
                     seen = self._etags[key]
                     self._cond.wait_for(
-                        lambda: self._etags[key] != seen or self._closing.is_set(), timeout=limit
+                        lambda: self._etags.get(key) != seen or self._closing.is_set(),
+                        timeout=limit,
                     )
+            if key not in self._values:  # taken away while the GET hung
+                return Reply(404, b"Not Found\n", flavor)
             value, etag = self._values[key], self._etags[key]
         if fault == "garbled":
             return Reply(200, b"\xff\xfe garbled \x00", {**flavor, "ETag": etag}, fault)

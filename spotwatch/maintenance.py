@@ -75,10 +75,15 @@ class MaintenanceEvent:
     raw_not_before: str
     not_after: float | None = None
     description: str = ""
+    # Another source's event planned the same way (Google's upcoming maintenance):
+    # whether it ends the instance (None: by Code), its source and hook variables.
+    ending: bool | None = None
+    source: str = SOURCE_SCHEDULED
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def ends_instance(self) -> bool:
-        return self.code in ENDING_CODES
+        return self.code in ENDING_CODES if self.ending is None else self.ending
 
     @property
     def key(self) -> str:
@@ -165,9 +170,9 @@ def to_notice(event: MaintenanceEvent, seen_at: float) -> Notice:
         time=event.not_before,
         deadline=effective_deadline(event.not_before, seen_at),
         id=notice_id(SCHEDULED_MAINTENANCE, event.code, event.key),
-        source=SOURCE_SCHEDULED,
+        source=event.source,
         ends_instance=event.ends_instance,
-        env=(("SPOTWATCH_MAINTENANCE_EVENT_ID", event.event_id),),
+        env=(("SPOTWATCH_MAINTENANCE_EVENT_ID", event.event_id), *event.env),
     )
 
 
@@ -176,10 +181,11 @@ class MaintenanceMonitor(MonitorBase):
     the event due now, from the plan, read afresh just before it is handed out."""
 
     name = SCHEDULED_MAINTENANCE
+    source = SOURCE_SCHEDULED
 
     def __init__(
         self,
-        client: ImdsClient,
+        client: ImdsClient | None,
         *,
         lead: float,
         wall_clock: Callable[[], float] = time.time,
@@ -236,10 +242,16 @@ class MaintenanceMonitor(MonitorBase):
         hooks = time.strftime("%H:%M:%SZ", time.gmtime(event.not_before - self._lead))
         return f"next maintenance {event.code} {event.event_id} at {at} (hooks from {hooks})"
 
+    def _fetch(self) -> tuple[list[MaintenanceEvent], str]:
+        """The events listed now and what was odd; ImdsError when they cannot be read."""
+        assert self._client is not None
+        resp = self._client.get(SCHEDULED_PATH)
+        return parse_scheduled(resp.body) if resp.status == 200 else ([], "")
+
     def _read(self) -> None:
         self._next_read = self._clock() + self._refresh
         try:
-            resp = self._client.get(SCHEDULED_PATH)
+            events, problem = self._fetch()
         except ImdsError as err:
             # Try again within a tick or so, and keep failing until a read succeeds, so
             # the watcher logs the fault once and its recovery when it really clears.
@@ -248,12 +260,11 @@ class MaintenanceMonitor(MonitorBase):
             raise
         self._failing = None
         self._read_at = self._clock()
-        events, problem = parse_scheduled(resp.body) if resp.status == 200 else ([], "")
         if problem != self._problem:
             if problem:
                 self._log.warning(
                     "maintenance.unparsable",
-                    source=SOURCE_SCHEDULED,
+                    source=self.source,
                     problem=problem,
                     note="treated as no events; logged once until the answer changes",
                 )
@@ -267,6 +278,7 @@ class MaintenanceMonitor(MonitorBase):
             if key not in self._planned:
                 self._log.info(
                     "maintenance.planned",
+                    source=self.source,
                     event_id=event.event_id,
                     code=event.code,
                     not_before=event.raw_not_before,
@@ -274,5 +286,10 @@ class MaintenanceMonitor(MonitorBase):
                     ends_instance=event.ends_instance,
                 )
         for key in self._planned - set(keys):
-            self._log.info("maintenance.unplanned", key=key, note="canceled, completed or moved")
+            self._log.info(
+                "maintenance.unplanned",
+                source=self.source,
+                key=key,
+                note="canceled, completed or moved",
+            )
         self._planned = set(keys)

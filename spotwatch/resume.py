@@ -41,6 +41,7 @@ WITHDRAWABLE_SOURCES = frozenset(
         "events/recommendations/rebalance",  # monitors.SOURCE_REBALANCE
         "events/maintenance/scheduled",  # maintenance.SOURCE_SCHEDULED
         "gce:instance/maintenance-event",  # gcp.SOURCE_MAINTENANCE
+        "gce:instance/upcoming-maintenance",  # gce_upcoming.SOURCE_UPCOMING
         "azure:scheduledevents",  # azure.SOURCE
     }
 )

@@ -250,3 +250,130 @@ def test_events_are_polled_even_while_this_vms_name_cannot_be_read(sim: AzureSim
         assert _wait_notice(monitors[0]) is not None
     finally:
         feed.close()
+
+
+# -- api-version 2024-07-09: the rebalance event, EventSource, DurationInSeconds ---------
+
+NEW = {"api-version": "2024-07-09"}
+
+
+def test_sim_speaks_both_versions_and_refuses_others() -> None:
+    with AzureSimulator() as sim:
+        sim.add_event("SpotRebalanceRecommendation", source="Platform", duration=0)
+        sim.add_event("Preempt", source="User", duration=30)
+        new = requests.get(sim.url + EVENTS_PATH, params=NEW, headers=HDR, timeout=5).json()
+        assert [(e["EventType"], e["EventSource"], e["DurationInSeconds"])
+                for e in new["Events"]] == [
+            ("SpotRebalanceRecommendation", "Platform", 0), ("Preempt", "User", 30),
+        ]  # fmt: skip
+        # 2020-07-01 does not know the rebalance event.
+        assert [e["EventType"] for e in _events(sim)["Events"]] == ["Preempt"]  # type: ignore[union-attr]
+        refused = requests.get(sim.url + EVENTS_PATH, params={"api-version": "2099-01-01"},
+                               headers=HDR, timeout=5)  # fmt: skip
+        assert refused.status_code == 400 and "api-version" in refused.json()["error"]
+    with AzureSimulator(versions=("2020-07-01",), refuse_status=404) as old:
+        got = requests.get(old.url + EVENTS_PATH, params=NEW, headers=HDR, timeout=5)
+        assert got.status_code == 404
+        assert _events(old)["Events"] == []
+
+
+def test_parse_reads_event_source_and_duration() -> None:
+    body = json.dumps({"DocumentIncarnation": 4, "Events": [
+        {"EventId": "a", "EventType": "Reboot", "Resources": ["vm"], "EventStatus": "Started",
+         "NotBefore": "", "EventSource": "User", "DurationInSeconds": 0},
+        {"EventId": "b", "EventType": "Freeze", "Resources": ["vm"], "EventStatus": "Scheduled",
+         "NotBefore": "", "DurationInSeconds": "9"},
+    ]}).encode()  # fmt: skip
+    _, events, odd = azure.parse_events(body)
+    assert odd == ""
+    assert [(e.source, e.duration) for e in events] == [("User", 0), ("", -1)]
+    env = dict(azure.event_env(events[0]))
+    assert env["SPOTWATCH_AZURE_EVENT_SOURCE"] == "User"
+    assert env["SPOTWATCH_AZURE_DURATION"] == "0"
+    assert env["SPOTWATCH_AZURE_EVENT_STATUS"] == "Started"
+
+
+@pytest.mark.parametrize(
+    ("asked", "status", "body", "expected"),
+    [
+        ("2024-07-09", 404, b"", "2020-07-01"),
+        ("2024-07-09", 400, b'{"error": "Bad request. api-version is invalid"}', "2020-07-01"),
+        # Missing header: a fault of its own, not an old service.
+        ("2024-07-09", 400, b'{"error": "Required metadata header not specified"}', None),
+        ("2024-07-09", 503, b"", None),
+        ("2020-07-01", 404, b"", None),
+    ],
+)
+def test_fallback_version(asked: str, status: int, body: bytes, expected: str | None) -> None:
+    assert azure.fallback_version(asked, status, body) == expected
+
+
+def test_rebalance_recommendation_only_when_watched_and_two_minutes() -> None:
+    event = azure.Event("r1", "SpotRebalanceRecommendation", ("vm",), "Scheduled",
+                        rfc1123(1000.0 + 30), "Platform", -1)  # fmt: skip
+    assert azure.event_notice(event, 1000.0, frozenset({"spot"})) is None
+    notice = azure.event_notice(event, 1000.0, frozenset({"rebalance"}))
+    assert notice is not None
+    assert (notice.kind, notice.action, notice.ends_instance) == (
+        "rebalance-recommendation", "rebalance", False,
+    )  # fmt: skip
+    assert notice.deadline == 1120.0
+
+
+def test_client_falls_back_once_and_keeps_the_old_version() -> None:
+    with AzureSimulator(versions=("2020-07-01",), refuse_status=404) as sim:
+        client = azure.AzureMetadata(sim.url)
+        try:
+            for _ in range(3):
+                client.events()
+        finally:
+            client.close()
+        asked = [r.query["api-version"] for r in sim.requests(EVENTS_PATH, "GET")]
+        assert asked == ["2024-07-09", "2020-07-01", "2020-07-01", "2020-07-01"]
+        assert client.events_api == "2020-07-01"
+
+
+def test_client_keeps_the_new_version_where_it_is_served(sim: AzureSimulator) -> None:
+    client = azure.AzureMetadata(sim.url)
+    try:
+        client.events()
+        client.events()
+    finally:
+        client.close()
+    asked = [r.query["api-version"] for r in sim.requests(EVENTS_PATH, "GET")]
+    assert asked == ["2024-07-09", "2024-07-09"]
+
+
+def test_rebalance_is_not_approved(sim: AzureSimulator) -> None:
+    registry: dict[str, str] = {}
+    watch = frozenset({"spot", "rebalance"})
+    monitors, feed = azure.monitors(sim.url, watch, 0.2, registry)
+    try:
+        sim.add_event("SpotRebalanceRecommendation")
+        rebalance = next(m for m in monitors if m.name == "rebalance-recommendation")
+        deadline = time.monotonic() + 10
+        notice = None
+        while notice is None and time.monotonic() < deadline:
+            notice = rebalance.check()
+            time.sleep(0.05)
+        assert notice is not None
+        approver = azure.Approver(sim.url, registry, feed, watch)
+        assert not approver.applies(notice)
+    finally:
+        feed.close()
+
+
+def test_a_404_after_the_new_version_answered_is_a_fault_not_a_fallback(
+    sim: AzureSimulator,
+) -> None:
+    client = azure.AzureMetadata(sim.url)
+    try:
+        client.events()
+        sim.versions = ("2020-07-01",)
+        sim.refuse_status = 404
+        with pytest.raises(ImdsError) as caught:
+            client.events()
+        assert "404" in caught.value.detail
+        assert client.events_api == "2024-07-09"
+    finally:
+        client.close()

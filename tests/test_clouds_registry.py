@@ -61,7 +61,9 @@ def test_google_and_azure_build_no_imds_client(
         built = adapter.build(config, interval=1.0, stop=stop)
         try:
             names = [m.name for m in built.monitors]
-            assert names == ["spot-interruption", "scheduled-maintenance"]
+            # Google's maintenance source also reads instance/upcoming-maintenance.
+            extra = ["upcoming-maintenance"] if cloud == "gcp" else []
+            assert names == ["spot-interruption", "scheduled-maintenance", *extra]
             assert built.read_identity().instance_id
             assert [type(f).__name__ for f in built.followups] == (
                 ["Approver"] if cloud == "azure" else []

@@ -38,7 +38,7 @@ def shipped_hooks() -> dict[str, str]:
 
 def test_every_shipped_hook_names_the_tools_it_runs() -> None:
     hooks = shipped_hooks()
-    assert len(hooks) >= 19
+    assert len(hooks) >= 18  # every hook and example under data/
     for name, text in hooks.items():
         tools = hook_tools.declared(text)
         assert tools is not None, f"{name} has no '# Tools:' line at its top"

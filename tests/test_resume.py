@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from spotwatch import maintenance, monitors
+from spotwatch import gce_upcoming, maintenance, monitors
 from spotwatch.boot import PreviousBoot
 from spotwatch.clouds import azure, gcp
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SCHEDULED_MAINTENANCE, Notice
@@ -30,7 +30,7 @@ def _resume_runs(h: Harness) -> list[dict[str, Any]]:
 def test_the_withdrawable_sources_are_the_monitors_own() -> None:
     assert {
         monitors.SOURCE_REBALANCE, maintenance.SOURCE_SCHEDULED, gcp.SOURCE_MAINTENANCE,
-        azure.SOURCE,
+        gce_upcoming.SOURCE_UPCOMING, azure.SOURCE,
     } == WITHDRAWABLE_SOURCES  # fmt: skip
 
 

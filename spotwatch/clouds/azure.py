@@ -10,9 +10,15 @@ as ``azure.events_starting``, not as a fault on every poll.
 Only events whose ``Resources`` name this VM count: the list is shared by the
 availability set, and an event for another VM is someone else's. ``Preempt`` and
 ``Terminate`` are notices; ``Reboot``, ``Redeploy`` and ``Freeze`` only when
-``maintenance`` is watched. When the hooks for an event are done (failed or not)
-``Approver`` posts ``StartRequests`` for its ``EventId`` so the platform goes
-ahead now rather than idling until ``NotBefore``.
+``maintenance`` is watched; ``SpotRebalanceRecommendation`` (an early warning,
+nothing ends) only when ``rebalance`` is. When the hooks for an event are done
+(failed or not) ``Approver`` posts ``StartRequests`` for its ``EventId`` so the
+platform goes ahead now rather than idling until ``NotBefore``; a rebalance
+recommendation is not approved (Microsoft: acknowledging one has no effect).
+
+The newest version that carries the rebalance event (``2024-07-09``) is asked
+first; a service that refuses it (400 or 404) is asked ``2020-07-01`` instead,
+logged once as ``azure.api_fallback``, and the version that worked is kept.
 """
 
 from __future__ import annotations
@@ -31,7 +37,18 @@ from spotwatch.clouds.metadata_http import ADVICE_BAD_STATUS, ImdsError
 from spotwatch.feed import Feed, FeedMonitor
 from spotwatch.followup import FollowUpBase
 from spotwatch.logs import get_logger
-from spotwatch.notice import SCHEDULED_MAINTENANCE, SPOT_INTERRUPTION, Identity, Notice, notice_id
+from spotwatch.notice import (
+    DEFAULT_LEAD_SECONDS as REBALANCE_LEAD_SECONDS,
+)
+from spotwatch.notice import (
+    REBALANCE_ACTION,
+    REBALANCE_RECOMMENDATION,
+    SCHEDULED_MAINTENANCE,
+    SPOT_INTERRUPTION,
+    Identity,
+    Notice,
+    notice_id,
+)
 
 if TYPE_CHECKING:
     from spotwatch.config import RunConfig
@@ -39,7 +56,8 @@ if TYPE_CHECKING:
     from spotwatch.stopper import Stopper
 
 EVENTS_PATH = "/metadata/scheduledevents"
-EVENTS_API = "2020-07-01"
+EVENTS_API = "2024-07-09"  # the first with SpotRebalanceRecommendation
+EVENTS_API_FALLBACK = "2020-07-01"
 COMPUTE_PATH = "/metadata/instance/compute"
 COMPUTE_API = "2021-02-01"
 HEADER = "Metadata"
@@ -61,6 +79,7 @@ ENDING = {
     "Terminate": (SCHEDULED_MAINTENANCE, "terminate"),
 }
 MAINTENANCE = {"Reboot": "reboot", "Redeploy": "redeploy", "Freeze": "freeze"}
+REBALANCE = "SpotRebalanceRecommendation"
 
 
 
@@ -80,15 +99,19 @@ class Event:
     resources: tuple[str, ...]
     status: str
     not_before: str
+    source: str = ""  # EventSource: Platform or User
+    duration: int = -1  # DurationInSeconds: -1 unknown, 0 no impact
 
 
 @dataclass(frozen=True)
 class Events:
-    """One answer of the service, with the name of this VM it was read for."""
+    """One answer of the service, with the name of this VM it was read for and the
+    api-version that answered (an approval is posted with the same)."""
 
     vm_name: str
     incarnation: int
     events: tuple[Event, ...]
+    api_version: str = EVENTS_API
 
 
 # -- pure parsing --------------------------------------------------------------------
@@ -121,6 +144,7 @@ def parse_events(body: bytes) -> tuple[int, tuple[Event, ...], str]:
         names = (
             tuple(r for r in resources if isinstance(r, str)) if isinstance(resources, list) else ()
         )
+        duration = item.get("DurationInSeconds")
         found.append(
             Event(
                 event_id=item["EventId"],
@@ -128,6 +152,10 @@ def parse_events(body: bytes) -> tuple[int, tuple[Event, ...], str]:
                 resources=names,
                 status=str(item.get("EventStatus", "")),
                 not_before=str(item.get("NotBefore") or ""),
+                source=str(item.get("EventSource") or ""),
+                duration=duration
+                if isinstance(duration, int) and not isinstance(duration, bool)
+                else -1,
             )
         )
     return incarnation, tuple(found), "; ".join(odd)
@@ -158,7 +186,31 @@ def kind_and_action(event: Event, watch: frozenset[str]) -> tuple[str, str] | No
         return ENDING[event.event_type]
     if event.event_type in MAINTENANCE and "maintenance" in watch:
         return SCHEDULED_MAINTENANCE, MAINTENANCE[event.event_type]
+    if event.event_type == REBALANCE and "rebalance" in watch:
+        return REBALANCE_RECOMMENDATION, REBALANCE_ACTION
     return None
+
+
+def fallback_version(asked: str, status: int, body: bytes = b"") -> str | None:
+    """The api-version to ask instead when ``asked`` was refused with ``status``:
+    2020-07-01 after a 400 or 404 to the newer one; None when there is none (or the
+    400 is about the Metadata header, a fault of its own). Pure."""
+    if asked == EVENTS_API_FALLBACK or status not in (400, 404):
+        return None
+    if status == 400 and b"metadata header" in body.lower():
+        return None
+    return EVENTS_API_FALLBACK
+
+
+def event_env(event: Event) -> tuple[tuple[str, str], ...]:
+    """The hook variables an event adds (SPOTWATCH_AZURE_*). Pure."""
+    return (
+        (EVENT_ID_VARIABLE, event.event_id),
+        ("SPOTWATCH_AZURE_EVENT_TYPE", event.event_type),
+        ("SPOTWATCH_AZURE_EVENT_SOURCE", event.source),
+        ("SPOTWATCH_AZURE_DURATION", str(event.duration)),
+        ("SPOTWATCH_AZURE_EVENT_STATUS", event.status),
+    )
 
 
 def event_notice(event: Event, seen_at: float, watch: frozenset[str]) -> Notice | None:
@@ -169,7 +221,10 @@ def event_notice(event: Event, seen_at: float, watch: frozenset[str]) -> Notice 
     kind, action = what
     parsed = parse_not_before(event.not_before)
     problem = ""
-    if parsed is not None and parsed > seen_at + 1.0:
+    if kind == REBALANCE_RECOMMENDATION:
+        # Advisory, nothing ends at NotBefore: two minutes, as a rebalance on AWS.
+        deadline = seen_at + REBALANCE_LEAD_SECONDS
+    elif parsed is not None and parsed > seen_at + 1.0:
         deadline = parsed
     else:
         deadline = seen_at + DEFAULT_LEAD_SECONDS
@@ -186,7 +241,7 @@ def event_notice(event: Event, seen_at: float, watch: frozenset[str]) -> Notice 
         source=SOURCE,
         problem=problem,
         ends_instance=action == "terminate",
-        env=((EVENT_ID_VARIABLE, event.event_id), ("SPOTWATCH_AZURE_EVENT_TYPE", event.event_type)),
+        env=event_env(event),
     )
 
 
@@ -219,16 +274,44 @@ def parse_identity(body: bytes) -> tuple[str, Identity]:
 
 
 class AzureMetadata:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, events_api: str = EVENTS_API) -> None:
         self._base = base_url.rstrip("/")
         self._advice = advice_azure(self._base)
         self._session: metadata_http.Session = metadata_http.new_session()
+        # The Scheduled Events api-version in use: the newest until refused, then kept.
+        # Once a version has answered, a later 400 or 404 is a fault, not an old service.
+        self.events_api = events_api
+        self._version_settled = False
+        self._log = get_logger(cloud="azure")
 
     def close(self) -> None:
         self._session.close()
 
     def _call(self, method: str, path: str, api: str, *, read_timeout: float,
               data: bytes | None = None) -> bytes:  # fmt: skip
+        answer = self._ask(method, path, api, read_timeout=read_timeout, data=data)
+        # Only a read finds the version out; an approval uses the one the read found.
+        asking = method == "GET" and path == EVENTS_PATH and not self._version_settled
+        if asking and not 200 <= answer.status < 300:
+            instead = fallback_version(api, answer.status, answer.body)
+            if instead is not None and api == self.events_api:
+                self._log.warning(
+                    "azure.api_fallback",
+                    refused=api,
+                    status=answer.status,
+                    using=instead,
+                    note="this service predates api-version "
+                    f"{api} (no SpotRebalanceRecommendation); asked once, "
+                    f"{instead} from now on",
+                )
+                self.events_api = instead
+                answer = self._ask(method, path, instead, read_timeout=read_timeout, data=data)
+        if path == EVENTS_PATH and 200 <= answer.status < 300:
+            self._version_settled = True
+        return self._body(f"{method} {path}", answer)
+
+    def _ask(self, method: str, path: str, api: str, *, read_timeout: float,
+             data: bytes | None) -> metadata_http.Answer:  # fmt: skip
         what = f"{method} {path}"
         headers = {HEADER: "true"}
         if data is not None:
@@ -247,6 +330,9 @@ class AzureMetadata:
             if err.kind == "unreachable":
                 raise ImdsError(err.kind, err.detail, self._advice) from None
             raise
+        return answer
+
+    def _body(self, what: str, answer: metadata_http.Answer) -> bytes:
         if 200 <= answer.status < 300:
             return answer.body
         if answer.status >= 500 or answer.status == 429:
@@ -261,14 +347,14 @@ class AzureMetadata:
         raise ImdsError("bad-status", f"{what} answered {answer.status}", self._advice)
 
     def events(self, *, read_timeout: float = READ_TIMEOUT) -> bytes:
-        return self._call("GET", EVENTS_PATH, EVENTS_API, read_timeout=read_timeout)
+        return self._call("GET", EVENTS_PATH, self.events_api, read_timeout=read_timeout)
 
     def compute(self) -> bytes:
         return self._call("GET", COMPUTE_PATH, COMPUTE_API, read_timeout=2.0)
 
     def approve(self, event_id: str) -> None:
         body = json.dumps({"StartRequests": [{"EventId": event_id}]}).encode()
-        self._call("POST", EVENTS_PATH, EVENTS_API, read_timeout=READ_TIMEOUT, data=body)
+        self._call("POST", EVENTS_PATH, self.events_api, read_timeout=READ_TIMEOUT, data=body)
 
 
 def read_identity_named(client: AzureMetadata) -> tuple[str, Identity]:
@@ -336,7 +422,7 @@ class EventsStep:
         if name_error is not None:
             raise name_error
         pause = max(0.0, self._interval - (self._clock() - started))
-        return Events(self._vm_name, incarnation, events), pause
+        return Events(self._vm_name, incarnation, events, self._client.events_api), pause
 
 
 class EventsMonitor(FeedMonitor[Events]):
@@ -403,7 +489,7 @@ def monitors(
     *,
     wake: Callable[[], None] = lambda: None,
 ) -> tuple[list[EventsMonitor], Feed[Events]]:
-    """The Azure monitors (evictions; maintenance) over one started feed."""
+    """The Azure monitors (evictions; maintenance; rebalance) over one started feed."""
     feed: Feed[Events] = Feed(
         "azure-scheduledevents", EventsStep(AzureMetadata(base_url), interval), wake=wake
     )
@@ -418,6 +504,12 @@ def monitors(
             reports_faults=False,
         ),
     ]
+    if "rebalance" in watch:
+        found.append(
+            EventsMonitor(
+                REBALANCE_RECOMMENDATION, feed, [REBALANCE], watch, registry, reports_faults=False
+            )
+        )
     feed.start()
     return found, feed
 
@@ -455,6 +547,11 @@ class Approver(FollowUpBase):
     def applies(self, notice: Notice) -> bool:
         return self.enabled and self._event_id(notice) is not None
 
+    @staticmethod
+    def _approvable(notice: Notice) -> bool:
+        # Acknowledging a rebalance recommendation has no effect (Microsoft's docs).
+        return notice.kind != REBALANCE_RECOMMENDATION
+
     def started(self, notice: Notice) -> None:
         pass
 
@@ -476,6 +573,8 @@ class Approver(FollowUpBase):
             thread.join(timeout)
 
     def _event_id(self, notice: Notice) -> str | None:
+        if not self._approvable(notice):
+            return None
         found = self._registry.get(notice.id) or dict(notice.env).get(EVENT_ID_VARIABLE)
         if found is not None or self._feed is None:
             return found
@@ -491,7 +590,9 @@ class Approver(FollowUpBase):
         return None
 
     def _approve(self, event_id: str, notice: Notice) -> None:
-        client = AzureMetadata(self._base)
+        doc = self._feed.snapshot()[0] if self._feed is not None else None
+        # Posted with the api-version the events were read with.
+        client = AzureMetadata(self._base, doc.api_version if doc is not None else EVENTS_API)
         failed_logged = False
         attempts = 0
         try:
@@ -534,7 +635,7 @@ class AzureCloud(Cloud):
 
     name = "azure"
     title = "Azure"
-    sources = ("spot", "maintenance", "shutdown")
+    sources = ("spot", "rebalance", "maintenance", "shutdown")
     default_interval = 1.0  # Microsoft recommends polling Scheduled Events every second
 
     def from_dmi(self, read: Callable[[str], str]) -> str | None:

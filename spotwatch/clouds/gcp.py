@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode
 
 from spotwatch.clouds import metadata_http
@@ -101,6 +101,16 @@ class GceMetadata:
             if last_etag:
                 query["last_etag"] = last_etag
             read_timeout = hang + READ_SLACK
+        answer = self._ask(path, query, read_timeout)
+        return self._text(path, answer), answer.headers.get("etag", "")
+
+    def get_if_present(self, path: str, query: dict[str, str]) -> str | None:
+        """The value at ``path`` asked with ``query`` (e.g. ``alt=json``); None on a 404."""
+        # Read on the watch loop (about once a minute): a short wait, retried next tick.
+        answer = self._ask(path, query, 1.0)
+        return None if answer.status == 404 else self._text(path, answer)
+
+    def _ask(self, path: str, query: dict[str, str], read_timeout: float) -> metadata_http.Answer:
         url = self._base + BASE_PATH + path + ("?" + urlencode(query) if query else "")
         what = f"GET {BASE_PATH}{path}"
         answer = metadata_http.request(
@@ -117,6 +127,10 @@ class GceMetadata:
                 f"{what} answered {answer.status} without '{FLAVOR_HEADER}: {FLAVOR}'",
                 ADVICE_NOT_GOOGLE,
             )
+        return answer
+
+    def _text(self, path: str, answer: metadata_http.Answer) -> str:
+        what = f"GET {BASE_PATH}{path}"
         if answer.status != 200:
             if answer.status == 403:
                 raise ImdsError("bad-status", f"{what} answered 403", ADVICE_GCE_FORBIDDEN)
@@ -130,7 +144,7 @@ class GceMetadata:
             raise ImdsError(
                 "bad-body", f"{what} sent a body that is not UTF-8", ADVICE_BAD_STATUS
             ) from None
-        return text, answer.headers.get("etag", "")
+        return text
 
 
 class ValueStep:
@@ -345,11 +359,20 @@ class GoogleCloud(Cloud):
 
     def build(self, config: RunConfig, *, interval: float, stop: Stopper) -> CloudSources:
         base_url = config.imds_url
-        found = monitors(base_url, frozenset(config.sources), wake=stop.wake)
+        chosen = frozenset(config.sources)
+        found: list[Any] = list(monitors(base_url, chosen, wake=stop.wake))
+        if "maintenance" in chosen:
+            from spotwatch.gce_upcoming import UpcomingMaintenanceMonitor
+
+            found.append(
+                UpcomingMaintenanceMonitor(
+                    GceMetadata(base_url), lead=config.maintenance_lead, migrate="migrate" in chosen
+                )
+            )
         return CloudSources(
-            monitors=list(found),
+            monitors=found,
             read_identity=lambda: read_identity(base_url),
-            feeds=list(found),
+            feeds=found,
         )
 
     def serve(self, request: SimRequest) -> GceSimulator:
