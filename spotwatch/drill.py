@@ -24,7 +24,7 @@ from spotwatch.errors import SpotwatchError
 from spotwatch.runner import NO_TIME_LEFT
 
 ACTIONS = ("terminate", "stop", "hibernate")
-EVENTS = ("spot", "rebalance", "maintenance", "asg", "shutdown")
+EVENTS = ("spot", "rebalance", "maintenance", "upcoming-maintenance", "asg", "shutdown")
 DEFAULT_LEAD = 120.0  # the spot notice's two minutes
 AZURE_PREEMPT_LEAD = 30.0  # Azure's minimum notice for a Spot eviction
 
@@ -343,7 +343,7 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
                 state_dir=Path(state_dir),
                 hook_timeout=options.hook_timeout,
                 deadline_margin=options.deadline_margin,
-                watch=_drill_watch(options),
+                watch=_drill_watch(options, adapter.drill_source(options.event)),
                 resume_dir=_resume_dir(options),
                 asg_deadline=options.lead,
                 maintenance_lead=options.lead,
@@ -417,11 +417,12 @@ def run_drill(options: DrillOptions, environ: Mapping[str, str] = os.environ) ->
     )
 
 
-def _drill_watch(options: DrillOptions) -> tuple[str, ...]:
+def _drill_watch(options: DrillOptions, source: str) -> tuple[str, ...]:
+    """The sources watched: --watch, and ``source``, the one that sees the event."""
     if options.event == "shutdown":
         # The last check before the shutdown run asks the notice source too.
         return (*options.watch, "spot", "shutdown")
-    return (*options.watch, options.event)
+    return (*options.watch, source)
 
 
 def _resume_dir(options: DrillOptions) -> Path:

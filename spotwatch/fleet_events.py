@@ -152,6 +152,19 @@ class FleetEvent:
             return (self,)
         return tuple(replace(self, instance_id=i) for i in self.instance_ids)
 
+    def log_fields(self) -> dict[str, Any]:
+        """The ``fleet.event`` log line's fields for this event."""
+        fields: dict[str, Any] = {
+            "kind": self.kind, "action": self.action, "instance_id": self.instance_id,
+            "region": self.region, "event_time": self.time}
+        if self.capacity_reservation_id:
+            fields["capacity_reservation_id"] = self.capacity_reservation_id
+        if self.deadline is not None:
+            fields["deadline"] = int(self.deadline)
+        if self.problem:
+            fields["problem"] = self.problem
+        return fields
+
 
 @dataclass(frozen=True)
 class LifecycleAction:
@@ -451,6 +464,7 @@ def event_environment(
         variables["SPOTWATCH_CAPACITY_RESERVATION_ID"] = event.capacity_reservation_id
         variables["SPOTWATCH_INSTANCE_IDS"] = " ".join(event.instance_ids)
     return hook_environment(base_env, variables, FLEET_VARIABLES)
+
 
 
 def event_line(event: FleetEvent, tags: Mapping[str, str]) -> str:

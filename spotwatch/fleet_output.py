@@ -1,13 +1,16 @@
-"""What ``spotwatch fleet watch`` prints on stdout: a line (or a JSON record) per event
+"""What ``spotwatch fleet watch`` writes: on stdout, a line (or a JSON record) per event
 and, on a terminal, a status line now and then. One line at a time from many
 workers, under a lock of its own, so a slow reader of stdout does not hold up the
-book-keeping; a failed write is logged once and never stops the watcher."""
+book-keeping; a failed write is logged once and never stops the watcher. And the
+event file each hook run reads (``SPOTWATCH_EVENT_FILE``)."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from spotwatch.fleet_events import FleetEvent, event_line, event_record
@@ -47,3 +50,20 @@ class EventOutput:
                 return
         self._log.warning("fleet.print_failed", error=error,
                           note="events are still acted on; see the log")
+
+
+def write_event_file(workdir: Path, event: FleetEvent) -> Path:
+    """The event's body as ``SPOTWATCH_EVENT_FILE`` for its hooks; raises OSError."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", event.event_id)[:100] or "event"
+    path = workdir / f"{name}.json"
+    # Recreated if a /tmp cleaner removed it during a quiet week.
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_text(event.body, encoding="utf-8")
+    return path
+
+
+def remove_event_file(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

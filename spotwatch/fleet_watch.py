@@ -11,25 +11,10 @@ SQS (batched) are ``spotwatch.fleet_queue``'s; the settings are in
 ``spotwatch.fleet_settings``, stdout in ``spotwatch.fleet_output``, and the
 assembly with real clients in ``spotwatch.fleet_daemon``.
 
-Delivery rules:
-
-- events for one instance never run at once and keep their order of arrival
-  (a rebalance recommendation, then its interruption warning, then the state
-  change); events for different instances run side by side;
-- every message in hand stays hidden from other watchers: the main thread
-  extends the ones running low in one ``ChangeMessageVisibilityBatch``;
-- a message is deleted only once every hook for it succeeded, in
-  ``DeleteMessageBatch`` calls sent as soon as 10 are ready (or at once when
-  nothing else is in hand, or after a second); on a failure it is made
-  visible again after the visibility timeout (counted from the failure);
-- an event id already acted on by this watcher is deleted without running hooks
-  (EventBridge delivers at least once);
-- a body that is not an EventBridge event is logged and left alone, so the
-  queue's redrive policy moves it to the dead-letter queue;
-- instance tags come from ``spotwatch.fleet_tags``: one DescribeTags read of a
-  region's tags at start and in a wave, else one DescribeInstances per region for
-  the messages in hand, on threads of their own; a worker waits only for its own
-  instance's.
+The delivery rules (per-instance order, visibility kept while in hand, delete only
+after every hook succeeded, duplicates skipped, bad bodies left for the dead-letter
+queue) are the user's contract: docs/fleet.md states them, once; the tests in
+``tests/test_fleet_watch.py`` hold them.
 
 SIGTERM/SIGINT only set a flag (``spotwatch.stopper``). The watcher then stops
 receiving, returns every message not started to the queue at once
@@ -42,20 +27,18 @@ handed back too).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from spotwatch import fleet_schedule as schedule
 from spotwatch.clocks import SYSTEM, Clocks
 from spotwatch.errors import SpotwatchError, aws_error_text
 from spotwatch.fleet_events import FleetEvent, SeenEvents, event_environment, lifecycle_action
-from spotwatch.fleet_output import EventOutput
+from spotwatch.fleet_output import EventOutput, remove_event_file, write_event_file
 from spotwatch.fleet_queue import FleetQueue, Received, extension_outcome
 from spotwatch.fleet_schedule import Slot
 from spotwatch.fleet_settings import MAX_VISIBILITY_TIMEOUT, FleetWatchSettings
@@ -472,16 +455,7 @@ class FleetWatcher:
         """Print and log one hook run's event; its instance's tags."""
         tags = self._lookup.get(event.region, event.instance_id)
         self._output.event(event, tags)
-        fields: dict[str, Any] = {
-            "kind": event.kind, "action": event.action, "instance_id": event.instance_id,
-            "region": event.region, "event_time": event.time}
-        if event.capacity_reservation_id:
-            fields["capacity_reservation_id"] = event.capacity_reservation_id
-        if event.deadline is not None:
-            fields["deadline"] = int(event.deadline)
-        if event.problem:
-            fields["problem"] = event.problem
-        log.info("fleet.event", receive_count=item.receive_count, **fields)
+        log.info("fleet.event", receive_count=item.receive_count, **event.log_fields())
         return tags
 
     def _run_hooks(self, item: Received, event: FleetEvent, tags: Mapping[str, str],
@@ -492,13 +466,10 @@ class FleetWatcher:
         plan = self._plan(self.settings.hooks_dir)
         self._log_plan(plan)
         started = self._clock()
-        path = self._workdir / f"{_safe_name(event.event_id)}.json"
         try:
-            # Recreated if a /tmp cleaner removed it during a quiet week.
-            self._workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path.write_text(event.body, encoding="utf-8")
+            path = write_event_file(self._workdir, event)
         except OSError as exc:
-            log.error("fleet.event_file_failed", path=str(path), error=str(exc),
+            log.error("fleet.event_file_failed", path=str(exc.filename), error=str(exc),
                       note="hooks not run; left in the queue for redelivery")
             self._queue.set_visibility(item, self._visibility or 0, log)
             return FAILED
@@ -520,7 +491,7 @@ class FleetWatcher:
                 clocks=Clocks(log=log),
             )
         finally:
-            _unlink(path)
+            remove_event_file(path)
             if beats is not None:
                 beats.stop()
         self._metrics.hook_results(results)
@@ -621,13 +592,3 @@ class FleetWatcher:
             busy = bool(self._slots)
         self._queue.flush_deletes(busy=busy, force=force)
 
-
-def _safe_name(event_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", event_id)[:100] or "event"
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass

@@ -416,9 +416,11 @@ class ImdsClient:
                 headers=headers,
                 seconds=max(0.0, min(limit, remaining)),
                 what=f"{method} {path}",
-                max_body=self._max_body if max_body is None else max_body,
-                connect_seconds=self._connect_timeout,
-                body_seconds=None,
+                limits=metadata_http.Limits(
+                    max_body=self._max_body if max_body is None else max_body,
+                    connect_seconds=self._connect_timeout,
+                    body_seconds=None,
+                ),
             )
         except ImdsError as err:
             if err.kind == "unreachable":

@@ -120,6 +120,7 @@ class ImdsSimulator(SimBase):
     server_name = "EC2ws"
     idle_seconds = 30.0
     thread_prefix = "imdssim"
+    oversize_bytes = 256 * 1024  # the "oversize" fault's body; set on an instance to change
 
     def __init__(
         self,
@@ -128,18 +129,14 @@ class ImdsSimulator(SimBase):
         port: int = 0,
         require_token: bool = False,
         hang_seconds: float = 5.0,
-        oversize_bytes: int = 256 * 1024,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         identity: Mapping[str, Any] | None = None,
-        max_log: int = 100_000,
     ) -> None:
         super().__init__(
-            host=host, port=port, wall_clock=wall_clock, hang_seconds=hang_seconds,
-            max_log=max_log,
+            host=host, port=port, wall_clock=wall_clock, hang_seconds=hang_seconds
         )  # fmt: skip
         self._clock = clock
-        self.oversize_bytes = oversize_bytes
         self._require_token = require_token
         self._tokens: dict[str, float] = {}
         self._notice: _Scheduled | None = None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from spotwatch import faults
 from spotwatch.clocks import SYSTEM, Clocks
+from spotwatch.clouds.metadata_http import ImdsError
 from spotwatch.hooks import log_plan
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.resume import Withdrawals, is_resume, resume_notice
@@ -178,8 +179,8 @@ class _FaultBook:
     states: dict[str, faults.FaultState] = field(default_factory=dict)
 
 
-def fault_kind(exc: BaseException) -> str:
-    return str(getattr(exc, "kind", type(exc).__name__))
+def fault_kind(exc: ImdsError) -> str:
+    return exc.kind
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class WatchSources:
 
     monitors: Sequence[Monitor]
     read_identity: Callable[[], Identity]
-    fault_types: tuple[type[BaseException], ...]
+    fault_types: tuple[type[ImdsError], ...]  # each a metadata fault (kind, detail, advice)
     followups: Sequence[FollowUp] = ()
     poll_scope: Callable[[], AbstractContextManager[object]] = nullcontext
 
@@ -447,7 +448,7 @@ class Watcher:
         notes = [note for m in self._monitors if (note := m.status_note())]
         return "; ".join([f"watching; last poll {stamp}: no notice", *notes])
 
-    def _record_fault(self, source: str, exc: BaseException | None) -> None:
+    def _record_fault(self, source: str, exc: ImdsError | None) -> None:
         kind = None if exc is None else fault_kind(exc)
         previous = self._faults.states.get(source, faults.FaultState())
         step = faults.observe(previous, kind, self._clock())
@@ -455,13 +456,13 @@ class Watcher:
             self._faults.states.pop(source, None)
         else:
             self._faults.states[source] = step.state
-        if step.change in ("started", "changed"):
+        if exc is not None and step.change in ("started", "changed"):
             self._log.warning(
                 "imds.fault",
                 source=source,
                 kind=kind,
-                detail=str(getattr(exc, "detail", exc)),
-                advice=getattr(exc, "advice", ""),
+                detail=exc.detail,
+                advice=exc.advice,
                 previous=step.previous.kind,
                 note="logged once; spotwatch keeps polling and logs imds.recovered when it clears",
             )
@@ -489,7 +490,7 @@ class Watcher:
                 self._log.warning(
                     "identity.unavailable",
                     kind=fault_kind(exc),
-                    detail=str(getattr(exc, "detail", exc)),
+                    detail=exc.detail,
                     note="hooks get 'unknown' for instance id, type, region and AZ "
                     "until it is read",
                 )
@@ -1042,7 +1043,7 @@ class Watcher:
         assert self.settings.resume_dir is not None
         identity = self._try_identity()
         plan = self._plan(self.settings.resume_dir)
-        if getattr(plan, "missing", False):
+        if plan.missing:
             # resume.d is optional: without it there is nothing to put back.
             self._log.info("resume.no_hooks", directory=str(self.settings.resume_dir),
                            notice_id=notice.id)  # fmt: skip

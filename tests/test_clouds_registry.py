@@ -23,6 +23,27 @@ def test_each_adapter_is_the_cloud_it_is_listed_as(name: str) -> None:
     assert registry.get(name) is adapter  # one adapter per cloud, imported once
 
 
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_each_drill_event_is_seen_by_a_source_of_its_cloud(name: str) -> None:
+    adapter = registry.get(name)
+    for event in adapter.drill_events:
+        assert adapter.drill_source(event) in adapter.sources, event
+    if name == "gcp":
+        assert adapter.drill_source("upcoming-maintenance") == "maintenance"
+
+
+def test_the_drills_event_flag_offers_every_event() -> None:
+    import argparse
+
+    from spotwatch.cli import build_parser
+
+    (subs,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (event,) = [a for a in subs.choices["drill"]._actions if "--event" in a.option_strings]
+    assert tuple(event.choices or ()) == EVENTS
+    every = {e for name in registry.NAMES for e in registry.get(name).drill_events}
+    assert every == set(EVENTS)
+
+
 def test_the_cloud_flag_offers_exactly_the_registered_clouds() -> None:
     assert ("auto", *registry.NAMES) == CLOUDS
     with pytest.raises(KeyError):

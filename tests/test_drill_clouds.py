@@ -101,3 +101,96 @@ def test_the_default_lead_is_the_clouds_own(hooks_dir: Path, cloud: str, lead: f
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert abs(report["lead"] - lead) < 1.0, report["lead"]
+
+
+SHOW_ENV = """
+echo "event=$SPOTWATCH_EVENT action=$SPOTWATCH_ACTION drill=$SPOTWATCH_DRILL"
+env | grep -E '^SPOTWATCH_(MAINTENANCE|AZURE)_' | sort
+"""
+
+
+def _drill_json(hooks_dir: Path, *args: str) -> tuple[dict[str, object], dict[str, str]]:
+    """Run ``spotwatch drill --json`` as a user would; (the report, the hook's variables)."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotwatch", "drill", "--hooks-dir", str(hooks_dir),
+         "--in", "0.5", "--json", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=80,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    (hook,) = report["hooks"]
+    seen: dict[str, str] = {}
+    for line in hook["output"]:
+        text = line["text"]
+        # The first line is three words; each next line one NAME=value.
+        for word in text.split(" ") if text.startswith("event=") else [text]:
+            key, _, value = word.partition("=")
+            seen[key] = value
+    return report, seen
+
+
+def test_drill_rehearses_googles_upcoming_maintenance(tmp_path: Path) -> None:
+    d = make_hooks_dir(tmp_path)
+    write_hook(d, "10-env", SHOW_ENV)
+    report, env = _drill_json(
+        d, "--cloud", "gcp", "--event", "upcoming-maintenance", "--lead", "20"
+    )
+    assert report["ok"] is True and report["event"] == "upcoming-maintenance"
+    assert env["event"] == "scheduled-maintenance" and env["action"] == "terminate"
+    assert env["drill"] == "1"
+    assert env["SPOTWATCH_MAINTENANCE_EVENT_ID"] == "upcoming-maintenance"
+    # The window announced, as the hooks must see it: the report's notice time.
+    assert env["SPOTWATCH_MAINTENANCE_WINDOW_START"] == report["notice_time"]
+    assert env["SPOTWATCH_MAINTENANCE_STATUS"] == "PENDING"
+    assert env["SPOTWATCH_MAINTENANCE_TYPE"] == "SCHEDULED"
+    # Due --lead before the window (--maintenance-lead is --lead), never before --in.
+    seen = report["notice_seen"]
+    assert isinstance(seen, float) and 0.5 <= seen < 0.5 + 3.0
+    assert isinstance(report["deadline"], float)
+    assert 18.0 < report["deadline"] - seen < 21.0
+
+
+def test_drill_rehearses_azures_rebalance_recommendation(tmp_path: Path) -> None:
+    d = make_hooks_dir(tmp_path)
+    write_hook(d, "10-env", SHOW_ENV)
+    report, env = _drill_json(d, "--cloud", "azure", "--event", "rebalance")
+    assert report["ok"] is True and report["event"] == "rebalance"
+    assert env["event"] == "rebalance-recommendation" and env["action"] == "rebalance"
+    assert env["SPOTWATCH_AZURE_EVENT_TYPE"] == "SpotRebalanceRecommendation"
+    assert env["SPOTWATCH_AZURE_EVENT_SOURCE"] == "Platform"
+    assert env["SPOTWATCH_AZURE_EVENT_STATUS"] == "Scheduled"
+    assert env["SPOTWATCH_AZURE_EVENT_ID"]
+    # Advisory: spotwatch's own two minutes from sight, whatever --lead says.
+    seen = report["notice_seen"]
+    assert isinstance(seen, float) and isinstance(report["deadline"], float)
+    assert abs(report["deadline"] - seen - 120.0) < 2.0
+
+
+def test_a_rebalance_drill_speaks_of_the_deadline(hooks_dir: Path) -> None:
+    from spotwatch.drill import DrillOptions, render_text, run_drill
+
+    report = run_drill(
+        DrillOptions(hooks_dir=hooks_dir, notice_in=0.5, cloud="azure", event="rebalance")
+    )
+    text = render_text(report)
+    assert report.ok, text
+    assert "s left before the deadline" in text and "interruption" not in text
+    assert "SpotRebalanceRecommendation" in text
+    assert report.hooks[0].output[0].text == "azure rebalance-recommendation rebalance"
+
+
+@pytest.mark.parametrize(("cloud", "event"), [("aws", "upcoming-maintenance"),
+                                              ("azure", "upcoming-maintenance")])  # fmt: skip
+def test_googles_upcoming_maintenance_is_a_usage_error_elsewhere(
+    hooks_dir: Path, cloud: str, event: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotwatch", "drill", "--hooks-dir", str(hooks_dir),
+         "--cloud", cloud, "--event", event],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"--event {event} exists on Google only" in proc.stderr
+    assert "Traceback" not in proc.stderr

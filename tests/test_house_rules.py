@@ -13,9 +13,6 @@ import spotwatch
 
 MAX_PARAMETERS = 8
 PACKAGE = Path(spotwatch.__file__).parent
-# Still wide, in the per-cloud metadata code being moved into spotwatch/clouds/
-# in parallel; each entry must still be wide (so it is removed once narrowed).
-NOT_YET_NARROWED = frozenset({"ImdsSimulator.__init__", "Session.request", "request"})
 
 
 def parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
@@ -60,8 +57,7 @@ def test_no_function_in_spotwatch_takes_more_than_eight_parameters() -> None:
         for path in sorted(PACKAGE.rglob("*.py"))
         for name, count in wide_functions(path.read_text()).items()
     }
-    assert sorted(k for k, name in found.items() if name not in NOT_YET_NARROWED) == []
-    assert set(found.values()) >= NOT_YET_NARROWED, "narrowed: remove it from NOT_YET_NARROWED"
+    assert sorted(found) == []
 
 
 ISSUE_NUMBER = re.compile(r"\bissue\s+#?[0-9]+", re.IGNORECASE)

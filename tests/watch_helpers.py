@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from spotwatch.clocks import Clocks
+from spotwatch.clouds.metadata_http import ImdsError
 from spotwatch.monitor import MonitorBase
 from spotwatch.notice import REBALANCE_RECOMMENDATION, SPOT_INTERRUPTION, Identity, Notice
 from spotwatch.runner import HookSettings
@@ -42,12 +43,9 @@ class FakeStop:
         return self.flag
 
 
-class Fault(Exception):
+class Fault(ImdsError):
     def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.detail = f"simulated {kind}"
-        self.advice = "do something"
+        super().__init__(kind, f"simulated {kind}", "do something")
 
 
 class ScriptedMonitor(MonitorBase):

@@ -636,6 +636,7 @@ class AzureCloud(Cloud):
     name = "azure"
     title = "Azure"
     sources = ("spot", "rebalance", "maintenance", "shutdown")
+    drill_events = ("spot", "rebalance", "maintenance", "shutdown")
     default_interval = 1.0  # Microsoft recommends polling Scheduled Events every second
 
     def from_dmi(self, read: Callable[[str], str]) -> str | None:
@@ -678,7 +679,8 @@ class AzureCloud(Cloud):
 
     def drill(self, rehearsal: Rehearsal) -> DrillSim:
         """A Preempt (or, for maintenance, Terminate) event whose NotBefore is --lead
-        after it appears."""
+        after it appears; for rebalance a SpotRebalanceRecommendation, whose deadline
+        is spotwatch's own two minutes from when it is seen (nothing ends)."""
         from spotwatch.imdssim_azure import AzureSimulator, rfc1123
 
         sim = AzureSimulator()
@@ -686,16 +688,21 @@ class AzureCloud(Cloud):
 
         def schedule(appear_at: float) -> tuple[float, str]:
             sim.add_event(kind, at=appear_at, lead=rehearsal.lead)
-            return appear_at + rehearsal.lead, rfc1123(appear_at + rehearsal.lead)
+            lead = REBALANCE_LEAD_SECONDS if kind == REBALANCE else rehearsal.lead
+            return appear_at + lead, rfc1123(appear_at + lead)
 
         return DrillSim(sim, schedule)
 
     def describe_drill(self, rehearsal: Rehearsal, notice_time: str) -> tuple[str, str]:
         kind = _drill_kind(rehearsal)
+        if kind == REBALANCE:
+            return "Azure rebalance recommendation", f"{kind} event (advisory: nothing ends)"
         return f"Azure {kind} event", f"{kind} event, NotBefore {notice_time}"
 
 
 def _drill_kind(rehearsal: Rehearsal) -> str:
+    if rehearsal.event == "rebalance":
+        return REBALANCE
     return "Terminate" if rehearsal.event == "maintenance" else "Preempt"
 
 

@@ -136,6 +136,10 @@ class Cloud:
         """The simulator for ``rehearsal`` and how to schedule its event."""
         raise NotImplementedError
 
+    def drill_source(self, event: str) -> str:
+        """The --watch source that sees the drill's ``event`` (most are named alike)."""
+        return event
+
     def describe_drill(self, rehearsal: Rehearsal, notice_time: str) -> tuple[str, str]:
         """(what is rehearsed, what the "notice out" line of the drill's report says)."""
         return f"{self.title} {rehearsal.event}", f"notice at {notice_time}"

@@ -53,7 +53,7 @@ def ask(method: str, url: str, headers: dict[str, str]) -> metadata_http.Answer 
     try:
         return metadata_http.request(
             session, method, url, headers=headers, timeout=PROBE_TIMEOUT, what="probe",
-            max_body=65536,
+            limits=metadata_http.Limits(max_body=65536),
         )  # fmt: skip
     except ImdsError:
         return None

@@ -14,6 +14,7 @@ fault that says so. 503 (maintenance on the metadata server) is retried.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -51,6 +52,9 @@ MAINTENANCE_LEAD_SECONDS = 60.0
 HANG_SECONDS = 20
 READ_SLACK = 3.0
 CONNECT_TIMEOUT = 1.0
+
+# The drill's name for instance/upcoming-maintenance, part of the maintenance source.
+UPCOMING_EVENT = "upcoming-maintenance"
 
 TERMINATING = ("TERMINATE_ON_HOST_MAINTENANCE", "SHUTDOWN_ON_HOST_MAINTENANCE")
 MIGRATING = "MIGRATE_ON_HOST_MAINTENANCE"
@@ -331,6 +335,7 @@ class GoogleCloud(Cloud):
     name = "gcp"
     title = "Google"
     sources = ("spot", "maintenance", "migrate", "shutdown")
+    drill_events = ("spot", "maintenance", UPCOMING_EVENT, "shutdown")
     # Google stops the VM about 30 s after the soft-off, whatever the unit says.
     shutdown_seconds = 30.0
 
@@ -380,14 +385,26 @@ class GoogleCloud(Cloud):
 
         return imdssim_gcp.serve(request.port, request.notice_in, None, "")
 
+    def drill_source(self, event: str) -> str:
+        return "maintenance" if event == UPCOMING_EVENT else event
+
     def drill(self, rehearsal: Rehearsal) -> DrillSim:
-        """preempted=TRUE (30 s to go, as Google gives), or with ``--event maintenance``
-        TERMINATE_ON_HOST_MAINTENANCE (60 s)."""
-        from spotwatch.imdssim_gcp import GceSimulator
+        """preempted=TRUE (30 s to go, as Google gives); with ``--event maintenance``
+        TERMINATE_ON_HOST_MAINTENANCE (60 s); with ``--event upcoming-maintenance`` a
+        window announced from the start that opens --lead after the notice is due (the
+        drill's --maintenance-lead is --lead)."""
+        from spotwatch.imdssim_gcp import GceSimulator, upcoming_doc
 
         sim = GceSimulator()
 
         def schedule(appear_at: float) -> tuple[float, str]:
+            if rehearsal.event == UPCOMING_EVENT:
+                # Listed from the start, as Google announces days ahead. The window
+                # starts on a whole second (as written), so the hooks are never due
+                # before appear_at.
+                doc = upcoming_doc(math.ceil(appear_at + rehearsal.lead))
+                sim.set_upcoming(doc)
+                return appear_at + rehearsal.lead, str(doc["window_start_time"])
             if rehearsal.event == "maintenance":
                 sim.schedule(MAINTENANCE_EVENT, TERMINATING[0], appear_at)
                 deadline = appear_at + MAINTENANCE_LEAD_SECONDS
@@ -399,6 +416,12 @@ class GoogleCloud(Cloud):
         return DrillSim(sim, schedule)
 
     def describe_drill(self, rehearsal: Rehearsal, notice_time: str) -> tuple[str, str]:
+        if rehearsal.event == UPCOMING_EVENT:
+            return (
+                "Google upcoming maintenance",
+                f"instance/upcoming-maintenance window_start_time {notice_time} "
+                f"({rehearsal.lead:g} s lead)",
+            )
         if rehearsal.event == "maintenance":
             what = f"{MAINTENANCE_EVENT} {TERMINATING[0]}"
             return "Google host maintenance", f"{what}, deadline {notice_time}"

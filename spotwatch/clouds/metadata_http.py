@@ -24,7 +24,7 @@ import select
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Union
 from urllib.parse import urlsplit
 
@@ -144,6 +144,20 @@ Timeout = Union[float, "tuple[float, float]"]
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one request may take within its deadline: the body's size, the connect
+    step's share, and how long the body may take once the headers are in (None: as
+    long as the deadline allows)."""
+
+    max_body: int = MAX_BODY
+    connect_seconds: float = 1.0
+    body_seconds: float | None = BODY_SECONDS
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
 class Answer:
     status: int
     body: bytes
@@ -231,14 +245,12 @@ class Session:
         seconds: float,
         what: str,
         data: bytes | None = None,
-        max_body: int = MAX_BODY,
-        connect_seconds: float = 1.0,
-        body_seconds: float | None = BODY_SECONDS,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> Answer:
         """One request; the answer whatever its status, or ImdsError when there was none.
 
         ``seconds`` bounds everything (connect, sending, headers, body);
-        ``body_seconds`` also bounds the body once the headers are in (a hanging
+        ``limits.body_seconds`` also bounds the body once the headers are in (a hanging
         GET waits long for its headers, never for its body).
         """
         try:
@@ -253,12 +265,14 @@ class Session:
                 self.close()
             try:
                 if not reused:
-                    self._connect(where, deadline, connect_seconds, what)
+                    self._connect(where, deadline, limits.connect_seconds, what)
                 elif _stale(self._sock):
                     self.close()
-                    self._connect(where, deadline, connect_seconds, what)
+                    self._connect(where, deadline, limits.connect_seconds, what)
                     reused = False
-                return self._exchange(message, method, deadline, body_seconds, max_body)
+                return self._exchange(
+                    message, method, deadline, limits.body_seconds, limits.max_body
+                )
             except _Closed as err:
                 self.close()
                 if reused and err.args and err.args[0] == 0:
@@ -563,11 +577,11 @@ def request(
     timeout: Timeout,
     what: str,
     data: bytes | None = None,
-    max_body: int = MAX_BODY,
-    body_seconds: float | None = BODY_SECONDS,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Answer:
     """One request; the answer whatever its status, or ImdsError (also for 3xx and a body
-    over the cap). ``timeout``: one deadline in seconds, or (connect, read) whose sum is."""
+    over the cap). ``timeout``: one deadline in seconds, or (connect, read) whose sum is
+    (its connect part replaces ``limits.connect_seconds``)."""
     if isinstance(timeout, tuple):
         connect, read = timeout
         seconds = connect + read
@@ -575,10 +589,12 @@ def request(
         connect = seconds = float(timeout)
     answer = session.request(
         method, url, headers=headers, seconds=seconds, what=what, data=data,
-        max_body=max_body, connect_seconds=connect, body_seconds=body_seconds,
+        limits=replace(limits, connect_seconds=connect),
     )  # fmt: skip
     if 300 <= answer.status < 400:
         raise ImdsError("redirect", f"{what} was redirected ({answer.status})", ADVICE_REDIRECT)
     if answer.too_large:
-        raise ImdsError("too-large", f"{what} sent more than {max_body} bytes", ADVICE_TOO_LARGE)
+        raise ImdsError(
+            "too-large", f"{what} sent more than {limits.max_body} bytes", ADVICE_TOO_LARGE
+        )
     return answer

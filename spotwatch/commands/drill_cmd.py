@@ -100,13 +100,15 @@ def add_parser(subparsers: Any) -> None:
     )
     add(
         "--event",
-        choices=("spot", "rebalance", "maintenance", "asg", "shutdown"),
+        choices=("spot", "rebalance", "maintenance", "upcoming-maintenance", "asg", "shutdown"),
         default="spot",
-        help="what to rehearse: the spot notice, a rebalance recommendation, a scheduled "
-        "maintenance event (--action terminate: instance-retirement, stop/hibernate: "
-        "instance-stop), an Auto Scaling termination, or a system shutdown with no "
-        "notice (a poweroff at --in, --lead s standing for the unit's TimeoutStopSec) "
-        "(default %(default)s)",
+        help="what to rehearse: the spot notice, a rebalance recommendation (AWS; on Azure "
+        "a SpotRebalanceRecommendation), a scheduled maintenance event (AWS: --action "
+        "terminate: instance-retirement, stop/hibernate: instance-stop; Google: "
+        "maintenance-event; Azure: a Terminate event), Google's upcoming-maintenance (a "
+        "window announced ahead, the hooks --lead s before it opens), an Auto Scaling "
+        "termination (AWS), or a system shutdown with no notice (a poweroff at --in, "
+        "--lead s standing for the unit's TimeoutStopSec) (default %(default)s)",
     )
     add(
         "--resume",
