@@ -198,7 +198,13 @@ def test_a_status_line_every_few_seconds_on_a_terminal_not_with_json(tmp_path: P
         hooks_dir = tmp_path / f"hooks-{json_output}"
         hooks_dir.mkdir(mode=0o755)
         hook = hooks_dir / "10-hook"
-        hook.write_text("#!/bin/sh\nsleep 0.6\n")
+        # The three hooks meet before they finish, so some status line sees all
+        # three running however slowly a loaded machine starts them.
+        met = tmp_path / f"met-{json_output}"
+        met.mkdir()
+        hook.write_text(f"#!/bin/sh\ntouch {met}/$$\nn=0\n"
+                        f"while [ $(ls {met} | wc -l) -lt 3 ] && [ $n -lt 400 ]; do\n"
+                        "  sleep 0.05; n=$((n+1))\ndone\nsleep 0.6\n")
         hook.chmod(0o755)
         return FleetWatcher(
             FleetWatchSettings(queue_url="http://127.0.0.1:1/123456789012/q", hooks_dir=hooks_dir,

@@ -295,7 +295,8 @@ def test_a_per_call_budget_overrides_the_default(rsps: Mock) -> None:
     started = time.monotonic()
     with pytest.raises(ImdsError):
         client(rsps, budget=30.0).get(PATH, budget=0.3)
-    assert time.monotonic() - started < 0.3 + 0.5
+    # Far below the client's 30 s default, with slack for a loaded machine.
+    assert time.monotonic() - started < 0.3 + 5
 
 
 def test_token_endpoint_5xx_while_plain_gets_work_is_v1_in_the_same_get(rsps: Mock) -> None:

@@ -154,6 +154,7 @@ def test_the_context_reads_the_hook_environment() -> None:
 class Receiver:
     def __init__(self) -> None:
         self.raw: list[bytes] = []
+        self.arrived: list[float] = []  # wall-clock time of each request
         self.headers: list[dict[str, str]] = []
         self.statuses: list[int] = []  # answers to give, in order; then 200
         self.lock = threading.Lock()
@@ -172,6 +173,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with state.lock:
                 state.raw.append(body)
+                state.arrived.append(time.time())
                 state.headers.append(dict(self.headers))
                 status = state.statuses.pop(0) if state.statuses else 200
             self.send_response(status)
@@ -246,15 +248,17 @@ def test_retries_then_sends(tmp_path: Path, receiver: tuple[Receiver, str]) -> N
 def test_retries_stop_at_the_deadline(tmp_path: Path, receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
     state.statuses = [503] * 1000
-    deadline = time.time() + 4
-    env = hook_env(tmp_path, SPOTWATCH_DEADLINE=str(int(deadline)))
-    started = time.time()
+    # A loaded machine may take seconds to start Python: what is asserted is the
+    # decision (it retried, then gave up, sending nothing after the deadline),
+    # not how many attempts fit.
+    deadline = int(time.time() + 6)
+    env = hook_env(tmp_path, SPOTWATCH_DEADLINE=str(deadline))
     result = run_notify(env, "--webhook", url)
     assert result.returncode == 1
     assert "gave up at the deadline" in result.stderr and "HTTP 503" in result.stderr
-    assert 2 <= len(state.raw) <= 12
-    assert time.time() < int(deadline) + 3  # stopped at the deadline (less a second), not later
-    assert time.time() - started < 10
+    assert 1 <= len(state.raw) <= 14
+    assert max(state.arrived) < deadline, "a retry was sent after the deadline"
+    assert time.time() < deadline + 15  # it stopped, rather than retrying 1000 times
     # Not sent, so not marked: a later run tries again.
     state.statuses = []
     assert run_notify(hook_env(tmp_path), "--webhook", url).returncode == 0
