@@ -203,6 +203,16 @@ def serve_moto(port: str) -> None:
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
     Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
 
+    # moto deletes by rebuilding the message list: two deletes at once (a watcher's
+    # deleters run side by side) lose one of them, and the message comes back.
+    plain_delete = Queue.delete_message
+
+    def delete_message(self: Queue, receipt_handle: str) -> None:
+        with receiving:
+            plain_delete(self, receipt_handle)
+
+    Queue.delete_message = delete_message  # type: ignore[method-assign]
+
     def retained(self: SQSBackend, queue_name: str, message: object) -> bool:
         period = float(self.get_queue(queue_name).message_retention_period)
         sent = getattr(message, "sent_timestamp", None) or 0

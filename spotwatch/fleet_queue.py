@@ -5,10 +5,16 @@ visibility of the messages in hand, handing messages back (visible at once), and
 deleting handled ones, which wait up to DELETE_DELAY to share a call. A failed
 call is logged and never raised: a message that is not deleted or extended comes
 back when its visibility timeout ends, and the event id LRU skips a repeat.
+
+Deletes are made by threads of their own, as many as there are receivers (each
+receive brings at most MAX_BATCH messages, each delete call takes as many): made
+by the book-keeper, a slow queue held up its extensions, and in a wave of 10,000
+the deletes fell behind the hooks and the watcher sat out the backlog at the end.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -116,7 +122,8 @@ class FleetQueue:
     the workers and the book-keeper call it."""
 
     def __init__(self, sqs: Any, queue_url: str, *, log: Any,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic,
+                 deleters: int = 1) -> None:  # fmt: skip
         self._sqs = sqs
         self._url = queue_url
         self._log = log
@@ -127,6 +134,13 @@ class FleetQueue:
         self._extend_fault: str | None = None
         self._extend_after = 0.0
         self.calls: dict[str, int] = {"receive": 0, "delete": 0, "extend": 0, "release": 0}
+        self._deleters = max(1, deleters)
+        self._batches: queue.Queue[Sequence[Received] | None] = queue.Queue()
+        self._delete_threads: list[threading.Thread] = []
+
+    def _count(self, call: str) -> None:
+        with self._lock:  # several receivers and deleters count at once
+            self.calls[call] += 1
 
     def attributes(self) -> dict[str, str]:
         """The queue's visibility timeout, redrive policy and ARN; raises what boto3 raises."""
@@ -146,7 +160,7 @@ class FleetQueue:
         }
         if visibility is not None:
             request["VisibilityTimeout"] = visibility
-        self.calls["receive"] += 1
+        self._count("receive")
         messages: list[dict[str, Any]] = self._sqs.receive_message(**request).get("Messages", [])
         return messages
 
@@ -160,7 +174,7 @@ class FleetQueue:
         error of each that failed, or None when the call itself failed (logged once)."""
         entries = [{"Id": str(n), "ReceiptHandle": item.receipt, "VisibilityTimeout": seconds}
                    for n, item in enumerate(items)]
-        self.calls["extend"] += 1
+        self._count("extend")
         try:
             response = self._sqs.change_message_visibility_batch(
                 QueueUrl=self._url, Entries=entries)
@@ -195,7 +209,7 @@ class FleetQueue:
         for chunk in schedule.batches(items):
             entries = [{"Id": str(i), "ReceiptHandle": r.receipt, "VisibilityTimeout": 0}
                        for i, r in enumerate(chunk)]
-            self.calls["release"] += 1
+            self._count("release")
             try:
                 self._sqs.change_message_visibility_batch(QueueUrl=self._url, Entries=entries)
             except Exception as exc:
@@ -220,23 +234,53 @@ class FleetQueue:
             return bool(self._ready)
 
     def flush_deletes(self, *, busy: bool, force: bool = False) -> None:
-        """Delete what is ready if a batch is full, it waited DELETE_DELAY, nothing
-        else is in hand (``busy`` False), or ``force``."""
+        """Hand what is ready to the deleters if a batch is full, it waited
+        DELETE_DELAY, nothing else is in hand (``busy`` False), or ``force``;
+        with ``force``, return once every delete handed over is made."""
         with self._lock:
             flush = force or schedule.flush_deletes(
                 len(self._ready), oldest_age=self._clock() - self._ready_since,
                 busy=busy, max_delay=DELETE_DELAY)
-            if not flush:
-                return
-            items, self._ready = self._ready, []
+            items, self._ready = (self._ready, []) if flush else ([], self._ready)
+            if items and not self._delete_threads:
+                self._delete_threads = [
+                    threading.Thread(target=self._delete_loop, name=f"fleet-delete-{n}",
+                                     daemon=True)
+                    for n in range(self._deleters)
+                ]
+                for thread in self._delete_threads:
+                    thread.start()
         for chunk in schedule.batches(items):
-            self._delete_batch(chunk)
+            self._batches.put(chunk)
+        if force:
+            self._batches.join()
+
+    def close(self) -> None:
+        """Make the deletes handed over, then end the deleters."""
+        self._batches.join()
+        for _ in self._delete_threads:
+            self._batches.put(None)
+        for thread in self._delete_threads:
+            thread.join()
+        self._delete_threads = []
+
+    def _delete_loop(self) -> None:
+        while True:
+            chunk = self._batches.get()
+            try:
+                if chunk is None:
+                    return
+                self._delete_batch(chunk)
+            except Exception:  # a bug of ours: the messages come back; the LRU skips them
+                self._log.exception("fleet.delete_failed", count=len(chunk or ()))
+            finally:
+                self._batches.task_done()
 
     def _delete_batch(self, items: Sequence[Received]) -> None:
         if not items:
             return
         entries = [{"Id": str(i), "ReceiptHandle": r.receipt} for i, r in enumerate(items)]
-        self.calls["delete"] += 1
+        self._count("delete")
         try:
             response = self._sqs.delete_message_batch(QueueUrl=self._url, Entries=entries)
         except Exception as exc:  # the messages come back; the LRU skips them

@@ -92,7 +92,8 @@ class FleetWatcher:
         # Thread-safe; called from the receiver and the workers, never under self._lock
         # (a write of the metrics file must not hold up the book-keeping).
         self._metrics = metrics if metrics is not None else FleetMetrics()  # counts only
-        self._queue = FleetQueue(clients.sqs, settings.queue_url, log=self._log, clock=clock)
+        self._queue = FleetQueue(clients.sqs, settings.queue_url, log=self._log, clock=clock,
+                                 deleters=schedule.receivers_for(settings.workers))
         self._stop = stop
         self._plan = hooks.plan
         self._runner = hooks.runner
@@ -210,6 +211,7 @@ class FleetWatcher:
                                note="a message received now reappears after the "
                                f"visibility timeout ({self._visibility} s)")
             self._lookup.close()
+            self._queue.close()
             self._metrics.flush(force=True)
         self._log.info("fleet.stopped", reason=self._stop_reason(), released=self.released,
                        sqs_calls=self._queue.calls,

@@ -62,10 +62,13 @@ def moto_server() -> Iterator[str]:
     ``spotwatch`` subprocesses talk to it over real HTTP.
     """
     from moto.server import ThreadedMotoServer
-    from moto.sqs.models import SQSBackend
+    from moto.sqs.models import Queue, SQSBackend
 
     original_receive = SQSBackend.receive_message
-    SQSBackend.receive_message = _atomic_receive(original_receive)  # type: ignore[method-assign]
+    original_delete = Queue.delete_message
+    lock = threading.Lock()
+    SQSBackend.receive_message = _atomic_receive(original_receive, lock)  # type: ignore[method-assign]
+    Queue.delete_message = _atomic_delete(original_delete, lock)  # type: ignore[method-assign]
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -74,15 +77,15 @@ def moto_server() -> Iterator[str]:
     finally:
         server.stop()
         SQSBackend.receive_message = original_receive  # type: ignore[method-assign]
+        Queue.delete_message = original_delete  # type: ignore[method-assign]
 
 
-def _atomic_receive(receive: Callable[..., Any]) -> Callable[..., Any]:
+def _atomic_receive(receive: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
     """SQS's ReceiveMessage as SQS does it: one message goes to one of two concurrent
     receivers. moto checks a message's visibility and marks it received without a
     lock, so two server threads can hand out the same message (seen with two
     watchers on one queue under load). Here each receive looks and marks under one
     lock, and a long poll waits outside it."""
-    lock = threading.Lock()
 
     def atomic_receive(
         self: Any,
@@ -102,6 +105,17 @@ def _atomic_receive(receive: Callable[..., Any]) -> Callable[..., Any]:
             self.get_queue(queue_name).wait_for_messages(min(remaining, 1.0))
 
     return atomic_receive
+
+
+def _atomic_delete(delete: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
+    """moto deletes a message by rebuilding the queue's list: two deletes at once (a
+    fleet watcher's deleters run side by side) lose one, and its message comes back."""
+
+    def atomic_delete(self: Any, receipt_handle: str) -> None:
+        with lock:
+            delete(self, receipt_handle)
+
+    return atomic_delete
 
 
 @pytest.fixture
