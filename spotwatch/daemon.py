@@ -83,7 +83,10 @@ def build_watcher(
     interval = adapter.interval(config.interval, config.interval_given)
     sources = config.sources
     watched = adapter.build(config, interval=interval, stop=stop)
-    environ = {**environ_for_hooks(os.environ), "SPOTWATCH_CLOUD": cloud}
+    # The state dir in use, also when given as --state-dir: the built-in actions a
+    # hook calls (notify, deregister, replace) keep their marks there.
+    environ = {**environ_for_hooks(os.environ), "SPOTWATCH_CLOUD": cloud,
+               "SPOTWATCH_STATE_DIR": str(config.state_dir.absolute())}
     settings = WatchSettings(
         interval=interval,
         hooks_dir=config.hooks_dir,

@@ -157,8 +157,6 @@ def rehearse(options: DrillOptions) -> tuple[DrillReport, Seen]:
         (logs / "error.log").write_text("nothing wrong\n")
         calls_log = work / "calls.log"
         calls_log.touch()
-        state = work / "state"
-        state.mkdir()
 
         moto = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         moto.start()
@@ -175,7 +173,7 @@ def rehearse(options: DrillOptions) -> tuple[DrillReport, Seen]:
             env = {
                 **aws,
                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-                "SPOTWATCH_STANDIN_LOG": str(calls_log), "SPOTWATCH_STATE_DIR": str(state),
+                "SPOTWATCH_STANDIN_LOG": str(calls_log),
                 "SPOTWATCH_S3_BUCKET": BUCKET, "SPOTWATCH_SHIP_PATHS": str(logs),
                 # Its one-line summary on the timeline, not a JSON line per file.
                 "SPOTWATCH_SHIP_ARGS": "--log-level warning",

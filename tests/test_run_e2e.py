@@ -77,6 +77,8 @@ def test_notice_is_seen_within_one_interval_and_hooks_run_in_order_with_their_en
     assert env["SPOTWATCH_AZ"] == "us-east-1a"
     assert len(env["SPOTWATCH_NOTICE_ID"]) >= 8
     assert "SPOTWATCH_DRILL" not in env
+    # Given as --state-dir, not in the environment: the actions a hook calls need it.
+    assert env["SPOTWATCH_STATE_DIR"] == str(tmp_path / "state")
 
     skipped = {e["hook"] for e in daemon.events("hook.skipped")}
     refused = {e["hook"] for e in daemon.events("hook.refused")}
