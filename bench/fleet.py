@@ -203,19 +203,12 @@ def serve_moto(port: str) -> None:
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
     Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
 
-    # moto deletes by rebuilding the message list: two deletes at once (a watcher's
-    # deleters run side by side) lose one of them, and the message comes back.
-    plain_delete = Queue.delete_message
-
-    def delete_message(self: Queue, receipt_handle: str) -> None:
-        with receiving:
-            plain_delete(self, receipt_handle)
-
-    Queue.delete_message = delete_message  # type: ignore[method-assign]
-
     # moto deletes a batch one receipt at a time, each a scan of every message in
     # the queue: O(batch x depth), 10 x 10,000 per call in the wave, where SQS takes
     # constant time. One scan per batch keeps moto's cost out of the watcher's figures.
+    # Under the receive lock: moto rebuilds the message list, so two deletes at once
+    # (a watcher's deleters run side by side) would lose one, and its message come back.
+    # Every delete here is a batch (the watcher's and the plain loop's).
     def delete_message_batch(self: SQSBackend, queue_name: str,
                              receipts: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
         queue = self.get_queue(queue_name)
